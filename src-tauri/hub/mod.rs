@@ -1,0 +1,235 @@
+//! The hub: one process, one port, three surfaces (classic `/rooms`, management `/v1`, and, from the
+//! inference module, `/rooms/:code/v1`). This module owns the configuration, the shared state
+//! handle and the server loop; the registry, events, routes and errors live in the submodules.
+//!
+//! The hub never binds a socket itself: [`Hub::serve`] takes a bound listener and a cancellation
+//! token, which is what lets tests (and the desktop app) run a real hub on port 0.
+
+pub mod body;
+pub mod error;
+pub mod events;
+pub mod password;
+pub mod registry;
+pub mod request_id;
+pub mod routes;
+pub mod sse;
+pub mod state_file;
+pub mod validate;
+
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::sync::{Arc, OnceLock};
+use std::time::Duration;
+
+use tokio::net::TcpListener;
+use tokio_util::sync::CancellationToken;
+use tokio_util::task::TaskTracker;
+
+use crate::protocol::{now_ms, HEARTBEAT_INTERVAL, PARTICIPANT_TIMEOUT};
+
+pub use error::HubError;
+pub use events::{EventBus, HubEvent};
+pub use registry::{HealthRules, Registry};
+pub use state_file::StateError;
+
+/// Everything a hub can be told at start. `Default` is the documented behaviour.
+#[derive(Debug, Clone)]
+pub struct HubConfig {
+    /// How often the health sweep runs.
+    pub sweep_interval: Duration,
+    /// No heartbeat for this long: `offline`.
+    pub participant_timeout: Duration,
+    /// Offline for this long: removed.
+    pub offline_retention: Duration,
+    /// Empty for this long: the room expires. Off by default.
+    pub room_ttl: Option<Duration>,
+    /// Where rooms are kept across restarts; in memory only when `None`.
+    pub state_path: Option<PathBuf>,
+    /// Allowed browser origins; empty allows any (`*`), as the original hub did.
+    pub cors_origins: Vec<String>,
+    /// Largest body accepted on the classic and `/v1` surfaces.
+    pub management_body_limit: usize,
+    /// SSE keep-alive comment interval.
+    pub keep_alive: Duration,
+    /// Recent events kept per room for `Last-Event-ID` replay.
+    pub event_ring: usize,
+    /// Capacity of the live event channel; a reader further behind than this catches up from the ring.
+    pub event_channel: usize,
+    /// argon2 computations allowed at once.
+    pub password_concurrency: usize,
+    /// How long in-flight requests may run on after shutdown is asked for.
+    pub shutdown_grace: Duration,
+}
+
+impl Default for HubConfig {
+    fn default() -> Self {
+        HubConfig {
+            sweep_interval: HEARTBEAT_INTERVAL,
+            participant_timeout: PARTICIPANT_TIMEOUT,
+            offline_retention: Duration::from_secs(600),
+            room_ttl: None,
+            state_path: None,
+            cors_origins: Vec::new(),
+            management_body_limit: 1024 * 1024,
+            keep_alive: Duration::from_secs(15),
+            event_ring: 512,
+            event_channel: 4096,
+            password_concurrency: 2,
+            shutdown_grace: Duration::from_secs(10),
+        }
+    }
+}
+
+struct HubInner {
+    config: HubConfig,
+    registry: Registry,
+    passwords: password::Passwords,
+    state_file: Option<state_file::StateFile>,
+    shutdown: CancellationToken,
+    tasks: TaskTracker,
+    local_addr: OnceLock<SocketAddr>,
+}
+
+/// A handle on a hub's shared state; cheap to clone.
+#[derive(Clone)]
+pub struct Hub {
+    inner: Arc<HubInner>,
+}
+
+impl Hub {
+    /// Builds a hub, loading its rooms from `state_path` when one is set. Nothing runs until
+    /// [`Hub::serve`].
+    pub fn new(config: HubConfig) -> Result<Self, StateError> {
+        let rooms = match &config.state_path {
+            Some(path) => state_file::load(path)?,
+            None => Vec::new(),
+        };
+        let bus = EventBus::new(config.event_channel, config.event_ring);
+        let rules = HealthRules {
+            participant_timeout: config.participant_timeout,
+            offline_retention: config.offline_retention,
+            room_ttl: config.room_ttl,
+        };
+        let registry = Registry::new(bus, rules, rooms);
+        let state_file = config.state_path.clone().map(state_file::StateFile::new);
+        Ok(Hub {
+            inner: Arc::new(HubInner {
+                passwords: password::Passwords::new(config.password_concurrency),
+                config,
+                registry,
+                state_file,
+                shutdown: CancellationToken::new(),
+                tasks: TaskTracker::new(),
+                local_addr: OnceLock::new(),
+            }),
+        })
+    }
+
+    pub fn config(&self) -> &HubConfig {
+        &self.inner.config
+    }
+
+    pub fn registry(&self) -> &Registry {
+        &self.inner.registry
+    }
+
+    pub fn passwords(&self) -> &password::Passwords {
+        &self.inner.passwords
+    }
+
+    /// Every event of every room, live (the desktop app's notifications read this).
+    pub fn subscribe(&self) -> tokio::sync::broadcast::Receiver<Arc<HubEvent>> {
+        self.inner.registry.bus().subscribe()
+    }
+
+    /// Cancelled when the hub begins to shut down.
+    pub fn shutdown_token(&self) -> CancellationToken {
+        self.inner.shutdown.clone()
+    }
+
+    /// The address the hub serves on, once serving.
+    pub fn local_addr(&self) -> Option<SocketAddr> {
+        self.inner.local_addr.get().copied()
+    }
+
+    /// Writes the rooms to the state file, if there is one. A failure is logged, not returned: the
+    /// change has happened in memory and the hub keeps serving it.
+    pub async fn persist(&self) {
+        if let Some(file) = &self.inner.state_file {
+            if let Err(e) = file.save(&self.inner.registry).await {
+                tracing::error!(error = %e, "rooms not saved");
+            }
+        }
+    }
+
+    /// Checks `password` against the room's. Open rooms accept anything.
+    pub async fn check_password(&self, code: &str, password: Option<String>) -> Result<(), HubError> {
+        let Some(hash) = self.inner.registry.password_hash(code)? else {
+            return Ok(());
+        };
+        let Some(password) = password else {
+            return Err(HubError::InvalidPassword);
+        };
+        if self.inner.passwords.verify(password, hash).await? {
+            Ok(())
+        } else {
+            Err(HubError::InvalidPassword)
+        }
+    }
+
+    /// The router of every surface, with its layers.
+    pub fn router(&self) -> axum::Router {
+        routes::router(self.clone())
+    }
+
+    /// Serves on `listener` until `shutdown` is cancelled, then stops taking connections, lets
+    /// in-flight requests finish within the grace period, and returns.
+    pub async fn serve(self, listener: TcpListener, shutdown: CancellationToken) -> std::io::Result<()> {
+        let addr = listener.local_addr()?;
+        let _ = self.inner.local_addr.set(addr);
+        let own = self.inner.shutdown.clone();
+        self.inner.tasks.spawn({
+            let own = own.clone();
+            async move {
+                shutdown.cancelled().await;
+                own.cancel();
+            }
+        });
+        self.spawn_sweeper();
+        let app = self.router().into_make_service_with_connect_info::<SocketAddr>();
+        let server = axum::serve(listener, app).with_graceful_shutdown(own.clone().cancelled_owned());
+        let grace = self.inner.config.shutdown_grace;
+        let result = tokio::select! {
+            r = server => r,
+            _ = async { own.cancelled().await; tokio::time::sleep(grace).await } => {
+                tracing::warn!("shutdown grace period over; closing the remaining connections");
+                Ok(())
+            }
+        };
+        self.inner.tasks.close();
+        self.persist().await;
+        self.inner.tasks.wait().await;
+        result
+    }
+
+    fn spawn_sweeper(&self) {
+        let hub = self.clone();
+        let token = self.inner.shutdown.clone();
+        self.inner.tasks.spawn(async move {
+            let mut tick = tokio::time::interval(hub.inner.config.sweep_interval);
+            tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+            loop {
+                tokio::select! {
+                    _ = token.cancelled() => break,
+                    _ = tick.tick() => {
+                        let report = hub.inner.registry.sweep(now_ms());
+                        if report.rooms_expired > 0 {
+                            tracing::info!(rooms = report.rooms_expired, "empty rooms expired");
+                            hub.persist().await;
+                        }
+                    }
+                }
+            }
+        });
+    }
+}

@@ -1,0 +1,601 @@
+//! The registry: rooms, their participants, host tokens and tunnel bootstrap tokens, and the health
+//! sweep's rules. A cheap cloneable handle around one `std::sync::Mutex`; every method is synchronous
+//! and never holds the lock across an `.await` (password checks happen before, in `hub::password`).
+//!
+//! Every change is published on the event bus while the lock is still held, so the order of events
+//! is the order of changes.
+
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex, MutexGuard};
+use std::time::Duration;
+
+use indexmap::IndexMap;
+use rand::Rng;
+use serde::{Deserialize, Serialize};
+use sha2::{Digest, Sha256};
+use subtle::ConstantTimeEq;
+
+use crate::protocol::events::EventKind;
+use crate::protocol::{
+    now_ms, Capabilities, Connection, ConnectionKind, CreatedRoom, HeartbeatResult, LoadedModel, MachineSpecs,
+    Participant, ParticipantStatus, RoomSummary, RuntimeConfig, ROOM_CODE_LEN, TUNNEL_TOKEN_TTL,
+};
+
+use super::error::HubError;
+use super::events::EventBus;
+
+/// Room codes avoid the look-alikes `0 O 1 I`, so a code read aloud or copied by hand works.
+const CODE_ALPHABET: &[u8] = b"ABCDEFGHJKLMNPQRSTUVWXYZ23456789";
+
+/// The timing rules of the health sweep.
+#[derive(Debug, Clone)]
+pub struct HealthRules {
+    /// No heartbeat for this long: `offline`.
+    pub participant_timeout: Duration,
+    /// Offline for this long: removed.
+    pub offline_retention: Duration,
+    /// Without participants for this long: the room expires. `None` keeps rooms forever.
+    pub room_ttl: Option<Duration>,
+}
+
+/// A room as `--state` keeps it. Participants are not kept: they re-register after a restart.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct StoredRoom {
+    pub id: String,
+    pub code: String,
+    pub name: String,
+    pub host_id: String,
+    pub created_at: u64,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub defaults: Option<RuntimeConfig>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub password_hash: Option<String>,
+    /// SHA-256 (hex) of the host token: the token itself is shown once and kept nowhere.
+    pub host_token_sha256: String,
+}
+
+impl StoredRoom {
+    fn summary(&self, participant_count: Option<usize>) -> RoomSummary {
+        RoomSummary {
+            id: self.id.clone(),
+            code: self.code.clone(),
+            name: self.name.clone(),
+            host_id: self.host_id.clone(),
+            created_at: self.created_at,
+            password_protected: self.password_hash.is_some(),
+            defaults: self.defaults.as_ref().map(RuntimeConfig::public),
+            participant_count,
+        }
+    }
+}
+
+/// A participant's registration, validated (see `hub::validate`).
+#[derive(Debug, Clone, Default)]
+pub struct Registration {
+    pub nickname: String,
+    pub model: String,
+    pub endpoint: String,
+    pub specs: MachineSpecs,
+    pub config: RuntimeConfig,
+    pub capabilities: Option<Capabilities>,
+    pub max_concurrency: Option<u32>,
+    pub loaded_models: Option<Vec<LoadedModel>>,
+}
+
+/// A participant with what the hub keeps beside its public form.
+#[derive(Debug, Clone)]
+pub struct ParticipantRecord {
+    pub public: Participant,
+    /// The full config, `instructions` included (the public form only says whether there are any).
+    pub config: RuntimeConfig,
+    offline_since: Option<u64>,
+}
+
+struct RoomRecord {
+    stored: StoredRoom,
+    participants: IndexMap<String, ParticipantRecord>,
+    /// When the room last became empty (creation counts); `None` while it has participants.
+    empty_since: Option<u64>,
+}
+
+impl RoomRecord {
+    fn summary(&self) -> RoomSummary {
+        self.stored.summary(Some(self.participants.len()))
+    }
+}
+
+struct TunnelGrant {
+    room_code: String,
+    participant_id: String,
+    expires_at: u64,
+}
+
+#[derive(Default)]
+struct State {
+    rooms: HashMap<String, RoomRecord>,
+    tunnel_grants: HashMap<String, TunnelGrant>,
+}
+
+struct Inner {
+    state: Mutex<State>,
+    bus: EventBus,
+    rules: HealthRules,
+}
+
+/// Cheap to clone: a handle on the shared registry.
+#[derive(Clone)]
+pub struct Registry {
+    inner: Arc<Inner>,
+}
+
+/// The outcome of an upsert.
+pub struct Upserted {
+    pub participant: Participant,
+    pub created: bool,
+    pub room_id: String,
+}
+
+/// What one sweep changed.
+#[derive(Debug, Default, PartialEq, Eq)]
+pub struct SweepReport {
+    pub went_offline: usize,
+    pub purged: usize,
+    pub rooms_expired: usize,
+}
+
+fn random_token(prefix: &str, bytes: usize) -> String {
+    let mut buf = vec![0u8; bytes];
+    rand::rng().fill(&mut buf[..]);
+    format!("{prefix}{}", hex::encode(buf))
+}
+
+fn sha256_hex(s: &str) -> String {
+    hex::encode(Sha256::digest(s.as_bytes()))
+}
+
+impl Registry {
+    pub fn new(bus: EventBus, rules: HealthRules, rooms: Vec<StoredRoom>) -> Self {
+        let now = now_ms();
+        let rooms = rooms
+            .into_iter()
+            .map(|stored| {
+                (stored.code.clone(), RoomRecord { stored, participants: IndexMap::new(), empty_since: Some(now) })
+            })
+            .collect();
+        Registry {
+            inner: Arc::new(Inner { state: Mutex::new(State { rooms, ..State::default() }), bus, rules }),
+        }
+    }
+
+    fn state(&self) -> MutexGuard<'_, State> {
+        // Every method leaves the state consistent before it can panic (they only panic on bugs),
+        // so a poisoned lock is taken over rather than turning one bug into a dead hub.
+        self.inner.state.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    pub fn bus(&self) -> &EventBus {
+        &self.inner.bus
+    }
+
+    fn new_code(state: &State) -> String {
+        let mut rng = rand::rng();
+        loop {
+            let code: String = (0..ROOM_CODE_LEN)
+                .map(|_| CODE_ALPHABET[rng.random_range(0..CODE_ALPHABET.len())] as char)
+                .collect();
+            if !state.rooms.contains_key(&code) {
+                return code;
+            }
+        }
+    }
+
+    /// Creates a room. `password_hash` is already an argon2id PHC string.
+    pub fn create_room(&self, name: String, defaults: Option<RuntimeConfig>, password_hash: Option<String>) -> CreatedRoom {
+        let host_token = random_token("gh_", 24);
+        let mut state = self.state();
+        let code = Self::new_code(&state);
+        let now = now_ms();
+        let stored = StoredRoom {
+            id: uuid::Uuid::new_v4().to_string(),
+            code: code.clone(),
+            name,
+            host_id: uuid::Uuid::new_v4().to_string(),
+            created_at: now,
+            defaults,
+            password_hash,
+            host_token_sha256: sha256_hex(&host_token),
+        };
+        let record = RoomRecord { stored, participants: IndexMap::new(), empty_since: Some(now) };
+        let summary = record.summary();
+        let host_id = record.stored.host_id.clone();
+        state.rooms.insert(code.clone(), record);
+        self.inner.bus.publish(&code, EventKind::RoomCreated(summary.clone()));
+        CreatedRoom { room: summary, host_id, host_token: Some(host_token) }
+    }
+
+    pub fn list_rooms(&self) -> Vec<RoomSummary> {
+        let state = self.state();
+        let mut rooms: Vec<_> = state.rooms.values().map(RoomRecord::summary).collect();
+        rooms.sort_by(|a, b| a.created_at.cmp(&b.created_at).then_with(|| a.code.cmp(&b.code)));
+        rooms
+    }
+
+    pub fn room(&self, code: &str) -> Result<RoomSummary, HubError> {
+        self.state().rooms.get(code).map(RoomRecord::summary).ok_or_else(|| not_found(code))
+    }
+
+    pub fn room_count(&self) -> usize {
+        self.state().rooms.len()
+    }
+
+    /// The room's password hash (`None` for an open room), to verify off the lock.
+    pub fn password_hash(&self, code: &str) -> Result<Option<String>, HubError> {
+        self.state().rooms.get(code).map(|r| r.stored.password_hash.clone()).ok_or_else(|| not_found(code))
+    }
+
+    /// The room's defaults with `instructions`, for the inference plane.
+    pub fn room_defaults(&self, code: &str) -> Result<Option<RuntimeConfig>, HubError> {
+        self.state().rooms.get(code).map(|r| r.stored.defaults.clone()).ok_or_else(|| not_found(code))
+    }
+
+    /// Deletes a room if `host_token` is its host token: everyone in it is told they left, and its
+    /// event streams end.
+    pub fn delete_room(&self, code: &str, host_token: Option<&str>) -> Result<(), HubError> {
+        let mut state = self.state();
+        let room = state.rooms.get(code).ok_or_else(|| not_found(code))?;
+        let token = host_token.ok_or(HubError::HostTokenRequired)?;
+        let given = sha256_hex(token);
+        if !bool::from(given.as_bytes().ct_eq(room.stored.host_token_sha256.as_bytes())) {
+            return Err(HubError::HostTokenInvalid);
+        }
+        if let Some(room) = state.rooms.remove(code) {
+            self.close_room_locked(&mut state, room);
+        }
+        Ok(())
+    }
+
+    fn close_room_locked(&self, state: &mut State, room: RoomRecord) {
+        let code = room.stored.code.clone();
+        for id in room.participants.keys() {
+            self.inner.bus.publish(&code, EventKind::ParticipantLeft { participant_id: id.clone() });
+        }
+        state.tunnel_grants.retain(|_, g| g.room_code != code);
+        self.inner.bus.publish(&code, EventKind::RoomClosed);
+    }
+
+    /// Registers or updates a participant. The caller has checked the password.
+    pub fn upsert(&self, code: &str, id: &str, reg: Registration, kind: ConnectionKind) -> Result<Upserted, HubError> {
+        let mut state = self.state();
+        let room = state.rooms.get_mut(code).ok_or_else(|| not_found(code))?;
+        let now = now_ms();
+        let room_id = room.stored.id.clone();
+        let created = !room.participants.contains_key(id);
+        let record = match room.participants.get_mut(id) {
+            Some(existing) => {
+                let p = &mut existing.public;
+                p.nickname = reg.nickname;
+                p.model = reg.model;
+                p.endpoint = reg.endpoint;
+                p.specs = reg.specs;
+                p.config = reg.config.public();
+                if let Some(c) = reg.capabilities {
+                    p.capabilities = c;
+                }
+                if let Some(m) = reg.max_concurrency {
+                    p.max_concurrency = m;
+                }
+                if let Some(l) = reg.loaded_models {
+                    p.loaded_models = l;
+                }
+                if p.connection.kind != kind {
+                    p.connection = fresh_connection(kind);
+                }
+                p.status = ParticipantStatus::Online;
+                p.last_seen = now;
+                p.updated_at = now;
+                existing.config = reg.config;
+                existing.offline_since = None;
+                existing.clone()
+            }
+            None => {
+                let record = ParticipantRecord {
+                    public: Participant {
+                        id: id.to_string(),
+                        nickname: reg.nickname,
+                        model: reg.model,
+                        endpoint: reg.endpoint,
+                        specs: reg.specs,
+                        config: reg.config.public(),
+                        capabilities: reg.capabilities.unwrap_or_default(),
+                        connection: fresh_connection(kind),
+                        status: ParticipantStatus::Online,
+                        joined_at: now,
+                        last_seen: now,
+                        updated_at: now,
+                        max_concurrency: reg.max_concurrency.unwrap_or(1),
+                        loaded_models: reg.loaded_models.unwrap_or_default(),
+                    },
+                    config: reg.config,
+                    offline_since: None,
+                };
+                room.participants.insert(id.to_string(), record.clone());
+                room.empty_since = None;
+                record
+            }
+        };
+        let participant = record.public;
+        let kind = if created {
+            EventKind::ParticipantJoined(participant.clone())
+        } else {
+            EventKind::ParticipantUpdated(participant.clone())
+        };
+        self.inner.bus.publish(code, kind);
+        Ok(Upserted { participant, created, room_id })
+    }
+
+    /// Records a heartbeat; an offline participant comes back online.
+    pub fn heartbeat(
+        &self,
+        code: &str,
+        id: &str,
+        loaded_models: Option<Vec<LoadedModel>>,
+    ) -> Result<HeartbeatResult, HubError> {
+        let mut state = self.state();
+        let room = state.rooms.get_mut(code).ok_or_else(|| not_found(code))?;
+        let record = room.participants.get_mut(id).ok_or_else(|| HubError::ParticipantNotFound { id: id.into() })?;
+        let now = now_ms();
+        let p = &mut record.public;
+        p.last_seen = now;
+        let mut changed = false;
+        if p.status == ParticipantStatus::Offline {
+            p.status = ParticipantStatus::Online;
+            record.offline_since = None;
+            changed = true;
+        }
+        if let Some(models) = loaded_models {
+            if models != p.loaded_models {
+                p.loaded_models = models;
+                changed = true;
+            }
+        }
+        let result = HeartbeatResult { success: true, status: p.status, last_seen: now };
+        if changed {
+            p.updated_at = now;
+            let public = p.clone();
+            self.inner.bus.publish(code, EventKind::ParticipantUpdated(public));
+        }
+        Ok(result)
+    }
+
+    /// Removes a participant (it left).
+    pub fn leave(&self, code: &str, id: &str) -> Result<(), HubError> {
+        let mut state = self.state();
+        let room = state.rooms.get_mut(code).ok_or_else(|| not_found(code))?;
+        room.participants.shift_remove(id).ok_or_else(|| HubError::ParticipantNotFound { id: id.into() })?;
+        if room.participants.is_empty() {
+            room.empty_since = Some(now_ms());
+        }
+        state.tunnel_grants.retain(|_, g| !(g.room_code == code && g.participant_id == id));
+        self.inner.bus.publish(code, EventKind::ParticipantLeft { participant_id: id.into() });
+        Ok(())
+    }
+
+    pub fn participant(&self, code: &str, id: &str) -> Result<ParticipantRecord, HubError> {
+        let state = self.state();
+        let room = state.rooms.get(code).ok_or_else(|| not_found(code))?;
+        room.participants.get(id).cloned().ok_or_else(|| HubError::ParticipantNotFound { id: id.into() })
+    }
+
+    pub fn participants(&self, code: &str) -> Result<Vec<Participant>, HubError> {
+        let state = self.state();
+        let room = state.rooms.get(code).ok_or_else(|| not_found(code))?;
+        Ok(room.participants.values().map(|r| r.public.clone()).collect())
+    }
+
+    /// The room's participants as a JSON array, serialized straight from the registry (no copies:
+    /// a room of 10,000 is listed in a few milliseconds).
+    pub fn participants_json(&self, code: &str) -> Result<Vec<u8>, HubError> {
+        let state = self.state();
+        let room = state.rooms.get(code).ok_or_else(|| not_found(code))?;
+        let mut out = Vec::with_capacity(64 + room.participants.len() * 420);
+        let mut ser = serde_json::Serializer::new(&mut out);
+        use serde::ser::{SerializeSeq, Serializer as _};
+        let mut seq = (&mut ser)
+            .serialize_seq(Some(room.participants.len()))
+            .map_err(|e| HubError::Internal(e.to_string()))?;
+        for record in room.participants.values() {
+            seq.serialize_element(&record.public).map_err(|e| HubError::Internal(e.to_string()))?;
+        }
+        seq.end().map_err(|e| HubError::Internal(e.to_string()))?;
+        Ok(out)
+    }
+
+    /// A single-use token that opens one tunnel for this participant within [`TUNNEL_TOKEN_TTL`].
+    pub fn issue_tunnel_token(&self, code: &str, id: &str) -> String {
+        let token = random_token("gt_", 24);
+        let grant = TunnelGrant {
+            room_code: code.into(),
+            participant_id: id.into(),
+            expires_at: now_ms() + TUNNEL_TOKEN_TTL.as_millis() as u64,
+        };
+        self.state().tunnel_grants.insert(token.clone(), grant);
+        token
+    }
+
+    /// Spends a tunnel token: true only if it was issued for this participant, unused and unexpired.
+    pub fn redeem_tunnel_token(&self, code: &str, id: &str, token: &str) -> bool {
+        let mut state = self.state();
+        match state.tunnel_grants.get(token) {
+            Some(g) if g.room_code == code && g.participant_id == id => {
+                let fresh = g.expires_at > now_ms();
+                state.tunnel_grants.remove(token);
+                fresh
+            }
+            _ => false,
+        }
+    }
+
+    /// One pass of the health rules at time `now` (ms): silent participants go offline (one event),
+    /// long-offline ones are removed, and empty rooms past their TTL expire.
+    pub fn sweep(&self, now: u64) -> SweepReport {
+        let rules = &self.inner.rules;
+        let timeout = rules.participant_timeout.as_millis() as u64;
+        let retention = rules.offline_retention.as_millis() as u64;
+        let mut report = SweepReport::default();
+        let mut state = self.state();
+        let mut expired = Vec::new();
+        for (code, room) in state.rooms.iter_mut() {
+            let mut purge = Vec::new();
+            for (id, record) in room.participants.iter_mut() {
+                let p = &mut record.public;
+                match record.offline_since {
+                    None if now.saturating_sub(p.last_seen) >= timeout => {
+                        p.status = ParticipantStatus::Offline;
+                        p.updated_at = now;
+                        record.offline_since = Some(now);
+                        report.went_offline += 1;
+                        self.inner.bus.publish(code, EventKind::ParticipantOffline { participant_id: id.clone() });
+                    }
+                    Some(since) if now.saturating_sub(since) >= retention => purge.push(id.clone()),
+                    _ => {}
+                }
+            }
+            for id in purge {
+                room.participants.shift_remove(&id);
+                report.purged += 1;
+                self.inner.bus.publish(code, EventKind::ParticipantLeft { participant_id: id });
+            }
+            if room.participants.is_empty() {
+                let since = *room.empty_since.get_or_insert(now);
+                if let Some(ttl) = rules.room_ttl {
+                    if now.saturating_sub(since) >= ttl.as_millis() as u64 {
+                        expired.push(code.clone());
+                    }
+                }
+            } else {
+                room.empty_since = None;
+            }
+        }
+        for code in expired {
+            if let Some(room) = state.rooms.remove(&code) {
+                report.rooms_expired += 1;
+                self.close_room_locked(&mut state, room);
+            }
+        }
+        state.tunnel_grants.retain(|_, g| g.expires_at > now);
+        report
+    }
+
+    /// Every room as `--state` keeps it.
+    pub fn stored_rooms(&self) -> Vec<StoredRoom> {
+        let state = self.state();
+        let mut rooms: Vec<_> = state.rooms.values().map(|r| r.stored.clone()).collect();
+        rooms.sort_by(|a, b| a.created_at.cmp(&b.created_at).then_with(|| a.code.cmp(&b.code)));
+        rooms
+    }
+}
+
+fn fresh_connection(kind: ConnectionKind) -> Connection {
+    // A direct participant is reached over HTTP whenever asked; a tunnel participant is reachable
+    // only once its tunnel is open.
+    Connection { kind, connected: kind == ConnectionKind::Direct, last_tunnel_seen_at: None }
+}
+
+fn not_found(code: &str) -> HubError {
+    HubError::RoomNotFound { code: code.into() }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn registry(timeout_ms: u64, retention_ms: u64, ttl_ms: Option<u64>) -> Registry {
+        Registry::new(
+            EventBus::new(64, 64),
+            HealthRules {
+                participant_timeout: Duration::from_millis(timeout_ms),
+                offline_retention: Duration::from_millis(retention_ms),
+                room_ttl: ttl_ms.map(Duration::from_millis),
+            },
+            vec![],
+        )
+    }
+
+    fn reg(nick: &str) -> Registration {
+        Registration {
+            nickname: nick.into(),
+            model: "llama3".into(),
+            endpoint: "http://localhost:11434".into(),
+            ..Registration::default()
+        }
+    }
+
+    #[test]
+    fn codes_are_unique_and_readable() {
+        let r = registry(1000, 1000, None);
+        let mut seen = std::collections::HashSet::new();
+        for _ in 0..500 {
+            let c = r.create_room("x".into(), None, None).room.code;
+            assert!(crate::protocol::is_room_code(&c));
+            assert!(!c.contains(['0', 'O', '1', 'I']));
+            assert!(seen.insert(c));
+        }
+    }
+
+    #[test]
+    fn upsert_creates_then_updates() {
+        let r = registry(1000, 1000, None);
+        let code = r.create_room("x".into(), None, None).room.code;
+        assert!(r.upsert(&code, "w1", reg("A"), ConnectionKind::Tunnel).unwrap().created);
+        let second = r.upsert(&code, "w1", reg("B"), ConnectionKind::Tunnel).unwrap();
+        assert!(!second.created);
+        assert_eq!(second.participant.nickname, "B");
+        assert_eq!(r.participants(&code).unwrap().len(), 1);
+    }
+
+    #[test]
+    fn sweep_marks_offline_once_then_purges() {
+        let r = registry(100, 200, None);
+        let code = r.create_room("x".into(), None, None).room.code;
+        r.upsert(&code, "w1", reg("A"), ConnectionKind::Direct).unwrap();
+        let joined = r.participant(&code, "w1").unwrap().public.last_seen;
+        assert_eq!(r.sweep(joined + 50), SweepReport::default());
+        assert_eq!(r.sweep(joined + 100).went_offline, 1);
+        assert_eq!(r.sweep(joined + 150), SweepReport::default(), "offline is reported once");
+        assert_eq!(r.sweep(joined + 300).purged, 1);
+        assert!(r.participants(&code).unwrap().is_empty());
+    }
+
+    #[test]
+    fn host_token_deletes_and_wrong_token_does_not() {
+        let r = registry(1000, 1000, None);
+        let created = r.create_room("x".into(), None, None);
+        let code = created.room.code;
+        assert!(matches!(r.delete_room(&code, None), Err(HubError::HostTokenRequired)));
+        assert!(matches!(r.delete_room(&code, Some("gh_nope")), Err(HubError::HostTokenInvalid)));
+        r.delete_room(&code, created.host_token.as_deref()).unwrap();
+        assert!(r.room(&code).is_err());
+    }
+
+    #[test]
+    fn empty_rooms_expire_after_ttl() {
+        let r = registry(1000, 1000, Some(500));
+        let created = r.create_room("x".into(), None, None);
+        let now = created.room.created_at;
+        assert_eq!(r.sweep(now + 100).rooms_expired, 0);
+        assert_eq!(r.sweep(now + 600).rooms_expired, 1);
+        assert_eq!(r.room_count(), 0);
+    }
+
+    #[test]
+    fn tunnel_tokens_are_single_use_and_bound() {
+        let r = registry(1000, 1000, None);
+        let code = r.create_room("x".into(), None, None).room.code;
+        let t = r.issue_tunnel_token(&code, "w1");
+        assert!(!r.redeem_tunnel_token(&code, "w2", &t), "bound to its participant");
+        let t = r.issue_tunnel_token(&code, "w1");
+        assert!(r.redeem_tunnel_token(&code, "w1", &t));
+        assert!(!r.redeem_tunnel_token(&code, "w1", &t), "single use");
+    }
+}

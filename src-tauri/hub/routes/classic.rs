@@ -1,0 +1,93 @@
+//! The classic API of seed 000: bare JSON, errors as `{"error": "message"}` with the seed's exact
+//! messages. Participants that join here are `direct`: the hub calls their endpoint itself.
+
+use axum::extract::State;
+use axum::http::{HeaderMap, StatusCode};
+use axum::response::{IntoResponse, Response};
+use axum::Json;
+use serde_json::{json, Value};
+
+use crate::hub::body::ClassicJson;
+use crate::hub::error::{ClassicError, HubError};
+use crate::hub::sse;
+use crate::hub::validate::{self, Surface};
+use crate::hub::Hub;
+use crate::protocol::{ConnectionKind, CreatedRoom};
+
+use super::{existing_id, raw_json, room_code, Params};
+
+type Result<T> = std::result::Result<T, ClassicError>;
+type P<T> = Params<T, ClassicError>;
+
+pub async fn list(State(hub): State<Hub>) -> Json<Value> {
+    Json(json!({ "rooms": hub.registry().list_rooms() }))
+}
+
+/// Creates a room (shared by both surfaces: they differ only in how they wrap the answer).
+pub async fn create_room(hub: &Hub, body: &Value) -> std::result::Result<CreatedRoom, HubError> {
+    let request = validate::create_room(body)?;
+    let hash = match request.password {
+        Some(p) => Some(hub.passwords().hash(p).await?),
+        None => None,
+    };
+    let created = hub.registry().create_room(request.name, request.defaults, hash);
+    hub.persist().await;
+    tracing::info!(code = %created.room.code, protected = created.room.password_protected, "room created");
+    Ok(created)
+}
+
+pub async fn create(State(hub): State<Hub>, ClassicJson(body): ClassicJson) -> Result<Response> {
+    let created = create_room(&hub, &body).await?;
+    Ok((StatusCode::CREATED, Json(created)).into_response())
+}
+
+pub async fn join(
+    State(hub): State<Hub>,
+    P { 0: code, .. }: P<String>,
+    ClassicJson(body): ClassicJson,
+) -> Result<Json<Value>> {
+    let code = room_code(&code)?;
+    hub.registry().room(&code)?;
+    let (registration, id) = validate::registration(&body, Surface::Classic)?;
+    hub.check_password(&code, validate::password_of(&body)?).await?;
+    let id = id.unwrap_or_else(|| uuid::Uuid::new_v4().to_string());
+    let upserted = hub.registry().upsert(&code, &id, registration, ConnectionKind::Direct)?;
+    Ok(Json(json!({ "participant": upserted.participant, "roomId": upserted.room_id })))
+}
+
+pub async fn health(
+    State(hub): State<Hub>,
+    P { 0: code, .. }: P<String>,
+    ClassicJson(body): ClassicJson,
+) -> Result<Json<Value>> {
+    let code = room_code(&code)?;
+    hub.registry().room(&code)?;
+    let id = match body.get("id") {
+        Some(Value::String(id)) if !id.is_empty() => id.as_str(),
+        _ => return Err(HubError::MissingFields { fields: "id", hint: "Send {\"id\": \"<participant id>\"}." }.into()),
+    };
+    let result = hub.registry().heartbeat(&code, existing_id(id)?, None)?;
+    Ok(Json(json!({ "success": true, "status": result.status, "lastSeen": result.last_seen })))
+}
+
+pub async fn leave(State(hub): State<Hub>, P { 0: (code, id), .. }: P<(String, String)>) -> Result<Json<Value>> {
+    let code = room_code(&code)?;
+    hub.registry().leave(&code, existing_id(&id)?)?;
+    Ok(Json(json!({ "success": true })))
+}
+
+pub async fn participants(State(hub): State<Hub>, P { 0: code, .. }: P<String>) -> Result<Response> {
+    let code = room_code(&code)?;
+    let list = hub.registry().participants_json(&code)?;
+    let mut body = Vec::with_capacity(list.len() + 20);
+    body.extend_from_slice(b"{\"participants\":");
+    body.extend_from_slice(&list);
+    body.push(b'}');
+    Ok(raw_json(StatusCode::OK, body))
+}
+
+pub async fn events(State(hub): State<Hub>, P { 0: code, .. }: P<String>, headers: HeaderMap) -> Result<Response> {
+    let code = room_code(&code)?;
+    hub.registry().room(&code)?;
+    Ok(sse::room_stream(hub, code, sse::last_event_id(&headers), Surface::Classic).into_response())
+}

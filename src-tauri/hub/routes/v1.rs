@@ -1,0 +1,146 @@
+//! The management plane: `{"data", "meta": {"requestId"}}` envelopes, errors with code, message and
+//! hint. This is the surface the CLI, the desktop app and participant sessions speak.
+
+use axum::extract::State;
+use axum::http::{header, HeaderMap, StatusCode};
+use axum::response::{IntoResponse, Response};
+use axum::Json;
+use serde::Serialize;
+
+use crate::hub::body::{ApiJson, OptionalApiJson};
+use crate::hub::error::{ApiError, HubError};
+use crate::hub::request_id;
+use crate::hub::sse;
+use crate::hub::validate::{self, Surface};
+use crate::hub::Hub;
+use crate::protocol::{
+    is_participant_id, now_ms, ConnectionKind, Envelope, Health, Meta, Registered, Success, TunnelBootstrap,
+};
+
+use super::{existing_id, raw_json, room_code, Params};
+
+type Result<T> = std::result::Result<T, ApiError>;
+type P<T> = Params<T, ApiError>;
+
+fn ok<T: Serialize>(status: StatusCode, data: T) -> Response {
+    (status, Json(Envelope { data, meta: Meta { request_id: request_id::current() } })).into_response()
+}
+
+pub async fn health() -> Response {
+    ok(
+        StatusCode::OK,
+        Health { status: "ok".into(), timestamp: now_ms(), version: Some(env!("CARGO_PKG_VERSION").into()) },
+    )
+}
+
+pub async fn list(State(hub): State<Hub>) -> Response {
+    ok(StatusCode::OK, hub.registry().list_rooms())
+}
+
+pub async fn create(State(hub): State<Hub>, ApiJson(body): ApiJson) -> Result<Response> {
+    let created = super::classic::create_room(&hub, &body).await?;
+    Ok(ok(StatusCode::CREATED, created))
+}
+
+pub async fn room(State(hub): State<Hub>, P { 0: code, .. }: P<String>) -> Result<Response> {
+    let code = room_code(&code)?;
+    Ok(ok(StatusCode::OK, hub.registry().room(&code)?))
+}
+
+fn bearer(headers: &HeaderMap) -> Option<&str> {
+    let value = headers.get(header::AUTHORIZATION)?.to_str().ok()?.trim();
+    let (scheme, token) = value.split_once(' ')?;
+    scheme.eq_ignore_ascii_case("bearer").then(|| token.trim()).filter(|t| !t.is_empty())
+}
+
+pub async fn delete_room(State(hub): State<Hub>, P { 0: code, .. }: P<String>, headers: HeaderMap) -> Result<Response> {
+    let code = room_code(&code)?;
+    hub.registry().delete_room(&code, bearer(&headers))?;
+    hub.persist().await;
+    tracing::info!(%code, "room deleted by its host");
+    Ok(ok(StatusCode::OK, Success { success: true }))
+}
+
+pub async fn participants(State(hub): State<Hub>, P { 0: code, .. }: P<String>) -> Result<Response> {
+    let code = room_code(&code)?;
+    let list = hub.registry().participants_json(&code)?;
+    let meta = serde_json::to_string(&Meta { request_id: request_id::current() })
+        .map_err(|e| HubError::Internal(e.to_string()))?;
+    let mut body = Vec::with_capacity(list.len() + meta.len() + 20);
+    body.extend_from_slice(b"{\"data\":");
+    body.extend_from_slice(&list);
+    body.extend_from_slice(b",\"meta\":");
+    body.extend_from_slice(meta.as_bytes());
+    body.push(b'}');
+    Ok(raw_json(StatusCode::OK, body))
+}
+
+pub async fn participant(State(hub): State<Hub>, P { 0: (code, id), .. }: P<(String, String)>) -> Result<Response> {
+    let code = room_code(&code)?;
+    let record = hub.registry().participant(&code, existing_id(&id)?)?;
+    Ok(ok(StatusCode::OK, record.public))
+}
+
+/// `ws://host/v1/rooms/CODE/participants/ID/tunnel`, from the host the participant used to reach
+/// the hub (it knows a route to it), else the address the hub listens on.
+fn tunnel_url(hub: &Hub, headers: &HeaderMap, code: &str, id: &str) -> String {
+    let host = headers
+        .get(header::HOST)
+        .and_then(|h| h.to_str().ok())
+        .filter(|h| !h.is_empty() && h.len() <= 255 && h.bytes().all(|b| b.is_ascii_alphanumeric() || b".-:[]_".contains(&b)))
+        .map(str::to_string)
+        .or_else(|| hub.local_addr().map(|a| a.to_string()))
+        .unwrap_or_else(|| "localhost".into());
+    let secure = headers
+        .get("x-forwarded-proto")
+        .and_then(|h| h.to_str().ok())
+        .is_some_and(|p| p.eq_ignore_ascii_case("https"));
+    let scheme = if secure { "wss" } else { "ws" };
+    format!("{scheme}://{host}/v1/rooms/{code}/participants/{id}/tunnel")
+}
+
+pub async fn upsert(
+    State(hub): State<Hub>,
+    P { 0: (code, id), .. }: P<(String, String)>,
+    headers: HeaderMap,
+    ApiJson(body): ApiJson,
+) -> Result<Response> {
+    let code = room_code(&code)?;
+    hub.registry().room(&code)?;
+    if !is_participant_id(&id) {
+        return Err(validate::invalid_id().into());
+    }
+    let (registration, _) = validate::registration(&body, Surface::V1)?;
+    hub.check_password(&code, validate::password_of(&body)?).await?;
+    let upserted = hub.registry().upsert(&code, &id, registration, ConnectionKind::Tunnel)?;
+    let token = hub.registry().issue_tunnel_token(&code, &id);
+    let status = if upserted.created { StatusCode::CREATED } else { StatusCode::OK };
+    let registered = Registered {
+        tunnel: TunnelBootstrap { url: tunnel_url(&hub, &headers, &code, &id), token },
+        participant: upserted.participant,
+        room_id: upserted.room_id,
+    };
+    Ok(ok(status, registered))
+}
+
+pub async fn leave(State(hub): State<Hub>, P { 0: (code, id), .. }: P<(String, String)>) -> Result<Response> {
+    let code = room_code(&code)?;
+    hub.registry().leave(&code, existing_id(&id)?)?;
+    Ok(ok(StatusCode::OK, Success { success: true }))
+}
+
+pub async fn heartbeat(
+    State(hub): State<Hub>,
+    P { 0: (code, id), .. }: P<(String, String)>,
+    OptionalApiJson(body): OptionalApiJson,
+) -> Result<Response> {
+    let code = room_code(&code)?;
+    let loaded = validate::heartbeat(body.as_ref())?;
+    Ok(ok(StatusCode::OK, hub.registry().heartbeat(&code, existing_id(&id)?, loaded)?))
+}
+
+pub async fn events(State(hub): State<Hub>, P { 0: code, .. }: P<String>, headers: HeaderMap) -> Result<Response> {
+    let code = room_code(&code)?;
+    hub.registry().room(&code)?;
+    Ok(sse::room_stream(hub, code, sse::last_event_id(&headers), Surface::V1).into_response())
+}

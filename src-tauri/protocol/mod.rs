@@ -1,0 +1,406 @@
+//! Wire types only: rooms, participants, runtime config, envelopes, events and constants, exactly as
+//! `PROTOCOL.md` spells them. No I/O lives here; the hub, the participant runtime, the client and the
+//! desktop app all read and write these same types, so a field renamed here is renamed everywhere.
+
+pub mod events;
+
+use std::time::Duration;
+
+use serde::{Deserialize, Serialize};
+
+/// Participants heartbeat this often, and the hub sweeps for stale participants this often.
+pub const HEARTBEAT_INTERVAL: Duration = Duration::from_secs(10);
+/// No heartbeat for this long marks a participant `offline`.
+pub const PARTICIPANT_TIMEOUT: Duration = Duration::from_secs(30);
+/// How long a tunnel bootstrap token stays valid (it is also single use).
+pub const TUNNEL_TOKEN_TTL: Duration = Duration::from_secs(60);
+/// Room codes are this many characters from `A-Z0-9`.
+pub const ROOM_CODE_LEN: usize = 6;
+/// Default port of a hub.
+pub const DEFAULT_PORT: u16 = 3000;
+
+/// Milliseconds since the Unix epoch: every time on the wire is one of these.
+pub fn now_ms() -> u64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.as_millis() as u64)
+        .unwrap_or(0)
+}
+
+/// `stop` is a string or a list of strings in OpenAI's API; both are kept as given.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(untagged)]
+pub enum Stop {
+    One(String),
+    Many(Vec<String>),
+}
+
+/// Runtime config of a room (`defaults`) or a participant (`config`). `instructions` is a system
+/// prompt: it stays on the hub, and public forms carry `hasInstructions` instead.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub struct RuntimeConfig {
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub temperature: Option<f64>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub top_p: Option<f64>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub max_tokens: Option<u64>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub stop: Option<Stop>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub frequency_penalty: Option<f64>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub presence_penalty: Option<f64>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub seed: Option<i64>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub instructions: Option<String>,
+}
+
+impl RuntimeConfig {
+    /// The form every response, listing and event carries: the prompt itself never leaves the hub.
+    pub fn public(&self) -> PublicRuntimeConfig {
+        PublicRuntimeConfig {
+            temperature: self.temperature,
+            top_p: self.top_p,
+            max_tokens: self.max_tokens,
+            stop: self.stop.clone(),
+            frequency_penalty: self.frequency_penalty,
+            presence_penalty: self.presence_penalty,
+            seed: self.seed,
+            has_instructions: self.instructions.as_deref().is_some_and(|s| !s.is_empty()),
+        }
+    }
+}
+
+/// Public form of [`RuntimeConfig`].
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+pub struct PublicRuntimeConfig {
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub temperature: Option<f64>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub top_p: Option<f64>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub max_tokens: Option<u64>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub stop: Option<Stop>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub frequency_penalty: Option<f64>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub presence_penalty: Option<f64>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub seed: Option<i64>,
+    #[serde(rename = "hasInstructions", default)]
+    pub has_instructions: bool,
+}
+
+/// One GPU of a machine; `vram` in GiB.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+pub struct GpuSpec {
+    pub name: String,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub vram: Option<f64>,
+}
+
+/// What a participant's machine reports. `vram` and `ram` are GiB. Every field is optional: the
+/// seed's clients send any subset. `gpu`/`vram` describe the main GPU; `gpus` lists all of them.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct MachineSpecs {
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub gpu: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub vram: Option<f64>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub ram: Option<f64>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub cpu: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub cpu_cores: Option<u32>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub os: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub gpus: Option<Vec<GpuSpec>>,
+}
+
+/// Whether a participant's provider serves an API surface, as its probe found.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Capability {
+    Supported,
+    Unsupported,
+    #[default]
+    Unknown,
+}
+
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct Capabilities {
+    #[serde(default)]
+    pub open_responses: Capability,
+    #[serde(default)]
+    pub chat_completions: Capability,
+}
+
+/// How the hub reaches a participant: through its WebSocket tunnel, or over HTTP to its endpoint.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum ConnectionKind {
+    Tunnel,
+    Direct,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct Connection {
+    pub kind: ConnectionKind,
+    pub connected: bool,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub last_tunnel_seen_at: Option<u64>,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum ParticipantStatus {
+    Online,
+    Busy,
+    Offline,
+}
+
+impl ParticipantStatus {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            ParticipantStatus::Online => "online",
+            ParticipantStatus::Busy => "busy",
+            ParticipantStatus::Offline => "offline",
+        }
+    }
+}
+
+/// A model the provider holds in memory (from Ollama's `/api/ps`); `vram` in GiB.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct LoadedModel {
+    pub name: String,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub vram: Option<f64>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub size: Option<f64>,
+}
+
+/// Public form of a participant, as every listing, response and event carries it.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct Participant {
+    pub id: String,
+    pub nickname: String,
+    pub model: String,
+    pub endpoint: String,
+    #[serde(default)]
+    pub specs: MachineSpecs,
+    #[serde(default)]
+    pub config: PublicRuntimeConfig,
+    #[serde(default)]
+    pub capabilities: Capabilities,
+    pub connection: Connection,
+    pub status: ParticipantStatus,
+    pub joined_at: u64,
+    pub last_seen: u64,
+    pub updated_at: u64,
+    /// Additive: requests served at once (default 1).
+    #[serde(default = "default_max_concurrency")]
+    pub max_concurrency: u32,
+    /// Additive: models loaded in the provider's memory, refreshed on heartbeat.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub loaded_models: Vec<LoadedModel>,
+}
+
+pub fn default_max_concurrency() -> u32 {
+    1
+}
+
+/// Public form of a room. `participantCount` is present in listings and summaries.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct RoomSummary {
+    pub id: String,
+    pub code: String,
+    pub name: String,
+    pub host_id: String,
+    pub created_at: u64,
+    pub password_protected: bool,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub defaults: Option<PublicRuntimeConfig>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub participant_count: Option<usize>,
+}
+
+/// `POST /v1/rooms` and `POST /rooms` answer: the room, its host id, and (once) the host token.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct CreatedRoom {
+    pub room: RoomSummary,
+    pub host_id: String,
+    /// Additive: the secret that deletes the room. Returned only here, never again.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub host_token: Option<String>,
+}
+
+/// Where and how a participant dials its tunnel. `url` carries no query; `token` goes in `?token=`.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct TunnelBootstrap {
+    pub url: String,
+    pub token: String,
+}
+
+/// `PUT /v1/rooms/:code/participants/:id` answer.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct Registered {
+    pub participant: Participant,
+    pub room_id: String,
+    pub tunnel: TunnelBootstrap,
+}
+
+/// Heartbeat answer on both surfaces.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct HeartbeatResult {
+    pub success: bool,
+    pub status: ParticipantStatus,
+    pub last_seen: u64,
+}
+
+/// `{success: true}` of the leave and delete calls.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct Success {
+    pub success: bool,
+}
+
+/// `GET /v1/health`.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct Health {
+    pub status: String,
+    pub timestamp: u64,
+    /// Additive: the hub's version, so clients can tell what they talk to.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub version: Option<String>,
+}
+
+/// Management-plane envelope metadata.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct Meta {
+    pub request_id: String,
+}
+
+/// Management-plane success envelope.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct Envelope<T> {
+    pub data: T,
+    pub meta: Meta,
+}
+
+/// Management-plane error body.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct ApiErrorBody {
+    pub code: String,
+    pub message: String,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub hint: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub details: Option<serde_json::Value>,
+}
+
+/// Management-plane error envelope.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct ErrorEnvelope {
+    pub error: ApiErrorBody,
+    pub meta: Meta,
+}
+
+/// True when `code` has the shape of a room code (after upper-casing): 6 of `A-Z0-9`.
+pub fn is_room_code(code: &str) -> bool {
+    code.len() == ROOM_CODE_LEN && code.bytes().all(|b| b.is_ascii_uppercase() || b.is_ascii_digit())
+}
+
+/// Room codes are typed by people: accept lower case, compare upper case.
+pub fn normalize_room_code(code: &str) -> Option<String> {
+    let upper = code.trim().to_ascii_uppercase();
+    is_room_code(&upper).then_some(upper)
+}
+
+/// Participant ids appear in paths and as `model` values: letters, digits and `. _ - ~ @ +`, at most
+/// 128 characters, so no id can smuggle a path separator, a query or a control character.
+pub fn is_participant_id(id: &str) -> bool {
+    !id.is_empty()
+        && id.len() <= 128
+        && id
+            .bytes()
+            .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'.' | b'_' | b'-' | b'~' | b'@' | b'+'))
+        && id != "."
+        && id != ".."
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn room_codes_are_six_upper_alnum() {
+        assert!(is_room_code("ABC123"));
+        assert!(!is_room_code("abc123"));
+        assert!(!is_room_code("ABC12"));
+        assert!(!is_room_code("ABC1234"));
+        assert!(!is_room_code("ABC/23"));
+        assert_eq!(normalize_room_code(" abc123 ").as_deref(), Some("ABC123"));
+        assert_eq!(normalize_room_code("../../"), None);
+    }
+
+    #[test]
+    fn participant_ids_refuse_path_tricks() {
+        assert!(is_participant_id("worker-1"));
+        assert!(is_participant_id("3f2c1e4a-9b7d-4c1e-8f00-1234567890ab"));
+        for bad in ["", ".", "..", "a/b", "a b", "a?b", "a%2Fb", "a\nb", &"x".repeat(129)] {
+            assert!(!is_participant_id(bad), "{bad:?}");
+        }
+    }
+
+    #[test]
+    fn public_config_hides_instructions() {
+        let config = RuntimeConfig {
+            temperature: Some(0.5),
+            instructions: Some("be terse".into()),
+            ..Default::default()
+        };
+        let public = serde_json::to_value(config.public()).unwrap();
+        assert_eq!(public, serde_json::json!({"temperature": 0.5, "hasInstructions": true}));
+    }
+
+    #[test]
+    fn participant_round_trips_in_camel_case() {
+        let p = Participant {
+            id: "w1".into(),
+            nickname: "Alice".into(),
+            model: "llama3".into(),
+            endpoint: "http://localhost:11434".into(),
+            specs: MachineSpecs { gpu: Some("RTX".into()), vram: Some(24.0), ..Default::default() },
+            config: PublicRuntimeConfig::default(),
+            capabilities: Capabilities::default(),
+            connection: Connection { kind: ConnectionKind::Tunnel, connected: false, last_tunnel_seen_at: None },
+            status: ParticipantStatus::Online,
+            joined_at: 1,
+            last_seen: 2,
+            updated_at: 3,
+            max_concurrency: 1,
+            loaded_models: vec![],
+        };
+        let v = serde_json::to_value(&p).unwrap();
+        assert_eq!(v["joinedAt"], 1);
+        assert_eq!(v["capabilities"]["openResponses"], "unknown");
+        assert_eq!(v["connection"]["kind"], "tunnel");
+        let back: Participant = serde_json::from_value(v).unwrap();
+        assert_eq!(back, p);
+    }
+}
