@@ -1,1 +1,15 @@
+//! Integration tests, compiled into one binary (one module per area, shared helpers in `util`).
+//! Every test runs a real hub on `127.0.0.1:0` (in-process, or the real `gambi` binary) and talks
+//! to it over real HTTP and SSE.
+#![expect(clippy::unwrap_used, reason = "tests fail loudly")]
 
+mod util;
+
+mod classic;
+mod cli;
+mod events;
+mod health;
+mod hostile;
+mod secrets;
+mod state;
+mod v1;

@@ -128,9 +128,9 @@ impl HubError {
             HubError::MissingFields { hint, .. } => Some((*hint).into()),
             HubError::InvalidRequest { hint, .. } => hint.clone(),
             HubError::PayloadTooLarge { .. } => Some("Send a smaller body.".into()),
-            HubError::HostTokenRequired => {
-                Some("Send 'Authorization: Bearer <hostToken>' with the token returned when the room was created.".into())
-            }
+            HubError::HostTokenRequired => Some(
+                "Send 'Authorization: Bearer <hostToken>' with the token returned when the room was created.".into(),
+            ),
             HubError::HostTokenInvalid => Some("Use the hostToken returned when the room was created.".into()),
             HubError::RouteNotFound { .. } => Some("See the README for the hub's endpoints.".into()),
             HubError::MethodNotAllowed { .. } => None,

@@ -163,9 +163,7 @@ impl Registry {
                 (stored.code.clone(), RoomRecord { stored, participants: IndexMap::new(), empty_since: Some(now) })
             })
             .collect();
-        Registry {
-            inner: Arc::new(Inner { state: Mutex::new(State { rooms, ..State::default() }), bus, rules }),
-        }
+        Registry { inner: Arc::new(Inner { state: Mutex::new(State { rooms, ..State::default() }), bus, rules }) }
     }
 
     fn state(&self) -> MutexGuard<'_, State> {
@@ -181,9 +179,8 @@ impl Registry {
     fn new_code(state: &State) -> String {
         let mut rng = rand::rng();
         loop {
-            let code: String = (0..ROOM_CODE_LEN)
-                .map(|_| CODE_ALPHABET[rng.random_range(0..CODE_ALPHABET.len())] as char)
-                .collect();
+            let code: String =
+                (0..ROOM_CODE_LEN).map(|_| CODE_ALPHABET[rng.random_range(0..CODE_ALPHABET.len())] as char).collect();
             if !state.rooms.contains_key(&code) {
                 return code;
             }
@@ -191,7 +188,12 @@ impl Registry {
     }
 
     /// Creates a room. `password_hash` is already an argon2id PHC string.
-    pub fn create_room(&self, name: String, defaults: Option<RuntimeConfig>, password_hash: Option<String>) -> CreatedRoom {
+    pub fn create_room(
+        &self,
+        name: String,
+        defaults: Option<RuntimeConfig>,
+        password_hash: Option<String>,
+    ) -> CreatedRoom {
         let host_token = random_token("gh_", 24);
         let mut state = self.state();
         let code = Self::new_code(&state);
@@ -401,9 +403,8 @@ impl Registry {
         let mut out = Vec::with_capacity(64 + room.participants.len() * 420);
         let mut ser = serde_json::Serializer::new(&mut out);
         use serde::ser::{SerializeSeq, Serializer as _};
-        let mut seq = (&mut ser)
-            .serialize_seq(Some(room.participants.len()))
-            .map_err(|e| HubError::Internal(e.to_string()))?;
+        let mut seq =
+            (&mut ser).serialize_seq(Some(room.participants.len())).map_err(|e| HubError::Internal(e.to_string()))?;
         for record in room.participants.values() {
             seq.serialize_element(&record.public).map_err(|e| HubError::Internal(e.to_string()))?;
         }

@@ -35,12 +35,18 @@ fn render(event: &HubEvent, surface: Surface) -> Event {
 }
 
 /// An event of this stream only (not part of the room's history): `connected` or `stream.lagged`.
-fn local_event(surface: Surface, code: &str, v1_name: &str, classic_name: &str, data: serde_json::Value, id: Option<u64>) -> Event {
+fn local_event(
+    surface: Surface,
+    code: &str,
+    v1_name: &str,
+    classic_name: &str,
+    data: serde_json::Value,
+    id: Option<u64>,
+) -> Event {
     let (name, payload) = match surface {
-        Surface::V1 => (
-            v1_name,
-            json!({"type": v1_name, "timestamp": now_ms(), "roomCode": code, "data": data}).to_string(),
-        ),
+        Surface::V1 => {
+            (v1_name, json!({"type": v1_name, "timestamp": now_ms(), "roomCode": code, "data": data}).to_string())
+        }
         Surface::Classic => (classic_name, data.to_string()),
     };
     let event = Event::default().event(name).data(payload);

@@ -26,8 +26,9 @@ fn has_forbidden_chars(s: &str) -> bool {
 }
 
 fn object(body: &Value) -> Result<&Map<String, Value>, HubError> {
-    body.as_object()
-        .ok_or_else(|| HubError::invalid("The body must be a JSON object.", "Send a JSON object, like {\"name\": \"My room\"}."))
+    body.as_object().ok_or_else(|| {
+        HubError::invalid("The body must be a JSON object.", "Send a JSON object, like {\"name\": \"My room\"}.")
+    })
 }
 
 /// A field, with `null` read as absent.
@@ -40,7 +41,9 @@ fn opt_text<'a>(obj: &'a Map<String, Value>, name: &str) -> Result<Option<&'a st
     match field(obj, name) {
         None => Ok(None),
         Some(Value::String(s)) => Ok(Some(s)),
-        Some(_) => Err(HubError::invalid(format!("'{name}' must be a string."), format!("Send '{name}' as a JSON string."))),
+        Some(_) => {
+            Err(HubError::invalid(format!("'{name}' must be a string."), format!("Send '{name}' as a JSON string.")))
+        }
     }
 }
 
@@ -175,7 +178,8 @@ pub fn registration(body: &Value, surface: Surface) -> Result<(Registration, Opt
     let nickname = clean_text("nickname", nickname, MAX_NICKNAME)?;
     let model = clean_text("model", model, MAX_MODEL)?;
     let endpoint = endpoint_url(endpoint)?;
-    let specs: MachineSpecs = typed(obj, "specs", "an object like {\"gpu\": \"RTX 4090\", \"vram\": 24}")?.unwrap_or_default();
+    let specs: MachineSpecs =
+        typed(obj, "specs", "an object like {\"gpu\": \"RTX 4090\", \"vram\": 24}")?.unwrap_or_default();
     for (key, text) in [("specs.gpu", &specs.gpu), ("specs.cpu", &specs.cpu), ("specs.os", &specs.os)] {
         if let Some(t) = text {
             clean_text(key, t, MAX_SPEC_TEXT)?;
@@ -187,8 +191,11 @@ pub fn registration(body: &Value, surface: Surface) -> Result<(Registration, Opt
         }
     }
     let config = runtime_config(obj, "config")?.unwrap_or_default();
-    let capabilities: Option<Capabilities> =
-        typed(obj, "capabilities", "{\"openResponses\": \"supported\"|\"unsupported\"|\"unknown\", \"chatCompletions\": ...}")?;
+    let capabilities: Option<Capabilities> = typed(
+        obj,
+        "capabilities",
+        "{\"openResponses\": \"supported\"|\"unsupported\"|\"unknown\", \"chatCompletions\": ...}",
+    )?;
     let max_concurrency: Option<u32> = typed(obj, "maxConcurrency", "a whole number from 1")?;
     if let Some(m) = max_concurrency {
         if m == 0 || m > MAX_CONCURRENCY {
@@ -267,9 +274,18 @@ mod tests {
         assert_eq!(create_room(&json!({"name": "  My room "})).unwrap().name, "My room");
         assert_eq!(create_room(&json!({"name": "Café ☕ 会议"})).unwrap().name, "Café ☕ 会议");
         assert!(create_room(&json!({"name": "x".repeat(100)})).is_ok());
-        for bad in [json!({}), json!({"name": ""}), json!({"name": "   "}), json!({"name": 5}),
-                    json!({"name": "x".repeat(101)}), json!({"name": "a\u{0000}b"}), json!({"name": "a\nb"}),
-                    json!({"name": "a\u{202E}b"}), json!([1]), json!("name")] {
+        for bad in [
+            json!({}),
+            json!({"name": ""}),
+            json!({"name": "   "}),
+            json!({"name": 5}),
+            json!({"name": "x".repeat(101)}),
+            json!({"name": "a\u{0000}b"}),
+            json!({"name": "a\nb"}),
+            json!({"name": "a\u{202E}b"}),
+            json!([1]),
+            json!("name"),
+        ] {
             assert!(create_room(&bad).is_err(), "{bad}");
         }
     }

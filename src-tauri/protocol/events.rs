@@ -29,11 +29,31 @@ pub enum EventKind {
     RoomCreated(RoomSummary),
     ParticipantJoined(Participant),
     ParticipantUpdated(Participant),
-    ParticipantLeft { participant_id: String },
-    ParticipantOffline { participant_id: String },
-    LlmRequest { request_id: String, participant_id: String, model: String, operation: String },
-    LlmComplete { request_id: String, participant_id: String, model: String, metrics: LlmMetrics },
-    LlmError { request_id: String, participant_id: String, model: String, stage: String, error: String },
+    ParticipantLeft {
+        participant_id: String,
+    },
+    ParticipantOffline {
+        participant_id: String,
+    },
+    LlmRequest {
+        request_id: String,
+        participant_id: String,
+        model: String,
+        operation: String,
+    },
+    LlmComplete {
+        request_id: String,
+        participant_id: String,
+        model: String,
+        metrics: LlmMetrics,
+    },
+    LlmError {
+        request_id: String,
+        participant_id: String,
+        model: String,
+        stage: String,
+        error: String,
+    },
     /// The room is gone (deleted by its host or expired): its streams end. Never sent to clients.
     RoomClosed,
 }

@@ -21,10 +21,7 @@ pub const DEFAULT_PORT: u16 = 3000;
 
 /// Milliseconds since the Unix epoch: every time on the wire is one of these.
 pub fn now_ms() -> u64 {
-    std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .map(|d| d.as_millis() as u64)
-        .unwrap_or(0)
+    std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map(|d| d.as_millis() as u64).unwrap_or(0)
 }
 
 /// `stop` is a string or a list of strings in OpenAI's API; both are kept as given.
@@ -336,9 +333,7 @@ pub fn normalize_room_code(code: &str) -> Option<String> {
 pub fn is_participant_id(id: &str) -> bool {
     !id.is_empty()
         && id.len() <= 128
-        && id
-            .bytes()
-            .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'.' | b'_' | b'-' | b'~' | b'@' | b'+'))
+        && id.bytes().all(|b| b.is_ascii_alphanumeric() || matches!(b, b'.' | b'_' | b'-' | b'~' | b'@' | b'+'))
         && id != "."
         && id != ".."
 }
@@ -369,11 +364,8 @@ mod tests {
 
     #[test]
     fn public_config_hides_instructions() {
-        let config = RuntimeConfig {
-            temperature: Some(0.5),
-            instructions: Some("be terse".into()),
-            ..Default::default()
-        };
+        let config =
+            RuntimeConfig { temperature: Some(0.5), instructions: Some("be terse".into()), ..Default::default() };
         let public = serde_json::to_value(config.public()).unwrap();
         assert_eq!(public, serde_json::json!({"temperature": 0.5, "hasInstructions": true}));
     }

@@ -1,0 +1,297 @@
+//! Shared test helpers: a hub in this process on port 0, the real `gambi` binary on port 0, an SSE
+//! reader, and small HTTP shortcuts.
+#![allow(dead_code)]
+
+use std::io::{BufRead, BufReader, Read};
+use std::process::{Child, Command, Stdio};
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use futures_util::StreamExt;
+use gambi::hub::{Hub, HubConfig};
+use serde_json::{json, Value};
+use tokio::sync::mpsc;
+use tokio_util::sync::CancellationToken;
+
+pub const BIN: &str = env!("CARGO_BIN_EXE_gambi");
+
+/// How long a test waits for something that should happen at once.
+pub const PATIENCE: Duration = Duration::from_secs(5);
+
+pub fn http() -> reqwest::Client {
+    reqwest::Client::builder().timeout(Duration::from_secs(20)).build().unwrap()
+}
+
+/// A hub running in this process on `127.0.0.1:0`; stopped when dropped.
+pub struct TestHub {
+    pub url: String,
+    pub hub: Hub,
+    shutdown: CancellationToken,
+    task: Option<tokio::task::JoinHandle<std::io::Result<()>>>,
+}
+
+impl TestHub {
+    pub async fn start() -> Self {
+        Self::with_config(HubConfig::default()).await
+    }
+
+    pub async fn with_config(config: HubConfig) -> Self {
+        let hub = Hub::new(config).unwrap();
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let url = format!("http://{}", listener.local_addr().unwrap());
+        let shutdown = CancellationToken::new();
+        let task = tokio::spawn(hub.clone().serve(listener, shutdown.clone()));
+        TestHub { url, hub, shutdown, task: Some(task) }
+    }
+
+    /// Stops the hub and waits until it has returned.
+    pub async fn stop(mut self) {
+        self.shutdown.cancel();
+        if let Some(task) = self.task.take() {
+            task.await.unwrap().unwrap();
+        }
+    }
+
+    pub fn at(&self, path: &str) -> String {
+        format!("{}{}", self.url, path)
+    }
+
+    /// Creates a room through `/v1`; returns (code, hostToken).
+    pub async fn room(&self, name: &str, password: Option<&str>) -> (String, String) {
+        let mut body = json!({ "name": name });
+        if let Some(p) = password {
+            body["password"] = json!(p);
+        }
+        let res = http().post(self.at("/v1/rooms")).json(&body).send().await.unwrap();
+        assert_eq!(res.status(), 201);
+        let v: Value = res.json().await.unwrap();
+        (v["data"]["room"]["code"].as_str().unwrap().to_string(), v["data"]["hostToken"].as_str().unwrap().to_string())
+    }
+
+    /// Registers a participant through `/v1`; returns the whole response body.
+    pub async fn participant(&self, code: &str, id: &str, password: Option<&str>) -> Value {
+        let mut body = json!({ "nickname": id, "model": "llama3", "endpoint": "http://127.0.0.1:9" });
+        if let Some(p) = password {
+            body["password"] = json!(p);
+        }
+        let res = http().put(self.at(&format!("/v1/rooms/{code}/participants/{id}"))).json(&body).send().await.unwrap();
+        assert!(res.status().is_success(), "{}", res.status());
+        res.json().await.unwrap()
+    }
+}
+
+impl Drop for TestHub {
+    fn drop(&mut self) {
+        self.shutdown.cancel();
+    }
+}
+
+/// Sends a request and returns (status, headers, body as JSON or `Value::String` when not JSON).
+pub async fn call(req: reqwest::RequestBuilder) -> (u16, reqwest::header::HeaderMap, Value) {
+    let res = req.send().await.unwrap();
+    let status = res.status().as_u16();
+    let headers = res.headers().clone();
+    let text = res.text().await.unwrap();
+    let body = serde_json::from_str(&text).unwrap_or(Value::String(text));
+    (status, headers, body)
+}
+
+/// One server-sent event.
+#[derive(Debug, Clone)]
+pub struct SseEvent {
+    pub event: String,
+    pub id: Option<String>,
+    pub data: String,
+}
+
+impl SseEvent {
+    pub fn json(&self) -> Value {
+        serde_json::from_str(&self.data).unwrap_or_else(|e| panic!("event data is not JSON ({e}): {}", self.data))
+    }
+}
+
+/// A real SSE client: reads the stream in a task and hands over parsed events (comments dropped).
+pub struct Sse {
+    rx: mpsc::UnboundedReceiver<SseEvent>,
+    task: tokio::task::JoinHandle<()>,
+}
+
+impl Sse {
+    pub async fn connect(url: &str, last_event_id: Option<&str>) -> Sse {
+        let mut req = http_streaming().get(url).header("accept", "text/event-stream");
+        if let Some(id) = last_event_id {
+            req = req.header("last-event-id", id);
+        }
+        let res = req.send().await.unwrap();
+        assert_eq!(res.status(), 200, "SSE connect to {url}");
+        assert!(res.headers()["content-type"].to_str().unwrap().starts_with("text/event-stream"));
+        let (tx, rx) = mpsc::unbounded_channel();
+        let task = tokio::spawn(async move {
+            let mut stream = res.bytes_stream();
+            let mut buf = String::new();
+            let mut current = SseEvent { event: "message".into(), id: None, data: String::new() };
+            let mut has_data = false;
+            while let Some(Ok(chunk)) = stream.next().await {
+                buf.push_str(&String::from_utf8_lossy(&chunk));
+                while let Some(pos) = buf.find('\n') {
+                    let line = buf[..pos].trim_end_matches('\r').to_string();
+                    buf.drain(..=pos);
+                    if line.is_empty() {
+                        if has_data && tx.send(current.clone()).is_err() {
+                            return;
+                        }
+                        current = SseEvent { event: "message".into(), id: None, data: String::new() };
+                        has_data = false;
+                    } else if line.starts_with(':') {
+                        continue;
+                    } else {
+                        let (field, value) = line.split_once(':').unwrap_or((&line, ""));
+                        let value = value.strip_prefix(' ').unwrap_or(value);
+                        match field {
+                            "event" => current.event = value.to_string(),
+                            "id" => current.id = Some(value.to_string()),
+                            "data" => {
+                                if has_data {
+                                    current.data.push('\n');
+                                }
+                                current.data.push_str(value);
+                                has_data = true;
+                            }
+                            _ => {}
+                        }
+                    }
+                }
+            }
+        });
+        Sse { rx, task }
+    }
+
+    /// The next event; panics if none comes within [`PATIENCE`].
+    pub async fn next(&mut self) -> SseEvent {
+        self.next_within(PATIENCE).await.expect("expected an SSE event")
+    }
+
+    /// The next event within `d`, or `None` (also when the stream ended).
+    pub async fn next_within(&mut self, d: Duration) -> Option<SseEvent> {
+        tokio::time::timeout(d, self.rx.recv()).await.ok().flatten()
+    }
+
+    /// True once the server has ended the stream (checked within `d`).
+    pub async fn ended_within(&mut self, d: Duration) -> bool {
+        let deadline = tokio::time::Instant::now() + d;
+        loop {
+            match tokio::time::timeout_at(deadline, self.rx.recv()).await {
+                Ok(None) => return true,
+                Ok(Some(_)) => continue,
+                Err(_) => return false,
+            }
+        }
+    }
+}
+
+impl Drop for Sse {
+    fn drop(&mut self) {
+        self.task.abort();
+    }
+}
+
+fn http_streaming() -> reqwest::Client {
+    reqwest::Client::builder().build().unwrap()
+}
+
+/// The real `gambi` binary serving a hub on `127.0.0.1:0`. Its stderr (the log) is collected;
+/// the process is killed when dropped.
+pub struct BinHub {
+    pub url: String,
+    pub child: Child,
+    pub log: Arc<Mutex<String>>,
+}
+
+impl BinHub {
+    /// Starts `gambi hub serve --host 127.0.0.1 --port 0 <args>` and waits for its
+    /// "listening on http://…" line.
+    pub fn start(args: &[&str]) -> BinHub {
+        Self::start_with_env(args, &[])
+    }
+
+    pub fn start_with_env(args: &[&str], env: &[(&str, &str)]) -> BinHub {
+        let mut cmd = Command::new(BIN);
+        cmd.args(["hub", "serve", "--host", "127.0.0.1", "--port", "0"]).args(args);
+        cmd.env("RUST_LOG", "debug").env("NO_COLOR", "1");
+        for (k, v) in env {
+            cmd.env(k, v);
+        }
+        let mut child = cmd.stdout(Stdio::piped()).stderr(Stdio::piped()).stdin(Stdio::null()).spawn().unwrap();
+        let log = Arc::new(Mutex::new(String::new()));
+        let stderr = child.stderr.take().unwrap();
+        let sink = log.clone();
+        std::thread::spawn(move || {
+            let mut r = BufReader::new(stderr);
+            let mut line = String::new();
+            while r.read_line(&mut line).map(|n| n > 0).unwrap_or(false) {
+                sink.lock().unwrap().push_str(&line);
+                line.clear();
+            }
+        });
+        let mut stdout = BufReader::new(child.stdout.take().unwrap());
+        let mut line = String::new();
+        let url = loop {
+            line.clear();
+            let n = stdout.read_line(&mut line).unwrap();
+            assert!(n > 0, "gambi hub serve exited before listening; log:\n{}", log.lock().unwrap());
+            if let Some(pos) = line.find("http://") {
+                break line[pos..].split_whitespace().next().unwrap().trim_end_matches('/').to_string();
+            }
+        };
+        // Keep draining stdout so the hub never blocks on a full pipe.
+        std::thread::spawn(move || {
+            let mut sink = Vec::new();
+            let _ = stdout.read_to_end(&mut sink);
+        });
+        BinHub { url, child, log }
+    }
+
+    pub fn at(&self, path: &str) -> String {
+        format!("{}{}", self.url, path)
+    }
+
+    pub fn log(&self) -> String {
+        self.log.lock().unwrap().clone()
+    }
+
+    /// Sends SIGTERM and waits for the exit status.
+    pub fn terminate(&mut self) -> std::process::ExitStatus {
+        let _ = Command::new("kill").args(["-TERM", &self.child.id().to_string()]).status();
+        let deadline = std::time::Instant::now() + Duration::from_secs(15);
+        loop {
+            if let Some(status) = self.child.try_wait().unwrap() {
+                return status;
+            }
+            assert!(std::time::Instant::now() < deadline, "hub did not exit after SIGTERM");
+            std::thread::sleep(Duration::from_millis(20));
+        }
+    }
+}
+
+impl Drop for BinHub {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+/// Runs the real `gambi` with `args` (and `GAMBI_HUB` unset unless given) and returns
+/// (exit code, stdout, stderr).
+pub fn gambi(args: &[&str], env: &[(&str, &str)]) -> (i32, String, String) {
+    let mut cmd = Command::new(BIN);
+    cmd.args(args).env_remove("GAMBI_HUB").env("NO_COLOR", "1").stdin(Stdio::null());
+    for (k, v) in env {
+        cmd.env(k, v);
+    }
+    let out = cmd.output().unwrap();
+    (
+        out.status.code().unwrap_or(-1),
+        String::from_utf8_lossy(&out.stdout).into_owned(),
+        String::from_utf8_lossy(&out.stderr).into_owned(),
+    )
+}
