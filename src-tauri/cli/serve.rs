@@ -1,0 +1,120 @@
+//! `gambi hub serve` (and the seed's `gambi serve`): binds, prints where the hub listens, serves
+//! until Ctrl-C or SIGTERM, then shuts down gracefully and exits 0.
+
+use std::net::{IpAddr, SocketAddr};
+use std::path::PathBuf;
+use std::time::Duration;
+
+use anyhow::Context as _;
+use tokio_util::sync::CancellationToken;
+
+use crate::hub::{Hub, HubConfig};
+
+/// Parses durations like `30s`, `10m`, `1h 30m`, `250ms`.
+pub fn parse_duration(s: &str) -> Result<Duration, String> {
+    humantime::parse_duration(s.trim()).map_err(|e| format!("{e} (try 30s, 10m or 1h)"))
+}
+
+#[derive(Debug, Clone, clap::Args)]
+pub struct ServeArgs {
+    /// Address to listen on (0.0.0.0: every interface, so the LAN can reach the hub).
+    #[arg(long, default_value = "0.0.0.0", env = "GAMBI_HOST")]
+    pub host: IpAddr,
+    /// Port to listen on (0 picks a free one).
+    #[arg(long, short = 'p', default_value_t = crate::protocol::DEFAULT_PORT, env = "GAMBI_PORT")]
+    pub port: u16,
+    /// Keep rooms (not participants) in this file across restarts.
+    #[arg(long, value_name = "PATH")]
+    pub state: Option<PathBuf>,
+    /// Expire rooms that have had no participant for this long (off by default).
+    #[arg(long, value_name = "DURATION", value_parser = parse_duration)]
+    pub room_ttl: Option<Duration>,
+    /// Remove offline participants after this long.
+    #[arg(long, value_name = "DURATION", default_value = "10m", value_parser = parse_duration)]
+    pub offline_retention: Duration,
+    /// Mark a participant offline after this long without a heartbeat.
+    #[arg(long, value_name = "DURATION", default_value = "30s", value_parser = parse_duration)]
+    pub participant_timeout: Duration,
+    /// How often to sweep for silent participants.
+    #[arg(long, value_name = "DURATION", default_value = "10s", value_parser = parse_duration)]
+    pub sweep_interval: Duration,
+    /// Allow this browser origin (repeatable); without any, every origin is allowed.
+    #[arg(long = "cors", value_name = "ORIGIN")]
+    pub cors: Vec<String>,
+    /// Largest request body on the classic and /v1 surfaces, in bytes.
+    #[arg(long, value_name = "BYTES", default_value_t = 1024 * 1024)]
+    pub body_limit: usize,
+    /// How long in-flight requests may finish after Ctrl-C or SIGTERM.
+    #[arg(long, value_name = "DURATION", default_value = "10s", value_parser = parse_duration)]
+    pub shutdown_grace: Duration,
+}
+
+impl ServeArgs {
+    pub fn config(&self) -> HubConfig {
+        HubConfig {
+            sweep_interval: self.sweep_interval.max(Duration::from_millis(10)),
+            participant_timeout: self.participant_timeout,
+            offline_retention: self.offline_retention,
+            room_ttl: self.room_ttl,
+            state_path: self.state.clone(),
+            cors_origins: self.cors.clone(),
+            management_body_limit: self.body_limit,
+            shutdown_grace: self.shutdown_grace,
+            ..HubConfig::default()
+        }
+    }
+}
+
+/// Resolves when Ctrl-C or SIGTERM arrives.
+pub async fn shutdown_signal() {
+    let ctrl_c = async {
+        let _ = tokio::signal::ctrl_c().await;
+    };
+    #[cfg(unix)]
+    let term = async {
+        match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
+            Ok(mut s) => {
+                s.recv().await;
+            }
+            Err(_) => std::future::pending::<()>().await,
+        }
+    };
+    #[cfg(not(unix))]
+    let term = std::future::pending::<()>();
+    tokio::select! {
+        _ = ctrl_c => {},
+        _ = term => {},
+    }
+}
+
+fn shown_url(addr: SocketAddr) -> String {
+    if addr.ip().is_unspecified() {
+        format!("http://localhost:{}", addr.port())
+    } else {
+        format!("http://{addr}")
+    }
+}
+
+/// Runs a hub until a signal. Logs go to stderr; stdout gets one line saying where it listens.
+pub async fn run(args: ServeArgs) -> anyhow::Result<()> {
+    let hub = Hub::new(args.config())?;
+    let addr = SocketAddr::new(args.host, args.port);
+    let listener = tokio::net::TcpListener::bind(addr)
+        .await
+        .with_context(|| format!("cannot listen on {addr} (is another hub running? pick another port with --port)"))?;
+    let local = listener.local_addr()?;
+    let url = shown_url(local);
+    let note = if local.ip().is_unspecified() { " (all interfaces)" } else { "" };
+    crate::cli::output::line(&format!("Gambi hub listening on {url}{note}"));
+    tracing::info!(%local, rooms = hub.registry().room_count(), "hub started");
+    let shutdown = CancellationToken::new();
+    let trigger = shutdown.clone();
+    tokio::spawn(async move {
+        shutdown_signal().await;
+        tracing::info!("shutting down");
+        trigger.cancel();
+    });
+    hub.serve(listener, shutdown).await?;
+    tracing::info!("hub stopped");
+    Ok(())
+}
