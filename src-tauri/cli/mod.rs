@@ -1,12 +1,22 @@
 //! The `gambi` command line: clap definitions and dispatch. Output goes through [`output`]; each
-//! command is a thin call into the library.
+//! command is a thin call into the library ([`crate::hub`] to serve, [`crate::client`] to manage).
+//! Failures are printed here, once, as `error:` and `hint:` lines on stderr, and become the exit
+//! codes of the product: 0 success, 1 internal failure, 2 bad usage or 400, 3 hub unreachable or
+//! 401/403/503, 4 404/409.
 
 pub mod output;
+pub mod room;
 pub mod serve;
 
 use std::process::ExitCode;
 
 use clap::{Parser, Subcommand};
+
+use crate::client::{ClientError, HubClient};
+use output::{Format, Output};
+
+/// Where operational commands look for a hub when neither `--hub` nor `GAMBI_HUB` says.
+pub const DEFAULT_HUB_URL: &str = "http://localhost:3000";
 
 #[derive(Debug, Parser)]
 #[command(name = "gambi", version, about = "Pool the local LLM servers of everyone on one network.")]
@@ -22,12 +32,108 @@ pub enum Command {
     Hub(HubCommand),
     /// Run a hub (short for `gambi hub serve`).
     Serve(serve::ServeArgs),
+    /// Create, list, inspect and delete rooms on a hub.
+    #[command(subcommand)]
+    Room(RoomCommand),
+    /// Create a room (short for `gambi room create --name NAME`).
+    Create(room::ShortCreateArgs),
+    /// List the rooms on a hub (short for `gambi room list`).
+    List(room::ListArgs),
 }
 
 #[derive(Debug, Subcommand)]
 pub enum HubCommand {
     /// Serve a hub on this machine.
     Serve(serve::ServeArgs),
+}
+
+#[derive(Debug, Subcommand)]
+pub enum RoomCommand {
+    /// Create a room; prints its code and the host token that deletes it.
+    Create(room::CreateArgs),
+    /// List the rooms on a hub.
+    List(room::ListArgs),
+    /// Show one room.
+    Get(room::GetArgs),
+    /// Delete a room (needs the host token printed when it was created).
+    Delete(room::DeleteArgs),
+}
+
+/// The options every command that talks to a hub takes.
+#[derive(Debug, Clone, clap::Args)]
+pub struct HubOptions {
+    /// The hub to talk to (a bare host:port means http://).
+    #[arg(long, value_name = "URL", env = "GAMBI_HUB", default_value = DEFAULT_HUB_URL)]
+    pub hub: String,
+    /// Output format [default: text on a terminal, json otherwise].
+    #[arg(long, value_enum, value_name = "FORMAT")]
+    pub format: Option<Format>,
+}
+
+impl HubOptions {
+    pub fn client(&self) -> Result<HubClient, Failure> {
+        Ok(HubClient::new(&self.hub)?)
+    }
+
+    pub fn output(&self) -> Output {
+        Output::new(Format::resolve(self.format))
+    }
+}
+
+/// Why a command failed, and so which exit code and words it ends with.
+#[derive(Debug, thiserror::Error)]
+pub enum Failure {
+    #[error(transparent)]
+    Client(#[from] ClientError),
+    #[error(transparent)]
+    Internal(#[from] anyhow::Error),
+}
+
+impl From<serde_json::Error> for Failure {
+    fn from(e: serde_json::Error) -> Self {
+        Failure::Internal(anyhow::Error::new(e).context("cannot encode the output"))
+    }
+}
+
+impl Failure {
+    pub fn exit_code(&self) -> u8 {
+        match self {
+            Failure::Client(e) => e.exit_code(),
+            Failure::Internal(_) => 1,
+        }
+    }
+
+    /// What to do next: the hub's own hint when it gave one, else advice for the CLI user.
+    pub fn hint(&self) -> Option<String> {
+        match self {
+            Failure::Client(ClientError::Unreachable { .. }) => {
+                Some("Start one with 'gambi hub serve' or pass --hub / GAMBI_HUB.".into())
+            }
+            Failure::Client(ClientError::InvalidUrl { .. }) => {
+                Some("Pass the hub's address, like --hub http://192.168.1.10:3000.".into())
+            }
+            Failure::Client(ClientError::InvalidInput { .. }) => {
+                Some("Room codes are 6 letters or digits, like ABC123; see 'gambi room list'.".into())
+            }
+            Failure::Client(ClientError::Decode { .. }) => {
+                Some("Check that --hub (or GAMBI_HUB) points at a Gambi hub.".into())
+            }
+            Failure::Client(e) => e.hint().map(str::to_string),
+            Failure::Internal(_) => None,
+        }
+    }
+
+    /// Prints the failure on stderr: `error: ...`, then `hint: ...` when there is one.
+    pub fn report(&self) {
+        match self {
+            Failure::Client(e) => eprintln!("error: {}", output::sanitize(&e.to_string())),
+            // The whole cause chain, as the edge of the program should.
+            Failure::Internal(e) => eprintln!("error: {e:#}"),
+        }
+        if let Some(hint) = self.hint() {
+            eprintln!("hint: {}", output::sanitize(&hint));
+        }
+    }
 }
 
 fn init_logging() {
@@ -40,7 +146,22 @@ fn init_logging() {
         .try_init();
 }
 
-/// Entry point of the `gambi` binary.
+async fn run(command: Option<Command>) -> Result<(), Failure> {
+    match command {
+        Some(Command::Hub(HubCommand::Serve(args))) | Some(Command::Serve(args)) => Ok(serve::run(args).await?),
+        Some(Command::Room(RoomCommand::Create(args))) => room::create(args).await,
+        Some(Command::Create(args)) => room::create(args.into()).await,
+        Some(Command::Room(RoomCommand::List(args))) | Some(Command::List(args)) => room::list(args).await,
+        Some(Command::Room(RoomCommand::Get(args))) => room::get(args).await,
+        Some(Command::Room(RoomCommand::Delete(args))) => room::delete(args).await,
+        None => {
+            eprintln!("This gambi was built without the desktop app. Run a hub with: gambi hub serve");
+            Ok(())
+        }
+    }
+}
+
+/// Entry point of the `gambi` binary. Usage errors exit 2 from clap itself.
 pub fn main() -> ExitCode {
     let cli = Cli::parse();
     init_logging();
@@ -51,20 +172,46 @@ pub fn main() -> ExitCode {
             return ExitCode::from(1);
         }
     };
-    let result = runtime.block_on(async {
-        match cli.command {
-            Some(Command::Hub(HubCommand::Serve(args))) | Some(Command::Serve(args)) => serve::run(args).await,
-            None => {
-                eprintln!("This gambi was built without the desktop app. Run a hub with: gambi hub serve");
-                Ok(())
-            }
-        }
-    });
-    match result {
+    match runtime.block_on(run(cli.command)) {
         Ok(()) => ExitCode::SUCCESS,
-        Err(e) => {
-            eprintln!("error: {e:#}");
-            ExitCode::from(1)
+        Err(failure) => {
+            failure.report();
+            ExitCode::from(failure.exit_code())
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use clap::CommandFactory as _;
+
+    #[test]
+    fn clap_definitions_are_consistent() {
+        Cli::command().debug_assert();
+    }
+
+    #[test]
+    fn short_forms_parse_like_the_long_ones() {
+        let cli = Cli::try_parse_from(["gambi", "create", "My Room", "--password", "p", "--hub", "h:1"]).unwrap();
+        let Some(Command::Create(args)) = cli.command else { panic!("{cli:?}") };
+        let args: room::CreateArgs = args.into();
+        assert_eq!(args.name, "My Room");
+        assert_eq!(args.room.password.as_deref(), Some("p"));
+        assert_eq!(args.hub.hub, "h:1");
+
+        let cli = Cli::try_parse_from(["gambi", "list", "--format", "ndjson"]).unwrap();
+        let Some(Command::List(args)) = cli.command else { panic!("{cli:?}") };
+        assert_eq!(args.hub.format, Some(Format::Ndjson));
+    }
+
+    #[test]
+    fn defaults_must_be_a_json_object_of_runtime_config() {
+        let parse = |json: &str| Cli::try_parse_from(["gambi", "room", "create", "--name", "n", "--defaults", json]);
+        assert!(parse(r#"{"temperature": 0.5, "max_tokens": 10}"#).is_ok());
+        for bad in ["{bad", "[1]", "3", r#"{"temperature": "hot"}"#, r#"{"temprature": 0.5}"#] {
+            let err = parse(bad).expect_err(bad);
+            assert_eq!(err.exit_code(), 2, "{bad}");
         }
     }
 }
