@@ -47,6 +47,21 @@ pub struct ServeArgs {
     /// How long in-flight requests may finish after Ctrl-C or SIGTERM.
     #[arg(long, value_name = "DURATION", default_value = "10s", value_parser = parse_duration)]
     pub shutdown_grace: Duration,
+    /// Largest request body on the inference plane (/rooms/CODE/v1), in bytes.
+    #[arg(long, value_name = "BYTES", default_value_t = 32 * 1024 * 1024)]
+    pub inference_body_limit: usize,
+    /// Requests that may wait per room while every matching participant is busy.
+    #[arg(long, value_name = "N", default_value_t = 256)]
+    pub queue_depth: usize,
+    /// How long a request may wait for a free participant before a 503.
+    #[arg(long, value_name = "DURATION", default_value = "60s", value_parser = parse_duration)]
+    pub queue_wait: Duration,
+    /// How long a participant's model server may take to start answering.
+    #[arg(long, value_name = "DURATION", default_value = "120s", value_parser = parse_duration)]
+    pub first_byte_timeout: Duration,
+    /// Longest silence inside a streamed answer before it is ended with an error.
+    #[arg(long, value_name = "DURATION", default_value = "60s", value_parser = parse_duration)]
+    pub idle_timeout: Duration,
 }
 
 impl ServeArgs {
@@ -60,6 +75,11 @@ impl ServeArgs {
             cors_origins: self.cors.clone(),
             management_body_limit: self.body_limit,
             shutdown_grace: self.shutdown_grace,
+            inference_body_limit: self.inference_body_limit,
+            queue_depth: self.queue_depth,
+            queue_wait: self.queue_wait,
+            first_byte_timeout: self.first_byte_timeout,
+            idle_timeout: self.idle_timeout,
             ..HubConfig::default()
         }
     }

@@ -41,6 +41,18 @@ pub enum HubError {
     RateLimited { retry_after_secs: u64 },
     #[error("the hub is shutting down")]
     ShuttingDown,
+    #[error("the tunnel token is wrong, used or expired")]
+    TunnelTokenInvalid,
+    #[error("no available participant for the requested model")]
+    NoParticipant,
+    #[error("participant {id} is busy")]
+    ParticipantBusy { id: String },
+    #[error("participant {id} is unavailable: {reason}")]
+    ParticipantUnavailable { id: String, reason: String },
+    #[error("the participant's provider failed ({stage}): {message}")]
+    Upstream { stage: String, message: String },
+    #[error("the participant's provider did not answer in time ({stage})")]
+    UpstreamTimeout { stage: String },
     #[error("internal error: {0}")]
     Internal(String),
 }
@@ -52,11 +64,17 @@ impl HubError {
 
     pub fn status(&self) -> StatusCode {
         match self {
-            HubError::RoomNotFound { .. } | HubError::ParticipantNotFound { .. } | HubError::RouteNotFound { .. } => {
-                StatusCode::NOT_FOUND
-            }
+            HubError::RoomNotFound { .. }
+            | HubError::ParticipantNotFound { .. }
+            | HubError::RouteNotFound { .. }
+            | HubError::NoParticipant => StatusCode::NOT_FOUND,
+            HubError::ParticipantBusy { .. } => StatusCode::CONFLICT,
+            HubError::ParticipantUnavailable { .. } => StatusCode::SERVICE_UNAVAILABLE,
+            HubError::Upstream { .. } => StatusCode::BAD_GATEWAY,
+            HubError::UpstreamTimeout { .. } => StatusCode::GATEWAY_TIMEOUT,
             HubError::InvalidPassword | HubError::HostTokenRequired => StatusCode::UNAUTHORIZED,
             HubError::HostTokenInvalid => StatusCode::FORBIDDEN,
+            HubError::TunnelTokenInvalid => StatusCode::UNAUTHORIZED,
             HubError::InvalidJson { .. } | HubError::MissingFields { .. } | HubError::InvalidRequest { .. } => {
                 StatusCode::BAD_REQUEST
             }
@@ -86,6 +104,12 @@ impl HubError {
             HubError::Capacity { .. } => "CAPACITY_EXCEEDED",
             HubError::RateLimited { .. } => "RATE_LIMITED",
             HubError::ShuttingDown => "SHUTTING_DOWN",
+            HubError::TunnelTokenInvalid => "INVALID_TUNNEL_TOKEN",
+            HubError::NoParticipant => "MODEL_NOT_FOUND",
+            HubError::ParticipantBusy { .. } => "PARTICIPANT_BUSY",
+            HubError::ParticipantUnavailable { .. } => "PARTICIPANT_TUNNEL_NOT_CONNECTED",
+            HubError::Upstream { .. } => "UPSTREAM_ERROR",
+            HubError::UpstreamTimeout { .. } => "UPSTREAM_TIMEOUT",
             HubError::Internal(_) => "INTERNAL_ERROR",
         }
     }
@@ -110,6 +134,16 @@ impl HubError {
                 format!("Too many attempts; try again in {retry_after_secs} s.")
             }
             HubError::ShuttingDown => "The hub is shutting down.".into(),
+            HubError::TunnelTokenInvalid => "The tunnel token is wrong, already used, or expired.".into(),
+            HubError::NoParticipant => "No available participant for the requested model".into(),
+            HubError::ParticipantBusy { id } => format!("Participant '{id}' is busy."),
+            HubError::ParticipantUnavailable { id, reason } => format!("Participant '{id}' is unavailable: {reason}."),
+            HubError::Upstream { stage, message } => {
+                format!("The participant's model server failed ({stage}): {message}")
+            }
+            HubError::UpstreamTimeout { stage } => {
+                format!("The participant's model server did not answer in time ({stage}).")
+            }
             HubError::Internal(_) => "Something went wrong inside the hub.".into(),
         }
     }
@@ -136,6 +170,18 @@ impl HubError {
             HubError::MethodNotAllowed { .. } => None,
             HubError::Capacity { .. } | HubError::ShuttingDown => Some("Try again later.".into()),
             HubError::RateLimited { .. } => Some("Wait before trying again.".into()),
+            HubError::TunnelTokenInvalid => Some(
+                "Register again (PUT the participant) to get a fresh token; each token opens one tunnel within 60 s."
+                    .into(),
+            ),
+            HubError::NoParticipant => {
+                Some("Use model '*' for any participant, 'model:<name>', or a participant id from /models.".into())
+            }
+            HubError::ParticipantBusy { .. } => Some("Retry shortly, or use model '*' to let the hub pick.".into()),
+            HubError::ParticipantUnavailable { .. } => Some("Pick another participant, or use model '*'.".into()),
+            HubError::Upstream { .. } | HubError::UpstreamTimeout { .. } => {
+                Some("Retry; if it keeps failing, the participant's model server needs attention.".into())
+            }
             HubError::Internal(_) => Some("Retry; if it keeps failing, look at the hub's log.".into()),
         }
     }
@@ -167,7 +213,7 @@ impl HubError {
     fn retry_after(&self) -> Option<u64> {
         match self {
             HubError::RateLimited { retry_after_secs } => Some(*retry_after_secs),
-            HubError::Capacity { .. } | HubError::ShuttingDown => Some(1),
+            HubError::Capacity { .. } | HubError::ShuttingDown | HubError::ParticipantBusy { .. } => Some(1),
             _ => None,
         }
     }

@@ -46,6 +46,8 @@ struct BusInner {
     tx: broadcast::Sender<Arc<HubEvent>>,
     state: Mutex<BusState>,
     ring_capacity: usize,
+    /// The first id of this process; a position before it comes from an earlier hub process.
+    first_id: u64,
 }
 
 /// Cheap to clone: a handle on the shared bus.
@@ -80,6 +82,7 @@ impl EventBus {
                 tx,
                 state: Mutex::new(BusState { next_id, rings: HashMap::new() }),
                 ring_capacity: ring_capacity.max(1),
+                first_id: next_id,
             }),
         }
     }
@@ -137,8 +140,17 @@ impl EventBus {
         let head = state.next_id.saturating_sub(1);
         match last_event_id {
             None => RoomSubscription { replay: Vec::new(), missed: false, receiver, position: head },
+            // An id this hub never issued (an earlier process with a clock ahead of ours): taken
+            // as the position, it would skip every live event as already seen. Start at the head
+            // and say that what came before is unknown.
+            Some(after) if after > head => {
+                RoomSubscription { replay: Vec::new(), missed: true, receiver, position: head }
+            }
             Some(after) => {
                 let (replay, missed) = Self::replay_locked(&state, room_code, after);
+                // From before a restart: what happened in between (participants dropped, at least)
+                // is in no ring.
+                let missed = missed || after.saturating_add(1) < self.inner.first_id;
                 RoomSubscription { replay, missed, receiver, position: after }
             }
         }

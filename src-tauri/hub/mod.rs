@@ -8,12 +8,14 @@
 pub mod body;
 pub mod error;
 pub mod events;
+pub mod inference;
 pub mod password;
 pub mod registry;
 pub mod request_id;
 pub mod routes;
 pub mod sse;
 pub mod state_file;
+pub mod tunnel;
 pub mod validate;
 
 use std::net::SocketAddr;
@@ -59,6 +61,18 @@ pub struct HubConfig {
     pub password_concurrency: usize,
     /// How long in-flight requests may run on after shutdown is asked for.
     pub shutdown_grace: Duration,
+    /// Largest body accepted on the inference plane.
+    pub inference_body_limit: usize,
+    /// Requests that may wait per room for a busy participant.
+    pub queue_depth: usize,
+    /// How long a request may wait for a free participant.
+    pub queue_wait: Duration,
+    /// How long a provider may take to start answering.
+    pub first_byte_timeout: Duration,
+    /// Longest silence inside an answer before it is cut with an error.
+    pub idle_timeout: Duration,
+    /// How long a tunnel bootstrap token may wait to be used.
+    pub tunnel_token_ttl: Duration,
 }
 
 impl Default for HubConfig {
@@ -76,6 +90,12 @@ impl Default for HubConfig {
             event_channel: 4096,
             password_concurrency: 2,
             shutdown_grace: Duration::from_secs(10),
+            inference_body_limit: 32 * 1024 * 1024,
+            queue_depth: 256,
+            queue_wait: Duration::from_secs(60),
+            first_byte_timeout: Duration::from_secs(120),
+            idle_timeout: Duration::from_secs(60),
+            tunnel_token_ttl: crate::protocol::TUNNEL_TOKEN_TTL,
         }
     }
 }
@@ -85,6 +105,9 @@ struct HubInner {
     registry: Registry,
     passwords: password::Passwords,
     state_file: Option<state_file::StateFile>,
+    tunnels: tunnel::Tunnels,
+    http: reqwest::Client,
+    responses: inference::responses_index::ResponsesIndex,
     shutdown: CancellationToken,
     tasks: TaskTracker,
     local_addr: OnceLock<SocketAddr>,
@@ -112,12 +135,24 @@ impl Hub {
         };
         let registry = Registry::new(bus, rules, rooms);
         let state_file = config.state_path.clone().map(state_file::StateFile::new);
+        registry.set_queue_depth(config.queue_depth);
+        registry.set_tunnel_token_ttl(config.tunnel_token_ttl);
+        // Pooled connections to direct participants; no overall timeout (answers stream), but
+        // connecting is bounded.
+        let http = reqwest::Client::builder()
+            .connect_timeout(Duration::from_secs(5))
+            .pool_idle_timeout(Duration::from_secs(90))
+            .build()
+            .unwrap_or_else(|_| reqwest::Client::new());
         Ok(Hub {
             inner: Arc::new(HubInner {
                 passwords: password::Passwords::new(config.password_concurrency),
                 config,
                 registry,
                 state_file,
+                tunnels: tunnel::Tunnels::default(),
+                http,
+                responses: inference::responses_index::ResponsesIndex::new(10_000),
                 shutdown: CancellationToken::new(),
                 tasks: TaskTracker::new(),
                 local_addr: OnceLock::new(),
@@ -131,6 +166,28 @@ impl Hub {
 
     pub fn registry(&self) -> &Registry {
         &self.inner.registry
+    }
+
+    /// The HTTP client for direct participants.
+    pub fn http(&self) -> &reqwest::Client {
+        &self.inner.http
+    }
+
+    /// Which participant created which Responses-API response.
+    pub fn responses(&self) -> &inference::responses_index::ResponsesIndex {
+        &self.inner.responses
+    }
+
+    /// Open participant tunnels.
+    pub fn tunnels(&self) -> &tunnel::Tunnels {
+        &self.inner.tunnels
+    }
+
+    /// Removes a participant and closes its tunnel.
+    pub fn remove_participant(&self, code: &str, id: &str) -> Result<(), HubError> {
+        self.inner.registry.leave(code, id)?;
+        self.inner.tunnels.close(code, id);
+        Ok(())
     }
 
     pub fn passwords(&self) -> &password::Passwords {
@@ -223,6 +280,12 @@ impl Hub {
                     _ = token.cancelled() => break,
                     _ = tick.tick() => {
                         let report = hub.inner.registry.sweep(now_ms());
+                        for (code, id) in &report.purged_ids {
+                            hub.inner.tunnels.close(code, id);
+                        }
+                        for code in &report.expired_codes {
+                            hub.inner.tunnels.close_room(code);
+                        }
                         if report.rooms_expired > 0 {
                             tracing::info!(rooms = report.rooms_expired, "empty rooms expired");
                             hub.persist().await;

@@ -5,7 +5,8 @@
 //! Every change is published on the event bus while the lock is still held, so the order of events
 //! is the order of changes.
 
-use std::collections::HashMap;
+use std::collections::{HashMap, VecDeque};
+use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::Duration;
 
@@ -14,6 +15,7 @@ use rand::Rng;
 use serde::{Deserialize, Serialize};
 use sha2::{Digest, Sha256};
 use subtle::ConstantTimeEq;
+use tokio::sync::oneshot;
 
 use crate::protocol::events::EventKind;
 use crate::protocol::{
@@ -90,6 +92,8 @@ pub struct ParticipantRecord {
     /// The full config, `instructions` included (the public form only says whether there are any).
     pub config: RuntimeConfig,
     offline_since: Option<u64>,
+    /// Requests being served now; `status` is `busy` while this equals `max_concurrency`.
+    pub in_flight: u32,
 }
 
 struct RoomRecord {
@@ -115,12 +119,25 @@ struct TunnelGrant {
 struct State {
     rooms: HashMap<String, RoomRecord>,
     tunnel_grants: HashMap<String, TunnelGrant>,
+    /// Per room, the requests waiting for a free participant, oldest first.
+    waiters: HashMap<String, VecDeque<Waiter>>,
+    next_waiter: u64,
+}
+
+struct Waiter {
+    id: u64,
+    selector: Selector,
+    tx: oneshot::Sender<Slot>,
 }
 
 struct Inner {
     state: Mutex<State>,
     bus: EventBus,
     rules: HealthRules,
+    /// How many requests may wait per room for a free participant.
+    queue_depth: AtomicUsize,
+    /// How long a tunnel bootstrap token stays valid, in ms.
+    tunnel_token_ttl_ms: AtomicU64,
 }
 
 /// Cheap to clone: a handle on the shared registry.
@@ -142,6 +159,10 @@ pub struct SweepReport {
     pub went_offline: usize,
     pub purged: usize,
     pub rooms_expired: usize,
+    /// (room code, participant id) of each participant removed.
+    pub purged_ids: Vec<(String, String)>,
+    /// Codes of the rooms that expired.
+    pub expired_codes: Vec<String>,
 }
 
 fn random_token(prefix: &str, bytes: usize) -> String {
@@ -163,7 +184,15 @@ impl Registry {
                 (stored.code.clone(), RoomRecord { stored, participants: IndexMap::new(), empty_since: Some(now) })
             })
             .collect();
-        Registry { inner: Arc::new(Inner { state: Mutex::new(State { rooms, ..State::default() }), bus, rules }) }
+        Registry {
+            inner: Arc::new(Inner {
+                state: Mutex::new(State { rooms, ..State::default() }),
+                bus,
+                rules,
+                queue_depth: AtomicUsize::new(256),
+                tunnel_token_ttl_ms: AtomicU64::new(TUNNEL_TOKEN_TTL.as_millis() as u64),
+            }),
+        }
     }
 
     fn state(&self) -> MutexGuard<'_, State> {
@@ -263,6 +292,8 @@ impl Registry {
             self.inner.bus.publish(&code, EventKind::ParticipantLeft { participant_id: id.clone() });
         }
         state.tunnel_grants.retain(|_, g| g.room_code != code);
+        // Dropping the waiters' senders fails their requests at once.
+        state.waiters.remove(&code);
         self.inner.bus.publish(&code, EventKind::RoomClosed);
     }
 
@@ -293,7 +324,11 @@ impl Registry {
                 if p.connection.kind != kind {
                     p.connection = fresh_connection(kind);
                 }
-                p.status = ParticipantStatus::Online;
+                p.status = if existing.in_flight >= p.max_concurrency {
+                    ParticipantStatus::Busy
+                } else {
+                    ParticipantStatus::Online
+                };
                 p.last_seen = now;
                 p.updated_at = now;
                 existing.config = reg.config;
@@ -320,6 +355,7 @@ impl Registry {
                     },
                     config: reg.config,
                     offline_since: None,
+                    in_flight: 0,
                 };
                 room.participants.insert(id.to_string(), record.clone());
                 room.empty_since = None;
@@ -333,6 +369,7 @@ impl Registry {
             EventKind::ParticipantUpdated(participant.clone())
         };
         self.inner.bus.publish(code, kind);
+        self.dispatch_locked(&mut state, code);
         Ok(Upserted { participant, created, room_id })
     }
 
@@ -351,7 +388,8 @@ impl Registry {
         p.last_seen = now;
         let mut changed = false;
         if p.status == ParticipantStatus::Offline {
-            p.status = ParticipantStatus::Online;
+            p.status =
+                if record.in_flight >= p.max_concurrency { ParticipantStatus::Busy } else { ParticipantStatus::Online };
             record.offline_since = None;
             changed = true;
         }
@@ -366,6 +404,7 @@ impl Registry {
             p.updated_at = now;
             let public = p.clone();
             self.inner.bus.publish(code, EventKind::ParticipantUpdated(public));
+            self.dispatch_locked(&mut state, code);
         }
         Ok(result)
     }
@@ -380,6 +419,7 @@ impl Registry {
         }
         state.tunnel_grants.retain(|_, g| !(g.room_code == code && g.participant_id == id));
         self.inner.bus.publish(code, EventKind::ParticipantLeft { participant_id: id.into() });
+        self.dispatch_locked(&mut state, code);
         Ok(())
     }
 
@@ -418,7 +458,7 @@ impl Registry {
         let grant = TunnelGrant {
             room_code: code.into(),
             participant_id: id.into(),
-            expires_at: now_ms() + TUNNEL_TOKEN_TTL.as_millis() as u64,
+            expires_at: now_ms() + self.inner.tunnel_token_ttl_ms.load(Ordering::Relaxed),
         };
         self.state().tunnel_grants.insert(token.clone(), grant);
         token
@@ -465,6 +505,7 @@ impl Registry {
             for id in purge {
                 room.participants.shift_remove(&id);
                 report.purged += 1;
+                report.purged_ids.push((code.clone(), id.clone()));
                 self.inner.bus.publish(code, EventKind::ParticipantLeft { participant_id: id });
             }
             if room.participants.is_empty() {
@@ -481,10 +522,17 @@ impl Registry {
         for code in expired {
             if let Some(room) = state.rooms.remove(&code) {
                 report.rooms_expired += 1;
+                report.expired_codes.push(code.clone());
                 self.close_room_locked(&mut state, room);
             }
         }
         state.tunnel_grants.retain(|_, g| g.expires_at > now);
+        if report.went_offline + report.purged > 0 {
+            let codes: Vec<String> = state.waiters.keys().cloned().collect();
+            for code in codes {
+                self.dispatch_locked(&mut state, &code);
+            }
+        }
         report
     }
 
@@ -494,6 +542,361 @@ impl Registry {
         let mut rooms: Vec<_> = state.rooms.values().map(|r| r.stored.clone()).collect();
         rooms.sort_by(|a, b| a.created_at.cmp(&b.created_at).then_with(|| a.code.cmp(&b.code)));
         rooms
+    }
+}
+
+/// Which participant a request wants, read from its `model` field.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Selector {
+    /// `*` or `any`: whoever is free.
+    Any,
+    /// `model:<name>`: a participant serving that model.
+    Model(String),
+    /// Anything else: the participant with this id if there is one, else one serving this model.
+    Named(String),
+}
+
+impl Selector {
+    pub fn parse(model: &str) -> Selector {
+        let m = model.trim();
+        if m == "*" || m.eq_ignore_ascii_case("any") {
+            Selector::Any
+        } else if let Some(name) = m.strip_prefix("model:") {
+            Selector::Model(name.trim().to_string())
+        } else {
+            Selector::Named(m.to_string())
+        }
+    }
+
+    /// True when the request named one participant, whose busy answer is 409, not 503.
+    fn is_specific(&self, room: &RoomRecord) -> bool {
+        matches!(self, Selector::Named(n) if room.participants.contains_key(n.as_str()))
+    }
+}
+
+/// Ollama names `llama3` and `llama3:latest` the same model.
+fn same_model(served: &str, asked: &str) -> bool {
+    let strip = |m: &str| m.strip_suffix(":latest").unwrap_or(m).to_ascii_lowercase();
+    served == asked || strip(served) == strip(asked)
+}
+
+/// A place held at a participant for one request. Dropping it frees the place and hands it to the
+/// next waiter, so a request that ends in any way (done, failed, client gone) never keeps it.
+pub struct Slot {
+    registry: Registry,
+    code: String,
+    participant: Arc<ParticipantRecord>,
+    armed: bool,
+}
+
+impl Slot {
+    /// The participant as it was when the slot was taken.
+    pub fn participant(&self) -> &ParticipantRecord {
+        &self.participant
+    }
+
+    pub fn room_code(&self) -> &str {
+        &self.code
+    }
+}
+
+impl Drop for Slot {
+    fn drop(&mut self) {
+        if self.armed {
+            self.registry.release(&self.code, &self.participant.public.id);
+        }
+    }
+}
+
+impl std::fmt::Debug for Slot {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Slot").field("code", &self.code).field("participant", &self.participant.public.id).finish()
+    }
+}
+
+/// A request waiting in its room's queue. Dropping it leaves the queue.
+pub struct WaitTicket {
+    registry: Registry,
+    code: String,
+    id: u64,
+    specific: Option<String>,
+    rx: oneshot::Receiver<Slot>,
+}
+
+impl WaitTicket {
+    /// Waits for a slot up to `timeout`. Running out of time is 503 (409 `PARTICIPANT_BUSY` when one
+    /// participant was asked for); the participants it could use all leaving is 404.
+    pub async fn wait(mut self, timeout: Duration) -> Result<Slot, HubError> {
+        match tokio::time::timeout(timeout, &mut self.rx).await {
+            Ok(Ok(slot)) => Ok(slot),
+            Ok(Err(_)) => Err(match self.specific.take() {
+                Some(id) => HubError::ParticipantUnavailable { id, reason: "it is no longer available".into() },
+                None => HubError::NoParticipant,
+            }),
+            Err(_) => Err(match self.specific.take() {
+                Some(id) => HubError::ParticipantBusy { id },
+                None => HubError::Capacity { what: "every matching participant stayed busy".into() },
+            }),
+        }
+    }
+}
+
+impl Drop for WaitTicket {
+    fn drop(&mut self) {
+        self.registry.cancel_wait(&self.code, self.id);
+    }
+}
+
+/// What asking for a slot gave.
+pub enum Acquire {
+    Ready(Slot),
+    Wait(WaitTicket),
+}
+
+enum Choice {
+    Free(String),
+    Busy,
+}
+
+fn available(r: &ParticipantRecord) -> bool {
+    r.public.status != ParticipantStatus::Offline && r.public.connection.connected
+}
+
+fn choose(room: &RoomRecord, selector: &Selector, exclude: &[String]) -> Result<Choice, HubError> {
+    if let Selector::Named(name) = selector {
+        if let Some(r) = room.participants.get(name.as_str()) {
+            let id = r.public.id.clone();
+            if exclude.contains(&id) {
+                return Err(HubError::NoParticipant);
+            }
+            if r.public.status == ParticipantStatus::Offline {
+                return Err(HubError::ParticipantUnavailable { id, reason: "it is offline".into() });
+            }
+            if !r.public.connection.connected {
+                return Err(HubError::ParticipantUnavailable { id, reason: "its tunnel is not connected".into() });
+            }
+            return Ok(if r.in_flight < r.public.max_concurrency { Choice::Free(id) } else { Choice::Busy });
+        }
+    }
+    let model = match selector {
+        Selector::Any => None,
+        Selector::Model(m) | Selector::Named(m) => Some(m.as_str()),
+    };
+    let usable: Vec<&ParticipantRecord> = room
+        .participants
+        .values()
+        .filter(|r| model.is_none_or(|m| same_model(&r.public.model, m)))
+        .filter(|r| available(r) && !exclude.contains(&r.public.id))
+        .collect();
+    if usable.is_empty() {
+        return Err(HubError::NoParticipant);
+    }
+    let load = |r: &ParticipantRecord| f64::from(r.in_flight) / f64::from(r.public.max_concurrency.max(1));
+    let free: Vec<&ParticipantRecord> = usable.into_iter().filter(|r| r.in_flight < r.public.max_concurrency).collect();
+    let Some(least) = free.iter().map(|r| load(r)).min_by(f64::total_cmp) else {
+        return Ok(Choice::Busy);
+    };
+    let ties: Vec<&&ParticipantRecord> = free.iter().filter(|r| load(r) <= least).collect();
+    let pick = ties[rand::rng().random_range(0..ties.len())];
+    Ok(Choice::Free(pick.public.id.clone()))
+}
+
+fn live_status(r: &ParticipantRecord) -> ParticipantStatus {
+    if r.in_flight >= r.public.max_concurrency {
+        ParticipantStatus::Busy
+    } else {
+        ParticipantStatus::Online
+    }
+}
+
+impl Registry {
+    /// How long tunnel bootstrap tokens stay valid (default 60 s).
+    pub fn set_tunnel_token_ttl(&self, ttl: Duration) {
+        self.inner.tunnel_token_ttl_ms.store(ttl.as_millis() as u64, Ordering::Relaxed);
+    }
+
+    /// How many requests may wait per room (default 256).
+    pub fn set_queue_depth(&self, depth: usize) {
+        self.inner.queue_depth.store(depth, Ordering::Relaxed);
+    }
+
+    /// Takes a slot at a participant matching `selector`, or a place in the room's queue when every
+    /// match is busy. Errors: no room, no participant that could ever serve it, the one asked for is
+    /// offline or unreachable, or the queue is full.
+    pub fn acquire(&self, code: &str, selector: &Selector) -> Result<Acquire, HubError> {
+        let mut state = self.state();
+        let room = state.rooms.get(code).ok_or_else(|| not_found(code))?;
+        let specific = selector.is_specific(room).then(|| match selector {
+            Selector::Named(n) => n.clone(),
+            _ => String::new(),
+        });
+        match choose(room, selector, &[])? {
+            Choice::Free(id) => Ok(Acquire::Ready(self.take_locked(&mut state, code, &id))),
+            Choice::Busy => {
+                let depth = self.inner.queue_depth.load(Ordering::Relaxed);
+                let queue = state.waiters.entry(code.to_string()).or_default();
+                queue.retain(|w| !w.tx.is_closed());
+                if queue.len() >= depth {
+                    return Err(match specific {
+                        Some(id) => HubError::ParticipantBusy { id },
+                        None => HubError::Capacity { what: "the room's queue is full".into() },
+                    });
+                }
+                let (tx, rx) = oneshot::channel();
+                state.next_waiter += 1;
+                let id = state.next_waiter;
+                state.waiters.entry(code.to_string()).or_default().push_back(Waiter {
+                    id,
+                    selector: selector.clone(),
+                    tx,
+                });
+                Ok(Acquire::Wait(WaitTicket { registry: self.clone(), code: code.to_string(), id, specific, rx }))
+            }
+        }
+    }
+
+    /// Takes a free slot now or not at all, never at a participant in `exclude` (failover).
+    pub fn try_acquire(&self, code: &str, selector: &Selector, exclude: &[String]) -> Option<Slot> {
+        let mut state = self.state();
+        let room = state.rooms.get(code)?;
+        match choose(room, selector, exclude) {
+            Ok(Choice::Free(id)) => Some(self.take_locked(&mut state, code, &id)),
+            _ => None,
+        }
+    }
+
+    fn take_locked(&self, state: &mut State, code: &str, id: &str) -> Slot {
+        let mut snapshot = None;
+        if let Some(r) = state.rooms.get_mut(code).and_then(|room| room.participants.get_mut(id)) {
+            r.in_flight += 1;
+            let status = live_status(r);
+            if r.public.status != status && r.public.status != ParticipantStatus::Offline {
+                r.public.status = status;
+                r.public.updated_at = now_ms();
+                self.inner.bus.publish(code, EventKind::ParticipantUpdated(r.public.clone()));
+            }
+            snapshot = Some(r.clone());
+        }
+        // `choose` only names participants that exist, under the same lock, so the snapshot is
+        // always there; an unarmed slot is the harmless answer if that ever changes.
+        let armed = snapshot.is_some();
+        let participant = Arc::new(snapshot.unwrap_or_else(|| ParticipantRecord {
+            public: placeholder_participant(id),
+            config: RuntimeConfig::default(),
+            offline_since: None,
+            in_flight: 0,
+        }));
+        Slot { registry: self.clone(), code: code.to_string(), participant, armed }
+    }
+
+    fn release(&self, code: &str, id: &str) {
+        let mut state = self.state();
+        self.release_locked(&mut state, code, id);
+        self.dispatch_locked(&mut state, code);
+    }
+
+    fn release_locked(&self, state: &mut State, code: &str, id: &str) {
+        if let Some(r) = state.rooms.get_mut(code).and_then(|room| room.participants.get_mut(id)) {
+            r.in_flight = r.in_flight.saturating_sub(1);
+            let status = live_status(r);
+            if r.public.status == ParticipantStatus::Busy && status != ParticipantStatus::Busy {
+                r.public.status = status;
+                r.public.updated_at = now_ms();
+                self.inner.bus.publish(code, EventKind::ParticipantUpdated(r.public.clone()));
+            }
+        }
+    }
+
+    fn cancel_wait(&self, code: &str, id: u64) {
+        let mut state = self.state();
+        if let Some(queue) = state.waiters.get_mut(code) {
+            queue.retain(|w| w.id != id);
+            if queue.is_empty() {
+                state.waiters.remove(code);
+            }
+        }
+    }
+
+    /// Hands free slots to waiters, oldest first; drops waiters nobody can ever serve now (their
+    /// request fails at once instead of timing out).
+    fn dispatch_locked(&self, state: &mut State, code: &str) {
+        let Some(mut queue) = state.waiters.remove(code) else { return };
+        let mut kept = VecDeque::with_capacity(queue.len());
+        while let Some(waiter) = queue.pop_front() {
+            if waiter.tx.is_closed() {
+                continue;
+            }
+            let Some(room) = state.rooms.get(code) else { continue };
+            match choose(room, &waiter.selector, &[]) {
+                Ok(Choice::Free(id)) => {
+                    let slot = self.take_locked(state, code, &id);
+                    if let Err(mut slot) = waiter.tx.send(slot) {
+                        slot.armed = false;
+                        self.release_locked(state, code, &id);
+                    }
+                }
+                Ok(Choice::Busy) => kept.push_back(waiter),
+                Err(_) => {}
+            }
+        }
+        if !kept.is_empty() {
+            state.waiters.insert(code.to_string(), kept);
+        }
+    }
+
+    /// Requests waiting in a room's queue.
+    pub fn queued(&self, code: &str) -> usize {
+        self.state().waiters.get(code).map_or(0, VecDeque::len)
+    }
+
+    /// A tunnel opened or closed for a participant: updates `connection` and tells the room.
+    pub fn set_tunnel(&self, code: &str, id: &str, connected: bool) {
+        let mut state = self.state();
+        let Some(r) = state.rooms.get_mut(code).and_then(|room| room.participants.get_mut(id)) else { return };
+        let now = now_ms();
+        r.public.connection.connected = connected;
+        if connected {
+            r.public.connection.last_tunnel_seen_at = Some(now);
+        }
+        r.public.updated_at = now;
+        let public = r.public.clone();
+        self.inner.bus.publish(code, EventKind::ParticipantUpdated(public));
+        self.dispatch_locked(&mut state, code);
+    }
+
+    /// The tunnel was heard from (a ping): refreshes `lastTunnelSeenAt` without an event.
+    pub fn touch_tunnel(&self, code: &str, id: &str) {
+        let mut state = self.state();
+        if let Some(r) = state.rooms.get_mut(code).and_then(|room| room.participants.get_mut(id)) {
+            r.public.connection.last_tunnel_seen_at = Some(now_ms());
+        }
+    }
+
+    /// Updates a participant's capabilities (e.g. the proxy found `/v1/responses` missing).
+    pub fn set_capabilities(&self, code: &str, id: &str, capabilities: Capabilities) {
+        let mut state = self.state();
+        if let Some(r) = state.rooms.get_mut(code).and_then(|room| room.participants.get_mut(id)) {
+            r.public.capabilities = capabilities;
+        }
+    }
+}
+
+fn placeholder_participant(id: &str) -> Participant {
+    Participant {
+        id: id.to_string(),
+        nickname: String::new(),
+        model: String::new(),
+        endpoint: String::new(),
+        specs: MachineSpecs::default(),
+        config: RuntimeConfig::default().public(),
+        capabilities: Capabilities::default(),
+        connection: Connection { kind: ConnectionKind::Direct, connected: false, last_tunnel_seen_at: None },
+        status: ParticipantStatus::Offline,
+        joined_at: 0,
+        last_seen: 0,
+        updated_at: 0,
+        max_concurrency: 1,
+        loaded_models: Vec::new(),
     }
 }
 

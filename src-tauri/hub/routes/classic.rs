@@ -72,7 +72,7 @@ pub async fn health(
 
 pub async fn leave(State(hub): State<Hub>, P { 0: (code, id), .. }: P<(String, String)>) -> Result<Json<Value>> {
     let code = room_code(&code)?;
-    hub.registry().leave(&code, existing_id(&id)?)?;
+    hub.remove_participant(&code, existing_id(&id)?)?;
     Ok(Json(json!({ "success": true })))
 }
 

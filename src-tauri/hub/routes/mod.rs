@@ -19,7 +19,7 @@ use tower_http::cors::{AllowOrigin, Any, CorsLayer};
 use crate::protocol::{is_participant_id, normalize_room_code};
 
 use super::body::BodyLimit;
-use super::error::{ApiError, ClassicError, HubError};
+use super::error::{ApiError, ClassicError, HubError, OpenAiError};
 use super::Hub;
 
 pub fn router(hub: Hub) -> Router {
@@ -38,13 +38,17 @@ pub fn router(hub: Hub) -> Router {
         .route("/v1/rooms/{code}/participants", get(v1::participants))
         .route("/v1/rooms/{code}/participants/{id}", get(v1::participant).put(v1::upsert).delete(v1::leave))
         .route("/v1/rooms/{code}/participants/{id}/heartbeat", post(v1::heartbeat))
+        .route("/v1/rooms/{code}/participants/{id}/tunnel", get(v1::tunnel))
         .route("/v1/rooms/{code}/events", get(v1::events));
     let body_limit = tower::ServiceBuilder::new()
         .layer(axum::extract::DefaultBodyLimit::max(limit))
         .layer(axum::Extension(BodyLimit(limit)));
+    let inference = super::inference::routes::router()
+        .layer(axum::extract::DefaultBodyLimit::max(hub.config().inference_body_limit));
     Router::new()
         .merge(classic.layer(body_limit.clone()))
         .merge(management.layer(body_limit))
+        .merge(inference)
         .fallback(not_found)
         .method_not_allowed_fallback(method_not_allowed)
         .with_state(hub.clone())
@@ -72,6 +76,9 @@ fn is_v1(path: &str) -> bool {
 async fn not_found(req: Request) -> Response {
     let path = req.uri().path();
     let error = HubError::RouteNotFound { path: path.chars().take(200).collect() };
+    if super::inference::routes::is_inference_path(path) {
+        return OpenAiError(error).into_response();
+    }
     if is_v1(path) {
         ApiError(error).into_response()
     } else {
@@ -81,6 +88,9 @@ async fn not_found(req: Request) -> Response {
 
 async fn method_not_allowed(req: Request) -> Response {
     let error = HubError::MethodNotAllowed { method: req.method().to_string() };
+    if super::inference::routes::is_inference_path(req.uri().path()) {
+        return OpenAiError(error).into_response();
+    }
     if is_v1(req.uri().path()) {
         ApiError(error).into_response()
     } else {

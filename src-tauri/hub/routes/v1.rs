@@ -56,6 +56,7 @@ fn bearer(headers: &HeaderMap) -> Option<&str> {
 pub async fn delete_room(State(hub): State<Hub>, P { 0: code, .. }: P<String>, headers: HeaderMap) -> Result<Response> {
     let code = room_code(&code)?;
     hub.registry().delete_room(&code, bearer(&headers))?;
+    hub.tunnels().close_room(&code);
     hub.persist().await;
     tracing::info!(%code, "room deleted by its host");
     Ok(ok(StatusCode::OK, Success { success: true }))
@@ -125,7 +126,7 @@ pub async fn upsert(
 
 pub async fn leave(State(hub): State<Hub>, P { 0: (code, id), .. }: P<(String, String)>) -> Result<Response> {
     let code = room_code(&code)?;
-    hub.registry().leave(&code, existing_id(&id)?)?;
+    hub.remove_participant(&code, existing_id(&id)?)?;
     Ok(ok(StatusCode::OK, Success { success: true }))
 }
 
@@ -143,4 +144,38 @@ pub async fn events(State(hub): State<Hub>, P { 0: code, .. }: P<String>, header
     let code = room_code(&code)?;
     hub.registry().room(&code)?;
     Ok(sse::room_stream(hub, code, sse::last_event_id(&headers), Surface::V1).into_response())
+}
+
+/// `GET /v1/rooms/:code/participants/:id/tunnel?token=…`: the token is checked (and spent) before
+/// the upgrade; a wrong, used or expired one never gets a WebSocket.
+pub async fn tunnel(
+    State(hub): State<Hub>,
+    P { 0: (code, id), .. }: P<(String, String)>,
+    query: std::result::Result<
+        axum::extract::Query<std::collections::HashMap<String, String>>,
+        axum::extract::rejection::QueryRejection,
+    >,
+    upgrade: std::result::Result<
+        axum::extract::ws::WebSocketUpgrade,
+        axum::extract::ws::rejection::WebSocketUpgradeRejection,
+    >,
+) -> Result<Response> {
+    let code = room_code(&code)?;
+    let id = existing_id(&id)?.to_string();
+    hub.registry().participant(&code, &id)?;
+    let upgrade = upgrade.map_err(|e| {
+        HubError::invalid(
+            format!("This endpoint is a WebSocket: {}.", e.body_text()),
+            "Open it with a WebSocket client, with the token from the registration.",
+        )
+    })?;
+    let token = query.ok().and_then(|q| q.0.get("token").cloned()).unwrap_or_default();
+    if token.is_empty() || !hub.registry().redeem_tunnel_token(&code, &id, &token) {
+        return Err(HubError::TunnelTokenInvalid.into());
+    }
+    Ok(upgrade
+        .max_message_size(crate::hub::tunnel::MAX_FRAME_BYTES)
+        .max_frame_size(crate::hub::tunnel::MAX_FRAME_BYTES)
+        .on_failed_upgrade(|e| tracing::warn!(error = %e, "tunnel upgrade failed"))
+        .on_upgrade(move |socket| crate::hub::tunnel::run(hub, code, id, socket)))
 }

@@ -1,0 +1,128 @@
+//! What the hub sends a participant: the client's request with `model` rewritten to the
+//! participant's real model, and runtime config merged in the order room defaults, then participant
+//! config, then the request itself (the request wins). `instructions` becomes a leading system
+//! message (chat) or the `instructions` field (responses) unless the request already has one.
+
+use serde_json::{json, Map, Value};
+
+use crate::protocol::{RuntimeConfig, Stop};
+
+/// Room defaults overlaid with the participant's config (the participant's values win).
+pub fn layered(room: Option<&RuntimeConfig>, participant: &RuntimeConfig) -> RuntimeConfig {
+    let base = room.cloned().unwrap_or_default();
+    RuntimeConfig {
+        temperature: participant.temperature.or(base.temperature),
+        top_p: participant.top_p.or(base.top_p),
+        max_tokens: participant.max_tokens.or(base.max_tokens),
+        stop: participant.stop.clone().or(base.stop),
+        frequency_penalty: participant.frequency_penalty.or(base.frequency_penalty),
+        presence_penalty: participant.presence_penalty.or(base.presence_penalty),
+        seed: participant.seed.or(base.seed),
+        instructions: participant.instructions.clone().filter(|s| !s.is_empty()).or(base.instructions),
+    }
+}
+
+fn absent(body: &Map<String, Value>, key: &str) -> bool {
+    body.get(key).is_none_or(Value::is_null)
+}
+
+fn set_default(body: &mut Map<String, Value>, key: &str, value: Option<Value>) {
+    if let Some(v) = value {
+        if absent(body, key) {
+            body.insert(key.to_string(), v);
+        }
+    }
+}
+
+fn stop_value(stop: &Stop) -> Value {
+    match stop {
+        Stop::One(s) => json!(s),
+        Stop::Many(v) => json!(v),
+    }
+}
+
+/// A chat completions body for `model`, with `config` filled in where the request is silent.
+pub fn chat_body(request: &Map<String, Value>, model: &str, config: &RuntimeConfig) -> Map<String, Value> {
+    let mut body = request.clone();
+    body.insert("model".into(), json!(model));
+    set_default(&mut body, "temperature", config.temperature.map(Value::from));
+    set_default(&mut body, "top_p", config.top_p.map(Value::from));
+    if absent(&body, "max_completion_tokens") {
+        set_default(&mut body, "max_tokens", config.max_tokens.map(Value::from));
+    }
+    set_default(&mut body, "stop", config.stop.as_ref().map(stop_value));
+    set_default(&mut body, "frequency_penalty", config.frequency_penalty.map(Value::from));
+    set_default(&mut body, "presence_penalty", config.presence_penalty.map(Value::from));
+    set_default(&mut body, "seed", config.seed.map(Value::from));
+    if let Some(instructions) = config.instructions.as_deref().filter(|s| !s.is_empty()) {
+        if let Some(Value::Array(messages)) = body.get_mut("messages") {
+            let has_system = messages
+                .iter()
+                .any(|m| matches!(m.get("role").and_then(Value::as_str), Some("system") | Some("developer")));
+            if !has_system {
+                messages.insert(0, json!({"role": "system", "content": instructions}));
+            }
+        }
+    }
+    body
+}
+
+/// A Responses body for `model`, with `config` filled in where the request is silent.
+pub fn responses_body(request: &Map<String, Value>, model: &str, config: &RuntimeConfig) -> Map<String, Value> {
+    let mut body = request.clone();
+    body.insert("model".into(), json!(model));
+    set_default(&mut body, "temperature", config.temperature.map(Value::from));
+    set_default(&mut body, "top_p", config.top_p.map(Value::from));
+    set_default(&mut body, "max_output_tokens", config.max_tokens.map(Value::from));
+    set_default(&mut body, "instructions", config.instructions.clone().filter(|s| !s.is_empty()).map(Value::from));
+    body
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn obj(v: Value) -> Map<String, Value> {
+        v.as_object().cloned().unwrap()
+    }
+
+    #[test]
+    fn request_wins_over_participant_over_room() {
+        let room = RuntimeConfig { temperature: Some(0.1), top_p: Some(0.5), seed: Some(1), ..Default::default() };
+        let participant = RuntimeConfig { temperature: Some(0.2), max_tokens: Some(100), ..Default::default() };
+        let config = layered(Some(&room), &participant);
+        let body =
+            chat_body(&obj(json!({"model": "*", "messages": [], "top_p": 0.9, "seed": null})), "llama3", &config);
+        assert_eq!(body["model"], "llama3");
+        assert_eq!(body["temperature"], 0.2, "participant over room");
+        assert_eq!(body["top_p"], 0.9, "request over all");
+        assert_eq!(body["max_tokens"], 100);
+        assert_eq!(body["seed"], 1, "null counts as absent");
+    }
+
+    #[test]
+    fn instructions_become_a_system_message_unless_one_exists() {
+        let config = RuntimeConfig { instructions: Some("Be brief.".into()), ..Default::default() };
+        let body = chat_body(&obj(json!({"messages": [{"role": "user", "content": "hi"}]})), "m", &config);
+        assert_eq!(body["messages"][0], json!({"role": "system", "content": "Be brief."}));
+        assert_eq!(body["messages"][1]["role"], "user");
+        let own = chat_body(
+            &obj(json!({"messages": [{"role": "system", "content": "Mine."}, {"role": "user", "content": "hi"}]})),
+            "m",
+            &config,
+        );
+        assert_eq!(own["messages"].as_array().unwrap().len(), 2);
+        assert_eq!(own["messages"][0]["content"], "Mine.");
+    }
+
+    #[test]
+    fn responses_get_instructions_and_max_output_tokens() {
+        let config =
+            RuntimeConfig { instructions: Some("Be brief.".into()), max_tokens: Some(50), ..Default::default() };
+        let body = responses_body(&obj(json!({"input": "hi"})), "m", &config);
+        assert_eq!(body["instructions"], "Be brief.");
+        assert_eq!(body["max_output_tokens"], 50);
+        let own = responses_body(&obj(json!({"input": "hi", "instructions": "Mine."})), "m", &config);
+        assert_eq!(own["instructions"], "Mine.");
+    }
+}

@@ -1,0 +1,733 @@
+//! `/rooms/:code/v1/*`: the room as one OpenAI endpoint. A request is routed on its `model`, waits
+//! for a free participant if all are busy, is rewritten for the participant (real model name, merged
+//! config, instructions), and its answer is relayed as it comes — translated from a chat completion
+//! when the participant has no Responses API. Errors before the answer starts are OpenAI-shaped;
+//! once streaming, a failure ends the stream with an SSE `error` event.
+
+use std::collections::VecDeque;
+use std::convert::Infallible;
+use std::time::Instant;
+
+use axum::body::Body;
+use axum::extract::{Request, State};
+use axum::http::{header, HeaderValue, StatusCode};
+use axum::response::{IntoResponse, Response};
+use axum::routing::{get, post};
+use axum::{Json, Router};
+use bytes::Bytes;
+use serde_json::{json, Map, Value};
+
+use crate::hub::body::read_json;
+use crate::hub::error::{HubError, OpenAiError};
+use crate::hub::registry::{Acquire, ParticipantRecord, Selector, Slot};
+use crate::hub::routes::{room_code, Params};
+use crate::hub::Hub;
+use crate::protocol::events::{EventKind, LlmMetrics};
+use crate::protocol::{now_ms, Capabilities, Capability, ParticipantStatus};
+
+use super::merge;
+use super::responses_compat::{self, StreamTranslator};
+use super::responses_index::Owner;
+use super::sse_parse::{self, SseParser};
+use super::upstream::{self, Call, OpenFailure, Upstream};
+
+type Result<T> = std::result::Result<T, OpenAiError>;
+type P<T> = Params<T, OpenAiError>;
+
+/// Largest non-streamed answer the hub buffers.
+const MAX_ANSWER_BYTES: usize = 64 * 1024 * 1024;
+
+pub fn router() -> Router<Hub> {
+    Router::new()
+        .route("/rooms/{code}/v1/models", get(models))
+        .route("/rooms/{code}/v1/chat/completions", post(chat_completions))
+        .route("/rooms/{code}/v1/responses", post(responses))
+        .route("/rooms/{code}/v1/responses/{id}", get(get_response).delete(delete_response))
+        .route("/rooms/{code}/v1/responses/{id}/cancel", post(cancel_response))
+        .route("/rooms/{code}/v1/responses/{id}/input_items", get(input_items))
+}
+
+/// True for paths of this plane, so unknown ones get an OpenAI-shaped 404.
+pub fn is_inference_path(path: &str) -> bool {
+    let mut parts = path.trim_start_matches('/').split('/');
+    parts.next() == Some("rooms") && parts.next().is_some() && parts.next() == Some("v1")
+}
+
+async fn models(State(hub): State<Hub>, P { 0: code, .. }: P<String>) -> Result<Json<Value>> {
+    let code = room_code(&code)?;
+    let participants = hub.registry().participants(&code)?;
+    let data: Vec<Value> = participants
+        .into_iter()
+        .filter(|p| p.status != ParticipantStatus::Offline && p.connection.connected)
+        .map(|p| {
+            json!({
+                "id": p.id,
+                "object": "model",
+                "created": p.joined_at / 1000,
+                "owned_by": p.nickname,
+                "gambi": {
+                    "nickname": p.nickname,
+                    "model": p.model,
+                    "endpoint": p.endpoint,
+                    "capabilities": p.capabilities,
+                    "connection": p.connection,
+                    "status": p.status,
+                },
+            })
+        })
+        .collect();
+    Ok(Json(json!({ "object": "list", "data": data })))
+}
+
+#[derive(Clone, Copy, PartialEq, Eq)]
+enum Op {
+    Chat,
+    Responses,
+}
+
+impl Op {
+    fn operation(self) -> &'static str {
+        match self {
+            Op::Chat => "chat.completions",
+            Op::Responses => "responses.create",
+        }
+    }
+}
+
+async fn chat_completions(State(hub): State<Hub>, P { 0: code, .. }: P<String>, req: Request) -> Response {
+    infer(hub, code, Op::Chat, req).await.unwrap_or_else(IntoResponse::into_response)
+}
+
+async fn responses(State(hub): State<Hub>, P { 0: code, .. }: P<String>, req: Request) -> Response {
+    infer(hub, code, Op::Responses, req).await.unwrap_or_else(IntoResponse::into_response)
+}
+
+fn bad(message: impl Into<String>) -> HubError {
+    HubError::InvalidRequest { message: message.into(), hint: None }
+}
+
+/// The parts of a request every step needs.
+struct Job {
+    hub: Hub,
+    code: String,
+    op: Op,
+    request: Map<String, Value>,
+    stream: bool,
+    /// The client asked for the usage chunk itself (else the hub asks and hides it).
+    client_wants_usage: bool,
+    request_id: String,
+}
+
+impl Job {
+    fn publish(&self, kind: EventKind) {
+        self.hub.registry().bus().publish(&self.code, kind);
+    }
+
+    fn error_event(&self, p: &ParticipantRecord, stage: &str, error: &HubError) {
+        self.publish(EventKind::LlmError {
+            request_id: self.request_id.clone(),
+            participant_id: p.public.id.clone(),
+            model: p.public.model.clone(),
+            stage: stage.into(),
+            error: error.message(),
+        });
+    }
+}
+
+async fn infer(hub: Hub, code: String, op: Op, req: Request) -> Result<Response> {
+    let code = room_code(&code)?;
+    let limit = hub.config().inference_body_limit;
+    let body =
+        read_json(req, &(), limit).await?.ok_or_else(|| bad("The request body is empty; send a JSON object."))?;
+    let Value::Object(request) = body else {
+        return Err(bad("The request body must be a JSON object.").into());
+    };
+    let model = match request.get("model") {
+        Some(Value::String(m)) if !m.trim().is_empty() => m.trim().to_string(),
+        Some(Value::String(_)) | None | Some(Value::Null) => {
+            return Err(bad("You must provide a model parameter ('*', 'model:<name>' or a participant id).").into())
+        }
+        Some(_) => return Err(bad("'model' must be a string.").into()),
+    };
+    if op == Op::Chat && !matches!(request.get("messages"), Some(Value::Array(_))) {
+        return Err(bad("'messages' must be an array of chat messages.").into());
+    }
+    let stream = match request.get("stream") {
+        None | Some(Value::Null) => false,
+        Some(Value::Bool(b)) => *b,
+        Some(_) => return Err(bad("'stream' must be true or false.").into()),
+    };
+    let client_wants_usage =
+        request.get("stream_options").and_then(|o| o.get("include_usage")).and_then(Value::as_bool).unwrap_or(false);
+    let defaults = hub.registry().room_defaults(&code)?;
+    let selector = Selector::parse(&model);
+    let mut slot = match hub.registry().acquire(&code, &selector)? {
+        Acquire::Ready(slot) => slot,
+        Acquire::Wait(ticket) => ticket.wait(hub.config().queue_wait).await?,
+    };
+    let job = Job {
+        hub: hub.clone(),
+        code,
+        op,
+        request,
+        stream,
+        client_wants_usage,
+        request_id: format!("chatreq_{}", uuid::Uuid::new_v4().simple()),
+    };
+    // Failover only where the client let the hub choose: never away from a participant it named.
+    let may_fail_over = !matches!(&selector, Selector::Named(n) if *n == slot.participant().public.id);
+    let mut failed_over = false;
+    loop {
+        let p = slot.participant().clone();
+        let config = merge::layered(defaults.as_ref(), &p.config);
+        job.publish(EventKind::LlmRequest {
+            request_id: job.request_id.clone(),
+            participant_id: p.public.id.clone(),
+            model: p.public.model.clone(),
+            operation: op.operation().into(),
+        });
+        let started = Instant::now();
+        let fallback = op == Op::Responses && p.public.capabilities.open_responses == Capability::Unsupported;
+        let attempt =
+            if fallback { start_fallback(&job, &p, &config).await } else { start_direct_op(&job, &p, &config).await };
+        let outcome = match attempt {
+            // A provider without the Responses API: remember it, and translate on this participant.
+            Ok(up) if op == Op::Responses && !fallback && matches!(up.status, 404 | 405 | 501) => {
+                let caps = Capabilities { open_responses: Capability::Unsupported, ..p.public.capabilities };
+                job.hub.registry().set_capabilities(&job.code, &p.public.id, caps);
+                drop(up);
+                start_fallback(&job, &p, &config).await.map(|up| (up, true))
+            }
+            other => other.map(|up| (up, fallback)),
+        };
+        match outcome {
+            Ok((up, _)) if up.status >= 500 && may_fail_over && !failed_over => {
+                let next = job.hub.registry().try_acquire(&job.code, &selector, std::slice::from_ref(&p.public.id));
+                match next {
+                    Some(next) => {
+                        let error =
+                            HubError::Upstream { stage: "status".into(), message: format!("HTTP {}", up.status) };
+                        job.error_event(&p, "status", &error);
+                        drop(up);
+                        slot = next;
+                        failed_over = true;
+                        continue;
+                    }
+                    None => return Ok(respond(job, slot, up, started, false).await),
+                }
+            }
+            Ok((up, translated)) => return Ok(respond(job, slot, up, started, translated).await),
+            Err(OpenFailure { error, retryable }) => {
+                job.error_event(&p, "connect", &error);
+                if retryable && may_fail_over && !failed_over {
+                    if let Some(next) =
+                        job.hub.registry().try_acquire(&job.code, &selector, std::slice::from_ref(&p.public.id))
+                    {
+                        slot = next;
+                        failed_over = true;
+                        continue;
+                    }
+                }
+                return Err(error.into());
+            }
+        }
+    }
+}
+
+fn call_timeouts(hub: &Hub) -> (std::time::Duration, std::time::Duration) {
+    (hub.config().first_byte_timeout, hub.config().idle_timeout)
+}
+
+/// Sends the request as the client made it (chat completions or Responses), adapted to `p`.
+async fn start_direct_op(
+    job: &Job,
+    p: &ParticipantRecord,
+    config: &crate::protocol::RuntimeConfig,
+) -> std::result::Result<Upstream, OpenFailure> {
+    let (path, mut body) = match job.op {
+        Op::Chat => ("/v1/chat/completions", merge::chat_body(&job.request, &p.public.model, config)),
+        Op::Responses => ("/v1/responses", merge::responses_body(&job.request, &p.public.model, config)),
+    };
+    if job.op == Op::Chat && job.stream && !job.client_wants_usage {
+        // Ask for the final usage chunk so the room's metrics have token counts; the relay hides it
+        // from a client that did not ask for it.
+        let options = body.entry("stream_options").or_insert_with(|| json!({}));
+        if let Value::Object(o) = options {
+            o.insert("include_usage".into(), Value::Bool(true));
+        }
+    }
+    let call = Call {
+        operation: job.op.operation(),
+        method: reqwest::Method::POST,
+        path: path.into(),
+        body: Some(Value::Object(body)),
+        stream: job.stream,
+    };
+    let (first_byte, idle) = call_timeouts(&job.hub);
+    upstream::open(&job.hub, &job.code, p, call, first_byte, idle).await
+}
+
+/// Sends a Responses request to `p` as a chat completion.
+async fn start_fallback(
+    job: &Job,
+    p: &ParticipantRecord,
+    config: &crate::protocol::RuntimeConfig,
+) -> std::result::Result<Upstream, OpenFailure> {
+    let adapted = merge::responses_body(&job.request, &p.public.model, config);
+    let chat = responses_compat::request_to_chat(&Value::Object(adapted)).map_err(|e| OpenFailure {
+        error: HubError::InvalidRequest {
+            message: format!(
+                "This participant's model server has no Responses API, and the request cannot be translated: {e}"
+            ),
+            hint: Some("Use /chat/completions, or pick a participant whose server supports /v1/responses.".into()),
+        },
+        retryable: false,
+    })?;
+    let call = Call {
+        operation: "chat.completions",
+        method: reqwest::Method::POST,
+        path: "/v1/chat/completions".into(),
+        body: Some(chat),
+        stream: job.stream,
+    };
+    let (first_byte, idle) = call_timeouts(&job.hub);
+    upstream::open(&job.hub, &job.code, p, call, first_byte, idle).await
+}
+
+/// Token counts from a chat completion's or a response's `usage`.
+#[derive(Debug, Default, Clone, Copy)]
+struct Usage {
+    input: Option<u64>,
+    output: Option<u64>,
+    total: Option<u64>,
+}
+
+impl Usage {
+    fn from_value(usage: &Value) -> Option<Usage> {
+        let usage = usage.as_object()?;
+        let n = |k: &str| usage.get(k).and_then(Value::as_u64);
+        let input = n("prompt_tokens").or_else(|| n("input_tokens"));
+        let output = n("completion_tokens").or_else(|| n("output_tokens"));
+        let total = n("total_tokens").or_else(|| Some(input? + output?));
+        (input.is_some() || output.is_some()).then_some(Usage { input, output, total })
+    }
+}
+
+fn metrics(started: Instant, first_byte: Option<Instant>, usage: Usage) -> LlmMetrics {
+    let ms = |d: std::time::Duration| d.as_secs_f64() * 1000.0;
+    let duration_ms = ms(started.elapsed());
+    let ttft_ms = first_byte.map_or(duration_ms, |t| ms(t.duration_since(started)));
+    let generation_ms = (duration_ms - ttft_ms).max(0.0);
+    // Tokens per second of generation (after the first token); a non-streamed answer arrives at
+    // once, so its rate is over the whole call.
+    let basis_ms = if generation_ms >= 1.0 { generation_ms } else { duration_ms };
+    let tokens_per_second = usage.output.filter(|_| basis_ms > 0.0).map(|o| o as f64 / (basis_ms / 1000.0));
+    LlmMetrics {
+        ttft_ms: (ttft_ms * 100.0).round() / 100.0,
+        duration_ms: (duration_ms * 100.0).round() / 100.0,
+        input_tokens: usage.input,
+        output_tokens: usage.output,
+        total_tokens: usage.total,
+        tokens_per_second: tokens_per_second.map(|t| (t * 100.0).round() / 100.0),
+    }
+}
+
+fn headers_for(response: &mut Response, content_type: Option<&str>, stream: bool) {
+    let h = response.headers_mut();
+    let ct = content_type.unwrap_or(if stream { "text/event-stream" } else { "application/json" });
+    if let Ok(v) = HeaderValue::from_str(ct) {
+        h.insert(header::CONTENT_TYPE, v);
+    }
+    if stream {
+        h.insert(header::CACHE_CONTROL, HeaderValue::from_static("no-cache"));
+        h.insert("x-accel-buffering", HeaderValue::from_static("no"));
+    }
+}
+
+/// Relays an answer that has started.
+async fn respond(job: Job, slot: Slot, mut up: Upstream, started: Instant, translated: bool) -> Response {
+    let status = StatusCode::from_u16(up.status).unwrap_or(StatusCode::BAD_GATEWAY);
+    let ok = status.is_success();
+    let p = slot.participant().clone();
+    if !job.stream || !ok {
+        let first = Instant::now();
+        let body = match up.collect(MAX_ANSWER_BYTES).await {
+            Ok(b) => b,
+            Err(e) => {
+                job.error_event(&p, "stream", &e);
+                return OpenAiError(e).into_response();
+            }
+        };
+        drop(slot);
+        if !ok {
+            let error = HubError::Upstream { stage: "status".into(), message: format!("HTTP {}", up.status) };
+            job.error_event(&p, "status", &error);
+            let mut response = (status, body).into_response();
+            headers_for(&mut response, up.content_type().or(Some("application/json")), false);
+            return response;
+        }
+        let parsed: Option<Value> = serde_json::from_slice(&body).ok();
+        let (body, value) = match (translated, parsed) {
+            (true, Some(chat)) => {
+                let id = responses_compat::new_response_id();
+                let response = responses_compat::chat_to_response(&chat, &Value::Object(job.request.clone()), &id);
+                job.hub.responses().remember(
+                    &id,
+                    Owner::Local {
+                        code: job.code.clone(),
+                        response: response.clone(),
+                        input_items: input_items_of(&job.request),
+                    },
+                );
+                (Bytes::from(response.to_string()), Some(response))
+            }
+            (true, None) => {
+                let error = HubError::Upstream { stage: "decode".into(), message: "the answer is not JSON".into() };
+                job.error_event(&p, "decode", &error);
+                return OpenAiError(error).into_response();
+            }
+            (false, parsed) => (body, parsed),
+        };
+        if job.op == Op::Responses && !translated {
+            if let Some(id) = value.as_ref().and_then(|v| v.get("id")).and_then(Value::as_str) {
+                job.hub
+                    .responses()
+                    .remember(id, Owner::Participant { code: job.code.clone(), participant_id: p.public.id.clone() });
+            }
+        }
+        let usage = value.as_ref().and_then(|v| v.get("usage")).and_then(Usage::from_value).unwrap_or_default();
+        job.publish(EventKind::LlmComplete {
+            request_id: job.request_id.clone(),
+            participant_id: p.public.id.clone(),
+            model: p.public.model.clone(),
+            metrics: metrics(started, Some(first), usage),
+        });
+        let mut response = (status, body).into_response();
+        let ct = if translated { Some("application/json") } else { up.content_type() };
+        headers_for(&mut response, ct, false);
+        return response;
+    }
+    let content_type = if translated { None } else { up.content_type().map(str::to_string) };
+    let mode = if translated {
+        let translator = StreamTranslator::new(
+            &Value::Object(job.request.clone()),
+            responses_compat::new_response_id(),
+            now_ms() / 1000,
+        );
+        Mode::Translate { parser: SseParser::new(), translator: Box::new(translator), started: false }
+    } else {
+        Mode::Pass { parser: SseParser::new(), strip_usage: job.op == Op::Chat && !job.client_wants_usage }
+    };
+    let relay = Relay {
+        job,
+        participant: p,
+        _slot: slot,
+        upstream: up,
+        started,
+        first_byte: None,
+        mode,
+        pending: VecDeque::new(),
+        usage: Usage::default(),
+        done: false,
+        reported: false,
+    };
+    let body = Body::from_stream(futures_util::stream::unfold(relay, Relay::next));
+    let mut response = (status, body).into_response();
+    headers_for(&mut response, content_type.as_deref(), true);
+    response
+}
+
+fn input_items_of(request: &Map<String, Value>) -> Vec<Value> {
+    match request.get("input") {
+        Some(Value::String(text)) => vec![json!({
+            "id": format!("msg_{}", uuid::Uuid::new_v4().simple()),
+            "type": "message",
+            "role": "user",
+            "status": "completed",
+            "content": [{"type": "input_text", "text": text}],
+        })],
+        Some(Value::Array(items)) => items.clone(),
+        _ => Vec::new(),
+    }
+}
+
+enum Mode {
+    /// The provider's bytes go to the client as they are (re-framed only to hide the usage chunk
+    /// the hub asked for); a parser reads along for usage and response ids.
+    Pass { parser: SseParser, strip_usage: bool },
+    /// Chat chunks in, Responses events out.
+    Translate { parser: SseParser, translator: Box<StreamTranslator>, started: bool },
+}
+
+/// A streaming answer on its way to the client. Holds the participant's slot until the stream
+/// ends or the client goes away (dropping it frees the slot and cancels the provider call).
+struct Relay {
+    job: Job,
+    participant: ParticipantRecord,
+    _slot: Slot,
+    upstream: Upstream,
+    started: Instant,
+    first_byte: Option<Instant>,
+    mode: Mode,
+    pending: VecDeque<Bytes>,
+    usage: Usage,
+    done: bool,
+    /// `llm.complete` or `llm.error` was published.
+    reported: bool,
+}
+
+impl Relay {
+    async fn next(mut self) -> Option<(std::result::Result<Bytes, Infallible>, Relay)> {
+        loop {
+            if let Some(b) = self.pending.pop_front() {
+                return Some((Ok(b), self));
+            }
+            if self.done {
+                return None;
+            }
+            if let Mode::Translate { translator, started: started @ false, .. } = &mut self.mode {
+                *started = true;
+                for event in translator.start() {
+                    self.pending.push_back(event.to_sse());
+                }
+                continue;
+            }
+            match self.upstream.next_chunk().await {
+                Ok(Some(bytes)) => {
+                    self.first_byte.get_or_insert_with(Instant::now);
+                    self.take(bytes);
+                }
+                Ok(None) => self.finish(),
+                Err(e) => self.fail(e),
+            }
+        }
+    }
+
+    fn take(&mut self, bytes: Bytes) {
+        if let Mode::Pass { parser, strip_usage } = &mut self.mode {
+            let frames = parser.push(&bytes);
+            let strip = *strip_usage;
+            self.pass(frames, strip, bytes);
+            return;
+        }
+        if let Mode::Translate { parser, translator, .. } = &mut self.mode {
+            for frame in parser.push(&bytes) {
+                if frame.data.trim() == "[DONE]" {
+                    continue;
+                }
+                if let Ok(chunk) = serde_json::from_str::<Value>(&frame.data) {
+                    for event in translator.push(&chunk) {
+                        self.pending.push_back(event.to_sse());
+                    }
+                }
+            }
+        }
+    }
+
+    fn pass(&mut self, frames: Vec<sse_parse::SseFrame>, strip_usage: bool, bytes: Bytes) {
+        if !strip_usage {
+            self.pending.push_back(bytes);
+        }
+        {
+            {
+                for frame in frames {
+                    let value: Option<Value> = serde_json::from_str(&frame.data).ok();
+                    let usage_only = value.as_ref().is_some_and(|v| {
+                        v.get("usage").is_some_and(|u| !u.is_null())
+                            && v.get("choices").and_then(Value::as_array).is_some_and(Vec::is_empty)
+                    });
+                    if let Some(v) = &value {
+                        self.observe(v);
+                    }
+                    if strip_usage && !usage_only {
+                        self.pending.push_back(sse_parse::encode(frame.event.as_deref(), &frame.data));
+                    }
+                }
+            }
+        }
+    }
+
+    /// Reads usage and response ids from a frame of the provider's stream.
+    fn observe(&mut self, v: &Value) {
+        if let Some(u) = v.get("usage").and_then(Usage::from_value) {
+            self.usage = u;
+        }
+        if let Some(response) = v.get("response") {
+            if let Some(u) = response.get("usage").and_then(Usage::from_value) {
+                self.usage = u;
+            }
+            if let Some(id) = response.get("id").and_then(Value::as_str) {
+                if v.get("type").and_then(Value::as_str) == Some("response.created") {
+                    self.job.hub.responses().remember(
+                        id,
+                        Owner::Participant {
+                            code: self.job.code.clone(),
+                            participant_id: self.participant.public.id.clone(),
+                        },
+                    );
+                }
+            }
+        }
+    }
+
+    fn finish(&mut self) {
+        self.done = true;
+        match &mut self.mode {
+            Mode::Pass { parser, strip_usage } => {
+                for frame in parser.finish() {
+                    if *strip_usage {
+                        self.pending.push_back(sse_parse::encode(frame.event.as_deref(), &frame.data));
+                    }
+                }
+            }
+            Mode::Translate { parser, translator, .. } => {
+                for frame in parser.finish() {
+                    if let Ok(chunk) = serde_json::from_str::<Value>(&frame.data) {
+                        for event in translator.push(&chunk) {
+                            self.pending.push_back(event.to_sse());
+                        }
+                    }
+                }
+                for event in translator.finish() {
+                    if event.event_type == "response.completed" {
+                        if let Some(response) = event.data.get("response") {
+                            self.job.hub.responses().remember(
+                                translator.response_id(),
+                                Owner::Local {
+                                    code: self.job.code.clone(),
+                                    response: response.clone(),
+                                    input_items: input_items_of(&self.job.request),
+                                },
+                            );
+                        }
+                    }
+                    self.pending.push_back(event.to_sse());
+                }
+                if let Some((input, output, total)) = translator.usage() {
+                    self.usage = Usage { input: Some(input), output: Some(output), total: Some(total) };
+                }
+            }
+        }
+        self.reported = true;
+        self.job.publish(EventKind::LlmComplete {
+            request_id: self.job.request_id.clone(),
+            participant_id: self.participant.public.id.clone(),
+            model: self.participant.public.model.clone(),
+            metrics: metrics(self.started, self.first_byte, self.usage),
+        });
+    }
+
+    fn fail(&mut self, error: HubError) {
+        self.done = true;
+        let stage = match &error {
+            HubError::Upstream { stage, .. } | HubError::UpstreamTimeout { stage } => stage.clone(),
+            _ => "stream".into(),
+        };
+        match &mut self.mode {
+            Mode::Translate { translator, .. } => {
+                for event in translator.fail(&error.message()) {
+                    self.pending.push_back(event.to_sse());
+                }
+            }
+            Mode::Pass { .. } => {
+                let body = OpenAiError(error.clone()).body();
+                self.pending.push_back(sse_parse::encode(Some("error"), &body.to_string()));
+            }
+        }
+        self.reported = true;
+        self.job.error_event(&self.participant, &stage, &error);
+    }
+}
+
+impl Drop for Relay {
+    fn drop(&mut self) {
+        if !self.reported {
+            let error = HubError::Upstream { stage: "client".into(), message: "the client went away".into() };
+            self.job.error_event(&self.participant, "client", &error);
+        }
+    }
+}
+
+/// Forwards a call about a stored response to the participant that made it, or answers it from the
+/// hub's own store for responses the hub translated.
+async fn response_call(
+    hub: Hub,
+    code: String,
+    id: String,
+    method: reqwest::Method,
+    suffix: &str,
+    operation: &'static str,
+) -> Result<Response> {
+    let code = room_code(&code)?;
+    hub.registry().room(&code)?;
+    let owner = hub.responses().get(&id).filter(|o| o.room_code() == code).ok_or_else(|| HubError::InvalidRequest {
+        message: format!("No response with id '{}' in this room.", id.escape_debug()),
+        hint: None,
+    });
+    let owner = match owner {
+        Ok(o) => o,
+        Err(_) => return Err(not_found_response(&id)),
+    };
+    match owner {
+        Owner::Local { response, input_items, .. } => {
+            let body = match (method.as_str(), suffix) {
+                ("DELETE", "") => {
+                    hub.responses().forget(&id);
+                    json!({"id": id, "object": "response.deleted", "deleted": true})
+                }
+                (_, "/input_items") => {
+                    let first = input_items.first().and_then(|i| i.get("id")).cloned().unwrap_or(Value::Null);
+                    let last = input_items.last().and_then(|i| i.get("id")).cloned().unwrap_or(Value::Null);
+                    json!({"object": "list", "data": input_items, "first_id": first, "last_id": last, "has_more": false})
+                }
+                _ => response,
+            };
+            Ok(Json(body).into_response())
+        }
+        Owner::Participant { participant_id, .. } => {
+            let p = hub.registry().participant(&code, &participant_id).map_err(|_| {
+                HubError::ParticipantUnavailable { id: participant_id.clone(), reason: "it has left the room".into() }
+            })?;
+            let call = Call {
+                operation,
+                method: method.clone(),
+                path: format!("/v1/responses/{id}{suffix}"),
+                body: (method == reqwest::Method::POST).then(|| json!({})),
+                stream: false,
+            };
+            let (first_byte, idle) = call_timeouts(&hub);
+            let mut up = upstream::open(&hub, &code, &p, call, first_byte, idle).await.map_err(|f| f.error)?;
+            let body = up.collect(MAX_ANSWER_BYTES).await?;
+            if method == reqwest::Method::DELETE && (200..300).contains(&up.status) {
+                hub.responses().forget(&id);
+            }
+            let status = StatusCode::from_u16(up.status).unwrap_or(StatusCode::BAD_GATEWAY);
+            let mut response = (status, body).into_response();
+            headers_for(&mut response, up.content_type(), false);
+            Ok(response)
+        }
+    }
+}
+
+fn not_found_response(id: &str) -> OpenAiError {
+    OpenAiError(HubError::InvalidRequest {
+        message: format!("No response with id '{}' was made in this room.", id.chars().take(100).collect::<String>()),
+        hint: None,
+    })
+}
+
+async fn get_response(State(hub): State<Hub>, P { 0: (code, id), .. }: P<(String, String)>) -> Result<Response> {
+    response_call(hub, code, id, reqwest::Method::GET, "", "responses.retrieve").await
+}
+
+async fn delete_response(State(hub): State<Hub>, P { 0: (code, id), .. }: P<(String, String)>) -> Result<Response> {
+    response_call(hub, code, id, reqwest::Method::DELETE, "", "responses.delete").await
+}
+
+async fn cancel_response(State(hub): State<Hub>, P { 0: (code, id), .. }: P<(String, String)>) -> Result<Response> {
+    response_call(hub, code, id, reqwest::Method::POST, "/cancel", "responses.cancel").await
+}
+
+async fn input_items(State(hub): State<Hub>, P { 0: (code, id), .. }: P<(String, String)>) -> Result<Response> {
+    response_call(hub, code, id, reqwest::Method::GET, "/input_items", "responses.input_items").await
+}

@@ -1,0 +1,233 @@
+//! Calling a participant's provider: through its tunnel, or over HTTP for a `direct` participant.
+//! Either way the caller gets an [`Upstream`]: the status and headers, then the body chunk by chunk,
+//! each step bounded by a timeout so a hung provider never holds a request (or its slot) forever.
+
+use std::collections::BTreeMap;
+use std::time::Duration;
+
+use bytes::Bytes;
+use futures_util::stream::BoxStream;
+use futures_util::StreamExt;
+use serde_json::Value;
+
+use crate::hub::error::HubError;
+use crate::hub::registry::ParticipantRecord;
+use crate::hub::tunnel::{TunnelEvent, TunnelReply};
+use crate::hub::Hub;
+use crate::protocol::tunnel::TunnelMessage;
+use crate::protocol::ConnectionKind;
+
+/// One call to make on a participant's provider.
+pub struct Call {
+    /// What it is for, as the tunnel's `operation` says (`chat.completions`, `responses.create`...).
+    pub operation: &'static str,
+    pub method: reqwest::Method,
+    /// Path on the provider, e.g. `/v1/chat/completions`.
+    pub path: String,
+    pub body: Option<Value>,
+    pub stream: bool,
+}
+
+/// Why a call could not start, and whether another participant may be tried.
+pub struct OpenFailure {
+    pub error: HubError,
+    /// Nothing reached the client and the failure says nothing about the request itself (tunnel
+    /// gone, connection refused): another participant may serve it.
+    pub retryable: bool,
+}
+
+enum Body {
+    Tunnel(TunnelReply),
+    Direct(BoxStream<'static, reqwest::Result<Bytes>>),
+}
+
+/// An answer that has started: status and headers known, body to come.
+pub struct Upstream {
+    pub status: u16,
+    pub headers: Vec<(String, String)>,
+    body: Body,
+    idle: Duration,
+}
+
+impl Upstream {
+    /// The next piece of the body; `Ok(None)` at its end.
+    pub async fn next_chunk(&mut self) -> Result<Option<Bytes>, HubError> {
+        let idle = self.idle;
+        let timed_out = || HubError::UpstreamTimeout { stage: "stream".into() };
+        match &mut self.body {
+            Body::Tunnel(reply) => loop {
+                match tokio::time::timeout(idle, reply.next()).await.map_err(|_| timed_out())? {
+                    Some(TunnelEvent::Chunk(b)) => return Ok(Some(b)),
+                    Some(TunnelEvent::End) => return Ok(None),
+                    Some(TunnelEvent::Error { stage, message }) => {
+                        return Err(HubError::Upstream {
+                            stage: if stage.is_empty() { "stream".into() } else { stage },
+                            message,
+                        })
+                    }
+                    Some(TunnelEvent::Start { .. }) => continue,
+                    None => {
+                        return Err(HubError::Upstream { stage: "tunnel".into(), message: "the tunnel closed".into() })
+                    }
+                }
+            },
+            Body::Direct(stream) => match tokio::time::timeout(idle, stream.next()).await.map_err(|_| timed_out())? {
+                Some(Ok(b)) => Ok(Some(b)),
+                Some(Err(e)) => Err(HubError::Upstream { stage: "stream".into(), message: plain(&e) }),
+                None => Ok(None),
+            },
+        }
+    }
+
+    /// The whole body, up to `limit` bytes.
+    pub async fn collect(&mut self, limit: usize) -> Result<Bytes, HubError> {
+        let mut out = bytes::BytesMut::new();
+        while let Some(chunk) = self.next_chunk().await? {
+            if out.len() + chunk.len() > limit {
+                return Err(HubError::Upstream {
+                    stage: "stream".into(),
+                    message: format!("the answer is larger than {limit} bytes"),
+                });
+            }
+            out.extend_from_slice(&chunk);
+        }
+        Ok(out.freeze())
+    }
+
+    pub fn content_type(&self) -> Option<&str> {
+        self.headers.iter().find(|(k, _)| k.eq_ignore_ascii_case("content-type")).map(|(_, v)| v.as_str())
+    }
+}
+
+/// A reqwest error as a sentence, without the URL (it may carry credentials).
+fn plain(e: &reqwest::Error) -> String {
+    let kind = if e.is_connect() {
+        "connection refused or unreachable"
+    } else if e.is_timeout() {
+        "timed out"
+    } else if e.is_body() || e.is_decode() {
+        "the answer broke off"
+    } else {
+        "request failed"
+    };
+    let mut source = std::error::Error::source(e);
+    let mut detail = String::new();
+    while let Some(s) = source {
+        detail = s.to_string();
+        source = s.source();
+    }
+    if detail.is_empty() {
+        kind.to_string()
+    } else {
+        format!("{kind}: {detail}")
+    }
+}
+
+/// Starts `call` on participant `p` of room `code`, waiting at most `first_byte` for the answer to
+/// start; the body then flows with at most `idle` between pieces.
+pub async fn open(
+    hub: &Hub,
+    code: &str,
+    p: &ParticipantRecord,
+    call: Call,
+    first_byte: Duration,
+    idle: Duration,
+) -> Result<Upstream, OpenFailure> {
+    match p.public.connection.kind {
+        ConnectionKind::Tunnel => open_tunnel(hub, code, p, call, first_byte, idle).await,
+        ConnectionKind::Direct => open_direct(hub, p, call, first_byte, idle).await,
+    }
+}
+
+async fn open_tunnel(
+    hub: &Hub,
+    code: &str,
+    p: &ParticipantRecord,
+    call: Call,
+    first_byte: Duration,
+    idle: Duration,
+) -> Result<Upstream, OpenFailure> {
+    let id = &p.public.id;
+    let unavailable = |reason: &str| OpenFailure {
+        error: HubError::ParticipantUnavailable { id: id.clone(), reason: reason.into() },
+        retryable: true,
+    };
+    let conn = hub.tunnels().get(code, id).ok_or_else(|| unavailable("its tunnel is not connected"))?;
+    let mut headers = BTreeMap::new();
+    if call.body.is_some() {
+        headers.insert("content-type".to_string(), "application/json".to_string());
+    }
+    headers.insert("accept".to_string(), if call.stream { "text/event-stream" } else { "application/json" }.into());
+    let message = TunnelMessage::Request {
+        request_id: format!("tr_{}", uuid::Uuid::new_v4().simple()),
+        operation: call.operation.to_string(),
+        method: call.method.to_string(),
+        path: call.path,
+        headers,
+        body: call.body,
+        stream: call.stream,
+        metadata: None,
+    };
+    let mut reply = conn.send(message).await.map_err(|reason| unavailable(&reason))?;
+    let start = tokio::time::timeout(first_byte, reply.next()).await.map_err(|_| OpenFailure {
+        error: HubError::UpstreamTimeout { stage: "first_byte".into() },
+        retryable: false,
+    })?;
+    match start {
+        Some(TunnelEvent::Start { status, headers }) => {
+            Ok(Upstream { status, headers, body: Body::Tunnel(reply), idle })
+        }
+        Some(TunnelEvent::Error { stage, message }) => Err(OpenFailure {
+            error: HubError::Upstream { stage: if stage.is_empty() { "connect".into() } else { stage }, message },
+            retryable: true,
+        }),
+        Some(TunnelEvent::Chunk(_)) | Some(TunnelEvent::End) => Err(OpenFailure {
+            error: HubError::Upstream {
+                stage: "protocol".into(),
+                message: "the participant answered without a start".into(),
+            },
+            retryable: true,
+        }),
+        None => Err(unavailable("its tunnel closed")),
+    }
+}
+
+async fn open_direct(
+    hub: &Hub,
+    p: &ParticipantRecord,
+    call: Call,
+    first_byte: Duration,
+    idle: Duration,
+) -> Result<Upstream, OpenFailure> {
+    let url = format!("{}{}", p.public.endpoint.trim_end_matches('/'), call.path);
+    let mut request = hub.http().request(call.method, &url);
+    if let Some(body) = &call.body {
+        request = request.json(body);
+    }
+    if call.stream {
+        request = request.header(reqwest::header::ACCEPT, "text/event-stream");
+    }
+    let response = match tokio::time::timeout(first_byte, request.send()).await {
+        Err(_) => {
+            return Err(OpenFailure {
+                error: HubError::UpstreamTimeout { stage: "first_byte".into() },
+                retryable: false,
+            })
+        }
+        Ok(Err(e)) => {
+            let retryable = e.is_connect() || e.is_request();
+            return Err(OpenFailure {
+                error: HubError::Upstream { stage: "connect".into(), message: plain(&e) },
+                retryable,
+            });
+        }
+        Ok(Ok(r)) => r,
+    };
+    let status = response.status().as_u16();
+    let headers = response
+        .headers()
+        .iter()
+        .filter_map(|(k, v)| v.to_str().ok().map(|v| (k.as_str().to_string(), v.to_string())))
+        .collect();
+    Ok(Upstream { status, headers, body: Body::Direct(response.bytes_stream().boxed()), idle })
+}

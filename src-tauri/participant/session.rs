@@ -1,0 +1,376 @@
+//! One participant session: probe the provider, register, open the tunnel, keep the heartbeat and
+//! ping loops going, serve tunnel requests, and report how it ended. Several sessions in one process
+//! are independent: each has its own client, tunnel, loops and identity.
+
+use std::collections::BTreeMap;
+use std::sync::atomic::{AtomicU32, Ordering};
+use std::sync::Arc;
+use std::time::Duration;
+
+use futures_util::{SinkExt, StreamExt};
+use serde::Serialize;
+use tokio::sync::{mpsc, watch};
+use tokio_tungstenite::tungstenite::Message;
+use tokio_util::sync::CancellationToken;
+use tokio_util::task::TaskTracker;
+
+use crate::client::{ClientError, HubClient, Registration};
+use crate::protocol::tunnel::TunnelMessage;
+use crate::protocol::{
+    is_participant_id, normalize_room_code, now_ms, Capabilities, LoadedModel, MachineSpecs, Participant,
+    RuntimeConfig, HEARTBEAT_INTERVAL,
+};
+
+use super::probe::{self, ProbeError};
+use super::tunnel_client::Executor;
+
+/// Heartbeats that may fail in a row before the session gives up on the hub.
+const HEARTBEAT_FAILURES: u32 = 3;
+
+/// Everything a session needs to know.
+#[derive(Clone)]
+pub struct SessionOptions {
+    pub hub_url: String,
+    pub room_code: String,
+    pub participant_id: String,
+    pub nickname: String,
+    /// The provider's base URL as seen from this machine (usually `localhost`).
+    pub endpoint: String,
+    pub model: String,
+    pub password: Option<String>,
+    pub specs: Option<MachineSpecs>,
+    pub config: Option<RuntimeConfig>,
+    /// Overrides what the probe finds.
+    pub capabilities: Option<Capabilities>,
+    pub max_concurrency: Option<u32>,
+    pub loaded_models: Option<Vec<LoadedModel>>,
+    /// Added to every provider call, here, and never sent to the hub.
+    pub auth_headers: BTreeMap<String, String>,
+    pub heartbeat_interval: Duration,
+    pub ping_interval: Duration,
+}
+
+impl SessionOptions {
+    pub fn new(hub_url: &str, room_code: &str, participant_id: &str, endpoint: &str, model: &str) -> Self {
+        SessionOptions {
+            hub_url: hub_url.into(),
+            room_code: room_code.into(),
+            participant_id: participant_id.into(),
+            nickname: participant_id.into(),
+            endpoint: endpoint.into(),
+            model: model.into(),
+            password: None,
+            specs: None,
+            config: None,
+            capabilities: None,
+            max_concurrency: None,
+            loaded_models: None,
+            auth_headers: BTreeMap::new(),
+            heartbeat_interval: HEARTBEAT_INTERVAL,
+            ping_interval: HEARTBEAT_INTERVAL,
+        }
+    }
+}
+
+impl std::fmt::Debug for SessionOptions {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("SessionOptions")
+            .field("hub_url", &self.hub_url)
+            .field("room_code", &self.room_code)
+            .field("participant_id", &self.participant_id)
+            .field("endpoint", &self.endpoint)
+            .field("model", &self.model)
+            .field("auth_headers", &self.auth_headers.keys().collect::<Vec<_>>())
+            .finish_non_exhaustive()
+    }
+}
+
+/// Why a session ended.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum CloseReason {
+    /// Asked to stop (or a signal).
+    Closed,
+    /// The heartbeat failed repeatedly: the hub is unreachable or forgot us.
+    HeartbeatFailed,
+    /// The WebSocket tunnel closed, from either side.
+    TunnelClosed,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct CloseEvent {
+    pub reason: CloseReason,
+    pub error: Option<String>,
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum SessionError {
+    #[error(transparent)]
+    Probe(#[from] ProbeError),
+    #[error(transparent)]
+    Hub(#[from] ClientError),
+    #[error("cannot open the tunnel to the hub: {0}")]
+    Tunnel(String),
+    #[error("{0}")]
+    Invalid(String),
+}
+
+impl SessionError {
+    /// True when trying again cannot help (wrong password, model not served, bad options); a
+    /// supervisor stops instead of retrying.
+    pub fn is_permanent(&self) -> bool {
+        match self {
+            SessionError::Probe(ProbeError::ModelNotServed { .. }) | SessionError::Invalid(_) => true,
+            SessionError::Hub(ClientError::Api { status, .. }) => matches!(status, 400 | 401 | 403 | 413 | 422),
+            SessionError::Hub(ClientError::InvalidUrl { .. } | ClientError::InvalidInput { .. }) => true,
+            _ => false,
+        }
+    }
+}
+
+/// A running participant session.
+pub struct ParticipantSession {
+    client: HubClient,
+    code: String,
+    participant: Participant,
+    stop: CancellationToken,
+    closed: watch::Receiver<Option<CloseEvent>>,
+    close_tx: Arc<watch::Sender<Option<CloseEvent>>>,
+    tasks: TaskTracker,
+    executor: Executor,
+}
+
+fn set_closed(
+    tx: &watch::Sender<Option<CloseEvent>>,
+    stop: &CancellationToken,
+    reason: CloseReason,
+    error: Option<String>,
+) {
+    tx.send_if_modified(|v| {
+        if v.is_some() {
+            return false;
+        }
+        *v = Some(CloseEvent { reason, error });
+        true
+    });
+    stop.cancel();
+}
+
+impl ParticipantSession {
+    /// Probes the provider, registers, and opens the tunnel. Fails before registering if the
+    /// provider does not serve the model.
+    pub async fn start(options: SessionOptions) -> Result<ParticipantSession, SessionError> {
+        let code = normalize_room_code(&options.room_code).ok_or_else(|| {
+            SessionError::Invalid(format!("{:?} is not a room code (6 letters or digits)", options.room_code))
+        })?;
+        let id = options.participant_id.clone();
+        if !is_participant_id(&id) {
+            return Err(SessionError::Invalid(format!(
+                "{id:?} is not a valid participant id (1-128 letters, digits or . _ - ~ @ +)"
+            )));
+        }
+        let auth = probe::auth_header_map(&options.auth_headers).map_err(SessionError::Invalid)?;
+        let provider = reqwest::Client::builder()
+            .connect_timeout(Duration::from_secs(5))
+            .build()
+            .map_err(|e| SessionError::Invalid(e.to_string()))?;
+        let found = probe::probe(&provider, &options.endpoint, &options.model, &auth).await?;
+        let client = HubClient::new(&options.hub_url)?;
+        let registration = Registration {
+            nickname: options.nickname.clone(),
+            model: options.model.clone(),
+            endpoint: options.endpoint.trim_end_matches('/').to_string(),
+            password: options.password.clone(),
+            specs: options.specs.clone(),
+            config: options.config.clone(),
+            capabilities: Some(options.capabilities.unwrap_or(found.capabilities)),
+            max_concurrency: options.max_concurrency,
+            loaded_models: options.loaded_models.clone(),
+        };
+        let (registered, _created) = client.upsert_participant(&code, &id, &registration).await?;
+        let mut url = reqwest::Url::parse(&registered.tunnel.url)
+            .map_err(|e| SessionError::Tunnel(format!("the hub gave a bad tunnel URL: {e}")))?;
+        // Replace any token already there, so both the hub's and older forms interoperate.
+        let others: Vec<(String, String)> =
+            url.query_pairs().filter(|(k, _)| k != "token").map(|(k, v)| (k.into_owned(), v.into_owned())).collect();
+        url.query_pairs_mut().clear().extend_pairs(others).append_pair("token", &registered.tunnel.token);
+        let connected =
+            tokio::time::timeout(Duration::from_secs(10), tokio_tungstenite::connect_async(url.as_str())).await;
+        let (socket, _) = match connected {
+            Ok(Ok(s)) => s,
+            Ok(Err(e)) => return Err(SessionError::Tunnel(e.to_string())),
+            Err(_) => return Err(SessionError::Tunnel("timed out".into())),
+        };
+
+        let stop = CancellationToken::new();
+        let (close_tx, closed) = watch::channel(None);
+        let close_tx = Arc::new(close_tx);
+        let tasks = TaskTracker::new();
+        let (outgoing, mut outbox) = mpsc::channel::<String>(256);
+        let executor = Executor::new(provider, options.endpoint.clone(), auth, outgoing.clone());
+        let (mut sink, mut stream) = socket.split();
+
+        // Writer: the only task that writes to the socket.
+        tasks.spawn({
+            let stop = stop.clone();
+            async move {
+                loop {
+                    tokio::select! {
+                        biased;
+                        m = outbox.recv() => match m {
+                            Some(text) => if sink.send(Message::Text(text.into())).await.is_err() { break },
+                            None => break,
+                        },
+                        _ = stop.cancelled() => break,
+                    }
+                }
+                let _ = sink.send(Message::Close(None)).await;
+            }
+        });
+
+        // Reader: frames from the hub; the hub answering nothing (not even pongs) for three ping
+        // intervals means a half-open connection (a laptop that slept), which counts as closed.
+        let silence = options.ping_interval * 3;
+        tasks.spawn({
+            let stop = stop.clone();
+            let close_tx = close_tx.clone();
+            let executor = executor.clone();
+            async move {
+                let (reason, error) = loop {
+                    let frame = tokio::select! {
+                        _ = stop.cancelled() => return,
+                        r = tokio::time::timeout(silence, stream.next()) => r,
+                    };
+                    match frame {
+                        Err(_) => break (CloseReason::TunnelClosed, Some("the hub stopped answering".to_string())),
+                        Ok(None) => break (CloseReason::TunnelClosed, Some("the hub closed the tunnel".to_string())),
+                        Ok(Some(Err(e))) => break (CloseReason::TunnelClosed, Some(e.to_string())),
+                        Ok(Some(Ok(Message::Text(t)))) => executor.handle(t.as_str(), &stop),
+                        Ok(Some(Ok(Message::Close(_)))) => {
+                            break (CloseReason::TunnelClosed, Some("the hub closed the tunnel".to_string()))
+                        }
+                        Ok(Some(Ok(_))) => {}
+                    }
+                };
+                set_closed(&close_tx, &stop, reason, error);
+            }
+        });
+
+        // Ping: keeps the tunnel known alive on the hub.
+        tasks.spawn({
+            let stop = stop.clone();
+            let outgoing = outgoing.clone();
+            let every = options.ping_interval;
+            async move {
+                let mut tick = tokio::time::interval_at(tokio::time::Instant::now() + every, every);
+                loop {
+                    tokio::select! {
+                        _ = stop.cancelled() => return,
+                        _ = tick.tick() => {
+                            if outgoing.send(TunnelMessage::Ping { timestamp: now_ms() }.encode()).await.is_err() {
+                                return;
+                            }
+                        }
+                    }
+                }
+            }
+        });
+
+        // Heartbeat: keeps the participant online; repeated failures end the session.
+        tasks.spawn({
+            let stop = stop.clone();
+            let close_tx = close_tx.clone();
+            let client = client.clone();
+            let code = code.clone();
+            let id = id.clone();
+            let every = options.heartbeat_interval;
+            async move {
+                let failures = AtomicU32::new(0);
+                let mut tick = tokio::time::interval_at(tokio::time::Instant::now() + every, every);
+                loop {
+                    tokio::select! {
+                        _ = stop.cancelled() => return,
+                        _ = tick.tick() => {}
+                    }
+                    match client.heartbeat(&code, &id, None).await {
+                        Ok(_) => failures.store(0, Ordering::Relaxed),
+                        // The hub no longer knows this participant (or room): no point waiting.
+                        Err(ClientError::Api { status: 404, message, .. }) => {
+                            set_closed(&close_tx, &stop, CloseReason::HeartbeatFailed, Some(message));
+                            return;
+                        }
+                        Err(e) => {
+                            if failures.fetch_add(1, Ordering::Relaxed) + 1 >= HEARTBEAT_FAILURES {
+                                set_closed(&close_tx, &stop, CloseReason::HeartbeatFailed, Some(e.to_string()));
+                                return;
+                            }
+                        }
+                    }
+                }
+            }
+        });
+        tasks.close();
+        tracing::info!(code = %code, participant = %id, model = %options.model, "participant session live");
+        Ok(ParticipantSession {
+            client,
+            code,
+            participant: registered.participant,
+            stop,
+            closed,
+            close_tx,
+            tasks,
+            executor,
+        })
+    }
+
+    /// The participant as the hub registered it.
+    pub fn participant(&self) -> &Participant {
+        &self.participant
+    }
+
+    pub fn room_code(&self) -> &str {
+        &self.code
+    }
+
+    pub fn hub_url(&self) -> &str {
+        self.client.base_url()
+    }
+
+    /// Provider calls being served now.
+    pub fn in_flight(&self) -> usize {
+        self.executor.in_flight()
+    }
+
+    /// Resolves when the session has ended, whatever the reason.
+    pub async fn wait_until_closed(&self) -> CloseEvent {
+        let mut rx = self.closed.clone();
+        let event = match rx.wait_for(Option::is_some).await {
+            Ok(v) => v.clone(),
+            Err(_) => None,
+        };
+        event.unwrap_or(CloseEvent { reason: CloseReason::Closed, error: None })
+    }
+
+    /// The close event, if the session has ended.
+    pub fn closed(&self) -> Option<CloseEvent> {
+        self.closed.borrow().clone()
+    }
+
+    /// Leaves the room and closes the tunnel. Best effort when the hub is already gone.
+    pub async fn close(&self) {
+        set_closed(&self.close_tx, &self.stop, CloseReason::Closed, None);
+        let leave = tokio::time::timeout(Duration::from_secs(5), self.client.leave(&self.code, &self.participant.id));
+        match leave.await {
+            Ok(Ok(_)) => tracing::info!(code = %self.code, participant = %self.participant.id, "left the room"),
+            Ok(Err(e)) => tracing::debug!(error = %e, "leave failed (the hub may be gone)"),
+            Err(_) => tracing::debug!("leave timed out"),
+        }
+        let _ = tokio::time::timeout(Duration::from_secs(5), self.tasks.wait()).await;
+    }
+}
+
+impl Drop for ParticipantSession {
+    fn drop(&mut self) {
+        self.stop.cancel();
+    }
+}

@@ -1,0 +1,144 @@
+//! Keeps a participant session alive: when the tunnel closes or the heartbeat fails (a hub restart,
+//! a network blip, a laptop waking up), it registers again with the same participant id after a
+//! backoff (1 s doubling to 30 s). Re-registering the same id is an update on the hub, so no
+//! duplicate participant is ever left behind. Each transition is published as a [`ShareState`] the
+//! CLI and the desktop app show.
+
+use std::time::Duration;
+
+use serde::Serialize;
+use tokio::sync::watch;
+use tokio_util::sync::CancellationToken;
+
+use super::session::{CloseReason, ParticipantSession, SessionOptions};
+
+const FIRST_BACKOFF: Duration = Duration::from_secs(1);
+const MAX_BACKOFF: Duration = Duration::from_secs(30);
+
+/// Where a supervised share stands.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+#[serde(tag = "state", rename_all = "snake_case")]
+pub enum ShareState {
+    Starting,
+    #[serde(rename_all = "camelCase")]
+    Live {
+        room_code: String,
+        participant_id: String,
+        hub_url: String,
+        model: String,
+    },
+    #[serde(rename_all = "camelCase")]
+    Reconnecting {
+        attempt: u32,
+        retry_in_ms: u64,
+        error: String,
+    },
+    Stopped,
+    Failed {
+        error: String,
+    },
+}
+
+/// A supervised share.
+pub struct Supervisor {
+    state: watch::Receiver<ShareState>,
+    stop: CancellationToken,
+    task: tokio::task::JoinHandle<()>,
+}
+
+impl Supervisor {
+    /// Starts sharing; returns at once, the state says how it goes.
+    pub fn start(options: SessionOptions) -> Supervisor {
+        let (tx, state) = watch::channel(ShareState::Starting);
+        let stop = CancellationToken::new();
+        let task = tokio::spawn(run(options, tx, stop.clone()));
+        Supervisor { state, stop, task }
+    }
+
+    pub fn state(&self) -> ShareState {
+        self.state.borrow().clone()
+    }
+
+    /// Follows the state as it changes.
+    pub fn subscribe(&self) -> watch::Receiver<ShareState> {
+        self.state.clone()
+    }
+
+    /// Waits until the share is live, stopped or failed, up to `timeout`.
+    pub async fn wait_live(&self, timeout: Duration) -> ShareState {
+        let mut rx = self.state.clone();
+        let _ = tokio::time::timeout(
+            timeout,
+            rx.wait_for(|s| matches!(s, ShareState::Live { .. } | ShareState::Stopped | ShareState::Failed { .. })),
+        )
+        .await;
+        self.state()
+    }
+
+    /// Stops sharing: the session leaves its room cleanly.
+    pub async fn stop(self) {
+        self.stop.cancel();
+        let _ = self.task.await;
+    }
+
+    /// Waits until the share ends by itself (a permanent failure).
+    pub async fn finished(&mut self) -> ShareState {
+        let _ = self.state.wait_for(|s| matches!(s, ShareState::Stopped | ShareState::Failed { .. })).await;
+        self.state()
+    }
+}
+
+async fn run(options: SessionOptions, tx: watch::Sender<ShareState>, stop: CancellationToken) {
+    let mut backoff = FIRST_BACKOFF;
+    let mut attempt = 0u32;
+    loop {
+        let error = tokio::select! {
+            _ = stop.cancelled() => break,
+            started = ParticipantSession::start(options.clone()) => match started {
+                Ok(session) => {
+                    attempt = 0;
+                    backoff = FIRST_BACKOFF;
+                    let _ = tx.send(ShareState::Live {
+                        room_code: session.room_code().to_string(),
+                        participant_id: session.participant().id.clone(),
+                        hub_url: session.hub_url().to_string(),
+                        model: session.participant().model.clone(),
+                    });
+                    tokio::select! {
+                        _ = stop.cancelled() => {
+                            session.close().await;
+                            break;
+                        }
+                        event = session.wait_until_closed() => {
+                            if event.reason == CloseReason::Closed {
+                                break;
+                            }
+                            let why = match event.reason {
+                                CloseReason::TunnelClosed => "the tunnel closed",
+                                _ => "the hub stopped answering heartbeats",
+                            };
+                            match event.error {
+                                Some(e) => format!("{why}: {e}"),
+                                None => why.to_string(),
+                            }
+                        }
+                    }
+                }
+                Err(e) if e.is_permanent() => {
+                    let _ = tx.send(ShareState::Failed { error: e.to_string() });
+                    return;
+                }
+                Err(e) => e.to_string(),
+            },
+        };
+        attempt += 1;
+        tracing::warn!(attempt, retry_in = ?backoff, %error, "share interrupted; reconnecting");
+        let _ = tx.send(ShareState::Reconnecting { attempt, retry_in_ms: backoff.as_millis() as u64, error });
+        tokio::select! {
+            _ = stop.cancelled() => break,
+            _ = tokio::time::sleep(backoff) => {}
+        }
+        backoff = (backoff * 2).min(MAX_BACKOFF);
+    }
+    let _ = tx.send(ShareState::Stopped);
+}

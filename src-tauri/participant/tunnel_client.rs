@@ -1,0 +1,164 @@
+//! The participant's end of the tunnel: reads the hub's frames, runs each `tunnel.request` against
+//! the local provider (adding the participant's own auth headers, which never leave this process),
+//! streams the answer back as `tunnel.response.*` frames, and aborts a call on `tunnel.cancel`.
+
+use std::collections::{BTreeMap, HashMap};
+use std::sync::{Arc, Mutex};
+
+use futures_util::StreamExt;
+use reqwest::header::HeaderMap;
+use tokio::sync::mpsc;
+use tokio_util::sync::CancellationToken;
+
+use crate::protocol::tunnel::{Decoded, TunnelMessage};
+
+/// Largest piece of an answer put in one chunk frame.
+const MAX_CHUNK: usize = 256 * 1024;
+
+/// Headers of the hub's request that are passed on to the provider; anything else (hop-by-hop,
+/// host, authorization meant for the hub) is dropped.
+const FORWARDED_HEADERS: &[&str] = &["content-type", "accept", "openai-beta", "user-agent"];
+
+/// Headers of the provider's answer that go back to the hub.
+const RETURNED_HEADERS: &[&str] = &["content-type", "cache-control", "x-request-id", "openai-processing-ms"];
+
+/// Runs provider calls for one tunnel.
+#[derive(Clone)]
+pub struct Executor {
+    pub http: reqwest::Client,
+    pub endpoint: String,
+    pub auth: HeaderMap,
+    pub outgoing: mpsc::Sender<String>,
+    calls: Arc<Mutex<HashMap<String, CancellationToken>>>,
+    /// Frames that did not parse or made no sense, as the contract says to count them.
+    pub ignored: Arc<std::sync::atomic::AtomicU64>,
+}
+
+impl Executor {
+    pub fn new(http: reqwest::Client, endpoint: String, auth: HeaderMap, outgoing: mpsc::Sender<String>) -> Self {
+        Executor {
+            http,
+            endpoint: endpoint.trim_end_matches('/').to_string(),
+            auth,
+            outgoing,
+            calls: Arc::new(Mutex::new(HashMap::new())),
+            ignored: Arc::default(),
+        }
+    }
+
+    fn calls(&self) -> std::sync::MutexGuard<'_, HashMap<String, CancellationToken>> {
+        self.calls.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    /// Handles one text frame from the hub.
+    pub fn handle(&self, text: &str, stop: &CancellationToken) {
+        match TunnelMessage::decode(text) {
+            Decoded::Message(TunnelMessage::Request { request_id, method, path, headers, body, .. }) => {
+                let token = stop.child_token();
+                self.calls().insert(request_id.clone(), token.clone());
+                let this = self.clone();
+                tokio::spawn(async move {
+                    tokio::select! {
+                        _ = token.cancelled() => {}
+                        _ = this.run(&request_id, &method, &path, &headers, body) => {}
+                    }
+                    this.calls().remove(&request_id);
+                });
+            }
+            Decoded::Message(TunnelMessage::Cancel { request_id }) => {
+                if let Some(token) = self.calls().remove(&request_id) {
+                    tracing::debug!(%request_id, "provider call cancelled by the hub");
+                    token.cancel();
+                }
+            }
+            Decoded::Message(TunnelMessage::Pong { .. }) => {}
+            Decoded::Message(_) | Decoded::Ignored { .. } => {
+                self.ignored.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+            }
+        }
+    }
+
+    /// Calls in flight now.
+    pub fn in_flight(&self) -> usize {
+        self.calls().len()
+    }
+
+    async fn send(&self, message: TunnelMessage) -> bool {
+        self.outgoing.send(message.encode()).await.is_ok()
+    }
+
+    async fn run(
+        &self,
+        request_id: &str,
+        method: &str,
+        path: &str,
+        headers: &BTreeMap<String, String>,
+        body: Option<serde_json::Value>,
+    ) {
+        let error = |stage: &str, message: String| TunnelMessage::ResponseError {
+            request_id: request_id.to_string(),
+            stage: stage.to_string(),
+            message,
+        };
+        // Only a path on the provider: never a scheme, host or `..` that would send the call (and
+        // the participant's credentials) anywhere else.
+        if !path.starts_with('/') || path.starts_with("//") || path.split('/').any(|s| s == "..") {
+            self.send(error("request", format!("refused path {path:?}"))).await;
+            return;
+        }
+        let Ok(method) = reqwest::Method::from_bytes(method.as_bytes()) else {
+            self.send(error("request", format!("unknown method {method:?}"))).await;
+            return;
+        };
+        let mut request = self.http.request(method, format!("{}{path}", self.endpoint));
+        for (k, v) in headers {
+            if FORWARDED_HEADERS.contains(&k.to_ascii_lowercase().as_str()) {
+                request = request.header(k.as_str(), v.as_str());
+            }
+        }
+        request = request.headers(self.auth.clone());
+        if let Some(body) = body {
+            request = request.json(&body);
+        }
+        let response = match request.send().await {
+            Ok(r) => r,
+            Err(e) => {
+                let reason =
+                    if e.is_connect() { "the model server is not running or unreachable" } else { "request failed" };
+                self.send(error("connect", reason.to_string())).await;
+                return;
+            }
+        };
+        let returned: BTreeMap<String, String> = response
+            .headers()
+            .iter()
+            .filter(|(k, _)| RETURNED_HEADERS.contains(&k.as_str()))
+            .filter_map(|(k, v)| v.to_str().ok().map(|v| (k.as_str().to_string(), v.to_string())))
+            .collect();
+        let start = TunnelMessage::ResponseStart {
+            request_id: request_id.to_string(),
+            status: response.status().as_u16(),
+            headers: returned,
+        };
+        if !self.send(start).await {
+            return;
+        }
+        let mut body = response.bytes_stream();
+        while let Some(piece) = body.next().await {
+            match piece {
+                Ok(bytes) => {
+                    for part in bytes.chunks(MAX_CHUNK) {
+                        if !self.send(TunnelMessage::chunk(request_id, part)).await {
+                            return;
+                        }
+                    }
+                }
+                Err(_) => {
+                    self.send(error("stream", "the model server's answer broke off".into())).await;
+                    return;
+                }
+            }
+        }
+        self.send(TunnelMessage::ResponseEnd { request_id: request_id.to_string() }).await;
+    }
+}
