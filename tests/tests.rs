@@ -7,9 +7,11 @@ mod util;
 
 mod classic;
 mod cli;
+mod fake_provider;
 mod events;
 mod health;
 mod hostile;
+mod inference;
 mod secrets;
 mod state;
 mod v1;
