@@ -12,6 +12,7 @@ mod events;
 mod health;
 mod hostile;
 mod inference;
+mod participant_cli;
 mod secrets;
 mod state;
 mod v1;
