@@ -15,4 +15,5 @@ mod inference;
 mod participant_cli;
 mod secrets;
 mod state;
+mod tunnel;
 mod v1;

@@ -1,0 +1,250 @@
+//! The tunnel's edges: tokens, garbage frames, the wire format seen from a hand-written participant,
+//! provider credentials that never reach the hub, and the official OpenAI Python client.
+
+use std::time::Duration;
+
+use futures_util::{SinkExt, StreamExt};
+use gambi::hub::HubConfig;
+use gambi::participant::{ParticipantSession, SessionOptions};
+use serde_json::{json, Value};
+use tokio_tungstenite::tungstenite::Message;
+
+use crate::fake_provider::{FakeOptions, FakeProvider};
+use crate::inference::{share, share_with, wait_for};
+use crate::util::{call, http, BinHub, Sse, TestHub, PATIENCE};
+
+/// Registers `id` through `/v1` and returns (tunnel url, token).
+async fn register(hub_url: &str, code: &str, id: &str) -> (String, String) {
+    let body = json!({"nickname": id, "model": "llama3", "endpoint": "http://127.0.0.1:9"});
+    let (status, _, v) = call(http().put(format!("{hub_url}/v1/rooms/{code}/participants/{id}")).json(&body)).await;
+    assert!(status == 200 || status == 201, "{v}");
+    let tunnel = &v["data"]["tunnel"];
+    (tunnel["url"].as_str().unwrap().to_string(), tunnel["token"].as_str().unwrap().to_string())
+}
+
+/// Dials a tunnel; `Err(status)` when the hub refused the upgrade.
+async fn dial(
+    url: &str,
+    token: &str,
+) -> Result<tokio_tungstenite::WebSocketStream<tokio_tungstenite::MaybeTlsStream<tokio::net::TcpStream>>, u16> {
+    match tokio_tungstenite::connect_async(format!("{url}?token={token}")).await {
+        Ok((ws, _)) => Ok(ws),
+        Err(tokio_tungstenite::tungstenite::Error::Http(response)) => Err(response.status().as_u16()),
+        Err(e) => panic!("unexpected dial error: {e}"),
+    }
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn wrong_reused_expired_and_misdirected_tunnel_tokens_are_refused() {
+    let hub =
+        TestHub::with_config(HubConfig { tunnel_token_ttl: Duration::from_millis(300), ..HubConfig::default() }).await;
+    let (code, _) = hub.room("Tokens", None).await;
+    let (url, token) = register(&hub.url, &code, "w1").await;
+    assert_eq!(dial(&url, "gt_wrong").await.err(), Some(401), "wrong token");
+    assert_eq!(dial(&url, "").await.err(), Some(401), "missing token");
+    let other_url = url.replace("/w1/", "/w2/");
+    register(&hub.url, &code, "w2").await;
+    assert_eq!(dial(&other_url, &token).await.err(), Some(401), "a token opens only its own participant's tunnel");
+    let (url, token) = register(&hub.url, &code, "w1").await;
+    let ws = dial(&url, &token).await.expect("the right token opens the tunnel");
+    assert_eq!(dial(&url, &token).await.err(), Some(401), "a token is single use");
+    drop(ws);
+    let (url, token) = register(&hub.url, &code, "w1").await;
+    tokio::time::sleep(Duration::from_millis(600)).await;
+    assert_eq!(dial(&url, &token).await.err(), Some(401), "an expired token");
+    // The refusal is the /v1 envelope.
+    let (status, _, v) = call(
+        http()
+            .get(format!("{}/v1/rooms/{code}/participants/w1/tunnel?token=nope", hub.url))
+            .header("connection", "upgrade")
+            .header("upgrade", "websocket")
+            .header("sec-websocket-version", "13")
+            .header("sec-websocket-key", "dGhlIHNhbXBsZSBub25jZQ=="),
+    )
+    .await;
+    assert_eq!(status, 401);
+    assert_eq!(v["error"]["code"], "INVALID_TUNNEL_TOKEN");
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_hand_written_participant_speaks_the_wire_format_and_garbage_does_not_close_the_tunnel() {
+    let hub = TestHub::start().await;
+    let (code, _) = hub.room("Wire", None).await;
+    let (url, token) = register(&hub.url, &code, "raw").await;
+    let mut ws = dial(&url, &token).await.unwrap();
+    wait_for(|| async {
+        let (_, _, v) = call(http().get(hub.at(&format!("/v1/rooms/{code}/participants/raw")))).await;
+        v["data"]["connection"]["connected"] == true
+    })
+    .await;
+    for garbage in [
+        Message::Text("nope".into()),
+        Message::Text("{}".into()),
+        Message::Text("[1,2]".into()),
+        Message::Text(r#"{"type":"tunnel.from.the.future","x":1}"#.into()),
+        Message::Text(r#"{"type":"tunnel.response.chunk","requestId":"unknown","chunk":"aGk="}"#.into()),
+        Message::Text(r#"{"type":"tunnel.response.chunk","requestId":"unknown","chunk":"%%%not base64"}"#.into()),
+        Message::Binary(vec![0, 159, 146, 150].into()),
+    ] {
+        ws.send(garbage).await.unwrap();
+    }
+    ws.send(Message::Text(r#"{"type":"tunnel.ping","timestamp":42}"#.into())).await.unwrap();
+    let pong = next_text(&mut ws).await;
+    assert_eq!(pong, json!({"type": "tunnel.pong", "timestamp": 42}), "the tunnel survived the garbage");
+    let malformed = hub.hub.tunnels().get(&code, "raw").unwrap().malformed_frames();
+    assert_eq!(malformed, 7, "each garbage frame was counted");
+
+    // A request through the room reaches this participant as a tunnel.request frame...
+    let chat = json!({"model": "raw", "messages": [{"role": "user", "content": "hi"}]});
+    let client = tokio::spawn(call(http().post(hub.at(&format!("/rooms/{code}/v1/chat/completions"))).json(&chat)));
+    let request = next_text(&mut ws).await;
+    assert_eq!(request["type"], "tunnel.request");
+    assert_eq!(request["method"], "POST");
+    assert_eq!(request["path"], "/v1/chat/completions");
+    assert_eq!(request["stream"], false);
+    assert_eq!(request["body"]["model"], "llama3", "the body is the JSON object itself, model rewritten");
+    assert_eq!(request["body"]["messages"][0]["content"], "hi");
+    let id = request["requestId"].as_str().unwrap().to_string();
+    // ...and the answer goes back as start, base64 chunks and end.
+    let answer = r#"{"id":"x","object":"chat.completion","choices":[{"index":0,"message":{"role":"assistant","content":"hand made"},"finish_reason":"stop"}]}"#;
+    use base64::Engine as _;
+    let (a, b) = answer.split_at(20);
+    for frame in [
+        json!({"type": "tunnel.response.start", "requestId": id, "status": 200, "headers": {"content-type": "application/json"}}),
+        json!({"type": "tunnel.response.chunk", "requestId": id, "chunk": base64::engine::general_purpose::STANDARD.encode(a)}),
+        json!({"type": "tunnel.response.chunk", "requestId": id, "chunk": base64::engine::general_purpose::STANDARD.encode(b)}),
+        json!({"type": "tunnel.response.end", "requestId": id}),
+    ] {
+        ws.send(Message::Text(frame.to_string().into())).await.unwrap();
+    }
+    let (status, _, v) = client.await.unwrap();
+    assert_eq!(status, 200, "{v}");
+    assert_eq!(v["choices"][0]["message"]["content"], "hand made");
+
+    // A client that goes away makes the hub send tunnel.cancel.
+    let mut stream_chat = chat.clone();
+    stream_chat["stream"] = json!(true);
+    let res = http().post(hub.at(&format!("/rooms/{code}/v1/chat/completions"))).json(&stream_chat).send();
+    let pending = tokio::spawn(res);
+    let request = next_text(&mut ws).await;
+    let id = request["requestId"].as_str().unwrap().to_string();
+    ws.send(Message::Text(
+        json!({"type": "tunnel.response.start", "requestId": id, "status": 200,
+        "headers": {"content-type": "text/event-stream"}})
+        .to_string()
+        .into(),
+    ))
+    .await
+    .unwrap();
+    let response = pending.await.unwrap().unwrap();
+    drop(response);
+    let cancel = next_text(&mut ws).await;
+    assert_eq!(cancel, json!({"type": "tunnel.cancel", "requestId": id}));
+}
+
+async fn next_text(
+    ws: &mut tokio_tungstenite::WebSocketStream<tokio_tungstenite::MaybeTlsStream<tokio::net::TcpStream>>,
+) -> Value {
+    loop {
+        let frame = tokio::time::timeout(PATIENCE, ws.next()).await.expect("a frame from the hub").unwrap().unwrap();
+        if let Message::Text(t) = frame {
+            return serde_json::from_str(t.as_str()).unwrap();
+        }
+    }
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn provider_credentials_reach_the_provider_and_nowhere_on_the_hub() {
+    const SECRET: &str = "sk-local-do-not-leak-5f2e";
+    let hub = BinHub::start(&[]);
+    let provider = FakeProvider::start(FakeOptions {
+        required_headers: vec![("authorization".into(), format!("Bearer {SECRET}"))],
+        ..FakeOptions::default()
+    })
+    .await;
+    let (status, _, v) = call(http().post(hub.at("/v1/rooms")).json(&json!({"name": "Creds"}))).await;
+    assert_eq!(status, 201);
+    let code = v["data"]["room"]["code"].as_str().unwrap().to_string();
+    let mut seen = String::new();
+    let mut events = Sse::connect(&hub.at(&format!("/v1/rooms/{code}/events")), None).await;
+    let mut classic = Sse::connect(&hub.at(&format!("/rooms/{code}/events")), None).await;
+    let mut options = SessionOptions::new(&hub.url, &code, "keyed", &provider.url, "llama3");
+    options.auth_headers.insert("Authorization".into(), format!("Bearer {SECRET}"));
+    let session = ParticipantSession::start(options).await.unwrap();
+    for stream in [false, true] {
+        let body = json!({"model": "keyed", "stream": stream, "messages": [{"role": "user", "content": "hi"}]});
+        let res = http().post(hub.at(&format!("/rooms/{code}/v1/chat/completions"))).json(&body).send().await.unwrap();
+        assert_eq!(res.status(), 200, "the provider accepted the participant's credentials");
+        seen.push_str(&res.text().await.unwrap());
+    }
+    let res = http()
+        .post(hub.at(&format!("/rooms/{code}/v1/responses")))
+        .json(&json!({"model": "keyed", "input": "hi"}))
+        .send()
+        .await
+        .unwrap();
+    seen.push_str(&res.text().await.unwrap());
+    for path in [
+        format!("/v1/rooms/{code}/participants"),
+        format!("/rooms/{code}/participants"),
+        format!("/v1/rooms/{code}/participants/keyed"),
+        format!("/rooms/{code}/v1/models"),
+        "/v1/rooms".to_string(),
+    ] {
+        seen.push_str(&http().get(hub.at(&path)).send().await.unwrap().text().await.unwrap());
+    }
+    session.close().await;
+    while let Some(e) = events.next_within(Duration::from_millis(300)).await {
+        seen.push_str(&e.data);
+    }
+    while let Some(e) = classic.next_within(Duration::from_millis(300)).await {
+        seen.push_str(&e.data);
+    }
+    let sent = provider.requests_to("/v1/chat/completions");
+    assert!(sent.len() >= 2);
+    assert!(sent.iter().all(|r| r.header("authorization") == Some(&format!("Bearer {SECRET}"))));
+    assert!(seen.contains("participant.joined") && seen.contains("llm.complete"), "the scan saw real traffic");
+    assert!(!seen.contains(SECRET), "a response or event carried the provider's key");
+    let log = hub.log();
+    assert!(log.contains("/v1/rooms"), "the hub's log was captured");
+    assert!(!log.contains(SECRET), "the hub's log carried the provider's key");
+}
+
+/// The Python interpreter for client tests: `GAMBI_TEST_PYTHON` (set by scripts/test to a venv
+/// with the test packages), else `python3`.
+pub fn python() -> String {
+    std::env::var("GAMBI_TEST_PYTHON").unwrap_or_else(|_| "python3".into())
+}
+
+async fn run_python_client(base_url: String, model: &str) {
+    let model = model.to_string();
+    let script = concat!(env!("CARGO_MANIFEST_DIR"), "/tests/python/openai_client.py");
+    let out = tokio::task::spawn_blocking(move || {
+        std::process::Command::new(python()).args([script, &base_url, "no-key-needed", &model]).output().unwrap()
+    })
+    .await
+    .unwrap();
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(out.status.success(), "the OpenAI Python client failed:\n{stdout}\n{stderr}");
+    assert!(stdout.contains("all checks passed"), "{stdout}");
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn the_official_openai_python_client_works_against_a_room() {
+    let hub = TestHub::start().await;
+    let modern = FakeProvider::start(FakeOptions::default()).await;
+    let old = FakeProvider::start(FakeOptions { responses_api: false, ..FakeOptions::default() }).await;
+    let (code, _) = hub.room("Python", None).await;
+    let _a = share(&hub, &code, "modern", &modern, "llama3").await;
+    let _b = share_with(&hub, &code, "old", &old, "llama3", |_| {}).await;
+    let base = hub.at(&format!("/rooms/{code}/v1"));
+    // Passed through to a provider with the Responses API...
+    run_python_client(base.clone(), "modern").await;
+    // ...and translated for one without it.
+    run_python_client(base, "old").await;
+    assert!(
+        old.requests_to("/v1/responses").iter().all(|r| r.body.as_ref().is_some_and(|b| b == &json!({}))),
+        "the old provider only ever saw the capability probe on /v1/responses"
+    );
+}
