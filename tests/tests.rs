@@ -7,13 +7,16 @@ mod util;
 
 mod classic;
 mod cli;
+mod discovery;
 mod fake_provider;
 mod events;
 mod health;
 mod hostile;
 mod inference;
 mod participant_cli;
+mod provider;
 mod secrets;
+mod specs;
 mod state;
 mod tunnel;
 mod v1;
