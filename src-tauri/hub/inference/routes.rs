@@ -528,21 +528,20 @@ impl Relay {
         if !strip_usage {
             self.pending.push_back(bytes);
         }
-        {
-            {
-                for frame in frames {
-                    let value: Option<Value> = serde_json::from_str(&frame.data).ok();
-                    let usage_only = value.as_ref().is_some_and(|v| {
-                        v.get("usage").is_some_and(|u| !u.is_null())
-                            && v.get("choices").and_then(Value::as_array).is_some_and(Vec::is_empty)
-                    });
-                    if let Some(v) = &value {
-                        self.observe(v);
-                    }
-                    if strip_usage && !usage_only {
-                        self.pending.push_back(sse_parse::encode(frame.event.as_deref(), &frame.data));
-                    }
+        for frame in frames {
+            // Most frames are content deltas: only the few that can carry usage or a response id
+            // are parsed, so relaying stays a byte copy.
+            let interesting = frame.data.contains("\"usage\"") || frame.data.contains("\"response\"");
+            let mut usage_only = false;
+            if interesting {
+                if let Ok(v) = serde_json::from_str::<Value>(&frame.data) {
+                    usage_only = v.get("usage").is_some_and(|u| !u.is_null())
+                        && v.get("choices").and_then(Value::as_array).is_some_and(Vec::is_empty);
+                    self.observe(&v);
                 }
+            }
+            if strip_usage && !usage_only {
+                self.pending.push_back(sse_parse::encode(frame.event.as_deref(), &frame.data));
             }
         }
     }
