@@ -248,3 +248,41 @@ async fn the_official_openai_python_client_works_against_a_room() {
         "the old provider only ever saw the capability probe on /v1/responses"
     );
 }
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_session_reports_this_machines_specs_and_refreshes_loaded_models_with_its_heartbeat() {
+    let hub = TestHub::start().await;
+    let provider = FakeProvider::start(FakeOptions {
+        ollama: true,
+        models: vec!["llama3:latest".into(), "qwen2:7b".into()],
+        loaded: vec!["llama3:latest".into()],
+        ..FakeOptions::default()
+    })
+    .await;
+    let (code, _) = hub.room("Specs", None).await;
+    let session = share_with(&hub, &code, "warm", &provider, "llama3", |o| {
+        o.heartbeat_interval = Duration::from_millis(200);
+    })
+    .await;
+    let (_, _, v) = call(http().get(hub.at(&format!("/v1/rooms/{code}/participants/warm")))).await;
+    let p = &v["data"];
+    assert!(p["specs"]["cpu"].as_str().is_some_and(|c| !c.is_empty()), "specs were read: {p}");
+    assert!(p["specs"]["ram"].as_f64().unwrap() > 0.0);
+    assert_eq!(p["loadedModels"][0]["name"], "llama3:latest");
+    assert!(p["loadedModels"][0]["vram"].as_f64().unwrap() > 0.0);
+    let mut events = Sse::connect(&hub.at(&format!("/v1/rooms/{code}/events")), None).await;
+    provider.update(|o| o.loaded = vec!["qwen2:7b".into()]);
+    let updated = loop {
+        let e = events.next().await;
+        if e.event == "participant.updated" {
+            break e.json();
+        }
+    };
+    assert_eq!(updated["data"]["loadedModels"][0]["name"], "qwen2:7b", "refreshed with the heartbeat");
+    // A session told not to read specs sends none.
+    let quiet = share_with(&hub, &code, "quiet", &provider, "llama3", |o| o.auto_specs = false).await;
+    let (_, _, v) = call(http().get(hub.at(&format!("/v1/rooms/{code}/participants/quiet")))).await;
+    assert!(v["data"]["specs"].as_object().unwrap().is_empty(), "{v}");
+    quiet.close().await;
+    session.close().await;
+}

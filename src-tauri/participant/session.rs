@@ -48,6 +48,11 @@ pub struct SessionOptions {
     pub auth_headers: BTreeMap<String, String>,
     pub heartbeat_interval: Duration,
     pub ping_interval: Duration,
+    /// Read this machine's specs when `specs` is not given (`--no-specs` turns it off).
+    pub auto_specs: bool,
+    /// Report the provider's loaded models (Ollama `/api/ps`) at registration and with each
+    /// heartbeat, when `loaded_models` is not given.
+    pub auto_loaded_models: bool,
 }
 
 impl SessionOptions {
@@ -68,6 +73,8 @@ impl SessionOptions {
             auth_headers: BTreeMap::new(),
             heartbeat_interval: HEARTBEAT_INTERVAL,
             ping_interval: HEARTBEAT_INTERVAL,
+            auto_specs: true,
+            auto_loaded_models: true,
         }
     }
 }
@@ -176,16 +183,27 @@ impl ParticipantSession {
             .map_err(|e| SessionError::Invalid(e.to_string()))?;
         let found = probe::probe(&provider, &options.endpoint, &options.model, &auth).await?;
         let client = HubClient::new(&options.hub_url)?;
+        let specs = match (&options.specs, options.auto_specs) {
+            (Some(given), _) => Some(given.clone()),
+            (None, true) => Some(crate::specs::collect().await),
+            (None, false) => None,
+        };
+        let track_loaded = options.loaded_models.is_none() && options.auto_loaded_models;
+        let loaded_models = match &options.loaded_models {
+            Some(given) => Some(given.clone()),
+            None if track_loaded => crate::provider::loaded_models(&options.endpoint).await,
+            None => None,
+        };
         let registration = Registration {
             nickname: options.nickname.clone(),
             model: options.model.clone(),
             endpoint: options.endpoint.trim_end_matches('/').to_string(),
             password: options.password.clone(),
-            specs: options.specs.clone(),
+            specs,
             config: options.config.clone(),
             capabilities: Some(options.capabilities.unwrap_or(found.capabilities)),
             max_concurrency: options.max_concurrency,
-            loaded_models: options.loaded_models.clone(),
+            loaded_models: loaded_models.clone(),
         };
         let (registered, _created) = client.upsert_participant(&code, &id, &registration).await?;
         let mut url = reqwest::Url::parse(&registered.tunnel.url)
@@ -284,16 +302,29 @@ impl ParticipantSession {
             let code = code.clone();
             let id = id.clone();
             let every = options.heartbeat_interval;
+            let endpoint = options.endpoint.clone();
             async move {
                 let failures = AtomicU32::new(0);
+                let mut last_loaded = loaded_models;
                 let mut tick = tokio::time::interval_at(tokio::time::Instant::now() + every, every);
                 loop {
                     tokio::select! {
                         _ = stop.cancelled() => return,
                         _ = tick.tick() => {}
                     }
-                    match client.heartbeat(&code, &id, None).await {
-                        Ok(_) => failures.store(0, Ordering::Relaxed),
+                    // Tell the room what the provider holds in memory now, when that changed.
+                    let loaded = if track_loaded {
+                        crate::provider::loaded_models(&endpoint).await.filter(|l| Some(l) != last_loaded.as_ref())
+                    } else {
+                        None
+                    };
+                    match client.heartbeat(&code, &id, loaded.clone()).await {
+                        Ok(_) => {
+                            failures.store(0, Ordering::Relaxed);
+                            if loaded.is_some() {
+                                last_loaded = loaded;
+                            }
+                        }
                         // The hub no longer knows this participant (or room): no point waiting.
                         Err(ClientError::Api { status: 404, message, .. }) => {
                             set_closed(&close_tx, &stop, CloseReason::HeartbeatFailed, Some(message));
