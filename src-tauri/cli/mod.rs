@@ -1,10 +1,13 @@
 //! The `gambi` command line: clap definitions and dispatch. Output goes through [`output`]; each
-//! command is a thin call into the library ([`crate::hub`] to serve, [`crate::client`] to manage).
+//! command is a thin call into the library ([`crate::hub`] to serve, [`crate::client`] to manage,
+//! [`crate::participant`] to share a model server).
 //! Failures are printed here, once, as `error:` and `hint:` lines on stderr, and become the exit
 //! codes of the product: 0 success, 1 internal failure, 2 bad usage or 400, 3 hub unreachable or
 //! 401/403/503, 4 404/409.
 
+pub mod events;
 pub mod output;
+pub mod participant;
 pub mod room;
 pub mod serve;
 
@@ -39,6 +42,14 @@ pub enum Command {
     Create(room::ShortCreateArgs),
     /// List the rooms on a hub (short for `gambi room list`).
     List(room::ListArgs),
+    /// Share this machine's model server into a room, and manage participants.
+    #[command(subcommand)]
+    Participant(ParticipantCommand),
+    /// Share this machine's model server into a room (short for `gambi participant join --room CODE`).
+    Join(participant::ShortJoinArgs),
+    /// Follow what happens in a room.
+    #[command(subcommand)]
+    Events(EventsCommand),
 }
 
 #[derive(Debug, Subcommand)]
@@ -57,6 +68,23 @@ pub enum RoomCommand {
     Get(room::GetArgs),
     /// Delete a room (needs the host token printed when it was created).
     Delete(room::DeleteArgs),
+}
+
+#[derive(Debug, Subcommand)]
+pub enum ParticipantCommand {
+    /// Share a model into a room until Ctrl-C; prints the room's OpenAI base URL once live, and
+    /// reconnects by itself when the hub or the network goes away for a while.
+    Join(participant::JoinArgs),
+    /// Remove a participant from a room.
+    Leave(participant::ParticipantArgs),
+    /// Send one heartbeat for a participant (keeps it online for another timeout).
+    Heartbeat(participant::ParticipantArgs),
+}
+
+#[derive(Debug, Subcommand)]
+pub enum EventsCommand {
+    /// Print a room's events as they happen, until Ctrl-C (text, or one JSON object per line).
+    Watch(events::WatchArgs),
 }
 
 /// The options every command that talks to a hub takes.
@@ -87,6 +115,10 @@ pub enum Failure {
     Client(#[from] ClientError),
     #[error(transparent)]
     Internal(#[from] anyhow::Error),
+    /// A failure this side found (a model server that is down, a bad argument, a share that
+    /// ended), with the exit code it maps to and what to do about it.
+    #[error("{message}")]
+    Message { exit_code: u8, message: String, hint: Option<String> },
 }
 
 impl From<serde_json::Error> for Failure {
@@ -96,10 +128,15 @@ impl From<serde_json::Error> for Failure {
 }
 
 impl Failure {
+    pub fn message(exit_code: u8, message: String, hint: Option<String>) -> Failure {
+        Failure::Message { exit_code, message, hint }
+    }
+
     pub fn exit_code(&self) -> u8 {
         match self {
             Failure::Client(e) => e.exit_code(),
             Failure::Internal(_) => 1,
+            Failure::Message { exit_code, .. } => *exit_code,
         }
     }
 
@@ -120,6 +157,7 @@ impl Failure {
             }
             Failure::Client(e) => e.hint().map(str::to_string),
             Failure::Internal(_) => None,
+            Failure::Message { hint, .. } => hint.clone(),
         }
     }
 
@@ -127,6 +165,7 @@ impl Failure {
     pub fn report(&self) {
         match self {
             Failure::Client(e) => eprintln!("error: {}", output::sanitize(&e.to_string())),
+            Failure::Message { message, .. } => eprintln!("error: {}", output::sanitize(message)),
             // The whole cause chain, as the edge of the program should.
             Failure::Internal(e) => eprintln!("error: {e:#}"),
         }
@@ -154,6 +193,11 @@ async fn run(command: Option<Command>) -> Result<(), Failure> {
         Some(Command::Room(RoomCommand::List(args))) | Some(Command::List(args)) => room::list(args).await,
         Some(Command::Room(RoomCommand::Get(args))) => room::get(args).await,
         Some(Command::Room(RoomCommand::Delete(args))) => room::delete(args).await,
+        Some(Command::Participant(ParticipantCommand::Join(args))) => participant::join(args).await,
+        Some(Command::Join(args)) => participant::join(args.into()).await,
+        Some(Command::Participant(ParticipantCommand::Leave(args))) => participant::leave(args).await,
+        Some(Command::Participant(ParticipantCommand::Heartbeat(args))) => participant::heartbeat(args).await,
+        Some(Command::Events(EventsCommand::Watch(args))) => events::watch(args).await,
         None => {
             eprintln!("This gambi was built without the desktop app. Run a hub with: gambi hub serve");
             Ok(())
@@ -199,6 +243,38 @@ mod tests {
         assert_eq!(args.name, "My Room");
         assert_eq!(args.room.password.as_deref(), Some("p"));
         assert_eq!(args.hub.hub, "h:1");
+
+        let cli = Cli::try_parse_from([
+            "gambi",
+            "join",
+            "abc123",
+            "--nickname",
+            "N",
+            "--model",
+            "m",
+            "--endpoint",
+            "http://e:1",
+            "--password",
+            "p",
+        ])
+        .unwrap();
+        let Some(Command::Join(args)) = cli.command else { panic!("{cli:?}") };
+        let args: participant::JoinArgs = args.into();
+        assert_eq!(args.room, "abc123");
+        assert_eq!(args.share.nickname.as_deref(), Some("N"));
+        assert_eq!(args.share.endpoint, "http://e:1");
+        assert_eq!(args.share.password.as_deref(), Some("p"));
+        assert!(!args.share.no_reconnect);
+
+        let cli = Cli::try_parse_from(["gambi", "participant", "join", "--room", "ABC123", "--model", "m"]).unwrap();
+        let Some(Command::Participant(ParticipantCommand::Join(args))) = cli.command else { panic!("{cli:?}") };
+        assert_eq!(args.share.endpoint, participant::DEFAULT_ENDPOINT);
+        assert_eq!(args.share.heartbeat_interval, std::time::Duration::from_secs(10));
+        for bad in [&["--max-concurrency", "0"][..], &["--heartbeat-interval", "0s"]] {
+            let mut argv = vec!["gambi", "participant", "join", "--room", "ABC123", "--model", "m"];
+            argv.extend_from_slice(bad);
+            assert_eq!(Cli::try_parse_from(argv).unwrap_err().exit_code(), 2, "{bad:?}");
+        }
 
         let cli = Cli::try_parse_from(["gambi", "list", "--format", "ndjson"]).unwrap();
         let Some(Command::List(args)) = cli.command else { panic!("{cli:?}") };

@@ -10,7 +10,7 @@ use serde::Serialize;
 use tokio::sync::watch;
 use tokio_util::sync::CancellationToken;
 
-use super::session::{CloseReason, ParticipantSession, SessionOptions};
+use super::session::{CloseReason, ParticipantSession, SessionError, SessionOptions};
 
 const FIRST_BACKOFF: Duration = Duration::from_secs(1);
 const MAX_BACKOFF: Duration = Duration::from_secs(30);
@@ -36,6 +36,11 @@ pub enum ShareState {
     Stopped,
     Failed {
         error: String,
+        /// The hub's HTTP status when the hub itself refused the share (401 a wrong password, 400
+        /// a bad registration); absent when the refusal came from here (model not served, bad
+        /// options). The CLI picks its exit code from it and a UI its words, without parsing text.
+        #[serde(skip_serializing_if = "Option::is_none")]
+        status: Option<u16>,
     },
 }
 
@@ -125,7 +130,11 @@ async fn run(options: SessionOptions, tx: watch::Sender<ShareState>, stop: Cance
                     }
                 }
                 Err(e) if e.is_permanent() => {
-                    let _ = tx.send(ShareState::Failed { error: e.to_string() });
+                    let status = match &e {
+                        SessionError::Hub(hub) => hub.status(),
+                        _ => None,
+                    };
+                    let _ = tx.send(ShareState::Failed { error: e.to_string(), status });
                     return;
                 }
                 Err(e) => e.to_string(),
