@@ -40,8 +40,13 @@ struct Proc {
 
 impl Proc {
     fn spawn(args: &[&str]) -> Proc {
+        Self::spawn_env(args, &[])
+    }
+
+    fn spawn_env(args: &[&str], env: &[(&str, &str)]) -> Proc {
         let mut child = Command::new(BIN)
             .args(args)
+            .envs(env.iter().copied())
             .env_remove("GAMBI_HUB")
             .env_remove("GAMBI_ROOM_PASSWORD")
             .env("NO_COLOR", "1")
@@ -728,4 +733,89 @@ async fn the_supervisor_heals_a_hub_restart() {
     assert!(participants(&url, &code).await.is_empty(), "left cleanly after the restart too");
     watch.signal("INT");
     assert_eq!(watch.exit(SOON).await.code(), Some(0), "log:\n{}", watch.log());
+}
+
+/// Runs the binary to completion with extra environment variables.
+async fn run_env(args: &[&str], env: &[(&str, &str)]) -> (i32, String, String) {
+    let args: Vec<String> = args.iter().map(|s| s.to_string()).collect();
+    let env: Vec<(String, String)> = env.iter().map(|(k, v)| (k.to_string(), v.to_string())).collect();
+    tokio::task::spawn_blocking(move || {
+        let args: Vec<&str> = args.iter().map(String::as_str).collect();
+        let env: Vec<(&str, &str)> = env.iter().map(|(k, v)| (k.as_str(), v.as_str())).collect();
+        util::gambi(&args, &env)
+    })
+    .await
+    .unwrap()
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn join_finds_the_local_ollama_and_its_loaded_model_by_itself() {
+    let hub = TestHub::start().await;
+    let provider = FakeProvider::start(FakeOptions {
+        ollama: true,
+        models: vec!["llama3:latest".into(), "qwen2:7b".into()],
+        loaded: vec!["qwen2:7b".into()],
+        ..FakeOptions::default()
+    })
+    .await;
+    let ollama_host = provider.url.trim_start_matches("http://").to_string();
+    let env = [("OLLAMA_HOST", ollama_host.as_str())];
+    let (code, _) = hub.room("auto", None).await;
+    // Neither --endpoint nor --model: the loaded model of the Ollama found on this machine.
+    let args =
+        ["participant", "join", "--room", &code, "--participant-id", "auto-1", "--hub", &hub.url, "--format", "text"];
+    let mut join = Proc::spawn_env(&args, &env);
+    let found = join.stderr_line(STARTUP, |l| l.starts_with("Found Ollama")).await;
+    assert!(found.contains(&provider.url), "{found}");
+    join.line(STARTUP, |l| l.starts_with("Sharing qwen2:7b in room")).await;
+    eventually(SOON, "the participant is connected", || connected(&hub.url, &code, "auto-1")).await;
+    let (_, p) = participant(&hub.url, &code, "auto-1").await;
+    assert_eq!(p["model"], "qwen2:7b");
+    assert_eq!(p["endpoint"], provider.url.as_str());
+    assert!(p["specs"]["cpu"].is_string() && p["specs"]["ram"].as_f64().unwrap() > 0.0, "specs were sent: {p}");
+    assert_eq!(p["loadedModels"][0]["name"], "qwen2:7b");
+    assert_eq!(chat(&format!("{}/rooms/{code}/v1", hub.url), "auto-1", "hi").await, echo("hi"));
+    join.signal("INT");
+    assert_eq!(join.exit(SOON).await.code(), Some(0), "{}", join.log());
+
+    // --no-specs keeps this machine's figures to itself.
+    let args =
+        ["participant", "join", "--room", &code, "--participant-id", "private-1", "--no-specs", "--hub", &hub.url];
+    let mut quiet = Proc::spawn_env(&args, &env);
+    eventually(SOON * 2, "the quiet participant is connected", || connected(&hub.url, &code, "private-1")).await;
+    let (_, p) = participant(&hub.url, &code, "private-1").await;
+    assert!(p["specs"].as_object().unwrap().is_empty(), "{p}");
+    quiet.signal("TERM");
+    assert_eq!(quiet.exit(SOON).await.code(), Some(0));
+
+    // Several models and none loaded: nobody at the terminal to ask, so it fails with the list.
+    provider.update(|o| o.loaded = vec![]);
+    let (status, _, stderr) = run_env(&["join", &code, "--hub", &hub.url], &env).await;
+    assert_eq!(status, 2, "{stderr}");
+    assert!(stderr.contains("llama3:latest") && stderr.contains("qwen2:7b"), "{stderr}");
+
+    // Nothing running at all: a plain sentence, exit 3.
+    let dead = format!("127.0.0.1:{}", dead_port());
+    let (status, _, stderr) = run_env(&["join", &code, "--hub", &hub.url], &[("OLLAMA_HOST", dead.as_str())]).await;
+    assert_eq!(status, 3, "{stderr}");
+    assert!(stderr.contains("Nothing found"), "{stderr}");
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn specs_prints_what_this_machine_reports() {
+    let (status, stdout, stderr) = run(&["specs", "--format", "json"]).await;
+    assert_eq!(status, 0, "{stderr}");
+    let specs: Value = serde_json::from_str(&stdout).unwrap();
+    assert!(specs["cpu"].as_str().is_some_and(|c| !c.is_empty()), "{specs}");
+    assert!(specs["cpuCores"].as_u64().unwrap() > 0);
+    assert!(specs["ram"].as_f64().unwrap() > 0.0);
+    assert!(specs["os"].is_string());
+    let (status, text, _) = run(&["specs", "--format", "text"]).await;
+    assert_eq!(status, 0);
+    for label in ["CPU", "Cores", "RAM", "OS", "GPU"] {
+        assert!(text.lines().any(|l| l.trim_start().starts_with(label)), "{label} in:\n{text}");
+    }
+    if specs.get("gpus").is_none() {
+        assert!(text.contains("no GPU found"), "{text}");
+    }
 }

@@ -10,6 +10,7 @@ pub mod output;
 pub mod participant;
 pub mod room;
 pub mod serve;
+pub mod specs;
 
 use std::process::ExitCode;
 
@@ -50,6 +51,8 @@ pub enum Command {
     /// Follow what happens in a room.
     #[command(subcommand)]
     Events(EventsCommand),
+    /// What this machine reports to a room: CPU, cores, RAM, OS, GPUs and VRAM.
+    Specs(specs::SpecsArgs),
 }
 
 #[derive(Debug, Subcommand)]
@@ -90,9 +93,10 @@ pub enum EventsCommand {
 /// The options every command that talks to a hub takes.
 #[derive(Debug, Clone, clap::Args)]
 pub struct HubOptions {
-    /// The hub to talk to (a bare host:port means http://).
-    #[arg(long, value_name = "URL", env = "GAMBI_HUB", default_value = DEFAULT_HUB_URL)]
-    pub hub: String,
+    /// The hub to talk to (a bare host:port means http://) [default: http://localhost:3000;
+    /// `participant join` without it finds the room's hub on the LAN].
+    #[arg(long, value_name = "URL", env = "GAMBI_HUB")]
+    pub hub: Option<String>,
     /// Output format [default: text on a terminal, json otherwise].
     #[arg(long, value_enum, value_name = "FORMAT")]
     pub format: Option<Format>,
@@ -100,7 +104,7 @@ pub struct HubOptions {
 
 impl HubOptions {
     pub fn client(&self) -> Result<HubClient, Failure> {
-        Ok(HubClient::new(&self.hub)?)
+        Ok(HubClient::new(self.hub.as_deref().unwrap_or(DEFAULT_HUB_URL))?)
     }
 
     pub fn output(&self) -> Output {
@@ -198,6 +202,7 @@ async fn run(command: Option<Command>) -> Result<(), Failure> {
         Some(Command::Participant(ParticipantCommand::Leave(args))) => participant::leave(args).await,
         Some(Command::Participant(ParticipantCommand::Heartbeat(args))) => participant::heartbeat(args).await,
         Some(Command::Events(EventsCommand::Watch(args))) => events::watch(args).await,
+        Some(Command::Specs(args)) => specs::show(args).await,
         None => {
             eprintln!("This gambi was built without the desktop app. Run a hub with: gambi hub serve");
             Ok(())
@@ -242,7 +247,7 @@ mod tests {
         let args: room::CreateArgs = args.into();
         assert_eq!(args.name, "My Room");
         assert_eq!(args.room.password.as_deref(), Some("p"));
-        assert_eq!(args.hub.hub, "h:1");
+        assert_eq!(args.hub.hub.as_deref(), Some("h:1"));
 
         let cli = Cli::try_parse_from([
             "gambi",
@@ -262,13 +267,13 @@ mod tests {
         let args: participant::JoinArgs = args.into();
         assert_eq!(args.room, "abc123");
         assert_eq!(args.share.nickname.as_deref(), Some("N"));
-        assert_eq!(args.share.endpoint, "http://e:1");
+        assert_eq!(args.share.endpoint.as_deref(), Some("http://e:1"));
         assert_eq!(args.share.password.as_deref(), Some("p"));
         assert!(!args.share.no_reconnect);
 
         let cli = Cli::try_parse_from(["gambi", "participant", "join", "--room", "ABC123", "--model", "m"]).unwrap();
         let Some(Command::Participant(ParticipantCommand::Join(args))) = cli.command else { panic!("{cli:?}") };
-        assert_eq!(args.share.endpoint, participant::DEFAULT_ENDPOINT);
+        assert_eq!(args.share.endpoint, None, "found by detection when not given");
         assert_eq!(args.share.heartbeat_interval, std::time::Duration::from_secs(10));
         for bad in [&["--max-concurrency", "0"][..], &["--heartbeat-interval", "0s"]] {
             let mut argv = vec!["gambi", "participant", "join", "--room", "ABC123", "--model", "m"];

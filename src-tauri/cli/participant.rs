@@ -34,13 +34,18 @@ const LEAVE_TIMEOUT: Duration = Duration::from_secs(5);
 /// How this machine shares its model server: the same for `participant join` and `gambi join`.
 #[derive(Debug, Clone, clap::Args)]
 pub struct ShareOptions {
-    /// The model to share, as the model server names it (e.g. llama3).
+    /// The model to share, as the model server names it (e.g. llama3) [default: the model the
+    /// server has loaded, else its only model; asks when there are several].
     #[arg(long, value_name = "MODEL")]
-    pub model: String,
+    pub model: Option<String>,
     /// The model server's base URL: Ollama, LM Studio, or any OpenAI-compatible server. It may be
-    /// localhost: the hub reaches it through this process, never directly.
-    #[arg(long, value_name = "URL", default_value = DEFAULT_ENDPOINT)]
-    pub endpoint: String,
+    /// localhost: the hub reaches it through this process, never directly [default: Ollama on
+    /// localhost:11434, else LM Studio on localhost:1234, whichever answers].
+    #[arg(long, value_name = "URL")]
+    pub endpoint: Option<String>,
+    /// Don't send this machine's specs (CPU, RAM, GPU, VRAM) to the room.
+    #[arg(long)]
+    pub no_specs: bool,
     /// The name the room sees [default: this machine's host name].
     #[arg(long, value_name = "NAME")]
     pub nickname: Option<String>,
@@ -222,7 +227,9 @@ async fn join_inner(args: JoinArgs) -> Result<(), Failure> {
         }
         None => generated_participant_id(&nickname),
     };
-    let mut options = SessionOptions::new(client.base_url(), &code, &id, &share.endpoint, &share.model);
+    let (endpoint, model) = resolve_provider(&share).await?;
+    let mut options = SessionOptions::new(client.base_url(), &code, &id, &endpoint, &model);
+    options.auto_specs = !share.no_specs;
     options.nickname = nickname.clone();
     options.password = share.password.clone();
     options.max_concurrency = share.max_concurrency;
@@ -236,8 +243,8 @@ async fn join_inner(args: JoinArgs) -> Result<(), Failure> {
         room: code.clone(),
         id: id.clone(),
         nickname,
-        model: share.model.clone(),
-        endpoint: share.endpoint.clone(),
+        model,
+        endpoint,
         was_live: false,
         last: None,
     };
@@ -247,6 +254,69 @@ async fn join_inner(args: JoinArgs) -> Result<(), Failure> {
         let room_checked = preflight(&client, &options).await?;
         run_supervised(&client, options, room_checked, &mut view, signal).await
     }
+}
+
+/// The model server and model to share: as given, or found on this machine. Says on stderr what
+/// it picked, so a person knows what they are sharing.
+async fn resolve_provider(share: &ShareOptions) -> Result<(String, String), Failure> {
+    if let (Some(endpoint), Some(model)) = (&share.endpoint, &share.model) {
+        return Ok((endpoint.clone(), model.clone()));
+    }
+    let found = match &share.endpoint {
+        Some(url) => {
+            crate::provider::probe(url).await.map_err(|e| Failure::message(3, e.to_string(), Some(endpoint_hint())))?
+        }
+        None => {
+            let detection = crate::provider::detect(None).await;
+            let message = detection.message();
+            match detection.found {
+                Some(provider) => {
+                    eprintln!("{}", output::sanitize(&message));
+                    provider
+                }
+                None => return Err(Failure::message(3, message, Some(endpoint_hint()))),
+            }
+        }
+    };
+    let model = match crate::provider::pick_model(&found, share.model.as_deref()) {
+        Ok(model) => model,
+        Err(e) => match ask_model(e.choices()) {
+            Some(model) => model,
+            None => {
+                return Err(Failure::message(
+                    2,
+                    e.to_string(),
+                    Some("Pass --model NAME with one of the models listed.".into()),
+                ))
+            }
+        },
+    };
+    if share.model.is_none() {
+        eprintln!("Sharing {} from {}.", output::sanitize(&model), output::sanitize(&found.endpoint));
+    }
+    Ok((found.endpoint, model))
+}
+
+/// Asks which model to share when a person is at the terminal; `None` when nobody can answer.
+fn ask_model(choices: &[String]) -> Option<String> {
+    use std::io::{BufRead, IsTerminal, Write};
+    if choices.is_empty() || !std::io::stdin().is_terminal() || !std::io::stderr().is_terminal() {
+        return None;
+    }
+    let mut err = std::io::stderr();
+    let _ = writeln!(err, "Which model do you want to share?");
+    for (i, c) in choices.iter().enumerate() {
+        let _ = writeln!(err, "  {}. {}", i + 1, output::sanitize(c));
+    }
+    let _ = write!(err, "Number [1]: ");
+    let _ = err.flush();
+    let mut line = String::new();
+    std::io::stdin().lock().read_line(&mut line).ok()?;
+    let n = match line.trim() {
+        "" => 1,
+        t => t.parse::<usize>().ok()?,
+    };
+    choices.get(n.checked_sub(1)?).cloned()
 }
 
 /// What the supervisor would only find out by retrying forever, checked once before it starts:

@@ -228,7 +228,27 @@ impl PickError {
 /// Finds the local model server at its default locations, then at `custom` (any OpenAI-compatible
 /// base URL, or an Ollama on another port). About 1 s at worst; never hangs.
 pub async fn detect(custom: Option<&str>) -> Detection {
-    detect_at(OLLAMA_URL, LMSTUDIO_URL, custom).await
+    let ollama = ollama_url_from(std::env::var("OLLAMA_HOST").ok().as_deref());
+    detect_at(&ollama, LMSTUDIO_URL, custom).await
+}
+
+/// Where Ollama listens: `OLLAMA_HOST` (the variable Ollama itself reads, as `host:port` or a URL)
+/// when set, else [`OLLAMA_URL`]. A bind-everything host means this machine.
+pub fn ollama_url_from(ollama_host: Option<&str>) -> String {
+    let Some(raw) = ollama_host.map(str::trim).filter(|h| !h.is_empty()) else {
+        return OLLAMA_URL.to_string();
+    };
+    let with_scheme = if raw.contains("://") { raw.to_string() } else { format!("http://{raw}") };
+    let Ok(mut url) = reqwest::Url::parse(&with_scheme) else {
+        return OLLAMA_URL.to_string();
+    };
+    if matches!(url.host_str(), Some("0.0.0.0") | Some("[::]") | Some("::")) {
+        let _ = url.set_host(Some("127.0.0.1"));
+    }
+    if url.port().is_none() && url.scheme() == "http" && !raw.contains("://") {
+        let _ = url.set_port(Some(11434));
+    }
+    url.as_str().trim_end_matches('/').to_string()
 }
 
 /// [`detect`] with the default locations given, so tests point it at their own servers. All
@@ -601,6 +621,15 @@ fn parse_lmstudio_models(body: &Value) -> Option<Vec<LmStudioModel>> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn ollama_host_is_honoured() {
+        assert_eq!(ollama_url_from(None), OLLAMA_URL);
+        assert_eq!(ollama_url_from(Some("")), OLLAMA_URL);
+        assert_eq!(ollama_url_from(Some("127.0.0.1:5000")), "http://127.0.0.1:5000");
+        assert_eq!(ollama_url_from(Some("0.0.0.0")), "http://127.0.0.1:11434");
+        assert_eq!(ollama_url_from(Some("http://gpu-box:11434/")), "http://gpu-box:11434");
+    }
     use serde_json::json;
 
     #[test]
