@@ -207,7 +207,7 @@ async fn health_participants_and_leave_have_the_seed_shapes() {
     let list = body["participants"].as_array().unwrap_or_else(|| panic!("{body}"));
     assert_eq!(list.len(), 1);
     assert_participant(&list[0], "uuid-1", "Alice", "llama3", "http://192.168.1.50:11434");
-    assert_eq!(list[0]["specs"], json!({"gpu": "RTX 4090", "vram": 24.0}));
+    assert_eq!(list[0]["specs"], json!({"gpu": "RTX 4090", "vram": 24}), "as the seed shows it");
     assert_eq!(list[0]["config"]["temperature"].as_f64(), Some(0.7));
     assert_eq!(list[0]["lastSeen"], last_seen);
 

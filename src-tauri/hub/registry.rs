@@ -94,6 +94,25 @@ pub struct ParticipantRecord {
     offline_since: Option<u64>,
     /// Requests being served now; `status` is `busy` while this equals `max_concurrency`.
     pub in_flight: u32,
+    /// `public` as JSON, redone on every change of it: listing 10,000 participants then copies
+    /// bytes under the lock instead of serializing them there.
+    json: bytes::Bytes,
+}
+
+impl ParticipantRecord {
+    fn new(public: Participant, config: RuntimeConfig) -> Self {
+        let mut record =
+            ParticipantRecord { public, config, offline_since: None, in_flight: 0, json: bytes::Bytes::new() };
+        record.refresh();
+        record
+    }
+
+    /// Re-encodes the cached JSON; called after every change of `public`.
+    fn refresh(&mut self) {
+        self.json = serde_json::to_vec(&self.public)
+            .map(bytes::Bytes::from)
+            .unwrap_or_else(|_| bytes::Bytes::from_static(b"null"));
+    }
 }
 
 struct RoomRecord {
@@ -333,11 +352,12 @@ impl Registry {
                 p.updated_at = now;
                 existing.config = reg.config;
                 existing.offline_since = None;
+                existing.refresh();
                 existing.clone()
             }
             None => {
-                let record = ParticipantRecord {
-                    public: Participant {
+                let record = ParticipantRecord::new(
+                    Participant {
                         id: id.to_string(),
                         nickname: reg.nickname,
                         model: reg.model,
@@ -353,10 +373,8 @@ impl Registry {
                         max_concurrency: reg.max_concurrency.unwrap_or(1),
                         loaded_models: reg.loaded_models.unwrap_or_default(),
                     },
-                    config: reg.config,
-                    offline_since: None,
-                    in_flight: 0,
-                };
+                    reg.config,
+                );
                 room.participants.insert(id.to_string(), record.clone());
                 room.empty_since = None;
                 record
@@ -402,7 +420,10 @@ impl Registry {
         let result = HeartbeatResult { success: true, status: p.status, last_seen: now };
         if changed {
             p.updated_at = now;
-            let public = p.clone();
+        }
+        record.refresh();
+        if changed {
+            let public = record.public.clone();
             self.inner.bus.publish(code, EventKind::ParticipantUpdated(public));
             self.dispatch_locked(&mut state, code);
         }
@@ -435,20 +456,24 @@ impl Registry {
         Ok(room.participants.values().map(|r| r.public.clone()).collect())
     }
 
-    /// The room's participants as a JSON array, serialized straight from the registry (no copies:
-    /// a room of 10,000 is listed in a few milliseconds).
+    /// The room's participants as a JSON array. Only the cached encodings are copied under the
+    /// lock (reference counts, not bytes), and the array is assembled after it is released, so a
+    /// room of 10,000 lists in a few milliseconds without holding up anyone else.
     pub fn participants_json(&self, code: &str) -> Result<Vec<u8>, HubError> {
-        let state = self.state();
-        let room = state.rooms.get(code).ok_or_else(|| not_found(code))?;
-        let mut out = Vec::with_capacity(64 + room.participants.len() * 420);
-        let mut ser = serde_json::Serializer::new(&mut out);
-        use serde::ser::{SerializeSeq, Serializer as _};
-        let mut seq =
-            (&mut ser).serialize_seq(Some(room.participants.len())).map_err(|e| HubError::Internal(e.to_string()))?;
-        for record in room.participants.values() {
-            seq.serialize_element(&record.public).map_err(|e| HubError::Internal(e.to_string()))?;
+        let pieces: Vec<bytes::Bytes> = {
+            let state = self.state();
+            let room = state.rooms.get(code).ok_or_else(|| not_found(code))?;
+            room.participants.values().map(|r| r.json.clone()).collect()
+        };
+        let mut out = Vec::with_capacity(2 + pieces.iter().map(|p| p.len() + 1).sum::<usize>());
+        out.push(b'[');
+        for (i, piece) in pieces.iter().enumerate() {
+            if i > 0 {
+                out.push(b',');
+            }
+            out.extend_from_slice(piece);
         }
-        seq.end().map_err(|e| HubError::Internal(e.to_string()))?;
+        out.push(b']');
         Ok(out)
     }
 
@@ -495,6 +520,7 @@ impl Registry {
                         p.status = ParticipantStatus::Offline;
                         p.updated_at = now;
                         record.offline_since = Some(now);
+                        record.refresh();
                         report.went_offline += 1;
                         self.inner.bus.publish(code, EventKind::ParticipantOffline { participant_id: id.clone() });
                     }
@@ -773,6 +799,7 @@ impl Registry {
             if r.public.status != status && r.public.status != ParticipantStatus::Offline {
                 r.public.status = status;
                 r.public.updated_at = now_ms();
+                r.refresh();
                 self.inner.bus.publish(code, EventKind::ParticipantUpdated(r.public.clone()));
             }
             snapshot = Some(r.clone());
@@ -780,12 +807,9 @@ impl Registry {
         // `choose` only names participants that exist, under the same lock, so the snapshot is
         // always there; an unarmed slot is the harmless answer if that ever changes.
         let armed = snapshot.is_some();
-        let participant = Arc::new(snapshot.unwrap_or_else(|| ParticipantRecord {
-            public: placeholder_participant(id),
-            config: RuntimeConfig::default(),
-            offline_since: None,
-            in_flight: 0,
-        }));
+        let participant = Arc::new(
+            snapshot.unwrap_or_else(|| ParticipantRecord::new(placeholder_participant(id), RuntimeConfig::default())),
+        );
         Slot { registry: self.clone(), code: code.to_string(), participant, armed }
     }
 
@@ -802,6 +826,7 @@ impl Registry {
             if r.public.status == ParticipantStatus::Busy && status != ParticipantStatus::Busy {
                 r.public.status = status;
                 r.public.updated_at = now_ms();
+                r.refresh();
                 self.inner.bus.publish(code, EventKind::ParticipantUpdated(r.public.clone()));
             }
         }
@@ -859,6 +884,7 @@ impl Registry {
             r.public.connection.last_tunnel_seen_at = Some(now);
         }
         r.public.updated_at = now;
+        r.refresh();
         let public = r.public.clone();
         self.inner.bus.publish(code, EventKind::ParticipantUpdated(public));
         self.dispatch_locked(&mut state, code);
@@ -869,6 +895,7 @@ impl Registry {
         let mut state = self.state();
         if let Some(r) = state.rooms.get_mut(code).and_then(|room| room.participants.get_mut(id)) {
             r.public.connection.last_tunnel_seen_at = Some(now_ms());
+            r.refresh();
         }
     }
 
@@ -877,6 +904,7 @@ impl Registry {
         let mut state = self.state();
         if let Some(r) = state.rooms.get_mut(code).and_then(|room| room.participants.get_mut(id)) {
             r.public.capabilities = capabilities;
+            r.refresh();
         }
     }
 }
@@ -933,6 +961,48 @@ mod tests {
             endpoint: "http://localhost:11434".into(),
             ..Registration::default()
         }
+    }
+
+    /// Every operation that changes a participant must leave its cached JSON equal to a fresh
+    /// encoding, or listings would show stale participants.
+    fn assert_cache_fresh(r: &Registry, code: &str) {
+        let listed: serde_json::Value = serde_json::from_slice(&r.participants_json(code).unwrap()).unwrap();
+        let fresh = serde_json::to_value(r.participants(code).unwrap()).unwrap();
+        assert_eq!(listed, fresh);
+    }
+
+    #[test]
+    fn the_cached_listing_follows_every_change() {
+        let r = registry(100, 200, None);
+        let code = r.create_room("x".into(), None, None).room.code;
+        r.upsert(&code, "w1", reg("A"), ConnectionKind::Tunnel).unwrap();
+        r.upsert(&code, "w2", reg("B"), ConnectionKind::Direct).unwrap();
+        assert_cache_fresh(&r, &code);
+        r.upsert(&code, "w1", Registration { max_concurrency: Some(2), ..reg("A2") }, ConnectionKind::Tunnel).unwrap();
+        assert_cache_fresh(&r, &code);
+        r.set_tunnel(&code, "w1", true);
+        assert_cache_fresh(&r, &code);
+        r.touch_tunnel(&code, "w1");
+        assert_cache_fresh(&r, &code);
+        let slot = r.try_acquire(&code, &Selector::Named("w2".into()), &[]).unwrap();
+        assert_eq!(r.participant(&code, "w2").unwrap().public.status, ParticipantStatus::Busy);
+        assert_cache_fresh(&r, &code);
+        drop(slot);
+        assert_cache_fresh(&r, &code);
+        r.set_capabilities(
+            &code,
+            "w1",
+            Capabilities { open_responses: crate::protocol::Capability::Unsupported, ..Default::default() },
+        );
+        assert_cache_fresh(&r, &code);
+        let t = r.participant(&code, "w2").unwrap().public.last_seen;
+        r.sweep(t + 150);
+        assert_eq!(r.participant(&code, "w2").unwrap().public.status, ParticipantStatus::Offline);
+        assert_cache_fresh(&r, &code);
+        r.heartbeat(&code, "w2", Some(vec![LoadedModel { name: "m".into(), ..Default::default() }])).unwrap();
+        assert_cache_fresh(&r, &code);
+        r.leave(&code, "w1").unwrap();
+        assert_cache_fresh(&r, &code);
     }
 
     #[test]

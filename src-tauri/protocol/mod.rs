@@ -25,6 +25,20 @@ pub fn now_ms() -> u64 {
     std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map(|d| d.as_millis() as u64).unwrap_or(0)
 }
 
+/// Numbers people typed as whole numbers (`"vram": 24`, `"temperature": 1`) go back out as whole
+/// numbers, not `24.0`, so answers read like the requests and the seed's examples.
+pub mod number {
+    use serde::Serializer;
+
+    pub fn opt<S: Serializer>(value: &Option<f64>, s: S) -> Result<S::Ok, S::Error> {
+        match value {
+            Some(v) if v.fract() == 0.0 && v.abs() < 9_007_199_254_740_992.0 => s.serialize_i64(*v as i64),
+            Some(v) => s.serialize_f64(*v),
+            None => s.serialize_none(),
+        }
+    }
+}
+
 /// `stop` is a string or a list of strings in OpenAI's API; both are kept as given.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(untagged)]
@@ -38,17 +52,17 @@ pub enum Stop {
 #[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case")]
 pub struct RuntimeConfig {
-    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[serde(default, skip_serializing_if = "Option::is_none", serialize_with = "number::opt")]
     pub temperature: Option<f64>,
-    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[serde(default, skip_serializing_if = "Option::is_none", serialize_with = "number::opt")]
     pub top_p: Option<f64>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub max_tokens: Option<u64>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub stop: Option<Stop>,
-    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[serde(default, skip_serializing_if = "Option::is_none", serialize_with = "number::opt")]
     pub frequency_penalty: Option<f64>,
-    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[serde(default, skip_serializing_if = "Option::is_none", serialize_with = "number::opt")]
     pub presence_penalty: Option<f64>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub seed: Option<i64>,
@@ -75,17 +89,17 @@ impl RuntimeConfig {
 /// Public form of [`RuntimeConfig`].
 #[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
 pub struct PublicRuntimeConfig {
-    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[serde(default, skip_serializing_if = "Option::is_none", serialize_with = "number::opt")]
     pub temperature: Option<f64>,
-    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[serde(default, skip_serializing_if = "Option::is_none", serialize_with = "number::opt")]
     pub top_p: Option<f64>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub max_tokens: Option<u64>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub stop: Option<Stop>,
-    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[serde(default, skip_serializing_if = "Option::is_none", serialize_with = "number::opt")]
     pub frequency_penalty: Option<f64>,
-    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[serde(default, skip_serializing_if = "Option::is_none", serialize_with = "number::opt")]
     pub presence_penalty: Option<f64>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub seed: Option<i64>,
@@ -97,7 +111,7 @@ pub struct PublicRuntimeConfig {
 #[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
 pub struct GpuSpec {
     pub name: String,
-    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[serde(default, skip_serializing_if = "Option::is_none", serialize_with = "number::opt")]
     pub vram: Option<f64>,
 }
 
@@ -108,9 +122,9 @@ pub struct GpuSpec {
 pub struct MachineSpecs {
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub gpu: Option<String>,
-    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[serde(default, skip_serializing_if = "Option::is_none", serialize_with = "number::opt")]
     pub vram: Option<f64>,
-    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[serde(default, skip_serializing_if = "Option::is_none", serialize_with = "number::opt")]
     pub ram: Option<f64>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub cpu: Option<String>,
@@ -181,9 +195,9 @@ impl ParticipantStatus {
 #[serde(rename_all = "camelCase")]
 pub struct LoadedModel {
     pub name: String,
-    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[serde(default, skip_serializing_if = "Option::is_none", serialize_with = "number::opt")]
     pub vram: Option<f64>,
-    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[serde(default, skip_serializing_if = "Option::is_none", serialize_with = "number::opt")]
     pub size: Option<f64>,
 }
 
@@ -395,5 +409,18 @@ mod tests {
         assert_eq!(v["connection"]["kind"], "tunnel");
         let back: Participant = serde_json::from_value(v).unwrap();
         assert_eq!(back, p);
+    }
+}
+
+#[cfg(test)]
+mod number_tests {
+    use super::*;
+
+    #[test]
+    fn whole_numbers_stay_whole_on_the_wire() {
+        let specs = MachineSpecs { vram: Some(24.0), ram: Some(15.5), ..Default::default() };
+        assert_eq!(serde_json::to_string(&specs).unwrap(), r#"{"vram":24,"ram":15.5}"#);
+        let config = RuntimeConfig { temperature: Some(0.7), top_p: Some(1.0), ..Default::default() };
+        assert_eq!(serde_json::to_value(&config).unwrap(), serde_json::json!({"temperature": 0.7, "top_p": 1}));
     }
 }
