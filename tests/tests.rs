@@ -19,4 +19,5 @@ mod secrets;
 mod specs;
 mod state;
 mod tunnel;
+mod ui;
 mod v1;
