@@ -62,6 +62,13 @@ pub struct ServeArgs {
     /// Longest silence inside a streamed answer before it is ended with an error.
     #[arg(long, value_name = "DURATION", default_value = "60s", value_parser = parse_duration)]
     pub idle_timeout: Duration,
+    /// Advertise the hub on the LAN over mDNS (_gambi._tcp.local.), so `gambi discover` and the
+    /// desktop app find it.
+    #[arg(long)]
+    pub mdns: bool,
+    /// The hub's name shown to people discovering it (default: this machine's host name).
+    #[arg(long, value_name = "NAME")]
+    pub name: Option<String>,
 }
 
 impl ServeArgs {
@@ -134,7 +141,30 @@ pub async fn run(args: ServeArgs) -> anyhow::Result<()> {
         tracing::info!("shutting down");
         trigger.cancel();
     });
-    hub.serve(listener, shutdown).await?;
+    let advertiser = if args.mdns {
+        let options =
+            crate::discovery::AdvertiseOptions { name: args.name.clone(), listen: local.ip(), ..Default::default() };
+        let advertiser = crate::discovery::Advertiser::start(&hub, local.port(), options)
+            .context("cannot advertise the hub on the LAN (mDNS)")?;
+        crate::cli::output::line(&format!("Advertised on the LAN as {}", advertiser.instance()));
+        Some(advertiser)
+    } else {
+        None
+    };
+    // The advertisement goes as soon as shutdown begins (browsers drop the hub at once), not
+    // after the grace period for in-flight requests; a hub that stops on its own withdraws too.
+    let withdraw = async {
+        if let Some(advertiser) = advertiser {
+            advertiser.shutdown_when(shutdown.clone()).await;
+        }
+    };
+    let serving = async {
+        let result = hub.serve(listener, shutdown.clone()).await;
+        shutdown.cancel();
+        result
+    };
+    let (result, ()) = tokio::join!(serving, withdraw);
+    result?;
     tracing::info!("hub stopped");
     Ok(())
 }
