@@ -688,3 +688,74 @@ fn service_types_are_validated_up_front() {
     let error = browse(BrowseOptions::new("no-underscore._tcp.local.")).err().unwrap();
     assert!(error.to_string().contains("must start with _"), "{error}");
 }
+
+// ---------------------------------------------------------------------------------------------
+// Acceptance 3: the CLI finds hubs and rooms over mDNS.
+
+/// A fake model server inside a lab host, until its stdin closes.
+#[tokio::test(flavor = "multi_thread")]
+async fn inner_provider() {
+    let Some(_orders) = orders("inner_provider") else { return };
+    let provider = crate::fake_provider::FakeProvider::start(crate::fake_provider::FakeOptions::default()).await;
+    emit(json!({ "event": "provider", "url": provider.url }));
+    // The outer test closes stdin (or kills this process) when it is done with the provider.
+    let _ = tokio::task::spawn_blocking(|| {
+        let mut sink = Vec::new();
+        let _ = std::io::stdin().read_to_end(&mut sink);
+    })
+    .await;
+    provider.stop().await;
+}
+
+#[test]
+fn gambi_discover_lists_the_hub_and_join_finds_the_rooms_hub_by_itself() {
+    let lab = Lab::new(2);
+    let (mut hub, _) = lab.hub(0, &["--mdns", "--name", "Lab Hub"]);
+    let (code, _) = lab.room(1, 0, "Discovered room");
+    hub.logged("mDNS TXT updated rooms=1", WAIT);
+
+    // `gambi discover` in the other host shows the hub and its room, as json and as a table.
+    let (status, out, err) = lab.run(1, BIN, &["discover", "--timeout", "3s", "--format", "json"]);
+    assert!(status.success(), "{err}");
+    let hubs: Value = serde_json::from_str(&out).unwrap_or_else(|e| panic!("not JSON ({e}): {out}"));
+    let found = hubs.as_array().unwrap().iter().find(|h| h["name"] == "Lab Hub").unwrap_or_else(|| panic!("{hubs}"));
+    assert_eq!(found["url"], Lab::url(0).as_str());
+    assert_eq!(found["rooms"][0]["code"], code.as_str());
+    let (status, text, err) = lab.run(1, BIN, &["discover", "--timeout", "3s", "--format", "text"]);
+    assert!(status.success(), "{err}");
+    assert!(text.contains("Lab Hub") && text.contains(&code) && text.contains("Discovered room"), "{text}");
+
+    // `participant join --room CODE` with no --hub and no GAMBI_HUB joins the right hub through mDNS.
+    let mut provider = lab.spawn_inner(1, "inner_provider", json!({ "test": "inner_provider" }));
+    let provider_url = provider.event(|v| v["event"] == "provider", WAIT)["url"].as_str().unwrap().to_string();
+    let mut join = lab.spawn(
+        1,
+        "join",
+        BIN,
+        &[
+            "participant",
+            "join",
+            "--room",
+            &code.to_lowercase(),
+            "--model",
+            "llama3",
+            "--endpoint",
+            &provider_url,
+            "--participant-id",
+            "lab-1",
+            "--format",
+            "text",
+        ],
+        &[],
+    );
+    join.line(|l| l.starts_with("Sharing llama3 in room"), WAIT);
+    join.logged(&format!("Found room {code} on Lab Hub at {}", Lab::url(0)), WAIT);
+    let (status, out, err) = lab.run(1, BIN, &["room", "get", &code, "--hub", &Lab::url(0), "--format", "json"]);
+    assert!(status.success(), "{err}");
+    let room: Value = serde_json::from_str(&out).unwrap();
+    assert_eq!(room["participantCount"], 1, "{room}");
+    join.signal("INT");
+    assert!(join.wait(WAIT).success(), "{}", join.report());
+    provider.close_stdin();
+    assert!(provider.wait(WAIT).success(), "{}", provider.report());
+}

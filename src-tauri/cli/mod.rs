@@ -5,6 +5,7 @@
 //! codes of the product: 0 success, 1 internal failure, 2 bad usage or 400, 3 hub unreachable or
 //! 401/403/503, 4 404/409.
 
+pub mod discover;
 pub mod events;
 pub mod output;
 pub mod participant;
@@ -53,6 +54,8 @@ pub enum Command {
     Events(EventsCommand),
     /// What this machine reports to a room: CPU, cores, RAM, OS, GPUs and VRAM.
     Specs(specs::SpecsArgs),
+    /// The Gambi hubs on this network and their rooms (mDNS).
+    Discover(discover::DiscoverArgs),
 }
 
 #[derive(Debug, Subcommand)]
@@ -203,6 +206,7 @@ async fn run(command: Option<Command>) -> Result<(), Failure> {
         Some(Command::Participant(ParticipantCommand::Heartbeat(args))) => participant::heartbeat(args).await,
         Some(Command::Events(EventsCommand::Watch(args))) => events::watch(args).await,
         Some(Command::Specs(args)) => specs::show(args).await,
+        Some(Command::Discover(args)) => discover::run(args).await,
         None => {
             eprintln!("This gambi was built without the desktop app. Run a hub with: gambi hub serve");
             Ok(())

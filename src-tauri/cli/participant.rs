@@ -206,8 +206,11 @@ async fn join_inner(args: JoinArgs) -> Result<(), Failure> {
     if (&mut signal).now_or_never().is_some() {
         return Ok(());
     }
-    let client = args.hub.client()?;
     let code = room_code(&args.room)?;
+    let client = match args.hub.hub {
+        Some(_) => args.hub.client()?,
+        None => find_hub(&code).await?,
+    };
     let share = args.share;
     let nickname = match &share.nickname {
         Some(given) => clean_nickname(given),
@@ -253,6 +256,32 @@ async fn join_inner(args: JoinArgs) -> Result<(), Failure> {
     } else {
         let room_checked = preflight(&client, &options).await?;
         run_supervised(&client, options, room_checked, &mut view, signal).await
+    }
+}
+
+/// The hub holding room `code` when no hub was named: the one on this machine if it has the room,
+/// else the one on the LAN that answers for it over mDNS. Says which it picked.
+async fn find_hub(code: &str) -> Result<HubClient, Failure> {
+    let local = HubClient::new(crate::cli::DEFAULT_HUB_URL)?.with_request_timeout(Duration::from_millis(800));
+    if local.get_room(code).await.is_ok() {
+        return Ok(local.with_request_timeout(crate::client::REQUEST_TIMEOUT));
+    }
+    eprintln!("Looking for room {code} on the LAN...");
+    match crate::discovery::find_room(code, Duration::from_secs(3), crate::discovery::SERVICE_TYPE).await {
+        Ok(Some((hub, _))) => {
+            eprintln!("Found room {code} on {} at {}.", output::sanitize(&hub.name), output::sanitize(&hub.url));
+            Ok(HubClient::new(&hub.url)?)
+        }
+        Ok(None) => Err(Failure::message(
+            4,
+            format!("No hub on this machine or this network holds room {code}."),
+            Some("Check the code, or pass the hub's address with --hub (or GAMBI_HUB).".into()),
+        )),
+        Err(e) => Err(Failure::message(
+            3,
+            format!("Can't look for hubs on this network: {e}"),
+            Some("Pass the hub's address with --hub (or GAMBI_HUB).".into()),
+        )),
     }
 }
 
