@@ -710,7 +710,7 @@ async fn inner_provider() {
 #[test]
 fn gambi_discover_lists_the_hub_and_join_finds_the_rooms_hub_by_itself() {
     let lab = Lab::new(2);
-    let (mut hub, _) = lab.hub(0, &["--mdns", "--name", "Lab Hub"]);
+    let (hub, _) = lab.hub(0, &["--mdns", "--name", "Lab Hub"]);
     let (code, _) = lab.room(1, 0, "Discovered room");
     hub.logged("mDNS TXT updated rooms=1", WAIT);
 
