@@ -188,6 +188,10 @@ impl FakeProvider {
         let app = router(state.clone());
         let shutdown = state.shutdown.clone();
         let task = tokio::spawn(async move {
+            // Like real model servers (Ollama sets it), no Nagle delay on small stream writes.
+            let listener = axum::serve::ListenerExt::tap_io(listener, |tcp: &mut tokio::net::TcpStream| {
+                let _ = tcp.set_nodelay(true);
+            });
             let _ = axum::serve(listener, app).with_graceful_shutdown(shutdown.cancelled_owned()).await;
         });
         FakeProvider { url, state, task: Some(task) }

@@ -254,6 +254,13 @@ impl Hub {
         });
         self.spawn_sweeper();
         let app = self.router().into_make_service_with_connect_info::<SocketAddr>();
+        // Answers and tunnel frames are many small writes: without TCP_NODELAY each waits on the
+        // peer's delayed ACK (~40 ms) instead of leaving at once.
+        let listener = axum::serve::ListenerExt::tap_io(listener, |tcp: &mut tokio::net::TcpStream| {
+            if let Err(e) = tcp.set_nodelay(true) {
+                tracing::debug!(error = %e, "TCP_NODELAY not set");
+            }
+        });
         let server = axum::serve(listener, app).with_graceful_shutdown(own.clone().cancelled_owned());
         let grace = self.inner.config.shutdown_grace;
         let result = tokio::select! {

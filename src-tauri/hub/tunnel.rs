@@ -204,7 +204,14 @@ pub async fn run(hub: Hub, code: String, id: String, socket: WebSocket) {
             tokio::select! {
                 biased;
                 message = outbox.recv() => match message {
-                    Some(m) => if sink.send(m).await.is_err() { break },
+                    Some(m) => {
+                        // Queue what is already waiting and flush once per burst.
+                        if sink.feed(m).await.is_err() { break }
+                        while let Ok(more) = outbox.try_recv() {
+                            if sink.feed(more).await.is_err() { break }
+                        }
+                        if sink.flush().await.is_err() { break }
+                    }
                     None => break,
                 },
                 _ = closed.cancelled() => {

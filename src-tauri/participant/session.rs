@@ -212,8 +212,12 @@ impl ParticipantSession {
         let others: Vec<(String, String)> =
             url.query_pairs().filter(|(k, _)| k != "token").map(|(k, v)| (k.into_owned(), v.into_owned())).collect();
         url.query_pairs_mut().clear().extend_pairs(others).append_pair("token", &registered.tunnel.token);
-        let connected =
-            tokio::time::timeout(Duration::from_secs(10), tokio_tungstenite::connect_async(url.as_str())).await;
+        // TCP_NODELAY: answers go back as many small frames that must not wait on delayed ACKs.
+        let connected = tokio::time::timeout(
+            Duration::from_secs(10),
+            tokio_tungstenite::connect_async_with_config(url.as_str(), None, true),
+        )
+        .await;
         let (socket, _) = match connected {
             Ok(Ok(s)) => s,
             Ok(Err(e)) => return Err(SessionError::Tunnel(e.to_string())),
@@ -236,7 +240,14 @@ impl ParticipantSession {
                     tokio::select! {
                         biased;
                         m = outbox.recv() => match m {
-                            Some(text) => if sink.send(Message::Text(text.into())).await.is_err() { break },
+                            Some(text) => {
+                                // Queue what is already waiting and flush once per burst.
+                                if sink.feed(Message::Text(text.into())).await.is_err() { break }
+                                while let Ok(more) = outbox.try_recv() {
+                                    if sink.feed(Message::Text(more.into())).await.is_err() { break }
+                                }
+                                if sink.flush().await.is_err() { break }
+                            }
                             None => break,
                         },
                         _ = stop.cancelled() => break,

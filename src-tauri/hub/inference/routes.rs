@@ -15,6 +15,7 @@ use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
 use axum::{Json, Router};
 use bytes::Bytes;
+use futures_util::FutureExt as _;
 use serde_json::{json, Map, Value};
 
 use crate::hub::body::read_json;
@@ -479,8 +480,18 @@ struct Relay {
 impl Relay {
     async fn next(mut self) -> Option<(std::result::Result<Bytes, Infallible>, Relay)> {
         loop {
-            if let Some(b) = self.pending.pop_front() {
-                return Some((Ok(b), self));
+            if !self.pending.is_empty() {
+                // Everything ready goes out as one write, not one syscall per SSE frame.
+                let out = if self.pending.len() == 1 {
+                    self.pending.pop_front().unwrap_or_default()
+                } else {
+                    let mut joined = bytes::BytesMut::with_capacity(self.pending.iter().map(Bytes::len).sum());
+                    for b in self.pending.drain(..) {
+                        joined.extend_from_slice(&b);
+                    }
+                    joined.freeze()
+                };
+                return Some((Ok(out), self));
             }
             if self.done {
                 return None;
@@ -496,6 +507,21 @@ impl Relay {
                 Ok(Some(bytes)) => {
                     self.first_byte.get_or_insert_with(Instant::now);
                     self.take(bytes);
+                    // Gather what has already arrived behind it.
+                    for _ in 0..256 {
+                        match self.upstream.next_chunk().now_or_never() {
+                            Some(Ok(Some(more))) => self.take(more),
+                            Some(Ok(None)) => {
+                                self.finish();
+                                break;
+                            }
+                            Some(Err(e)) => {
+                                self.fail(e);
+                                break;
+                            }
+                            None => break,
+                        }
+                    }
                 }
                 Ok(None) => self.finish(),
                 Err(e) => self.fail(e),
