@@ -16,6 +16,7 @@ pub mod routes;
 pub mod sse;
 pub mod state_file;
 pub mod tunnel;
+pub mod ui;
 pub mod validate;
 
 use std::net::SocketAddr;

@@ -1,0 +1,409 @@
+// How the UI talks to its backend. The rest of the UI imports only this module.
+//
+// Two implementations of one interface:
+// - inside the desktop app (`window.__TAURI__` or `window.__TAURI_INTERNALS__` present): Tauri
+//   commands and events, answered by the app's embedded hub, share and discovery;
+// - in a plain browser: the hub's HTTP API on the same origin (`/v1/...`) and its SSE stream.
+//
+// ---------------------------------------------------------------------------------------------
+// The contract for the desktop shell. Each command is called as `invoke(name, args)`; argument
+// names are camelCase on this side (Tauri maps them to snake_case Rust parameters). A command
+// that fails rejects with a plain sentence (a string) that the UI shows as is, or with
+// `{ message, hint? }`.
+//
+//   command            args                                         resolves to
+//   -----------------  -------------------------------------------  ------------------------------
+//   capabilities       —                                            { share: bool, discovery: bool, settings: bool }
+//   hub_info           —                                            { url: string|null, state: "running"|"loopback"|"off", version?: string }
+//                                                                    url = the address other machines use (http://192.168.1.20:3000)
+//   hub_health         —                                            { status: "ok", timestamp: ms, version?: string }
+//   list_rooms         —                                            RoomSummary[]   (as GET /v1/rooms `data`)
+//   create_room        { name: string, password: string|null }     { room: RoomSummary, hostId, hostToken }
+//   get_room           { code }                                     RoomSummary
+//   list_participants  { code }                                     Participant[]   (as GET /v1/rooms/:code/participants `data`)
+//   delete_room        { code, hostToken }                          { success: true }
+//   subscribe_room     { code }                                     null — starts emitting "room-event" for that room
+//   unsubscribe_room   { code }                                     null
+//   share_status       —                                            ShareStatus
+//   local_models       —                                            { provider: { kind: "ollama"|"lmstudio"|"openai", url } | null,
+//                                                                      models: [{ name, loaded: bool, vram?: GiB, size?: GiB }] }
+//   start_share        { hub: string|null, code, password: string|null, nickname, model }
+//                                                                   ShareStatus     (hub null = this app's own hub)
+//   stop_share         —                                            ShareStatus
+//   discovered_hubs    —                                            [{ url, name?, version?, rooms: RoomSummary[] }]
+//   get_settings       —                                            Settings
+//   save_settings      { settings: Settings }                       Settings
+//
+// Events the shell emits (Tauri `emit`, any target):
+//   "room-event"    payload { id?: number, type, timestamp, roomCode, data }   — the /v1 SSE envelope,
+//                   plus "connected" when forwarding starts and "stream.lagged" when events were lost
+//   "share-status"  payload ShareStatus, whenever it changes
+//
+// ShareStatus = { state: "off"|"starting"|"live"|"reconnecting"|"error", hub?: url, code?: string,
+//                 roomName?: string, model?: string, participantId?: string, message?: sentence }
+// Settings    = { nickname, providerEndpoint: string|null, preferredModel: string|null,
+//                 hubExposure: "lan"|"loopback"|"off", hubPort: number, notifications: bool,
+//                 shareOnStart: bool }
+// RoomSummary and Participant are the hub's public forms (shared/spec/PROTOCOL.md).
+// ---------------------------------------------------------------------------------------------
+
+/** An error the UI can show: `message` is a sentence, `hint` says what to do. */
+export class BackendError extends Error {
+  constructor(message, { hint = null, code = null, status = null } = {}) {
+    super(message);
+    this.name = "BackendError";
+    this.hint = hint;
+    this.code = code;
+    this.status = status;
+  }
+}
+
+const tauriGlobal = typeof window !== "undefined" ? window.__TAURI__ : undefined;
+const tauriInternals = typeof window !== "undefined" ? window.__TAURI_INTERNALS__ : undefined;
+
+/** "tauri" inside the desktop app, "http" in a plain browser. */
+export const kind = tauriGlobal || tauriInternals ? "tauri" : "http";
+
+// ---- Tauri ------------------------------------------------------------------------------------
+
+function tauriError(err) {
+  if (err instanceof BackendError) return err;
+  if (typeof err === "string") return new BackendError(err);
+  if (err && typeof err.message === "string") return new BackendError(err.message, { hint: err.hint || null });
+  return new BackendError("The app couldn't do that. Try again, or restart Gambi.");
+}
+
+async function invoke(command, args) {
+  const call = (tauriGlobal && tauriGlobal.core && tauriGlobal.core.invoke) || (tauriInternals && tauriInternals.invoke);
+  if (!call) throw new BackendError("The app's backend isn't available. Restart Gambi.");
+  try {
+    return await call(command, args || {});
+  } catch (err) {
+    throw tauriError(err);
+  }
+}
+
+/** Listens to a Tauri event; resolves to a function that stops listening. */
+async function listen(event, handler) {
+  if (tauriGlobal && tauriGlobal.event && tauriGlobal.event.listen) {
+    return tauriGlobal.event.listen(event, (e) => handler(e.payload));
+  }
+  // Without `withGlobalTauri`, do what @tauri-apps/api's `listen` does.
+  const id = tauriInternals.transformCallback((e) => handler(e.payload));
+  const eventId = await invoke("plugin:event|listen", { event, target: { kind: "Any" }, handler: id });
+  return async () => {
+    const internals = window.__TAURI_EVENT_PLUGIN_INTERNALS__;
+    if (internals && internals.unregisterListener) internals.unregisterListener(event, eventId);
+    await invoke("plugin:event|unlisten", { event, eventId });
+  };
+}
+
+const tauri = {
+  capabilities: () => invoke("capabilities"),
+  hubInfo: () => invoke("hub_info"),
+  health: () => invoke("hub_health"),
+  listRooms: () => invoke("list_rooms"),
+  createRoom: ({ name, password }) => invoke("create_room", { name, password: password || null }),
+  getRoom: (code) => invoke("get_room", { code }),
+  listParticipants: (code) => invoke("list_participants", { code }),
+  deleteRoom: (code, hostToken) => invoke("delete_room", { code, hostToken }),
+  subscribe(code, onEvent, onState = () => {}) {
+    let stopped = false;
+    let unlisten = null;
+    onState("connecting");
+    listen("room-event", (payload) => {
+      if (stopped || !payload || String(payload.roomCode || "").toUpperCase() !== code) return;
+      if (payload.type === "connected") onState("live");
+      onEvent(payload);
+    })
+      .then((stop) => {
+        unlisten = stop;
+        if (stopped) stop();
+        return invoke("subscribe_room", { code });
+      })
+      .then(() => {
+        if (!stopped) onState("live");
+      })
+      .catch(() => {
+        if (!stopped) onState("closed");
+      });
+    return () => {
+      stopped = true;
+      if (unlisten) unlisten();
+      invoke("unsubscribe_room", { code }).catch(() => {});
+    };
+  },
+  shareStatus: () => invoke("share_status"),
+  localModels: () => invoke("local_models"),
+  startShare: ({ hub = null, code, password = null, nickname, model }) =>
+    invoke("start_share", { hub, code, password: password || null, nickname, model }),
+  stopShare: () => invoke("stop_share"),
+  onShareStatus(handler) {
+    let unlisten = null;
+    let stopped = false;
+    listen("share-status", handler).then((stop) => {
+      unlisten = stop;
+      if (stopped) stop();
+    });
+    return () => {
+      stopped = true;
+      if (unlisten) unlisten();
+    };
+  },
+  discoveredHubs: () => invoke("discovered_hubs"),
+  getSettings: () => invoke("get_settings"),
+  saveSettings: (settings) => invoke("save_settings", { settings }),
+};
+
+// ---- Plain browser: the hub's HTTP API --------------------------------------------------------
+
+const UNREACHABLE = () =>
+  new BackendError("The hub isn't answering — is it still running?", {
+    hint: "Start it again (gambi hub serve), then reload this page.",
+    code: "HUB_UNREACHABLE",
+  });
+
+// The sentence for each /v1 error code the UI can meet; the envelope's own message and hint fill in
+// the rest. `code` is the room the request was about, if any.
+function friendly(errorBody, status, code) {
+  const e = (errorBody && errorBody.error) || {};
+  const hubCode = typeof e.code === "string" ? e.code : null;
+  const message = typeof e.message === "string" ? e.message : null;
+  const hint = typeof e.hint === "string" ? e.hint : null;
+  switch (hubCode) {
+    case "ROOM_NOT_FOUND":
+      return new BackendError(code ? `Room ${code} isn't on this hub — check the code.` : "That room isn't on this hub — check the code.", {
+        hint: "Room codes are 6 letters and digits, like K7QX2M. The room may also have been deleted.",
+        code: hubCode,
+        status,
+      });
+    case "INVALID_PASSWORD":
+      return new BackendError("Wrong password.", { hint: hint || "Ask the room's host for the password.", code: hubCode, status });
+    case "INVALID_HOST_TOKEN":
+    case "HOST_TOKEN_REQUIRED":
+      return new BackendError("Only the room's host can delete it, and this browser doesn't hold its host token.", {
+        hint,
+        code: hubCode,
+        status,
+      });
+    default:
+      break;
+  }
+  if (message) return new BackendError(message, { hint, code: hubCode, status });
+  if (status >= 500) {
+    return new BackendError("The hub ran into a problem.", { hint: "Try again in a moment; if it keeps happening, restart the hub.", status });
+  }
+  return new BackendError("The hub refused that request.", { hint: "Reload the page and try again.", status });
+}
+
+async function request(method, path, { body, headers, code } = {}) {
+  let response;
+  try {
+    response = await fetch(path, {
+      method,
+      headers: { Accept: "application/json", ...(body !== undefined ? { "Content-Type": "application/json" } : {}), ...headers },
+      body: body !== undefined ? JSON.stringify(body) : undefined,
+      cache: "no-store",
+    });
+  } catch {
+    throw UNREACHABLE();
+  }
+  let json = null;
+  try {
+    json = await response.json();
+  } catch {
+    json = null;
+  }
+  if (!response.ok) {
+    // A proxy or a dead upstream answers 502/503/504 without the hub's envelope.
+    if (!json && [502, 503, 504].includes(response.status)) throw UNREACHABLE();
+    throw friendly(json, response.status, code);
+  }
+  if (!json || !("data" in json)) throw new BackendError("The hub sent an answer this page doesn't understand.", { hint: "Reload the page." });
+  return json.data;
+}
+
+const roomPath = (code) => `v1/rooms/${encodeURIComponent(code)}`;
+
+// Relative paths ("v1/rooms", not "/v1/rooms"), resolved against the page: the UI works whatever
+// host name or address the hub was reached by.
+const V1_EVENT_TYPES = [
+  "connected",
+  "room.created",
+  "participant.joined",
+  "participant.updated",
+  "participant.left",
+  "participant.offline",
+  "llm.request",
+  "llm.complete",
+  "llm.error",
+  "stream.lagged",
+];
+
+const http = {
+  async capabilities() {
+    return { share: false, discovery: false, settings: false };
+  },
+  async hubInfo() {
+    return { url: window.location.origin, state: "running" };
+  },
+  health: () => request("GET", "v1/health"),
+  listRooms: () => request("GET", "v1/rooms"),
+  createRoom: ({ name, password }) => request("POST", "v1/rooms", { body: password ? { name, password } : { name } }),
+  getRoom: (code) => request("GET", roomPath(code), { code }),
+  listParticipants: (code) => request("GET", `${roomPath(code)}/participants`, { code }),
+  deleteRoom: (code, hostToken) =>
+    request("DELETE", roomPath(code), { code, headers: { Authorization: `Bearer ${hostToken}` } }),
+  subscribe(code, onEvent, onState = () => {}) {
+    // EventSource reconnects by itself and sends Last-Event-ID, so the hub replays what was missed.
+    // When the browser gives up (the hub answered an error, e.g. the room is gone), try again
+    // later with a fresh stream and let the caller know it should reload its state.
+    let source = null;
+    let stopped = false;
+    let retry = null;
+    const open = () => {
+      if (stopped) return;
+      onState("connecting");
+      source = new EventSource(`${roomPath(code)}/events`);
+      for (const type of V1_EVENT_TYPES) {
+        source.addEventListener(type, (message) => {
+          let payload;
+          try {
+            payload = JSON.parse(message.data);
+          } catch {
+            return;
+          }
+          if (!payload || typeof payload !== "object") return;
+          payload.id = message.lastEventId ? Number(message.lastEventId) : undefined;
+          if (type === "connected") onState("live");
+          onEvent(payload);
+        });
+      }
+      source.addEventListener("error", () => {
+        if (stopped) return;
+        if (source.readyState === EventSource.CLOSED) {
+          onState("closed");
+          retry = setTimeout(open, 3000);
+        } else {
+          onState("reconnecting");
+        }
+      });
+    };
+    open();
+    return () => {
+      stopped = true;
+      clearTimeout(retry);
+      if (source) source.close();
+    };
+  },
+  async shareStatus() {
+    return { state: "off" };
+  },
+  async localModels() {
+    throw new BackendError("Only the Gambi desktop app can see this computer's model server.");
+  },
+  async startShare() {
+    throw new BackendError("Sharing needs the Gambi desktop app.", {
+      hint: "Or run gambi participant join on the computer whose model you want to share.",
+    });
+  },
+  async stopShare() {
+    return { state: "off" };
+  },
+  onShareStatus() {
+    return () => {};
+  },
+  async discoveredHubs() {
+    return [];
+  },
+  async getSettings() {
+    throw new BackendError("Settings belong to the Gambi desktop app.");
+  },
+  async saveSettings() {
+    throw new BackendError("Settings belong to the Gambi desktop app.");
+  },
+};
+
+const impl = kind === "tauri" ? tauri : http;
+
+/** What this backend can do: `{ share, discovery, settings }` (all false in a browser). */
+export async function capabilities() {
+  try {
+    const caps = await impl.capabilities();
+    return { share: Boolean(caps && caps.share), discovery: Boolean(caps && caps.discovery), settings: Boolean(caps && caps.settings) };
+  } catch {
+    return { share: false, discovery: false, settings: false };
+  }
+}
+
+/** Where this hub is, for the addresses the UI hands out: `{ url, state, version? }`. */
+export const hubInfo = () => impl.hubInfo();
+/** `{ status: "ok", timestamp, version? }`, or a BackendError when the hub isn't answering. */
+export const health = () => impl.health();
+/** The rooms on this hub: RoomSummary[]. */
+export const listRooms = () => impl.listRooms();
+/** `{ room, hostId, hostToken }`. */
+export const createRoom = (args) => impl.createRoom(args);
+export const getRoom = (code) => impl.getRoom(normalizeCode(code));
+export const listParticipants = (code) => impl.listParticipants(normalizeCode(code));
+export const deleteRoom = (code, hostToken) => impl.deleteRoom(normalizeCode(code), hostToken);
+/**
+ * Follows a room's live events. `onEvent({ type, timestamp, roomCode, data, id })` for each event;
+ * `onState("connecting" | "live" | "reconnecting" | "closed")` as the link changes. Returns a
+ * function that stops following.
+ */
+export const subscribe = (code, onEvent, onState) => impl.subscribe(normalizeCode(code), onEvent, onState);
+export const shareStatus = () => impl.shareStatus();
+export const localModels = () => impl.localModels();
+export const startShare = (args) => impl.startShare({ ...args, code: normalizeCode(args.code) });
+export const stopShare = () => impl.stopShare();
+/** Calls `handler(ShareStatus)` on every change; returns a function that stops. */
+export const onShareStatus = (handler) => impl.onShareStatus(handler);
+export const discoveredHubs = () => impl.discoveredHubs();
+export const getSettings = () => impl.getSettings();
+export const saveSettings = (settings) => impl.saveSettings(settings);
+
+/** A room code as the hub writes it: upper case, no spaces. */
+export function normalizeCode(code) {
+  return String(code || "").replace(/\s+/g, "").toUpperCase();
+}
+
+/** True for something that can be a room code (6 letters or digits). */
+export function isRoomCode(code) {
+  return /^[A-Z0-9]{6}$/.test(normalizeCode(code));
+}
+
+/** Turns anything thrown into a BackendError with a sentence. */
+export function asError(err) {
+  if (err instanceof BackendError) return err;
+  if (err && typeof err.message === "string" && err.message) return new BackendError("Something went wrong in this page.", { hint: "Reload it and try again." });
+  return new BackendError("Something went wrong.", { hint: "Reload the page and try again." });
+}
+
+// The host token of rooms created in this tab, so the room page can offer "Delete room". Session
+// storage: it dies with the tab and never leaves this browser.
+const HOST_TOKEN_KEY = (code) => `gambi.hostToken.${normalizeCode(code)}`;
+
+export function rememberHostToken(code, token) {
+  try {
+    sessionStorage.setItem(HOST_TOKEN_KEY(code), token);
+  } catch {
+    // Storage disabled: the token is shown once anyway.
+  }
+}
+
+export function hostToken(code) {
+  try {
+    return sessionStorage.getItem(HOST_TOKEN_KEY(code));
+  } catch {
+    return null;
+  }
+}
+
+export function forgetHostToken(code) {
+  try {
+    sessionStorage.removeItem(HOST_TOKEN_KEY(code));
+  } catch {
+    // Nothing to forget.
+  }
+}

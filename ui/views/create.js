@@ -1,0 +1,191 @@
+// Create room: a name and an optional password, then everything to hand out — the code, an invite,
+// the OpenAI base URL and key — and, once, the host token that deletes the room.
+
+import * as backend from "../backend.js";
+import { announce, copyButton, copyField, el, errorBox, icon, replaceChildren } from "../dom.js";
+
+export function baseUrl(hubUrl, code) {
+  return `${(hubUrl || window.location.origin).replace(/\/+$/, "")}/rooms/${code}/v1`;
+}
+
+function inviteText(room, hubUrl) {
+  const hub = (hubUrl || window.location.origin).replace(/\/+$/, "");
+  return [
+    `Join my Gambi room "${room.name}".`,
+    `Room code: ${room.code}`,
+    `Hub: ${hub}`,
+    room.passwordProtected ? "Password: ask me for it" : null,
+    "",
+    `Share your model: gambi participant join --hub ${hub} --room ${room.code} --model <your model>${room.passwordProtected ? " --password <password>" : ""}`,
+    `Use the room from code: OpenAI base URL ${baseUrl(hub, room.code)}, model "*"`,
+  ]
+    .filter((line) => line !== null)
+    .join("\n");
+}
+
+function result(root, created, password, ctx) {
+  const room = created.room;
+  const hub = ctx.hub.url || window.location.origin;
+  if (created.hostToken) backend.rememberHostToken(room.code, created.hostToken);
+  const invite = inviteText(room, hub);
+  const inviteId = "invite-text";
+  const view = el(
+    "div",
+    { class: "stack" },
+    el(
+      "div",
+      { class: "page-head" },
+      el(
+        "div",
+        null,
+        el("h1", { class: "page-title", tabindex: "-1" }, "Room created"),
+        el("p", { class: "page-sub" }, `“${room.name}” is ready. Hand out its code; people share their models into it and call it like OpenAI.`),
+      ),
+    ),
+    el(
+      "section",
+      { class: "panel created", "aria-labelledby": "code-title" },
+      el("h2", { id: "code-title", class: "label" }, "Room code"),
+      el(
+        "div",
+        { class: "big-code-row" },
+        el("span", { class: "big-code mono", id: "created-code", dataset: { code: room.code } }, room.code),
+        room.passwordProtected ? el("span", { class: "lock", title: "Password protected" }, icon("lock"), "Password protected") : null,
+        copyButton(() => room.code, "room code", { small: false }),
+      ),
+      el(
+        "div",
+        { class: "field" },
+        el("label", { class: "label", for: inviteId }, "Invite"),
+        el("textarea", { id: inviteId, class: "input mono invite", readonly: true, rows: "8", spellcheck: "false", value: invite }),
+        el("div", { class: "row-end" }, copyButton(() => invite, "invite", { small: false })),
+      ),
+    ),
+    el(
+      "section",
+      { class: "panel", "aria-labelledby": "api-title" },
+      el("h2", { id: "api-title", class: "panel-title" }, "Call the room like OpenAI"),
+      copyField("OpenAI base URL", baseUrl(hub, room.code), { help: 'Use model "*" for any participant, "model:llama3" for a model, or a participant id.' }),
+      room.passwordProtected
+        ? copyField("API key", password, { secret: true, help: "The API key is the room password." })
+        : copyField("API key", "gambi", { help: "This room has no password: any non-empty key works." }),
+    ),
+    created.hostToken
+      ? el(
+          "section",
+          { class: "panel panel-warn", "aria-labelledby": "token-title" },
+          el("h2", { id: "token-title", class: "panel-title" }, icon("alert"), "Host token — shown only once"),
+          el(
+            "p",
+            null,
+            "Whoever holds this token can delete the room for everyone. Keep it somewhere safe; the hub can't show it again. ",
+            "This browser tab remembers it, so the room page can offer “Delete room”.",
+          ),
+          copyField("Host token", created.hostToken, { secret: true }),
+        )
+      : null,
+    el(
+      "div",
+      { class: "actions" },
+      el("a", { class: "btn btn-primary", href: `#/room/${encodeURIComponent(room.code)}`, id: "open-created-room" }, "Open the room"),
+      el(
+        "button",
+        {
+          class: "btn",
+          type: "button",
+          onclick: () => {
+            replaceChildren(root);
+            renderCreate(root, ctx);
+            const first = root.querySelector("input");
+            if (first) first.focus();
+          },
+        },
+        "Create another",
+      ),
+    ),
+  );
+  replaceChildren(root, view);
+  const title = root.querySelector("h1");
+  if (title) title.focus();
+  announce(`Room ${room.code} created`);
+}
+
+export function renderCreate(root, ctx) {
+  const nameInput = el("input", {
+    id: "room-name",
+    name: "name",
+    class: "input",
+    required: true,
+    maxlength: "100",
+    autocomplete: "off",
+    placeholder: "Friday hack night",
+    "aria-describedby": "room-name-help",
+  });
+  const passwordInput = el("input", {
+    id: "room-password",
+    name: "password",
+    class: "input",
+    type: "password",
+    autocomplete: "new-password",
+    "aria-describedby": "room-password-help",
+  });
+  const errorSlot = el("div", { class: "error-slot" });
+  const submit = el("button", { class: "btn btn-primary", type: "submit", id: "create-submit" }, icon("plus"), "Create room");
+  let busy = false;
+
+  const form = el(
+    "form",
+    {
+      class: "panel form",
+      id: "create-form",
+      novalidate: true,
+      onsubmit: async (e) => {
+        e.preventDefault();
+        if (busy) return;
+        replaceChildren(errorSlot);
+        const name = nameInput.value.trim();
+        if (!name) {
+          nameInput.setAttribute("aria-invalid", "true");
+          errorSlot.appendChild(errorBox({ message: "Give the room a name.", hint: "Anything people will recognise, like “Team lab”." }));
+          nameInput.focus();
+          return;
+        }
+        nameInput.removeAttribute("aria-invalid");
+        busy = true;
+        submit.disabled = true;
+        submit.setAttribute("aria-busy", "true");
+        const password = passwordInput.value;
+        try {
+          const created = await backend.createRoom({ name, password: password || null });
+          result(root, created, password, ctx);
+        } catch (err) {
+          errorSlot.appendChild(errorBox(backend.asError(err)));
+          submit.disabled = false;
+          submit.removeAttribute("aria-busy");
+          busy = false;
+        }
+      },
+    },
+    el("div", { class: "field" }, el("label", { class: "label", for: "room-name" }, "Room name"), nameInput, el("p", { id: "room-name-help", class: "help" }, "Shown to everyone who opens the hub.")),
+    el(
+      "div",
+      { class: "field" },
+      el("label", { class: "label", for: "room-password" }, "Password ", el("span", { class: "optional" }, "(optional)")),
+      passwordInput,
+      el("p", { id: "room-password-help", class: "help" }, "With a password, sharing into the room and calling it both need it (it's the room's API key)."),
+    ),
+    errorSlot,
+    el("div", { class: "actions" }, submit, el("a", { class: "btn btn-ghost", href: "#/" }, "Cancel")),
+  );
+
+  replaceChildren(
+    root,
+    el(
+      "div",
+      { class: "narrow" },
+      el("div", { class: "page-head" }, el("div", null, el("h1", { class: "page-title" }, "Create a room"), el("p", { class: "page-sub" }, "A room pools the models people share into it behind one OpenAI-compatible address."))),
+      form,
+    ),
+  );
+  return null;
+}

@@ -1,0 +1,273 @@
+// Home: the hub's status, its rooms, and — in the desktop app — this computer's share and the hubs
+// found on the LAN.
+
+import * as backend from "../backend.js";
+import { announce, codeBlock, el, errorBox, icon, plural, relativeTime, replaceChildren } from "../dom.js";
+import { preselectHub } from "./join.js";
+
+function roomCard(room) {
+  const count = typeof room.participantCount === "number" ? room.participantCount : 0;
+  return el(
+    "li",
+    null,
+    el(
+      "a",
+      { class: "room-card", href: `#/room/${encodeURIComponent(room.code)}`, dataset: { code: room.code } },
+      el(
+        "div",
+        { class: "room-card-top" },
+        el("span", { class: "room-name" }, room.name),
+        room.passwordProtected
+          ? el("span", { class: "lock", title: "Password protected" }, icon("lock"), el("span", { class: "sr-only" }, "password protected"))
+          : null,
+      ),
+      el(
+        "span",
+        { class: "room-code-row" },
+        el("span", { class: "code-badge mono" }, room.code),
+        el("span", { class: "muted created" }, `created ${relativeTime(room.createdAt)}`),
+      ),
+      el(
+        "span",
+        { class: "room-meta" },
+        el("span", { class: "room-count" }, icon("users"), count === 0 ? "No one sharing yet" : plural(count, "participant", "participants")),
+      ),
+    ),
+  );
+}
+
+function emptyRooms() {
+  return el(
+    "div",
+    { class: "empty" },
+    el("p", { class: "empty-title" }, "No rooms on this hub yet"),
+    el("p", { class: "muted" }, "Create one, then hand its code to the people who will share their models into it."),
+    el("a", { class: "btn btn-primary", href: "#/create" }, icon("plus"), "Create a room"),
+  );
+}
+
+function openByCode(ctx) {
+  const input = el("input", {
+    id: "open-code",
+    class: "input mono code-input",
+    name: "code",
+    autocomplete: "off",
+    autocapitalize: "characters",
+    spellcheck: "false",
+    maxlength: "6",
+    placeholder: "K7QX2M",
+    "aria-describedby": "open-code-error",
+  });
+  const error = el("p", { id: "open-code-error", class: "field-error", hidden: true });
+  const form = el(
+    "form",
+    {
+      class: "inline-form",
+      onsubmit: (e) => {
+        e.preventDefault();
+        const code = backend.normalizeCode(input.value);
+        if (!backend.isRoomCode(code)) {
+          error.textContent = "A room code is 6 letters and digits, like K7QX2M.";
+          error.hidden = false;
+          input.setAttribute("aria-invalid", "true");
+          input.focus();
+          return;
+        }
+        ctx.navigate(`#/room/${code}`);
+      },
+    },
+    el("label", { class: "label", for: "open-code" }, "Open a room by code"),
+    el("div", { class: "copy-row" }, input, el("button", { class: "btn", type: "submit" }, "Open")),
+    error,
+  );
+  return form;
+}
+
+function browserShareNote(ctx) {
+  const hub = ctx.hub.url || window.location.origin;
+  return el(
+    "section",
+    { class: "panel", "aria-labelledby": "share-note-title" },
+    el("h2", { id: "share-note-title", class: "panel-title" }, icon("share"), "Share a model from your computer"),
+    el(
+      "p",
+      null,
+      "Sharing your Ollama or LM Studio, and finding other hubs on your network, happen in the Gambi desktop app. ",
+      "From a terminal, this does the same:",
+    ),
+    codeBlock(`gambi participant join --hub ${hub} --room CODE --model llama3`, "share command"),
+    el("p", { class: "muted small" }, el("a", { href: "#/join" }, "More about sharing"), " · this page shows the hub it was opened from."),
+  );
+}
+
+function shareCard() {
+  const body = el("div", { class: "share-body" }, el("p", { class: "muted" }, "Checking…"));
+  const section = el(
+    "section",
+    { class: "panel", "aria-labelledby": "my-share-title" },
+    el("h2", { id: "my-share-title", class: "panel-title" }, icon("share"), "My share"),
+    body,
+  );
+  const show = (status) => {
+    const s = status || { state: "off" };
+    const words = { off: "Not sharing", starting: "Starting…", live: "Sharing", reconnecting: "Reconnecting…", error: "Stopped" };
+    const dot = s.state === "live" ? "online" : s.state === "off" ? "offline" : "busy";
+    replaceChildren(
+      body,
+      el("p", { class: "share-state" }, el("span", { class: `dot dot-${dot}`, "aria-hidden": "true" }), words[s.state] || s.state),
+      s.state !== "off" && s.code
+        ? el("p", null, "Room ", el("a", { class: "mono", href: `#/room/${encodeURIComponent(s.code)}` }, s.code), s.roomName ? ` · ${s.roomName}` : "", s.model ? ` · ${s.model}` : "")
+        : null,
+      s.message ? el("p", { class: "muted" }, s.message) : null,
+      s.state === "off" || s.state === "error"
+        ? el("a", { class: "btn btn-primary", href: "#/join" }, icon("share"), "Share my Ollama")
+        : el(
+            "button",
+            {
+              class: "btn",
+              type: "button",
+              onclick: async () => {
+                try {
+                  show(await backend.stopShare());
+                  announce("Sharing stopped");
+                } catch (err) {
+                  body.appendChild(errorBox(backend.asError(err)));
+                }
+              },
+            },
+            "Stop sharing",
+          ),
+    );
+  };
+  backend.shareStatus().then(show, (err) => replaceChildren(body, errorBox(backend.asError(err))));
+  const stop = backend.onShareStatus(show);
+  return { section, stop };
+}
+
+function lanCard(ctx) {
+  const list = el("div", { class: "lan-body" }, el("p", { class: "muted" }, "Looking for hubs…"));
+  const section = el(
+    "section",
+    { class: "panel", "aria-labelledby": "lan-title" },
+    el("h2", { id: "lan-title", class: "panel-title" }, icon("wifi"), "Hubs on your network"),
+    list,
+  );
+  const load = async () => {
+    try {
+      const hubs = await backend.discoveredHubs();
+      if (!hubs.length) {
+        replaceChildren(list, el("p", { class: "muted" }, "No other hubs found yet. They appear here when someone on your network runs Gambi."));
+        return;
+      }
+      replaceChildren(
+        list,
+        el(
+          "ul",
+          { class: "lan-list" },
+          hubs.map((hub) =>
+            el(
+              "li",
+              { class: "lan-hub" },
+              el("p", { class: "lan-hub-name" }, hub.name || hub.url, hub.name ? el("span", { class: "muted mono small" }, ` ${hub.url}`) : null),
+              (hub.rooms || []).length
+                ? el(
+                    "ul",
+                    { class: "lan-rooms" },
+                    hub.rooms.map((room) =>
+                      el(
+                        "li",
+                        null,
+                        el("span", null, room.name, " ", el("span", { class: "code-badge mono" }, room.code)),
+                        el(
+                          "button",
+                          {
+                            class: "btn btn-sm",
+                            type: "button",
+                            onclick: () => {
+                              preselectHub(hub.url);
+                              ctx.navigate(`#/join/${room.code}`);
+                            },
+                          },
+                          "Join",
+                        ),
+                      ),
+                    ),
+                  )
+                : el("p", { class: "muted small" }, "No rooms yet."),
+            ),
+          ),
+        ),
+      );
+    } catch (err) {
+      replaceChildren(list, errorBox(backend.asError(err)));
+    }
+  };
+  load();
+  const timer = setInterval(load, 10000);
+  return { section, stop: () => clearInterval(timer) };
+}
+
+export function renderHome(root, ctx) {
+  const status = el("p", { class: "page-sub", id: "hub-status" }, "Checking the hub…");
+  const rooms = el("div", { id: "rooms", class: "rooms", "aria-busy": "true" });
+  let lastJson = "";
+
+  const head = el(
+    "div",
+    { class: "page-head" },
+    el("div", null, el("h1", { class: "page-title" }, "Rooms on this hub"), status),
+    el("div", { class: "page-actions" }, openByCode(ctx), el("a", { class: "btn btn-primary", href: "#/create" }, icon("plus"), "Create room")),
+  );
+
+  const extras = el("div", { class: "grid-2" });
+  const stops = [];
+  if (ctx.caps.share) {
+    const card = shareCard();
+    extras.appendChild(card.section);
+    stops.push(card.stop);
+  }
+  if (ctx.caps.discovery) {
+    const card = lanCard(ctx);
+    extras.appendChild(card.section);
+    stops.push(card.stop);
+  }
+  if (!ctx.caps.share && !ctx.caps.discovery) extras.appendChild(browserShareNote(ctx));
+
+  replaceChildren(root, head, el("section", { "aria-labelledby": "rooms-title" }, el("h2", { id: "rooms-title", class: "sr-only" }, "Rooms"), rooms), extras);
+
+  const load = async () => {
+    try {
+      const [health, list] = await Promise.all([backend.health(), backend.listRooms()]);
+      const where = ctx.hub.url ? ctx.hub.url.replace(/^https?:\/\//, "") : "this hub";
+      status.textContent = `Hub ${where} is running${health.version ? ` · v${health.version}` : ""} · ${plural(list.length, "room", "rooms")}`;
+      status.className = "page-sub";
+      const json = JSON.stringify(list.map((r) => [r.code, r.name, r.participantCount, r.passwordProtected, r.createdAt]));
+      // Rebuild only when something changed, so focus and hover stay put between refreshes.
+      if (json !== lastJson) {
+        lastJson = json;
+        const sorted = [...list].sort((a, b) => (b.createdAt || 0) - (a.createdAt || 0));
+        replaceChildren(rooms, sorted.length ? el("ul", { class: "room-grid" }, sorted.map(roomCard)) : emptyRooms());
+      } else {
+        // Keep "created … ago" fresh.
+        for (const r of list) {
+          const card = rooms.querySelector(`[data-code="${CSS.escape(String(r.code))}"] .created`);
+          if (card) card.textContent = `created ${relativeTime(r.createdAt)}`;
+        }
+      }
+      rooms.setAttribute("aria-busy", "false");
+    } catch (err) {
+      const e = backend.asError(err);
+      status.textContent = e.message;
+      status.className = "page-sub text-bad";
+      lastJson = "";
+      replaceChildren(rooms, errorBox(e));
+      rooms.setAttribute("aria-busy", "false");
+    }
+  };
+  load();
+  const timer = setInterval(load, 5000);
+  return () => {
+    clearInterval(timer);
+    for (const stop of stops) stop();
+  };
+}
