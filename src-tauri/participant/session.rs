@@ -215,7 +215,12 @@ impl ParticipantSession {
         // TCP_NODELAY: answers go back as many small frames that must not wait on delayed ACKs.
         let connected = tokio::time::timeout(
             Duration::from_secs(10),
-            tokio_tungstenite::connect_async_with_config(url.as_str(), None, true),
+            tokio_tungstenite::connect_async_with_config(
+                url.as_str(),
+                // tungstenite zero-fills its whole read buffer on every read: keep it near a frame's size.
+                Some(tokio_tungstenite::tungstenite::protocol::WebSocketConfig::default().read_buffer_size(16 * 1024)),
+                true,
+            ),
         )
         .await;
         let (socket, _) = match connected {

@@ -174,6 +174,8 @@ pub async fn tunnel(
         return Err(HubError::TunnelTokenInvalid.into());
     }
     Ok(upgrade
+        // tungstenite zero-fills its whole read buffer on every read: keep it near a frame's size.
+        .read_buffer_size(16 * 1024)
         .max_message_size(crate::hub::tunnel::MAX_FRAME_BYTES)
         .max_frame_size(crate::hub::tunnel::MAX_FRAME_BYTES)
         .on_failed_upgrade(|e| tracing::warn!(error = %e, "tunnel upgrade failed"))
