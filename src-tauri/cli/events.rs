@@ -14,10 +14,10 @@ use serde_json::Value;
 use super::output::{self, Format, Output};
 use super::serve::shutdown_signal;
 use super::{Failure, HubOptions};
-use crate::client::{ClientError, CONNECT_TIMEOUT};
+use crate::client::{api_error, ClientError, CONNECT_TIMEOUT};
 use crate::hub::inference::sse_parse::SseParser;
 use crate::protocol::events::EventEnvelope;
-use crate::protocol::{normalize_room_code, ErrorEnvelope};
+use crate::protocol::normalize_room_code;
 
 /// First pause before reconnecting; doubled after each failed attempt up to [`MAX_BACKOFF`].
 const FIRST_BACKOFF: Duration = Duration::from_secs(1);
@@ -211,25 +211,6 @@ fn transport_reason(error: &reqwest::Error) -> String {
         source = s.source();
     }
     reason
-}
-
-/// The hub's error envelope as a [`ClientError`], so the exit code and hint are the same as for
-/// every other command.
-fn api_error(status: reqwest::StatusCode, body: &[u8]) -> ClientError {
-    match serde_json::from_slice::<ErrorEnvelope>(body) {
-        Ok(envelope) => ClientError::Api {
-            status: status.as_u16(),
-            code: envelope.error.code,
-            message: envelope.error.message,
-            hint: envelope.error.hint,
-        },
-        Err(_) => ClientError::Api {
-            status: status.as_u16(),
-            code: format!("HTTP_{}", status.as_u16()),
-            message: format!("the hub answered HTTP {} to the event stream", status.as_u16()),
-            hint: Some("Check that the address points at a Gambi hub.".into()),
-        },
-    }
 }
 
 /// Prints events in one format, remembering nicknames so later lines can name people.

@@ -377,7 +377,7 @@ impl HubClient {
 
 /// Turns an error answer into [`ClientError::Api`]: the hub's envelope when there is one, else
 /// the status itself (a proxy's HTML page, or something that is not a hub).
-fn api_error(status: StatusCode, body: &[u8]) -> ClientError {
+pub fn api_error(status: StatusCode, body: &[u8]) -> ClientError {
     match serde_json::from_slice::<ErrorEnvelope>(body) {
         Ok(envelope) => ClientError::Api {
             status: status.as_u16(),
