@@ -9,9 +9,12 @@
 #![expect(clippy::unwrap_used, reason = "benchmark: fails loudly")]
 #![expect(clippy::print_stdout, reason = "benchmark: the table is its output")]
 
-use std::io::{BufRead, BufReader, Read, Write};
+#[path = "support.rs"]
+mod support;
+
+use std::io::{Read, Write};
 use std::net::TcpStream;
-use std::process::{Child, Command, Stdio};
+use std::process::Child;
 use std::time::{Duration, Instant};
 
 use futures_util::StreamExt;
@@ -38,27 +41,7 @@ impl HubProcess {
     /// instant it was spawned.
     fn spawn() -> (HubProcess, Instant) {
         let spawned = Instant::now();
-        let mut child = Command::new(BIN)
-            .args(["hub", "serve", "--host", "127.0.0.1", "--port", "0", "--participant-timeout", "1h"])
-            .stdin(Stdio::null())
-            .stdout(Stdio::piped())
-            .stderr(Stdio::null())
-            .spawn()
-            .unwrap();
-        let mut stdout = BufReader::new(child.stdout.take().unwrap());
-        let mut line = String::new();
-        let url = loop {
-            line.clear();
-            assert!(stdout.read_line(&mut line).unwrap() > 0, "gambi hub serve exited before listening");
-            if let Some(pos) = line.find("http://") {
-                break line[pos..].split_whitespace().next().unwrap().trim_end_matches('/').to_string();
-            }
-        };
-        // Keep draining stdout so the hub never blocks on a full pipe.
-        std::thread::spawn(move || {
-            let mut sink = Vec::new();
-            let _ = stdout.read_to_end(&mut sink);
-        });
+        let (child, url) = support::spawn_hub(BIN, &["--participant-timeout", "1h"]);
         (HubProcess { child, url }, spawned)
     }
 

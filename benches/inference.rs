@@ -25,8 +25,10 @@
 #[path = "../tests/fake_provider.rs"]
 mod fake_provider;
 
-use std::io::{BufRead, BufReader, Read};
-use std::process::{Child, Command, Stdio};
+#[path = "support.rs"]
+mod support;
+
+use std::process::{Child, Command};
 use std::time::{Duration, Instant};
 
 use bytes::Bytes;
@@ -79,30 +81,7 @@ struct HubProcess {
 
 impl HubProcess {
     fn spawn() -> HubProcess {
-        let mut child = Command::new(BIN)
-            .args(["hub", "serve", "--host", "127.0.0.1", "--port", "0"])
-            .args(["--participant-timeout", "1h", "--queue-wait", "120s"])
-            // The default log level (info, one line per request), whatever the caller's shell says.
-            .env_remove("RUST_LOG")
-            .stdin(Stdio::null())
-            .stdout(Stdio::piped())
-            .stderr(Stdio::null())
-            .spawn()
-            .unwrap();
-        let mut stdout = BufReader::new(child.stdout.take().unwrap());
-        let mut line = String::new();
-        let url = loop {
-            line.clear();
-            assert!(stdout.read_line(&mut line).unwrap() > 0, "gambi hub serve exited before listening");
-            if let Some(pos) = line.find("http://") {
-                break line[pos..].split_whitespace().next().unwrap().trim_end_matches('/').to_string();
-            }
-        };
-        // Keep draining stdout so the hub never blocks on a full pipe.
-        std::thread::spawn(move || {
-            let mut sink = Vec::new();
-            let _ = stdout.read_to_end(&mut sink);
-        });
+        let (child, url) = support::spawn_hub(BIN, &["--participant-timeout", "1h", "--queue-wait", "120s"]);
         HubProcess { child, url, clock_ticks: clock_ticks() }
     }
 

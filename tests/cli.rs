@@ -11,15 +11,7 @@ use gambi::protocol::{LoadedModel, ParticipantStatus, RuntimeConfig};
 
 /// Runs the real binary off the async threads, so the in-process hub keeps serving meanwhile.
 async fn gambi(args: &[&str], env: &[(&str, &str)]) -> (i32, String, String) {
-    let args: Vec<String> = args.iter().map(|s| s.to_string()).collect();
-    let env: Vec<(String, String)> = env.iter().map(|(k, v)| (k.to_string(), v.to_string())).collect();
-    tokio::task::spawn_blocking(move || {
-        let args: Vec<&str> = args.iter().map(String::as_str).collect();
-        let env: Vec<(&str, &str)> = env.iter().map(|(k, v)| (k.as_str(), v.as_str())).collect();
-        util::gambi(&args, &env)
-    })
-    .await
-    .unwrap()
+    util::gambi_async(args, env).await
 }
 
 /// Runs `gambi <args> --hub <hub>` and insists on exit 0; returns stdout.

@@ -156,13 +156,7 @@ fn pump(
 
 /// Runs the binary to completion off the async threads (the in-process hub keeps serving).
 async fn run(args: &[&str]) -> (i32, String, String) {
-    let args: Vec<String> = args.iter().map(|s| s.to_string()).collect();
-    tokio::task::spawn_blocking(move || {
-        let args: Vec<&str> = args.iter().map(String::as_str).collect();
-        util::gambi(&args, &[])
-    })
-    .await
-    .unwrap()
+    util::gambi_async(args, &[]).await
 }
 
 /// `participant join` arguments for a room on `hub`, sharing `provider`'s llama3.
@@ -735,19 +729,6 @@ async fn the_supervisor_heals_a_hub_restart() {
     assert_eq!(watch.exit(SOON).await.code(), Some(0), "log:\n{}", watch.log());
 }
 
-/// Runs the binary to completion with extra environment variables.
-async fn run_env(args: &[&str], env: &[(&str, &str)]) -> (i32, String, String) {
-    let args: Vec<String> = args.iter().map(|s| s.to_string()).collect();
-    let env: Vec<(String, String)> = env.iter().map(|(k, v)| (k.to_string(), v.to_string())).collect();
-    tokio::task::spawn_blocking(move || {
-        let args: Vec<&str> = args.iter().map(String::as_str).collect();
-        let env: Vec<(&str, &str)> = env.iter().map(|(k, v)| (k.as_str(), v.as_str())).collect();
-        util::gambi(&args, &env)
-    })
-    .await
-    .unwrap()
-}
-
 #[tokio::test(flavor = "multi_thread")]
 async fn join_finds_the_local_ollama_and_its_loaded_model_by_itself() {
     let hub = TestHub::start().await;
@@ -790,13 +771,14 @@ async fn join_finds_the_local_ollama_and_its_loaded_model_by_itself() {
 
     // Several models and none loaded: nobody at the terminal to ask, so it fails with the list.
     provider.update(|o| o.loaded = vec![]);
-    let (status, _, stderr) = run_env(&["join", &code, "--hub", &hub.url], &env).await;
+    let (status, _, stderr) = util::gambi_async(&["join", &code, "--hub", &hub.url], &env).await;
     assert_eq!(status, 2, "{stderr}");
     assert!(stderr.contains("llama3:latest") && stderr.contains("qwen2:7b"), "{stderr}");
 
     // Nothing running at all: a plain sentence, exit 3.
     let dead = format!("127.0.0.1:{}", dead_port());
-    let (status, _, stderr) = run_env(&["join", &code, "--hub", &hub.url], &[("OLLAMA_HOST", dead.as_str())]).await;
+    let (status, _, stderr) =
+        util::gambi_async(&["join", &code, "--hub", &hub.url], &[("OLLAMA_HOST", dead.as_str())]).await;
     assert_eq!(status, 3, "{stderr}");
     assert!(stderr.contains("Nothing found"), "{stderr}");
 }
