@@ -14,6 +14,8 @@
 
 pub mod cli;
 pub mod client;
+#[cfg(feature = "desktop")]
+pub mod desktop;
 pub mod discovery;
 pub mod hub;
 pub mod participant;

@@ -409,8 +409,10 @@ async fn json_is_the_default_when_stdout_is_not_a_terminal() {
 
 #[tokio::test(flavor = "multi_thread")]
 async fn no_arguments_points_to_hub_serve() {
+    // This is the headless build: with no command there is no app to start.
     let (exit, stdout, stderr) = gambi(&[], &[]).await;
-    assert_eq!(exit, 0, "{stderr}");
+    assert_eq!(exit, 2, "{stderr}");
+    assert!(stderr.contains("built without the desktop app"), "{stderr}");
     assert!(stdout.is_empty(), "{stdout}");
     assert!(stderr.contains("gambi hub serve"), "{stderr}");
 }

@@ -6,7 +6,6 @@
 //! [`crate::protocol::events`].
 
 use std::collections::HashMap;
-use std::time::Duration;
 
 use futures_util::FutureExt as _;
 use serde_json::Value;
@@ -14,21 +13,9 @@ use serde_json::Value;
 use super::output::{self, Format, Output};
 use super::serve::shutdown_signal;
 use super::{Failure, HubOptions};
-use crate::client::{api_error, ClientError, CONNECT_TIMEOUT};
-use crate::hub::inference::sse_parse::SseParser;
+use crate::client::events::{FollowError, RoomEvents, StreamItem};
 use crate::protocol::events::EventEnvelope;
 use crate::protocol::normalize_room_code;
-
-/// First pause before reconnecting; doubled after each failed attempt up to [`MAX_BACKOFF`].
-const FIRST_BACKOFF: Duration = Duration::from_secs(1);
-/// Short enough that a watcher is back soon after a hub restart (missed events are replayed, so
-/// waiting longer would only delay them).
-const MAX_BACKOFF: Duration = Duration::from_secs(10);
-/// The hub sends a keep-alive comment every 15 s; three missed in a row is a dead connection (a
-/// sleeping laptop, a vanished network) that TCP alone might not notice for minutes.
-const IDLE_LIMIT: Duration = Duration::from_secs(45);
-/// The most of an error answer read to find the hub's message.
-const MAX_ERROR_BODY: usize = 64 * 1024;
 
 #[derive(Debug, Clone, clap::Args)]
 pub struct WatchArgs {
@@ -55,162 +42,44 @@ pub async fn watch(args: WatchArgs) -> Result<(), Failure> {
             Some("Room codes are 6 letters or digits, like ABC123; see 'gambi room list'.".into()),
         )
     })?;
-    let url = client.events_url(&code)?;
-    // No overall timeout: the answer is a stream that lasts as long as the watch.
-    let http = reqwest::Client::builder()
-        .connect_timeout(CONNECT_TIMEOUT)
-        .user_agent(concat!("gambi/", env!("CARGO_PKG_VERSION")))
-        .build()
-        .map_err(|e| Failure::Internal(anyhow::Error::new(e).context("cannot set up the HTTP client")))?;
-    let mut watcher = Watcher {
-        http,
-        url,
-        hub_url: client.base_url().to_string(),
-        code,
-        printer: EventPrinter::new(args.hub.output()),
-        last_id: None,
-    };
+    let mut events = RoomEvents::new(&client, &code)?;
+    let mut printer = EventPrinter::new(args.hub.output());
     tokio::select! {
         _ = &mut signal => Ok(()),
-        ended = watcher.follow() => ended,
+        ended = follow(&mut events, &code, &mut printer) => ended,
     }
 }
 
-struct Watcher {
-    http: reqwest::Client,
-    url: reqwest::Url,
-    hub_url: String,
-    code: String,
-    printer: EventPrinter,
-    /// The id of the last event printed: sent as `Last-Event-ID` when reconnecting.
-    last_id: Option<String>,
-}
-
-/// Why a connection to the stream ended, when it is worth trying again.
-enum Dropped {
-    Unreachable(String),
-    Refused(ClientError),
-    Ended(String),
-}
-
-impl Watcher {
-    /// Connects, prints, and reconnects until a failure that retrying cannot fix.
-    async fn follow(&mut self) -> Result<(), Failure> {
-        let mut connected_once = false;
-        let mut backoff = FIRST_BACKOFF;
-        let mut attempt = 0u32;
-        loop {
-            let dropped = match self.open().await {
-                Ok(response) => {
-                    if connected_once {
-                        let after = self.last_id.as_deref().map(|id| format!(" after event {id}")).unwrap_or_default();
-                        eprintln!("Reconnected to room {}; resuming{after}.", self.code);
-                    } else {
-                        // On stderr, so stdout stays events only; it tells a person (or a test)
-                        // that from now on nothing is missed.
-                        eprintln!("Watching room {} on {} (Ctrl-C to stop).", self.code, self.hub_url);
-                    }
-                    connected_once = true;
-                    attempt = 0;
-                    backoff = FIRST_BACKOFF;
-                    self.read(response).await?
-                }
-                Err(dropped) => dropped,
-            };
-            let why = match dropped {
-                // The room is gone (or never was), or the hub refuses us: waiting will not help.
-                Dropped::Refused(e) if !connected_once || !is_transient(&e) => return Err(e.into()),
-                Dropped::Refused(e) => e.to_string(),
-                Dropped::Unreachable(reason) if !connected_once => {
-                    return Err(Failure::message(
-                        3,
-                        format!("cannot reach the hub at {}: {reason}", self.hub_url),
-                        Some("Start one with 'gambi hub serve' or pass --hub / GAMBI_HUB.".into()),
-                    ))
-                }
-                Dropped::Unreachable(reason) => format!("cannot reach the hub: {reason}"),
-                Dropped::Ended(reason) => reason,
-            };
-            attempt += 1;
-            eprintln!(
-                "Lost the event stream of room {} ({}); reconnecting in {} s (attempt {attempt})...",
-                self.code,
-                output::sanitize(&why),
-                backoff.as_secs()
-            );
-            tokio::time::sleep(backoff).await;
-            backoff = (backoff * 2).min(MAX_BACKOFF);
-        }
-    }
-
-    /// Opens the stream, resuming after the last event printed.
-    async fn open(&self) -> Result<reqwest::Response, Dropped> {
-        let mut request = self.http.get(self.url.clone()).header(reqwest::header::ACCEPT, "text/event-stream");
-        if let Some(id) = &self.last_id {
-            request = request.header("last-event-id", id.as_str());
-        }
-        let mut response = request.send().await.map_err(|e| Dropped::Unreachable(transport_reason(&e)))?;
-        if response.status().is_success() {
-            return Ok(response);
-        }
-        let status = response.status();
-        let mut body = Vec::new();
-        while let Ok(Some(chunk)) = response.chunk().await {
-            body.extend_from_slice(&chunk);
-            if body.len() > MAX_ERROR_BODY {
-                break;
+/// Prints the room's events, says on stderr when the stream drops and comes back, and ends only on
+/// a failure that retrying cannot fix.
+async fn follow(events: &mut RoomEvents, code: &str, printer: &mut EventPrinter) -> Result<(), Failure> {
+    loop {
+        match events.next().await {
+            Ok(StreamItem::Event { name, data }) => printer.print(&name, &data)?,
+            // On stderr, so stdout stays events only; it tells a person (or a test) that from now
+            // on nothing is missed.
+            Ok(StreamItem::Connected { reconnected: false, .. }) => {
+                eprintln!("Watching room {code} on {} (Ctrl-C to stop).", events.hub_url())
             }
-        }
-        Err(Dropped::Refused(api_error(status, &body)))
-    }
-
-    /// Prints the stream's events until it ends; says why it ended.
-    async fn read(&mut self, mut response: reqwest::Response) -> Result<Dropped, Failure> {
-        let mut parser = SseParser::new();
-        loop {
-            let chunk = match tokio::time::timeout(IDLE_LIMIT, response.chunk()).await {
-                Err(_) => return Ok(Dropped::Ended(format!("nothing from the hub for {} s", IDLE_LIMIT.as_secs()))),
-                Ok(Err(e)) => return Ok(Dropped::Ended(format!("the connection broke: {}", transport_reason(&e)))),
-                Ok(Ok(None)) => return Ok(Dropped::Ended("the hub ended the stream".into())),
-                Ok(Ok(Some(chunk))) => chunk,
-            };
-            // Fed a line at a time: the parser records an `id:` as soon as it reads the line, and
-            // the id to resume after must be that of the last event printed, not of one whose
-            // frame is still incomplete when the connection drops.
-            for line in chunk.split_inclusive(|b| *b == b'\n') {
-                for frame in parser.push(line) {
-                    self.printer.print(frame.event.as_deref().unwrap_or("message"), &frame.data)?;
-                    self.last_id = parser.last_event_id().map(str::to_string);
-                }
+            Ok(StreamItem::Connected { resumed_after, .. }) => {
+                let after = resumed_after.map(|id| format!(" after event {id}")).unwrap_or_default();
+                eprintln!("Reconnected to room {code}; resuming{after}.");
+            }
+            Ok(StreamItem::Reconnecting { reason, retry_in, attempt }) => eprintln!(
+                "Lost the event stream of room {code} ({}); reconnecting in {} s (attempt {attempt})...",
+                output::sanitize(&reason),
+                retry_in.as_secs()
+            ),
+            Err(FollowError::Refused(e)) => return Err(e.into()),
+            Err(e @ FollowError::Unreachable { .. }) => {
+                return Err(Failure::message(
+                    3,
+                    e.to_string(),
+                    Some("Start one with 'gambi hub serve' or pass --hub / GAMBI_HUB.".into()),
+                ))
             }
         }
     }
-}
-
-/// A refusal that may go away by itself (an overloaded or restarting hub, or a proxy in front).
-fn is_transient(e: &ClientError) -> bool {
-    e.status().is_some_and(|s| s == 429 || s >= 500)
-}
-
-/// "connection refused", "timed out": the innermost cause, not reqwest's nested chain.
-fn transport_reason(error: &reqwest::Error) -> String {
-    if error.is_timeout() {
-        return "timed out".into();
-    }
-    let mut reason = error.to_string();
-    let mut source = std::error::Error::source(error);
-    while let Some(s) = source {
-        if let Some(io) = s.downcast_ref::<std::io::Error>() {
-            return match io.kind() {
-                std::io::ErrorKind::ConnectionRefused => "connection refused".into(),
-                std::io::ErrorKind::ConnectionReset => "connection reset".into(),
-                _ => io.to_string(),
-            };
-        }
-        reason = s.to_string();
-        source = s.source();
-    }
-    reason
 }
 
 /// Prints events in one format, remembering nicknames so later lines can name people.
@@ -363,15 +232,5 @@ mod tests {
         let mut printer = EventPrinter::new(Output::new(Format::Text));
         let line = printer.text(&envelope("participant.left", json!({"participantId": "x\u{1b}[2J\ny"}))).unwrap();
         assert!(!line.contains('\u{1b}') && !line.contains('\n'), "{line:?}");
-    }
-
-    #[test]
-    fn refusals_keep_the_hubs_words_and_codes() {
-        let body = br#"{"error":{"code":"ROOM_NOT_FOUND","message":"Room ABC123 isn't on this hub."},"meta":{"requestId":"r"}}"#;
-        let e = api_error(reqwest::StatusCode::NOT_FOUND, body);
-        assert_eq!(e.exit_code(), 4);
-        assert_eq!(e.to_string(), "Room ABC123 isn't on this hub.");
-        assert!(!is_transient(&e));
-        assert!(is_transient(&api_error(reqwest::StatusCode::BAD_GATEWAY, b"<html>")));
     }
 }

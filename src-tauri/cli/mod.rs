@@ -28,6 +28,12 @@ pub const DEFAULT_HUB_URL: &str = "http://localhost:3000";
 pub struct Cli {
     #[command(subcommand)]
     pub command: Option<Command>,
+    /// With no command: open the app's window (else it starts in the tray, after the first launch).
+    #[arg(long)]
+    pub show: bool,
+    /// With no command: ask a running app to quit (it leaves its room and stops its hub first).
+    #[arg(long, conflicts_with = "show")]
+    pub quit: bool,
 }
 
 #[derive(Debug, Subcommand)]
@@ -207,10 +213,11 @@ async fn run(command: Option<Command>) -> Result<(), Failure> {
         Some(Command::Events(EventsCommand::Watch(args))) => events::watch(args).await,
         Some(Command::Specs(args)) => specs::show(args).await,
         Some(Command::Discover(args)) => discover::run(args).await,
-        None => {
-            eprintln!("This gambi was built without the desktop app. Run a hub with: gambi hub serve");
-            Ok(())
-        }
+        None => Err(Failure::message(
+            2,
+            "this gambi was built without the desktop app".into(),
+            Some("Run a hub with 'gambi hub serve', or see 'gambi --help'.".into()),
+        )),
     }
 }
 
@@ -218,6 +225,11 @@ async fn run(command: Option<Command>) -> Result<(), Failure> {
 pub fn main() -> ExitCode {
     let cli = Cli::parse();
     init_logging();
+    #[cfg(feature = "desktop")]
+    if cli.command.is_none() {
+        // The app owns the main thread (its event loop) and starts its own runtime.
+        return crate::desktop::run(cli.show, cli.quit);
+    }
     let runtime = match tokio::runtime::Builder::new_multi_thread().enable_all().build() {
         Ok(r) => r,
         Err(e) => {

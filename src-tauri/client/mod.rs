@@ -3,6 +3,8 @@
 //! CLI uses it today; the participant runtime and the desktop app reuse it, so nothing here prints,
 //! exits or knows about clap. Event streams and the tunnel live elsewhere.
 
+pub mod events;
+
 use std::time::Duration;
 
 use reqwest::{Method, StatusCode, Url};
@@ -93,7 +95,7 @@ impl ClientError {
 
 /// A short reason for a transport failure ("connection refused", "timed out"), rather than
 /// reqwest's nested "error sending request for url (...)" chain.
-fn transport_reason(error: &reqwest::Error) -> String {
+pub(crate) fn transport_reason(error: &reqwest::Error) -> String {
     if error.is_timeout() {
         return "timed out".into();
     }

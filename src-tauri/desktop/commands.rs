@@ -1,0 +1,108 @@
+//! The commands the window calls (the contract is at the top of `ui/backend.js`). Each is a thin
+//! call into [`AppCore`]; failures are [`AppError`]s, a sentence and what to do about it.
+
+use serde_json::{json, Value};
+use tauri::State;
+
+use super::core::{AppCore, AppError, HubInfo, ShareStatus};
+use super::settings::Settings;
+use crate::protocol::{CreatedRoom, Health, Participant, RoomSummary};
+
+type Answer<T> = Result<T, AppError>;
+
+#[tauri::command]
+pub fn capabilities(core: State<'_, AppCore>) -> Value {
+    json!({ "share": true, "discovery": core.discovery_enabled(), "settings": true })
+}
+
+#[tauri::command]
+pub fn hub_info(core: State<'_, AppCore>) -> HubInfo {
+    core.hub_info()
+}
+
+#[tauri::command]
+pub async fn hub_health(core: State<'_, AppCore>) -> Answer<Health> {
+    core.health().await
+}
+
+#[tauri::command]
+pub async fn list_rooms(core: State<'_, AppCore>) -> Answer<Vec<RoomSummary>> {
+    core.list_rooms().await
+}
+
+#[tauri::command]
+pub async fn create_room(core: State<'_, AppCore>, name: String, password: Option<String>) -> Answer<CreatedRoom> {
+    core.create_room(&name, password.as_deref()).await
+}
+
+#[tauri::command]
+pub async fn get_room(core: State<'_, AppCore>, code: String) -> Answer<RoomSummary> {
+    core.get_room(&code).await
+}
+
+#[tauri::command]
+pub async fn list_participants(core: State<'_, AppCore>, code: String) -> Answer<Vec<Participant>> {
+    core.list_participants(&code).await
+}
+
+#[tauri::command]
+pub async fn delete_room(core: State<'_, AppCore>, code: String, host_token: String) -> Answer<Value> {
+    core.delete_room(&code, &host_token).await
+}
+
+#[tauri::command]
+pub async fn subscribe_room(core: State<'_, AppCore>, code: String) -> Answer<()> {
+    core.subscribe_room(&code).await
+}
+
+#[tauri::command]
+pub fn unsubscribe_room(core: State<'_, AppCore>, code: String) {
+    core.unsubscribe_room(&code)
+}
+
+#[tauri::command]
+pub fn share_status(core: State<'_, AppCore>) -> ShareStatus {
+    core.share_status()
+}
+
+#[tauri::command]
+pub async fn local_models(core: State<'_, AppCore>) -> Answer<Value> {
+    Ok(core.local_models().await)
+}
+
+#[tauri::command]
+pub async fn start_share(
+    core: State<'_, AppCore>,
+    hub: Option<String>,
+    code: String,
+    password: Option<String>,
+    nickname: String,
+    model: Option<String>,
+) -> Answer<ShareStatus> {
+    core.start_share(hub.as_deref(), &code, password.as_deref(), &nickname, model.as_deref().unwrap_or_default()).await
+}
+
+#[tauri::command]
+pub async fn stop_share(core: State<'_, AppCore>) -> Answer<ShareStatus> {
+    Ok(core.stop_share().await)
+}
+
+#[tauri::command]
+pub fn discovered_hubs(core: State<'_, AppCore>) -> Vec<Value> {
+    core.discovered_hubs()
+}
+
+#[tauri::command]
+pub fn get_settings(core: State<'_, AppCore>) -> Settings {
+    core.settings()
+}
+
+/// Takes the settings as plain JSON so a malformed field is answered with a sentence, not with
+/// the IPC layer's own wording.
+#[tauri::command]
+pub async fn save_settings(core: State<'_, AppCore>, settings: Value) -> Answer<Settings> {
+    let settings: Settings = serde_json::from_value(settings).map_err(|e| {
+        AppError::new("Those settings aren't valid.").hint(format!("{e}. Reopen Settings and try again."))
+    })?;
+    core.save_settings(settings).await
+}

@@ -1,0 +1,267 @@
+//! The desktop app (feature `desktop`): a Tauri shell around [`core::AppCore`] — the window (the
+//! web UI in `ui/`), the tray, notifications, single instance. Nothing outside this module depends
+//! on Tauri.
+//!
+//! - [`core`]: the runtime (embedded hub, share, discovery, room events), no Tauri in it.
+//! - [`commands`]: what the window calls.
+//! - [`notify`]: which changes become notifications, and their coalescing.
+//! - [`settings`]: the settings file and the room passwords.
+//! - [`tray`]: the tray icon and menu.
+
+pub mod commands;
+pub mod core;
+pub mod notify;
+pub mod settings;
+pub mod tray;
+
+use std::process::ExitCode;
+use std::sync::Arc;
+
+use serde_json::Value;
+use tauri::{AppHandle, Emitter, Manager, Runtime, WindowEvent};
+
+use self::core::{AppCore, CoreOptions, ToggleOutcome, UiSink};
+use self::notify::Notifier;
+
+/// The window's label, as `capabilities/main.json` names it.
+pub const MAIN_WINDOW: &str = "main";
+
+/// Sends the core's events to the window and keeps the tray current.
+pub struct AppUi<R: Runtime> {
+    app: AppHandle<R>,
+}
+
+impl<R: Runtime> AppUi<R> {
+    pub fn new(app: AppHandle<R>) -> Arc<AppUi<R>> {
+        Arc::new(AppUi { app })
+    }
+}
+
+impl<R: Runtime> UiSink for AppUi<R> {
+    fn emit(&self, event: &str, payload: Value) {
+        if let Err(e) = self.app.emit(event, payload) {
+            tracing::debug!(error = %e, event, "event not delivered to the window");
+        }
+    }
+
+    fn changed(&self) {
+        tray::refresh(&self.app);
+    }
+}
+
+/// Notifications through the OS (the notification plugin).
+struct SystemNotifier<R: Runtime> {
+    app: AppHandle<R>,
+}
+
+impl<R: Runtime> Notifier for SystemNotifier<R> {
+    fn notify(&self, title: &str, body: &str) {
+        use tauri_plugin_notification::NotificationExt as _;
+        if let Err(e) = self.app.notification().builder().title(title).body(body).show() {
+            tracing::info!(error = %e, "notification not shown");
+        }
+    }
+}
+
+/// The app's wiring, shared by the real app and the command tests: the core (made by `options`
+/// once the app exists), the commands, and the window that hides instead of closing. `then` runs
+/// at the end of the setup (the real app adds its tray there); the core starts when it says true.
+pub fn builder<R: Runtime>(
+    builder: tauri::Builder<R>,
+    options: impl FnOnce(&AppHandle<R>) -> CoreOptions + Send + 'static,
+    then: impl FnOnce(&AppHandle<R>, &AppCore) -> bool + Send + 'static,
+) -> tauri::Builder<R> {
+    builder
+        .invoke_handler(tauri::generate_handler![
+            commands::capabilities,
+            commands::hub_info,
+            commands::hub_health,
+            commands::list_rooms,
+            commands::create_room,
+            commands::get_room,
+            commands::list_participants,
+            commands::delete_room,
+            commands::subscribe_room,
+            commands::unsubscribe_room,
+            commands::share_status,
+            commands::local_models,
+            commands::start_share,
+            commands::stop_share,
+            commands::discovered_hubs,
+            commands::get_settings,
+            commands::save_settings,
+        ])
+        .setup(move |app| {
+            let options = options(app.handle());
+            // The core spawns its tasks on Tauri's tokio runtime.
+            let core = tauri::async_runtime::block_on(async move { AppCore::new(options) });
+            app.manage(core.clone());
+            if then(app.handle(), &core) {
+                tauri::async_runtime::spawn(async move { core.start().await });
+            }
+            Ok(())
+        })
+        .on_window_event(|window, event| {
+            if let WindowEvent::CloseRequested { api, .. } = event {
+                // Closing the window leaves the app in the tray; Quit ends it.
+                if window.label() == MAIN_WINDOW {
+                    api.prevent_close();
+                    let _ = window.hide();
+                }
+            }
+        })
+}
+
+/// The app's context: `tauri.conf.json`, the capabilities, and `ui/` embedded.
+pub fn context<R: Runtime>() -> tauri::Context<R> {
+    tauri::generate_context!()
+}
+
+/// Shows, unminimizes and focuses the window.
+pub fn show_window<R: Runtime>(app: &AppHandle<R>) {
+    if let Some(window) = app.get_webview_window(MAIN_WINDOW) {
+        let _ = window.show();
+        let _ = window.unminimize();
+        let _ = window.set_focus();
+    }
+}
+
+/// Opens the window on the Share screen (nothing remembered to share yet).
+fn show_share_screen<R: Runtime>(app: &AppHandle<R>) {
+    show_window(app);
+    if let Some(window) = app.get_webview_window(MAIN_WINDOW) {
+        let _ = window.eval("location.hash = '#/join'");
+    }
+}
+
+/// Quit: leaves the room (if sharing), unregisters from the LAN, stops the hub, exits 0.
+pub fn quit<R: Runtime>(app: &AppHandle<R>) {
+    let app = app.clone();
+    tauri::async_runtime::spawn(async move {
+        if let Some(core) = app.try_state::<AppCore>() {
+            let core: AppCore = (*core).clone();
+            core.shutdown().await;
+        }
+        tracing::info!("quit");
+        app.exit(0);
+    });
+}
+
+fn on_tray_action<R: Runtime>(app: &AppHandle<R>, action: &str) {
+    match action {
+        "open" => show_window(app),
+        "quit" => quit(app),
+        "share" => {
+            let app = app.clone();
+            tauri::async_runtime::spawn(async move {
+                let Some(core) = app.try_state::<AppCore>().map(|c| (*c).clone()) else { return };
+                match core.toggle_share().await {
+                    ToggleOutcome::NeedsRoom => show_share_screen(&app),
+                    ToggleOutcome::Failed(e) => {
+                        use tauri_plugin_notification::NotificationExt as _;
+                        let _ = app.notification().builder().title(&e.message).body(e.hint.unwrap_or_default()).show();
+                    }
+                    ToggleOutcome::Started(_) | ToggleOutcome::Stopped => {}
+                }
+                tray::refresh(&app);
+            });
+        }
+        "copy-url" => {
+            let Some(core) = app.try_state::<AppCore>() else { return };
+            if let Some(url) = core.room_url() {
+                use tauri_plugin_clipboard_manager::ClipboardExt as _;
+                if let Err(e) = app.clipboard().write_text(url) {
+                    tracing::warn!(error = %e, "room URL not copied");
+                }
+            }
+        }
+        _ => {}
+    }
+}
+
+/// The screen `GAMBI_WINDOW_ROUTE` asks for, when it is a plain route (`/room/ABC123`).
+fn window_route() -> Option<String> {
+    let route = std::env::var("GAMBI_WINDOW_ROUTE").ok()?;
+    let plain = route.starts_with('/') && route.chars().all(|c| c.is_ascii_alphanumeric() || "/-_".contains(c));
+    plain.then_some(route)
+}
+
+/// Whether a graphical session is there to show a window in.
+fn has_display() -> bool {
+    if cfg!(target_os = "linux") {
+        std::env::var_os("DISPLAY").is_some_and(|d| !d.is_empty())
+            || std::env::var_os("WAYLAND_DISPLAY").is_some_and(|d| !d.is_empty())
+    } else {
+        true
+    }
+}
+
+/// `gambi` with no command: runs the desktop app until Quit. `show` opens the window even when
+/// the settings say to start in the tray; `quit` asks a running app to quit.
+pub fn run(show: bool, quit_running: bool) -> ExitCode {
+    if !has_display() {
+        eprintln!("error: no display found — the Gambi desktop app needs a graphical session.");
+        eprintln!("hint: to run the hub on this machine without one: gambi hub serve");
+        return ExitCode::from(2);
+    }
+    let app = builder(
+        tauri::Builder::default(),
+        |app| {
+            let config_dir = app.path().app_config_dir().unwrap_or_else(|_| std::env::temp_dir().join("gambi-desktop"));
+            let mut options =
+                CoreOptions::new(config_dir, Arc::new(SystemNotifier { app: app.clone() }), AppUi::new(app.clone()));
+            // Tests of the app itself run without touching the LAN.
+            options.discovery = std::env::var_os("GAMBI_NO_DISCOVERY").is_none();
+            options
+        },
+        move |handle, core| {
+            if quit_running {
+                // No other instance was running (it would have taken this launch): nothing to quit.
+                handle.exit(0);
+                return false;
+            }
+            match tray::create(handle, on_tray_action) {
+                Ok(tray) => {
+                    handle.manage(tray);
+                    tray::refresh(handle);
+                }
+                // A desktop without a tray still has the window.
+                Err(e) => tracing::warn!(error = %e, "no tray icon"),
+            }
+            if show || core.first_launch() {
+                show_window(handle);
+            }
+            true
+        },
+    )
+    .plugin(tauri_plugin_single_instance::init(|app, argv, _cwd| {
+        // A second launch: do what it asked in the running app, then it exits.
+        if argv.iter().any(|a| a == "--quit") {
+            quit(app);
+        } else {
+            show_window(app);
+        }
+    }))
+    .plugin(tauri_plugin_notification::init())
+    .plugin(tauri_plugin_clipboard_manager::init())
+    .on_page_load(|webview, payload| {
+        // `GAMBI_WINDOW_ROUTE=/room/ABC123` opens the window on that screen (screenshots, demos).
+        if payload.event() != tauri::webview::PageLoadEvent::Finished {
+            return;
+        }
+        if let Some(route) = window_route() {
+            let _ = webview.eval(format!("if (location.hash !== '#{route}') location.hash = '#{route}'"));
+        }
+    })
+    .build(context());
+    let app = match app {
+        Ok(app) => app,
+        Err(e) => {
+            eprintln!("error: the desktop app could not start: {e}");
+            eprintln!("hint: to run the hub without it: gambi hub serve");
+            return ExitCode::from(1);
+        }
+    };
+    let code = app.run_return(|_app, _event| {});
+    ExitCode::from(u8::try_from(code).unwrap_or(1))
+}

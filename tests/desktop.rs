@@ -1,0 +1,816 @@
+//! The desktop app (feature `desktop-test`): every command through Tauri's mock runtime and the
+//! real capability file, the share against a fake Ollama and a hub that restarts, notifications
+//! through a recording notifier, and a smoke test of the real app under Xvfb.
+#![expect(clippy::unwrap_used, reason = "tests fail loudly")]
+
+#[path = "fake_provider.rs"]
+mod fake_provider;
+#[path = "util.rs"]
+mod util;
+
+use std::io::{BufRead, BufReader, Read};
+use std::path::Path;
+use std::process::{Child, Command, Stdio};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use gambi::desktop::core::{AppCore, CoreOptions, NoUi, ToggleOutcome};
+use gambi::desktop::notify::Notifier;
+use gambi::hub::HubConfig;
+use serde_json::{json, Value};
+use tauri::ipc::{CallbackFn, InvokeBody};
+use tauri::test::{mock_builder, MockRuntime, INVOKE_KEY};
+use tauri::webview::InvokeRequest;
+use tauri::{Listener, Manager};
+
+use fake_provider::{echo, FakeOptions, FakeProvider};
+use util::{http, BIN};
+
+/// Records what would have been shown.
+#[derive(Default)]
+struct Recorder {
+    shown: Mutex<Vec<(String, String)>>,
+}
+
+impl Notifier for Recorder {
+    fn notify(&self, title: &str, body: &str) {
+        self.shown.lock().unwrap().push((title.to_string(), body.to_string()));
+    }
+}
+
+impl Recorder {
+    fn take(&self) -> Vec<(String, String)> {
+        std::mem::take(&mut *self.shown.lock().unwrap())
+    }
+}
+
+/// Waits until `check` holds, polling; panics with `what` after `within`.
+fn eventually(within: Duration, what: &str, mut check: impl FnMut() -> bool) {
+    let deadline = Instant::now() + within;
+    while !check() {
+        assert!(Instant::now() < deadline, "timed out waiting: {what}");
+        std::thread::sleep(Duration::from_millis(25));
+    }
+}
+
+fn write_settings(dir: &Path, settings: Value) {
+    std::fs::create_dir_all(dir).unwrap();
+    std::fs::write(dir.join("settings.json"), serde_json::to_string_pretty(&settings).unwrap()).unwrap();
+}
+
+fn free_port() -> u16 {
+    let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    listener.local_addr().unwrap().port()
+}
+
+/// The app on Tauri's mock runtime, with its real capability file, a private config directory, a
+/// loopback hub on a free port and a recording notifier.
+struct MockApp {
+    app: tauri::App<MockRuntime>,
+    webview: tauri::WebviewWindow<MockRuntime>,
+    dir: tempfile::TempDir,
+    notes: Arc<Recorder>,
+    events: Arc<Mutex<Vec<(String, Value)>>>,
+}
+
+impl MockApp {
+    fn start(ollama: &str) -> MockApp {
+        let dir = tempfile::tempdir().unwrap();
+        write_settings(
+            dir.path(),
+            json!({ "nickname": "alice", "hubExposure": "loopback", "hubPort": free_port(), "notifications": true }),
+        );
+        let notes = Arc::new(Recorder::default());
+        let config_dir = dir.path().to_path_buf();
+        let (ollama, recorder) = (ollama.to_string(), notes.clone());
+        let mut app = gambi::desktop::builder(
+            mock_builder(),
+            move |handle| {
+                let mut options = CoreOptions::new(config_dir, recorder, gambi::desktop::AppUi::new(handle.clone()));
+                options.use_keyring = false;
+                options.discovery = false;
+                options.ollama_url = ollama;
+                options.lmstudio_url = "http://127.0.0.1:9".into();
+                options
+            },
+            |_, _| true,
+        )
+        .build(gambi::desktop::context())
+        .unwrap();
+        // The setup (which makes and starts the core) runs with the first turn of the event loop.
+        #[allow(deprecated)]
+        app.run_iteration(|_, _| {});
+        let events = Arc::new(Mutex::new(Vec::new()));
+        for name in ["room-event", "share-status"] {
+            let sink = events.clone();
+            app.listen_any(name, move |event| {
+                let payload: Value = serde_json::from_str(event.payload()).unwrap_or(Value::Null);
+                sink.lock().unwrap().push((name.to_string(), payload));
+            });
+        }
+        let webview = match app.get_webview_window("main") {
+            Some(webview) => webview,
+            None => tauri::WebviewWindowBuilder::new(&app, "main", Default::default()).build().unwrap(),
+        };
+        let mock = MockApp { app, webview, dir, notes, events };
+        eventually(Duration::from_secs(10), "the embedded hub is up", || {
+            mock.invoke("hub_info", json!({})).unwrap()["state"] == "loopback"
+        });
+        mock
+    }
+
+    /// Calls a command as the window would (origin `tauri://localhost`, so the ACL applies).
+    fn invoke(&self, cmd: &str, args: Value) -> Result<Value, Value> {
+        self.invoke_from(cmd, args, "tauri://localhost")
+    }
+
+    fn invoke_from(&self, cmd: &str, args: Value, origin: &str) -> Result<Value, Value> {
+        let request = InvokeRequest {
+            cmd: cmd.into(),
+            callback: CallbackFn(0),
+            error: CallbackFn(1),
+            url: origin.parse().unwrap(),
+            body: InvokeBody::Json(args),
+            headers: Default::default(),
+            invoke_key: INVOKE_KEY.to_string(),
+        };
+        tauri::test::get_ipc_response(&self.webview, request).map(|body| body.deserialize::<Value>().unwrap())
+    }
+
+    fn ok(&self, cmd: &str, args: Value) -> Value {
+        self.invoke(cmd, args.clone()).unwrap_or_else(|e| panic!("{cmd} {args} failed: {e}"))
+    }
+
+    /// The error sentence a command failed with.
+    fn err(&self, cmd: &str, args: Value) -> String {
+        let e = self.invoke(cmd, args.clone()).expect_err(&format!("{cmd} {args} should fail"));
+        let message = e["message"].as_str().unwrap_or_else(|| panic!("{cmd}: error without a message: {e}"));
+        assert!(message.ends_with('.'), "{cmd}: not a sentence: {message:?}");
+        assert!(!message.contains("HTTP") && !message.contains("Error {"), "{cmd}: {message:?}");
+        message.to_string()
+    }
+
+    fn core(&self) -> AppCore {
+        (*self.app.state::<AppCore>()).clone()
+    }
+
+    fn hub_url(&self) -> String {
+        let info = self.ok("hub_info", json!({}));
+        info["url"].as_str().unwrap().to_string()
+    }
+
+    fn events_of(&self, name: &str) -> Vec<Value> {
+        self.events.lock().unwrap().iter().filter(|(n, _)| n == name).map(|(_, v)| v.clone()).collect()
+    }
+}
+
+impl Drop for MockApp {
+    fn drop(&mut self) {
+        if let Some(core) = self.app.try_state::<AppCore>() {
+            let core: AppCore = (*core).clone();
+            tauri::async_runtime::block_on(async move { core.shutdown().await });
+        }
+    }
+}
+
+fn ollama() -> FakeOptions {
+    FakeOptions {
+        models: vec!["llama3".into(), "qwen2.5:7b".into()],
+        ollama: true,
+        loaded: vec!["llama3".into()],
+        ..FakeOptions::default()
+    }
+}
+
+fn block<T>(f: impl std::future::Future<Output = T>) -> T {
+    tauri::async_runtime::block_on(f)
+}
+
+fn chat(base: &str, key: Option<&str>, text: &str) -> (u16, Value) {
+    block(async {
+        let mut request = http()
+            .post(format!("{base}/chat/completions"))
+            .json(&json!({ "model": "*", "messages": [{ "role": "user", "content": text }] }));
+        if let Some(key) = key {
+            request = request.bearer_auth(key);
+        }
+        let response = request.send().await.unwrap();
+        let status = response.status().as_u16();
+        (status, response.json().await.unwrap_or(Value::Null))
+    })
+}
+
+fn participants(hub: &str, code: &str) -> Vec<Value> {
+    block(async {
+        let v: Value =
+            http().get(format!("{hub}/v1/rooms/{code}/participants")).send().await.unwrap().json().await.unwrap();
+        v["data"].as_array().cloned().unwrap_or_default()
+    })
+}
+
+#[test]
+fn every_command_answers_on_the_mock_runtime_with_sentences_for_errors() {
+    let fake = block(FakeProvider::start(ollama()));
+    let app = MockApp::start(&fake.url);
+
+    let caps = app.ok("capabilities", json!({}));
+    assert_eq!(caps, json!({ "share": true, "discovery": false, "settings": true }));
+    let info = app.ok("hub_info", json!({}));
+    assert_eq!(info["state"], "loopback");
+    let hub = app.hub_url();
+    assert!(hub.starts_with("http://127.0.0.1:"), "{info}");
+    let health = app.ok("hub_health", json!({}));
+    assert_eq!(health["status"], "ok");
+
+    // Rooms on the embedded hub.
+    let created = app.ok("create_room", json!({ "name": "Team", "password": null }));
+    let code = created["room"]["code"].as_str().unwrap().to_string();
+    assert!(created["hostToken"].as_str().is_some_and(|t| !t.is_empty()), "{created}");
+    let rooms = app.ok("list_rooms", json!({}));
+    assert!(rooms.as_array().unwrap().iter().any(|r| r["code"] == code.as_str()), "{rooms}");
+    assert_eq!(app.ok("get_room", json!({ "code": code.to_lowercase() }))["name"], "Team");
+    assert_eq!(app.ok("list_participants", json!({ "code": code })), json!([]));
+    assert_eq!(app.err("get_room", json!({ "code": "ZZZZZZ" })), "Room ZZZZZZ isn't on this hub — check the code.");
+    assert_eq!(app.err("get_room", json!({ "code": "no" })), "That isn't a room code.");
+    assert_eq!(
+        app.err("create_room", json!({ "name": "  ", "password": null })),
+        "Give the room a name, so people know which one to join."
+    );
+
+    // The local model server.
+    let models = app.ok("local_models", json!({}));
+    assert_eq!(models["provider"]["kind"], "ollama", "{models}");
+    assert_eq!(models["provider"]["url"], fake.url.as_str());
+    let names: Vec<_> =
+        models["models"].as_array().unwrap().iter().map(|m| (m["name"].clone(), m["loaded"].clone())).collect();
+    assert!(names.contains(&(json!("llama3"), json!(true))), "{models}");
+    assert!(names.contains(&(json!("qwen2.5:7b"), json!(false))), "{models}");
+
+    // Live events of a room.
+    assert_eq!(app.ok("subscribe_room", json!({ "code": code })), Value::Null);
+    eventually(Duration::from_secs(5), "a connected room-event", || {
+        app.events_of("room-event").iter().any(|e| e["type"] == "connected" && e["roomCode"] == code.as_str())
+    });
+
+    // Join / share into our own hub's room, then leave.
+    assert_eq!(app.ok("share_status", json!({}))["state"], "off");
+    let status = app.ok(
+        "start_share",
+        json!({ "hub": null, "code": code, "password": null, "nickname": "alice", "model": "llama3" }),
+    );
+    assert_eq!(status["state"], "live", "{status}");
+    assert_eq!(status["code"], code.as_str());
+    assert_eq!(status["model"], "llama3");
+    let people = app.ok("list_participants", json!({ "code": code }));
+    assert_eq!(people.as_array().unwrap().len(), 1, "{people}");
+    assert_eq!(people[0]["nickname"], "alice");
+    eventually(Duration::from_secs(5), "participant.joined forwarded to the window", || {
+        app.events_of("room-event").iter().any(|e| e["type"] == "participant.joined" && e["id"].is_u64())
+    });
+    assert!(app.events_of("share-status").iter().any(|s| s["state"] == "live"));
+    let (status_code, answer) = chat(&format!("{hub}/rooms/{code}/v1"), None, "hello");
+    assert_eq!(status_code, 200, "{answer}");
+    assert_eq!(answer["choices"][0]["message"]["content"], echo("hello"));
+    let stopped = app.ok("stop_share", json!({}));
+    assert_eq!(stopped["state"], "off");
+    assert!(app.ok("list_participants", json!({ "code": code })).as_array().unwrap().is_empty(), "left the room");
+    assert_eq!(app.ok("unsubscribe_room", json!({ "code": code })), Value::Null);
+
+    // Refusals, in words.
+    let locked = app.ok("create_room", json!({ "name": "Locked", "password": "s3cret-pw" }));
+    let locked_code = locked["room"]["code"].as_str().unwrap().to_string();
+    let share = |password: Value| json!({ "hub": null, "code": locked_code, "password": password, "nickname": "alice", "model": "llama3" });
+    assert_eq!(app.err("start_share", share(json!("wrong"))), "Wrong password.");
+    assert_eq!(
+        app.err("start_share", share(Value::Null)),
+        format!("Room {locked_code} has a password — type it to join.")
+    );
+    assert_eq!(app.ok("share_status", json!({}))["state"], "error");
+    assert_eq!(
+        app.err(
+            "start_share",
+            json!({ "hub": null, "code": "ZZZZZZ", "password": null, "nickname": "alice", "model": "llama3" })
+        ),
+        "Room ZZZZZZ isn't on this hub — check the code."
+    );
+    let message = app.err(
+        "start_share",
+        json!({ "hub": null, "code": code, "password": null, "nickname": "alice", "model": "mistral" }),
+    );
+    assert!(message.contains("mistral"), "{message}");
+    assert_eq!(
+        app.err("delete_room", json!({ "code": code, "hostToken": "not-the-token" })),
+        "Only the room's host can delete it."
+    );
+    assert_eq!(
+        app.ok("delete_room", json!({ "code": code, "hostToken": created["hostToken"] })),
+        json!({ "success": true })
+    );
+
+    // This machine's own participant never notifies this machine.
+    std::thread::sleep(Duration::from_secs(2));
+    let notes = app.notes.take();
+    assert!(notes.iter().all(|(title, _)| !title.contains("alice")), "{notes:?}");
+
+    // Discovery is off in this app: an empty list, not an error.
+    assert_eq!(app.ok("discovered_hubs", json!({})), json!([]));
+
+    // Settings: round trip, kept on disk, refused with a sentence.
+    let mut settings = app.ok("get_settings", json!({}));
+    assert_eq!(settings["nickname"], "alice");
+    settings["nickname"] = json!("Alice's laptop");
+    settings["notifications"] = json!(false);
+    settings["preferredModel"] = json!("qwen2.5:7b");
+    let saved = app.ok("save_settings", json!({ "settings": settings }));
+    assert_eq!(saved["nickname"], "Alice's laptop");
+    assert_eq!(app.ok("get_settings", json!({})), saved);
+    let on_disk: Value =
+        serde_json::from_str(&std::fs::read_to_string(app.dir.path().join("settings.json")).unwrap()).unwrap();
+    assert_eq!(on_disk["nickname"], "Alice's laptop");
+    assert_eq!(on_disk["notifications"], false);
+    let mut bad = saved.clone();
+    bad["hubPort"] = json!(0);
+    assert_eq!(
+        app.err("save_settings", json!({ "settings": bad })),
+        "The hub's port must be between 1 and 65535 (3000 is the usual one)."
+    );
+    let mut bad = saved.clone();
+    bad["hubExposure"] = json!("moon");
+    assert_eq!(app.err("save_settings", json!({ "settings": bad })), "Those settings aren't valid.");
+    assert_eq!(app.ok("get_settings", json!({})), saved, "a refused save changes nothing");
+    let mut bad = saved.clone();
+    bad["providerEndpoint"] = json!("localhost:11434");
+    assert!(app.err("save_settings", json!({ "settings": bad })).starts_with("The model server address"));
+
+    // No model server: what to do about it.
+    block(fake.stop());
+    let message = app.err(
+        "start_share",
+        json!({ "hub": null, "code": locked_code, "password": "s3cret-pw", "nickname": "alice", "model": "" }),
+    );
+    assert!(message.starts_with("Ollama isn't running"), "{message}");
+    assert!(message.contains("start it, then try again"), "{message}");
+    let models = app.ok("local_models", json!({}));
+    assert_eq!(models["provider"], Value::Null, "{models}");
+
+    // Only the app's window, from the app's origin, may call commands.
+    let refused = app.invoke_from("list_rooms", json!({}), "http://evil.example").unwrap_err();
+    assert!(refused.to_string().contains("not allowed"), "{refused}");
+}
+
+/// A real `gambi hub serve` on a fixed port that keeps its rooms in `state`.
+struct HubProcess {
+    child: Child,
+    log: Arc<Mutex<String>>,
+}
+
+impl HubProcess {
+    fn start(port: u16, state: &Path) -> HubProcess {
+        let mut child = Command::new(BIN)
+            .args(["hub", "serve", "--host", "127.0.0.1", "--port", &port.to_string()])
+            .arg("--state")
+            .arg(state)
+            .env("NO_COLOR", "1")
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .stdin(Stdio::null())
+            .spawn()
+            .unwrap();
+        let log = Arc::new(Mutex::new(String::new()));
+        let sink = log.clone();
+        let stderr = child.stderr.take().unwrap();
+        std::thread::spawn(move || {
+            let mut text = String::new();
+            let _ = BufReader::new(stderr).read_to_string(&mut text);
+            sink.lock().unwrap().push_str(&text);
+        });
+        let mut stdout = BufReader::new(child.stdout.take().unwrap());
+        let mut line = String::new();
+        loop {
+            line.clear();
+            assert!(stdout.read_line(&mut line).unwrap() > 0, "the hub did not start: {}", log.lock().unwrap());
+            if line.contains("listening on") {
+                break;
+            }
+        }
+        std::thread::spawn(move || {
+            let _ = stdout.read_to_end(&mut Vec::new());
+        });
+        HubProcess { child, log }
+    }
+}
+
+impl Drop for HubProcess {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+#[test]
+fn sharing_from_a_command_survives_a_hub_restart_and_turning_it_off_leaves_the_room() {
+    let fake = block(FakeProvider::start(ollama()));
+    let app = MockApp::start(&fake.url);
+    let dir = tempfile::tempdir().unwrap();
+    let state = dir.path().join("rooms.json");
+    let port = free_port();
+    let hub = format!("http://127.0.0.1:{port}");
+    let mut process = HubProcess::start(port, &state);
+    let created: Value = block(async {
+        http()
+            .post(format!("{hub}/v1/rooms"))
+            .json(&json!({ "name": "Lab", "password": "pw-lab" }))
+            .send()
+            .await
+            .unwrap()
+            .json()
+            .await
+            .unwrap()
+    });
+    let code = created["data"]["room"]["code"].as_str().unwrap().to_string();
+
+    let status = app.ok(
+        "start_share",
+        json!({ "hub": hub, "code": code, "password": "pw-lab", "nickname": "alice", "model": "llama3" }),
+    );
+    assert_eq!(status["state"], "live", "{status}");
+    let id = status["participantId"].as_str().unwrap().to_string();
+    let people = participants(&hub, &code);
+    assert_eq!(people.len(), 1, "{people:?}");
+    let me = &people[0];
+    assert_eq!(me["id"], id.as_str());
+    assert_eq!(me["nickname"], "alice");
+    assert_eq!(me["model"], "llama3");
+    assert!(me["specs"]["cpu"].as_str().is_some_and(|c| !c.is_empty()), "specs read automatically: {me}");
+    assert!(me["specs"]["ram"].as_f64().is_some_and(|r| r > 0.0), "{me}");
+    assert!(me["loadedModels"].as_array().unwrap().iter().any(|m| m["name"] == "llama3"), "{me}");
+    assert_eq!(me["connection"]["kind"], "tunnel", "{me}");
+
+    let base = format!("{hub}/rooms/{code}/v1");
+    let key = Some("pw-lab");
+    let (code_before, answer) = chat(&base, key, "before");
+    assert_eq!(code_before, 200, "{answer}");
+    assert_eq!(answer["choices"][0]["message"]["content"], echo("before"));
+    assert!(!fake.requests_to("/v1/chat/completions").is_empty(), "the completion reached the fake Ollama");
+
+    // The hub dies and comes back on the same port with its rooms.
+    process.child.kill().unwrap();
+    process.child.wait().unwrap();
+    eventually(Duration::from_secs(10), "the share says it is reconnecting", || {
+        app.ok("share_status", json!({}))["state"] == "reconnecting"
+    });
+    let message = app.ok("share_status", json!({}))["message"].as_str().unwrap().to_string();
+    assert!(message.starts_with("Lost the hub"), "{message}");
+    let _process = HubProcess::start(port, &state);
+    let restarted = Instant::now();
+    eventually(Duration::from_secs(15), "the share is live again", || {
+        app.ok("share_status", json!({}))["state"] == "live"
+    });
+    assert!(!process.log.lock().unwrap().contains("pw-lab"), "the password is not in the hub's log");
+    eventually(Duration::from_secs(15), "the same participant is back", || {
+        let people = participants(&hub, &code);
+        people.len() == 1 && people[0]["id"] == id.as_str() && people[0]["connection"]["connected"] == true
+    });
+    eprintln!("hub restarted: the share was back {:?} later", restarted.elapsed());
+    let (code_after, answer) = chat(&base, key, "after");
+    assert_eq!(code_after, 200, "{answer}");
+    assert_eq!(answer["choices"][0]["message"]["content"], echo("after"));
+
+    // The room is remembered, its password kept (in memory here: no keyring in tests).
+    let settings = app.ok("get_settings", json!({}));
+    assert_eq!(settings["rooms"][0]["code"], code.as_str(), "{settings}");
+    assert_eq!(settings["rooms"][0]["hub"], hub.as_str());
+    assert!(!settings.to_string().contains("pw-lab"), "no password in the settings: {settings}");
+    let on_disk = std::fs::read_to_string(app.dir.path().join("settings.json")).unwrap();
+    assert!(!on_disk.contains("pw-lab"), "{on_disk}");
+
+    // Off: the participant leaves the room.
+    assert_eq!(app.ok("stop_share", json!({}))["state"], "off");
+    assert!(participants(&hub, &code).is_empty(), "left the room");
+
+    // The tray's "Share my Ollama" shares into the remembered room again, with the kept password.
+    let core = app.core();
+    match block(core.toggle_share()) {
+        ToggleOutcome::Started(status) => assert_eq!(status.state, "live", "{status:?}"),
+        other => panic!("toggle did not share: {other:?}"),
+    }
+    assert_eq!(participants(&hub, &code).len(), 1);
+    assert!(core.room_url().unwrap().ends_with(&format!("/rooms/{code}/v1")));
+    assert_eq!(block(core.toggle_share()), ToggleOutcome::Stopped);
+    assert!(participants(&hub, &code).is_empty());
+    drop(process);
+}
+
+/// A core (no window) with a loopback hub whose participants go offline quickly.
+fn notifying_core(notes: Arc<Recorder>) -> (AppCore, tempfile::TempDir) {
+    let dir = tempfile::tempdir().unwrap();
+    write_settings(dir.path(), json!({ "nickname": "host", "hubExposure": "loopback", "hubPort": free_port() }));
+    let mut options = CoreOptions::new(dir.path().to_path_buf(), notes, Arc::new(NoUi));
+    options.use_keyring = false;
+    options.discovery = false;
+    options.notify_window = Duration::from_millis(400);
+    options.hub_config = HubConfig {
+        participant_timeout: Duration::from_millis(1500),
+        sweep_interval: Duration::from_millis(50),
+        ..HubConfig::default()
+    };
+    let core = block(async move {
+        let core = AppCore::new(options);
+        core.start().await;
+        core
+    });
+    (core, dir)
+}
+
+fn register(hub: &str, code: &str, id: &str, nickname: &str) {
+    block(async {
+        let body = json!({ "nickname": nickname, "model": "llama3", "endpoint": "http://127.0.0.1:9" });
+        let res = http().put(format!("{hub}/v1/rooms/{code}/participants/{id}")).json(&body).send().await.unwrap();
+        assert!(res.status().is_success(), "{}", res.status());
+    })
+}
+
+#[test]
+fn one_offline_is_one_notification_and_a_burst_of_ten_is_one_summary() {
+    let notes = Arc::new(Recorder::default());
+    let (core, _dir) = notifying_core(notes.clone());
+    let hub = block(core.local_hub_url()).unwrap();
+    let created = block(core.create_room("Team", None)).unwrap();
+    let code = created.room.code.clone();
+
+    register(&hub, &code, "ann-1", "Ann");
+    eventually(Duration::from_secs(5), "the join is told", || !notes.shown.lock().unwrap().is_empty());
+    assert_eq!(notes.take(), [("Ann joined".to_string(), format!("room {code}"))]);
+    eventually(Duration::from_secs(10), "the offline is told", || !notes.shown.lock().unwrap().is_empty());
+    std::thread::sleep(Duration::from_secs(1));
+    assert_eq!(notes.take(), [("Ann went offline".to_string(), format!("in room {code}"))], "exactly one");
+
+    // She comes back with a heartbeat: told once.
+    block(async {
+        let res = http().post(format!("{hub}/v1/rooms/{code}/participants/ann-1/heartbeat")).send().await.unwrap();
+        assert!(res.status().is_success());
+    });
+    eventually(Duration::from_secs(5), "the comeback is told", || !notes.shown.lock().unwrap().is_empty());
+    assert_eq!(notes.take(), [("Ann is back online".to_string(), format!("in room {code}"))]);
+    eventually(Duration::from_secs(10), "offline again", || !notes.shown.lock().unwrap().is_empty());
+    notes.take();
+
+    // Ten at once: one summary when they join, one when they all go offline.
+    for i in 0..10 {
+        register(&hub, &code, &format!("p-{i}"), &format!("Peer {i}"));
+    }
+    eventually(Duration::from_secs(5), "the joins are told", || !notes.shown.lock().unwrap().is_empty());
+    std::thread::sleep(Duration::from_millis(600));
+    assert_eq!(notes.take(), [("10 changes in Gambi".to_string(), format!("10 participants joined in room {code}"))]);
+    eventually(Duration::from_secs(10), "the offlines are told", || !notes.shown.lock().unwrap().is_empty());
+    std::thread::sleep(Duration::from_secs(1));
+    assert_eq!(
+        notes.take(),
+        [("10 changes in Gambi".to_string(), format!("10 participants went offline in room {code}"))],
+        "a burst of ten offlines is one summary"
+    );
+
+    // Notifications turned off: nothing is shown.
+    let mut settings = core.settings();
+    settings.notifications = false;
+    block(core.save_settings(settings)).unwrap();
+    register(&hub, &code, "quiet-1", "Quiet");
+    std::thread::sleep(Duration::from_secs(3));
+    assert!(notes.take().is_empty(), "the setting is respected");
+    block(core.shutdown());
+}
+
+#[test]
+fn without_a_display_gambi_says_how_to_run_the_hub_headless() {
+    let out =
+        Command::new(BIN).env_remove("DISPLAY").env_remove("WAYLAND_DISPLAY").stdin(Stdio::null()).output().unwrap();
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(2), "{stderr}");
+    assert!(stderr.contains("no display found"), "{stderr}");
+    assert!(stderr.contains("gambi hub serve"), "{stderr}");
+}
+
+/// An X server of our own (Xvfb) and a session bus, for the real app.
+struct Desktop {
+    display: String,
+    xvfb: Child,
+    bus: Child,
+    bus_address: String,
+}
+
+impl Desktop {
+    /// `None` (with the reason) where no X server can be started.
+    fn start() -> Result<Desktop, String> {
+        let mut xvfb = Command::new("Xvfb")
+            .args(["-displayfd", "1", "-screen", "0", "1280x800x24", "-nolisten", "tcp"])
+            .stdout(Stdio::piped())
+            .stderr(Stdio::null())
+            .spawn()
+            .map_err(|e| format!("Xvfb cannot start ({e}); install xvfb"))?;
+        let mut line = String::new();
+        BufReader::new(xvfb.stdout.take().unwrap()).read_line(&mut line).map_err(|e| e.to_string())?;
+        let number = line.trim();
+        if number.is_empty() {
+            let _ = xvfb.kill();
+            return Err("Xvfb did not report a display".into());
+        }
+        let mut bus = Command::new("dbus-daemon")
+            .args(["--session", "--nofork", "--print-address=1"])
+            .stdout(Stdio::piped())
+            .stderr(Stdio::null())
+            .spawn()
+            .map_err(|e| format!("dbus-daemon cannot start ({e}); install dbus"))?;
+        let mut address = String::new();
+        BufReader::new(bus.stdout.take().unwrap()).read_line(&mut address).map_err(|e| e.to_string())?;
+        Ok(Desktop { display: format!(":{number}"), xvfb, bus, bus_address: address.trim().to_string() })
+    }
+
+    fn command(&self, config: &Path) -> Command {
+        let mut cmd = Command::new(BIN);
+        cmd.env("DISPLAY", &self.display)
+            .env_remove("WAYLAND_DISPLAY")
+            .env("DBUS_SESSION_BUS_ADDRESS", &self.bus_address)
+            .env("XDG_CONFIG_HOME", config)
+            .env("GAMBI_NO_DISCOVERY", "1")
+            .env("NO_COLOR", "1")
+            .env("RUST_LOG", "info")
+            .stdin(Stdio::null());
+        cmd
+    }
+
+    /// A screenshot of the whole screen; returns its number of distinct colours.
+    fn screenshot(&self, path: &Path) -> usize {
+        let status = Command::new("import")
+            .args(["-display", &self.display, "-window", "root"])
+            .arg(path)
+            .status()
+            .expect("ImageMagick's import");
+        assert!(status.success(), "import failed");
+        let out = Command::new("identify").args(["-format", "%k"]).arg(path).output().unwrap();
+        String::from_utf8_lossy(&out.stdout).trim().parse().unwrap()
+    }
+}
+
+impl Drop for Desktop {
+    fn drop(&mut self) {
+        let _ = self.xvfb.kill();
+        let _ = self.xvfb.wait();
+        let _ = self.bus.kill();
+        let _ = self.bus.wait();
+    }
+}
+
+fn screenshot_dir() -> std::path::PathBuf {
+    let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("target/ui-screenshots");
+    std::fs::create_dir_all(&dir).unwrap();
+    dir
+}
+
+#[test]
+fn the_real_app_starts_under_xvfb_renders_its_window_serves_health_and_quits_with_0() {
+    let desktop = match Desktop::start() {
+        Ok(desktop) => desktop,
+        Err(reason) => {
+            eprintln!("SKIPPED: no X server could be started here: {reason}");
+            return;
+        }
+    };
+    let home = tempfile::tempdir().unwrap();
+    let port = free_port();
+    let config = home.path().join("config");
+    write_settings(
+        &config.join("dev.gambi.app"),
+        json!({ "nickname": "smoke", "hubExposure": "loopback", "hubPort": port, "notifications": true }),
+    );
+    let log = home.path().join("app.log");
+    let mut app = desktop
+        .command(&config)
+        .arg("--show")
+        .stdout(Stdio::null())
+        .stderr(std::fs::File::create(&log).unwrap())
+        .spawn()
+        .unwrap();
+    let hub = format!("http://127.0.0.1:{port}");
+    let started = Instant::now();
+    let healthy = || {
+        block(async { http().get(format!("{hub}/v1/health")).send().await.map(|r| r.status() == 200).unwrap_or(false) })
+    };
+    while !healthy() {
+        if let Some(status) = app.try_wait().unwrap() {
+            panic!("the app exited with {status}: {}", std::fs::read_to_string(&log).unwrap());
+        }
+        assert!(
+            started.elapsed() < Duration::from_secs(60),
+            "no /v1/health: {}",
+            std::fs::read_to_string(&log).unwrap()
+        );
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    eprintln!("the app's hub answered /v1/health {:?} after launch", started.elapsed());
+    let health: Value =
+        block(async { http().get(format!("{hub}/v1/health")).send().await.unwrap().json().await.unwrap() });
+    assert_eq!(health["data"]["status"], "ok", "{health}");
+
+    // The window renders the UI: the screen is far from one flat colour once the page has drawn.
+    let shot = screenshot_dir().join("desktop-home.png");
+    let deadline = Instant::now() + Duration::from_secs(30);
+    let colours = loop {
+        std::thread::sleep(Duration::from_millis(1500));
+        let colours = desktop.screenshot(&shot);
+        if colours > 64 || Instant::now() > deadline {
+            break colours;
+        }
+    };
+    assert!(colours > 64, "the window looks blank ({colours} colours); see {}", shot.display());
+
+    // A room for the second launch below.
+    let code = block(async {
+        let v: Value = http()
+            .post(format!("{hub}/v1/rooms"))
+            .json(&json!({ "name": "Design team" }))
+            .send()
+            .await
+            .unwrap()
+            .json()
+            .await
+            .unwrap();
+        v["data"]["room"]["code"].as_str().unwrap().to_string()
+    });
+
+    // Quit, as the tray's Quit does, asked by a second launch (single instance): exit 0.
+    let quit = desktop.command(&config).arg("--quit").output().unwrap();
+    assert_eq!(quit.status.code(), Some(0), "{}", String::from_utf8_lossy(&quit.stderr));
+    let deadline = Instant::now() + Duration::from_secs(20);
+    let status = loop {
+        if let Some(status) = app.try_wait().unwrap() {
+            break status;
+        }
+        assert!(Instant::now() < deadline, "the app did not quit: {}", std::fs::read_to_string(&log).unwrap());
+        std::thread::sleep(Duration::from_millis(50));
+    };
+    assert_eq!(status.code(), Some(0), "{}", std::fs::read_to_string(&log).unwrap());
+    assert!(!healthy(), "the hub stopped with the app");
+
+    // Again, opening on the room made above (the embedded hub keeps its rooms across launches),
+    // with two participants and a completion: the Room screen shows their health, specs and the
+    // activity.
+    let mut app = desktop
+        .command(&config)
+        .arg("--show")
+        .env("GAMBI_WINDOW_ROUTE", format!("/room/{code}"))
+        .stdout(Stdio::null())
+        .stderr(std::fs::File::create(&log).unwrap())
+        .spawn()
+        .unwrap();
+    let started = Instant::now();
+    while !healthy() {
+        assert!(app.try_wait().unwrap().is_none(), "{}", std::fs::read_to_string(&log).unwrap());
+        assert!(started.elapsed() < Duration::from_secs(60), "no /v1/health the second time");
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    let fake = block(FakeProvider::start(ollama()));
+    for (id, nickname, gpu, vram) in
+        [("maya-x7k2q9", "Maya's desktop", "NVIDIA RTX 4090", 24), ("leo-m3n8p1", "Leo's MacBook", "Apple M3 Pro", 18)]
+    {
+        block(async {
+            // The classic join: a direct participant the hub calls at its endpoint.
+            let body = json!({
+                "id": id, "nickname": nickname, "model": "llama3", "endpoint": fake.url,
+                "specs": { "gpu": gpu, "vram": vram, "ram": 32, "cpu": "8-core", "os": "linux" },
+            });
+            let res = http().post(format!("{hub}/rooms/{code}/join")).json(&body).send().await.unwrap();
+            assert!(res.status().is_success(), "{}", res.text().await.unwrap());
+        });
+    }
+    let shot = screenshot_dir().join("desktop-room.png");
+    // The room screen is full of text once its participants are drawn; give a loaded machine time
+    // to get there. Then a completion shows up live in its activity.
+    let drawn = |within: Duration| {
+        let deadline = Instant::now() + within;
+        loop {
+            std::thread::sleep(Duration::from_millis(1500));
+            let colours = desktop.screenshot(&shot);
+            if colours > 1000 || Instant::now() > deadline {
+                break colours;
+            }
+        }
+    };
+    drawn(Duration::from_secs(40));
+    let (status, answer) = chat(&format!("{hub}/rooms/{code}/v1"), None, "Say hello to the team");
+    assert_eq!(status, 200, "{answer}");
+    std::thread::sleep(Duration::from_secs(2));
+    let colours = drawn(Duration::from_secs(5));
+    assert!(colours > 64, "the room screen looks blank ({colours} colours); see {}", shot.display());
+    let quit = desktop.command(&config).arg("--quit").output().unwrap();
+    assert_eq!(quit.status.code(), Some(0), "{}", String::from_utf8_lossy(&quit.stderr));
+    let deadline = Instant::now() + Duration::from_secs(20);
+    let status = loop {
+        if let Some(status) = app.try_wait().unwrap() {
+            break status;
+        }
+        assert!(Instant::now() < deadline, "the app did not quit: {}", std::fs::read_to_string(&log).unwrap());
+        std::thread::sleep(Duration::from_millis(50));
+    };
+    assert_eq!(status.code(), Some(0), "{}", std::fs::read_to_string(&log).unwrap());
+    block(fake.stop());
+}
