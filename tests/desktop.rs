@@ -75,6 +75,10 @@ struct MockApp {
 
 impl MockApp {
     fn start(ollama: &str) -> MockApp {
+        Self::start_with(ollama, |_| {})
+    }
+
+    fn start_with(ollama: &str, tweak: impl FnOnce(&mut CoreOptions) + Send + 'static) -> MockApp {
         let dir = tempfile::tempdir().unwrap();
         write_settings(
             dir.path(),
@@ -91,6 +95,7 @@ impl MockApp {
                 options.discovery = false;
                 options.ollama_url = ollama;
                 options.lmstudio_url = "http://127.0.0.1:9".into();
+                tweak(&mut options);
                 options
             },
             |_, _| true,
@@ -350,8 +355,8 @@ fn every_command_answers_on_the_mock_runtime_with_sentences_for_errors() {
     );
     assert!(message.starts_with("Ollama isn't running"), "{message}");
     assert!(message.contains("start it, then try again"), "{message}");
-    let models = app.ok("local_models", json!({}));
-    assert_eq!(models["provider"], Value::Null, "{models}");
+    let message = app.err("local_models", json!({}));
+    assert!(message.starts_with("Ollama isn't running"), "{message}");
 
     // Only the app's window, from the app's origin, may call commands.
     let refused = app.invoke_from("list_rooms", json!({}), "http://evil.example").unwrap_err();
@@ -679,7 +684,7 @@ fn the_real_app_starts_under_xvfb_renders_its_window_serves_health_and_quits_wit
     let port = free_port();
     let config = home.path().join("config");
     write_settings(
-        &config.join("dev.gambi.app"),
+        &config.join("dev.gambi.desktop"),
         json!({ "nickname": "smoke", "hubExposure": "loopback", "hubPort": port, "notifications": true }),
     );
     let log = home.path().join("app.log");
@@ -813,4 +818,179 @@ fn the_real_app_starts_under_xvfb_renders_its_window_serves_health_and_quits_wit
     };
     assert_eq!(status.code(), Some(0), "{}", std::fs::read_to_string(&log).unwrap());
     block(fake.stop());
+}
+
+/// The name of the environment variable that says this process already runs in its own network
+/// namespace.
+const IN_NETNS: &str = "GAMBI_DESKTOP_TEST_IN_NETNS";
+
+#[test]
+fn discovered_hubs_lists_a_hub_advertised_on_the_lan() {
+    const NAME: &str = "discovered_hubs_lists_a_hub_advertised_on_the_lan";
+    if std::env::var_os(IN_NETNS).is_none() {
+        // This test again, alone, in a network namespace of its own with only `lo`: mDNS never
+        // touches the host's interfaces.
+        let out = Command::new("unshare")
+            .args(["--net", "--", "sh", "-c", "ip link set lo up && exec \"$0\" \"$@\""])
+            .arg(std::env::current_exe().unwrap())
+            .args(["--exact", NAME, "--nocapture", "--test-threads=1"])
+            .env(IN_NETNS, "1")
+            .output()
+            .expect("unshare (util-linux) runs the test in a network namespace; run as root with iproute2");
+        let stdout = String::from_utf8_lossy(&out.stdout);
+        let stderr = String::from_utf8_lossy(&out.stderr);
+        assert!(out.status.success(), "in the namespace:\n{stdout}\n{stderr}");
+        assert!(stdout.contains("1 passed"), "the test did not run in the namespace:\n{stdout}\n{stderr}");
+        return;
+    }
+    let mut hub = Command::new(BIN)
+        .args(["hub", "serve", "--host", "127.0.0.1", "--port", "0", "--mdns", "--name", "Lab hub"])
+        .env("NO_COLOR", "1")
+        .stdout(Stdio::piped())
+        .stderr(Stdio::null())
+        .stdin(Stdio::null())
+        .spawn()
+        .unwrap();
+    let mut stdout = BufReader::new(hub.stdout.take().unwrap());
+    let mut line = String::new();
+    let url = loop {
+        line.clear();
+        assert!(stdout.read_line(&mut line).unwrap() > 0, "the hub did not start");
+        if let Some(at) = line.find("http://") {
+            break line[at..].split_whitespace().next().unwrap().to_string();
+        }
+    };
+    std::thread::spawn(move || {
+        let _ = stdout.read_to_end(&mut Vec::new());
+    });
+    let created: Value = block(async {
+        http()
+            .post(format!("{url}/v1/rooms"))
+            .json(&json!({ "name": "Found me" }))
+            .send()
+            .await
+            .unwrap()
+            .json()
+            .await
+            .unwrap()
+    });
+    let code = created["data"]["room"]["code"].as_str().unwrap().to_string();
+
+    let app = MockApp::start_with("http://127.0.0.1:9", |options| options.discovery = true);
+    assert_eq!(app.ok("capabilities", json!({}))["discovery"], true);
+    let started = Instant::now();
+    let mut found = Value::Null;
+    eventually(Duration::from_secs(20), "the hub appears in discovered_hubs with its room", || {
+        found = app.ok("discovered_hubs", json!({}));
+        found.as_array().unwrap().iter().any(|h| {
+            h["url"] == url.as_str()
+                && h["rooms"].as_array().is_some_and(|r| r.iter().any(|r| r["code"] == code.as_str()))
+        })
+    });
+    eprintln!("found on the LAN after {:?}: {found}", started.elapsed());
+    let hub_entry = found.as_array().unwrap().iter().find(|h| h["url"] == url.as_str()).unwrap();
+    assert_eq!(hub_entry["name"], "Lab hub");
+    // A room found on the LAN opens from the window by its code alone.
+    assert_eq!(app.ok("get_room", json!({ "code": code }))["name"], "Found me");
+    let _ = hub.kill();
+    let _ = hub.wait();
+}
+
+/// Runs `xdotool` on `display`; returns its output.
+fn xdotool(display: &str, args: &[&str]) -> String {
+    let out = Command::new("xdotool").args(args).env("DISPLAY", display).output().expect("xdotool");
+    String::from_utf8_lossy(&out.stdout).into_owned()
+}
+
+#[test]
+fn the_tray_menu_says_what_runs_opens_the_share_screen_and_quits_with_0() {
+    let desktop = match Desktop::start() {
+        Ok(desktop) => desktop,
+        Err(reason) => {
+            eprintln!("SKIPPED: no X server could be started here: {reason}");
+            return;
+        }
+    };
+    // An XEmbed tray for the app's icon, at the top right of the screen.
+    let mut tray = Command::new("trayer")
+        .args(["--edge", "top", "--align", "right", "--widthtype", "pixel", "--width", "120", "--height", "32"])
+        .args(["--transparent", "false", "--tint", "0x333333"])
+        .env("DISPLAY", &desktop.display)
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .expect("trayer (apt-get install trayer) hosts the tray icon");
+    let home = tempfile::tempdir().unwrap();
+    let port = free_port();
+    let config = home.path().join("config");
+    write_settings(
+        &config.join("dev.gambi.desktop"),
+        json!({ "nickname": "tray", "hubExposure": "loopback", "hubPort": port }),
+    );
+    let log = home.path().join("app.log");
+    // Not the first launch and no --show: the app starts in the tray only.
+    let mut app =
+        desktop.command(&config).stdout(Stdio::null()).stderr(std::fs::File::create(&log).unwrap()).spawn().unwrap();
+    let hub = format!("http://127.0.0.1:{port}");
+    eventually(Duration::from_secs(60), "the app's hub answers", || {
+        block(async { http().get(format!("{hub}/v1/health")).send().await.is_ok_and(|r| r.status() == 200) })
+    });
+    // trayer has a few windows; the panel is the widest.
+    let geometry = || {
+        let ids = xdotool(&desktop.display, &["search", "--class", "trayer"]);
+        ids.lines()
+            .map(|id| {
+                let text = xdotool(&desktop.display, &["getwindowgeometry", "--shell", id]);
+                let field = |name: &str| -> i64 {
+                    text.lines()
+                        .find_map(|l| l.strip_prefix(&format!("{name}=")))
+                        .and_then(|v| v.parse().ok())
+                        .unwrap_or(0)
+                };
+                (field("X"), field("Y"), field("WIDTH"), field("HEIGHT"))
+            })
+            .max_by_key(|g| g.2)
+            .expect("trayer's window")
+    };
+    let click_icon = || {
+        let (x, y, w, h) = geometry();
+        let (cx, cy) = ((x + w - 14).to_string(), (y + h / 2).to_string());
+        xdotool(&desktop.display, &["mousemove", &cx, &cy, "click", "1"]);
+        std::thread::sleep(Duration::from_millis(1200));
+    };
+    // Give the icon time to embed, then open the menu.
+    std::thread::sleep(Duration::from_secs(2));
+    click_icon();
+    let menu = screenshot_dir().join("desktop-tray-menu.png");
+    let colours = desktop.screenshot(&menu);
+    assert!(colours > 16, "no menu drawn ({colours} colours); see {}", menu.display());
+
+    // "Share my Ollama" with no room shared into yet opens the window on the Share screen.
+    xdotool(&desktop.display, &["key", "Down", "Return"]);
+    let shot = screenshot_dir().join("desktop-share-from-tray.png");
+    let deadline = Instant::now() + Duration::from_secs(40);
+    let colours = loop {
+        std::thread::sleep(Duration::from_millis(1500));
+        let colours = desktop.screenshot(&shot);
+        if colours > 1000 || Instant::now() > deadline {
+            break colours;
+        }
+    };
+    assert!(colours > 1000, "the window did not open ({colours} colours); see {}", shot.display());
+
+    // Quit from the menu (its last item): the app leaves, stops its hub and exits 0.
+    click_icon();
+    xdotool(&desktop.display, &["key", "Up", "Return"]);
+    let deadline = Instant::now() + Duration::from_secs(20);
+    let status = loop {
+        if let Some(status) = app.try_wait().unwrap() {
+            break status;
+        }
+        assert!(Instant::now() < deadline, "Quit did not end the app: {}", std::fs::read_to_string(&log).unwrap());
+        std::thread::sleep(Duration::from_millis(50));
+    };
+    assert_eq!(status.code(), Some(0), "{}", std::fs::read_to_string(&log).unwrap());
+    assert!(std::fs::read_to_string(&log).unwrap().contains("quit"));
+    let _ = tray.kill();
+    let _ = tray.wait();
 }

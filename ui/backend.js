@@ -25,8 +25,9 @@
 //   subscribe_room     { code }                                     null — starts emitting "room-event" for that room
 //   unsubscribe_room   { code }                                     null
 //   share_status       —                                            ShareStatus
-//   local_models       —                                            { provider: { kind: "ollama"|"lmstudio"|"openai", url } | null,
+//   local_models       —                                            { provider: { kind: "ollama"|"lmstudio"|"openai", url },
 //                                                                      models: [{ name, loaded: bool, vram?: GiB, size?: GiB }] }
+//                                                                    (rejects with "Ollama isn't running …" when no server answers)
 //   start_share        { hub: string|null, code, password: string|null, nickname, model }
 //                                                                   ShareStatus     (hub null = this app's own hub)
 //   stop_share         —                                            ShareStatus

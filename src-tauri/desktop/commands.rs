@@ -67,7 +67,7 @@ pub fn share_status(core: State<'_, AppCore>) -> ShareStatus {
 
 #[tauri::command]
 pub async fn local_models(core: State<'_, AppCore>) -> Answer<Value> {
-    Ok(core.local_models().await)
+    core.local_models().await
 }
 
 #[tauri::command]

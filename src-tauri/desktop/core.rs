@@ -270,7 +270,7 @@ impl AppCore {
                 (Settings::default(), false)
             }
         };
-        let secrets = Secrets::new("dev.gambi.app", options.use_keyring);
+        let secrets = Secrets::new("dev.gambi.desktop", options.use_keyring);
         let (share_status, _) = watch::channel(ShareStatus::off());
         let inner = Arc::new_cyclic(|weak: &std::sync::Weak<Inner>| {
             let weak = weak.clone();
@@ -628,14 +628,15 @@ impl AppCore {
         self.inner.share_status.subscribe()
     }
 
-    /// This computer's model server and its models (`local_models`).
-    pub async fn local_models(&self) -> Value {
+    /// This computer's model server and its models (`local_models`); an error that says what to
+    /// do when there is none.
+    pub async fn local_models(&self) -> Result<Value, AppError> {
         let endpoint = self.settings().provider_endpoint;
         let detection =
             provider::detect_at(&self.inner.options.ollama_url, &self.inner.options.lmstudio_url, endpoint.as_deref())
                 .await;
         let Some(found) = detection.found else {
-            return json!({ "provider": null, "models": [], "message": not_running(&detection).message });
+            return Err(not_running(&detection));
         };
         let kind = match found.kind {
             ProviderKind::Ollama => "ollama",
@@ -657,7 +658,7 @@ impl AppCore {
                 model
             })
             .collect();
-        json!({ "provider": { "kind": kind, "url": found.endpoint }, "models": models })
+        Ok(json!({ "provider": { "kind": kind, "url": found.endpoint }, "models": models }))
     }
 
     /// Shares this computer's model server into room `code` on `hub` (`None`: this app's hub).
