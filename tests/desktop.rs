@@ -58,6 +58,14 @@ fn write_settings(dir: &Path, settings: Value) {
     std::fs::write(dir.join("settings.json"), serde_json::to_string_pretty(&settings).unwrap()).unwrap();
 }
 
+/// Creates a room on `hub` through `/v1`; returns its code.
+fn create_room(hub: &str, body: Value) -> String {
+    block(async {
+        let v: Value = http().post(format!("{hub}/v1/rooms")).json(&body).send().await.unwrap().json().await.unwrap();
+        v["data"]["room"]["code"].as_str().unwrap().to_string()
+    })
+}
+
 fn free_port() -> u16 {
     let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
     listener.local_addr().unwrap().port()
@@ -371,10 +379,14 @@ struct HubProcess {
 
 impl HubProcess {
     fn start(port: u16, state: &Path) -> HubProcess {
+        Self::serve(&["--port", &port.to_string(), "--state", &state.to_string_lossy()]).0
+    }
+
+    /// `gambi hub serve --host 127.0.0.1 <args>`; returns it and the address it printed.
+    fn serve(args: &[&str]) -> (HubProcess, String) {
         let mut child = Command::new(BIN)
-            .args(["hub", "serve", "--host", "127.0.0.1", "--port", &port.to_string()])
-            .arg("--state")
-            .arg(state)
+            .args(["hub", "serve", "--host", "127.0.0.1"])
+            .args(args)
             .env("NO_COLOR", "1")
             .stdout(Stdio::piped())
             .stderr(Stdio::piped())
@@ -391,17 +403,17 @@ impl HubProcess {
         });
         let mut stdout = BufReader::new(child.stdout.take().unwrap());
         let mut line = String::new();
-        loop {
+        let url = loop {
             line.clear();
             assert!(stdout.read_line(&mut line).unwrap() > 0, "the hub did not start: {}", log.lock().unwrap());
-            if line.contains("listening on") {
-                break;
+            if let Some(at) = line.find("http://").filter(|_| line.contains("listening on")) {
+                break line[at..].split_whitespace().next().unwrap_or_default().to_string();
             }
-        }
+        };
         std::thread::spawn(move || {
             let _ = stdout.read_to_end(&mut Vec::new());
         });
-        HubProcess { child, log }
+        (HubProcess { child, log }, url)
     }
 }
 
@@ -421,18 +433,7 @@ fn sharing_from_a_command_survives_a_hub_restart_and_turning_it_off_leaves_the_r
     let port = free_port();
     let hub = format!("http://127.0.0.1:{port}");
     let mut process = HubProcess::start(port, &state);
-    let created: Value = block(async {
-        http()
-            .post(format!("{hub}/v1/rooms"))
-            .json(&json!({ "name": "Lab", "password": "pw-lab" }))
-            .send()
-            .await
-            .unwrap()
-            .json()
-            .await
-            .unwrap()
-    });
-    let code = created["data"]["room"]["code"].as_str().unwrap().to_string();
+    let code = create_room(&hub, json!({ "name": "Lab", "password": "pw-lab" }));
 
     let status = app.ok(
         "start_share",
@@ -656,6 +657,41 @@ impl Desktop {
     }
 }
 
+impl Desktop {
+    /// Screenshots every 1.5 s until the screen has more than `colours` colours or `within` is
+    /// over; returns the last count.
+    fn screenshot_until(&self, path: &Path, colours: usize, within: Duration) -> usize {
+        let deadline = Instant::now() + within;
+        loop {
+            std::thread::sleep(Duration::from_millis(1500));
+            let seen = self.screenshot(path);
+            if seen > colours || Instant::now() > deadline {
+                return seen;
+            }
+        }
+    }
+
+    /// `gambi --quit`, as a second launch: the running app must end with 0.
+    fn quit(&self, config: &Path, app: &mut Child, log: &Path) {
+        let quit = self.command(config).arg("--quit").output().unwrap();
+        assert_eq!(quit.status.code(), Some(0), "{}", String::from_utf8_lossy(&quit.stderr));
+        exits_with_0(app, log);
+    }
+}
+
+/// Waits (20 s at most) for the app to exit, and checks it exited with 0.
+fn exits_with_0(app: &mut Child, log: &Path) {
+    let deadline = Instant::now() + Duration::from_secs(20);
+    let status = loop {
+        if let Some(status) = app.try_wait().unwrap() {
+            break status;
+        }
+        assert!(Instant::now() < deadline, "the app did not quit: {}", std::fs::read_to_string(log).unwrap());
+        std::thread::sleep(Duration::from_millis(50));
+    };
+    assert_eq!(status.code(), Some(0), "{}", std::fs::read_to_string(log).unwrap());
+}
+
 impl Drop for Desktop {
     fn drop(&mut self) {
         let _ = self.xvfb.kill();
@@ -718,42 +754,14 @@ fn the_real_app_starts_under_xvfb_renders_its_window_serves_health_and_quits_wit
 
     // The window renders the UI: the screen is far from one flat colour once the page has drawn.
     let shot = screenshot_dir().join("desktop-home.png");
-    let deadline = Instant::now() + Duration::from_secs(30);
-    let colours = loop {
-        std::thread::sleep(Duration::from_millis(1500));
-        let colours = desktop.screenshot(&shot);
-        if colours > 64 || Instant::now() > deadline {
-            break colours;
-        }
-    };
+    let colours = desktop.screenshot_until(&shot, 64, Duration::from_secs(30));
     assert!(colours > 64, "the window looks blank ({colours} colours); see {}", shot.display());
 
     // A room for the second launch below.
-    let code = block(async {
-        let v: Value = http()
-            .post(format!("{hub}/v1/rooms"))
-            .json(&json!({ "name": "Design team" }))
-            .send()
-            .await
-            .unwrap()
-            .json()
-            .await
-            .unwrap();
-        v["data"]["room"]["code"].as_str().unwrap().to_string()
-    });
+    let code = create_room(&hub, json!({ "name": "Design team" }));
 
     // Quit, as the tray's Quit does, asked by a second launch (single instance): exit 0.
-    let quit = desktop.command(&config).arg("--quit").output().unwrap();
-    assert_eq!(quit.status.code(), Some(0), "{}", String::from_utf8_lossy(&quit.stderr));
-    let deadline = Instant::now() + Duration::from_secs(20);
-    let status = loop {
-        if let Some(status) = app.try_wait().unwrap() {
-            break status;
-        }
-        assert!(Instant::now() < deadline, "the app did not quit: {}", std::fs::read_to_string(&log).unwrap());
-        std::thread::sleep(Duration::from_millis(50));
-    };
-    assert_eq!(status.code(), Some(0), "{}", std::fs::read_to_string(&log).unwrap());
+    desktop.quit(&config, &mut app, &log);
     assert!(!healthy(), "the hub stopped with the app");
 
     // Again, opening on the room made above (the embedded hub keeps its rooms across launches),
@@ -790,33 +798,13 @@ fn the_real_app_starts_under_xvfb_renders_its_window_serves_health_and_quits_wit
     let shot = screenshot_dir().join("desktop-room.png");
     // The room screen is full of text once its participants are drawn; give a loaded machine time
     // to get there. Then a completion shows up live in its activity.
-    let drawn = |within: Duration| {
-        let deadline = Instant::now() + within;
-        loop {
-            std::thread::sleep(Duration::from_millis(1500));
-            let colours = desktop.screenshot(&shot);
-            if colours > 1000 || Instant::now() > deadline {
-                break colours;
-            }
-        }
-    };
-    drawn(Duration::from_secs(40));
+    desktop.screenshot_until(&shot, 1000, Duration::from_secs(40));
     let (status, answer) = chat(&format!("{hub}/rooms/{code}/v1"), None, "Say hello to the team");
     assert_eq!(status, 200, "{answer}");
     std::thread::sleep(Duration::from_secs(2));
-    let colours = drawn(Duration::from_secs(5));
+    let colours = desktop.screenshot_until(&shot, 1000, Duration::from_secs(5));
     assert!(colours > 64, "the room screen looks blank ({colours} colours); see {}", shot.display());
-    let quit = desktop.command(&config).arg("--quit").output().unwrap();
-    assert_eq!(quit.status.code(), Some(0), "{}", String::from_utf8_lossy(&quit.stderr));
-    let deadline = Instant::now() + Duration::from_secs(20);
-    let status = loop {
-        if let Some(status) = app.try_wait().unwrap() {
-            break status;
-        }
-        assert!(Instant::now() < deadline, "the app did not quit: {}", std::fs::read_to_string(&log).unwrap());
-        std::thread::sleep(Duration::from_millis(50));
-    };
-    assert_eq!(status.code(), Some(0), "{}", std::fs::read_to_string(&log).unwrap());
+    desktop.quit(&config, &mut app, &log);
     block(fake.stop());
 }
 
@@ -843,38 +831,8 @@ fn discovered_hubs_lists_a_hub_advertised_on_the_lan() {
         assert!(stdout.contains("1 passed"), "the test did not run in the namespace:\n{stdout}\n{stderr}");
         return;
     }
-    let mut hub = Command::new(BIN)
-        .args(["hub", "serve", "--host", "127.0.0.1", "--port", "0", "--mdns", "--name", "Lab hub"])
-        .env("NO_COLOR", "1")
-        .stdout(Stdio::piped())
-        .stderr(Stdio::null())
-        .stdin(Stdio::null())
-        .spawn()
-        .unwrap();
-    let mut stdout = BufReader::new(hub.stdout.take().unwrap());
-    let mut line = String::new();
-    let url = loop {
-        line.clear();
-        assert!(stdout.read_line(&mut line).unwrap() > 0, "the hub did not start");
-        if let Some(at) = line.find("http://") {
-            break line[at..].split_whitespace().next().unwrap().to_string();
-        }
-    };
-    std::thread::spawn(move || {
-        let _ = stdout.read_to_end(&mut Vec::new());
-    });
-    let created: Value = block(async {
-        http()
-            .post(format!("{url}/v1/rooms"))
-            .json(&json!({ "name": "Found me" }))
-            .send()
-            .await
-            .unwrap()
-            .json()
-            .await
-            .unwrap()
-    });
-    let code = created["data"]["room"]["code"].as_str().unwrap().to_string();
+    let (hub, url) = HubProcess::serve(&["--port", "0", "--mdns", "--name", "Lab hub"]);
+    let code = create_room(&url, json!({ "name": "Found me" }));
 
     let app = MockApp::start_with("http://127.0.0.1:9", |options| options.discovery = true);
     assert_eq!(app.ok("capabilities", json!({}))["discovery"], true);
@@ -892,8 +850,7 @@ fn discovered_hubs_lists_a_hub_advertised_on_the_lan() {
     assert_eq!(hub_entry["name"], "Lab hub");
     // A room found on the LAN opens from the window by its code alone.
     assert_eq!(app.ok("get_room", json!({ "code": code }))["name"], "Found me");
-    let _ = hub.kill();
-    let _ = hub.wait();
+    drop(hub);
 }
 
 /// Runs `xdotool` on `display`; returns its output.
@@ -968,28 +925,13 @@ fn the_tray_menu_says_what_runs_opens_the_share_screen_and_quits_with_0() {
     // "Share my Ollama" with no room shared into yet opens the window on the Share screen.
     xdotool(&desktop.display, &["key", "Down", "Return"]);
     let shot = screenshot_dir().join("desktop-share-from-tray.png");
-    let deadline = Instant::now() + Duration::from_secs(40);
-    let colours = loop {
-        std::thread::sleep(Duration::from_millis(1500));
-        let colours = desktop.screenshot(&shot);
-        if colours > 1000 || Instant::now() > deadline {
-            break colours;
-        }
-    };
+    let colours = desktop.screenshot_until(&shot, 1000, Duration::from_secs(40));
     assert!(colours > 1000, "the window did not open ({colours} colours); see {}", shot.display());
 
     // Quit from the menu (its last item): the app leaves, stops its hub and exits 0.
     click_icon();
     xdotool(&desktop.display, &["key", "Up", "Return"]);
-    let deadline = Instant::now() + Duration::from_secs(20);
-    let status = loop {
-        if let Some(status) = app.try_wait().unwrap() {
-            break status;
-        }
-        assert!(Instant::now() < deadline, "Quit did not end the app: {}", std::fs::read_to_string(&log).unwrap());
-        std::thread::sleep(Duration::from_millis(50));
-    };
-    assert_eq!(status.code(), Some(0), "{}", std::fs::read_to_string(&log).unwrap());
+    exits_with_0(&mut app, &log);
     assert!(std::fs::read_to_string(&log).unwrap().contains("quit"));
     let _ = tray.kill();
     let _ = tray.wait();
