@@ -25,6 +25,8 @@ use self::notify::Notifier;
 
 /// The window's label, as `capabilities/main.json` names it.
 pub const MAIN_WINDOW: &str = "main";
+/// How long Quit waits for the share to leave its room and the hub to stop.
+const QUIT_WAIT: std::time::Duration = std::time::Duration::from_secs(8);
 
 /// Sends the core's events to the window and keeps the tray current.
 pub struct AppUi<R: Runtime> {
@@ -140,7 +142,10 @@ pub fn quit<R: Runtime>(app: &AppHandle<R>) {
     tauri::async_runtime::spawn(async move {
         if let Some(core) = app.try_state::<AppCore>() {
             let core: AppCore = (*core).clone();
-            core.shutdown().await;
+            // Leaving a room whose hub is gone must not keep the app from quitting.
+            if tokio::time::timeout(QUIT_WAIT, core.shutdown()).await.is_err() {
+                tracing::warn!("quitting before the share and the hub finished stopping");
+            }
         }
         tracing::info!("quit");
         app.exit(0);
