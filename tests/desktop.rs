@@ -427,7 +427,8 @@ impl Drop for HubProcess {
 #[test]
 fn sharing_from_a_command_survives_a_hub_restart_and_turning_it_off_leaves_the_room() {
     let fake = block(FakeProvider::start(ollama()));
-    let app = MockApp::start(&fake.url);
+    // Notifications go out 200 ms after a change, so the loss and the recovery are told apart.
+    let app = MockApp::start_with(&fake.url, |options| options.notify_window = Duration::from_millis(200));
     let dir = tempfile::tempdir().unwrap();
     let state = dir.path().join("rooms.json");
     let port = free_port();
@@ -467,6 +468,13 @@ fn sharing_from_a_command_survives_a_hub_restart_and_turning_it_off_leaves_the_r
     });
     let message = app.ok("share_status", json!({}))["message"].as_str().unwrap().to_string();
     assert!(message.starts_with("Lost the hub"), "{message}");
+    eventually(Duration::from_secs(5), "the loss is told", || !app.notes.shown.lock().unwrap().is_empty());
+    std::thread::sleep(Duration::from_millis(500));
+    assert_eq!(
+        app.notes.take(),
+        [("Your share lost the hub".to_string(), "Reconnecting by itself…".to_string())],
+        "one notification for the loss, not one per attempt"
+    );
     let _process = HubProcess::start(port, &state);
     let restarted = Instant::now();
     eventually(Duration::from_secs(15), "the share is live again", || {
@@ -478,6 +486,8 @@ fn sharing_from_a_command_survives_a_hub_restart_and_turning_it_off_leaves_the_r
         people.len() == 1 && people[0]["id"] == id.as_str() && people[0]["connection"]["connected"] == true
     });
     eprintln!("hub restarted: the share was back {:?} later", restarted.elapsed());
+    eventually(Duration::from_secs(5), "the recovery is told", || !app.notes.shown.lock().unwrap().is_empty());
+    assert_eq!(app.notes.take(), [("Your share is back".to_string(), format!("Serving room {code} again"))]);
     let (code_after, answer) = chat(&base, key, "after");
     assert_eq!(code_after, 200, "{answer}");
     assert_eq!(answer["choices"][0]["message"]["content"], echo("after"));

@@ -183,7 +183,8 @@ impl PeopleTracker {
                 (!mine && !known).then_some(Transition::Joined { room, who })
             }
             "participant.updated" => {
-                let online = data["status"].as_str() == Some("online");
+                // Busy is alive too: it is serving a request.
+                let online = matches!(data["status"].as_str(), Some("online" | "busy"));
                 let who = nickname(&id);
                 let was_online = people.insert(id, (who.clone(), online)).map(|(_, o)| o);
                 (!mine && online && was_online == Some(false)).then_some(Transition::Back { room, who })
@@ -221,12 +222,13 @@ mod tests {
         let offline = event("participant.offline", json!({"participantId": "p1"}));
         assert_eq!(t.observe(&offline, None), Some(Transition::Offline { room: "ABC123".into(), who: "Bob".into() }));
         assert_eq!(t.observe(&offline, None), None);
-        let busy = event("participant.updated", json!({"id": "p1", "nickname": "Bob", "status": "busy"}));
-        assert_eq!(t.observe(&busy, None), None);
         let online = event("participant.updated", json!({"id": "p1", "nickname": "Bob", "status": "online"}));
+        assert_eq!(t.observe(&online, None), Some(Transition::Back { room: "ABC123".into(), who: "Bob".into() }));
+        let busy = event("participant.updated", json!({"id": "p1", "nickname": "Bob", "status": "busy"}));
+        assert_eq!(t.observe(&busy, None), None, "online → busy is not news");
         assert_eq!(t.observe(&online, None), None, "busy → online is not a comeback");
         t.observe(&offline, None);
-        assert_eq!(t.observe(&online, None), Some(Transition::Back { room: "ABC123".into(), who: "Bob".into() }));
+        assert_eq!(t.observe(&busy, None), Some(Transition::Back { room: "ABC123".into(), who: "Bob".into() }));
         assert_eq!(t.observe(&offline, Some("p1")), None, "this machine's own participant is never told");
     }
 
