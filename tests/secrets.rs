@@ -9,7 +9,14 @@ use crate::util::{call, http, BinHub, Sse, SseEvent, TestHub};
 
 #[tokio::test]
 async fn protected_rooms_refuse_wrong_or_missing_passwords_on_both_surfaces() {
-    let hub = TestHub::start().await;
+    // More guesses than the default limits allow in a burst: this test is about the refusals'
+    // shapes; the limits have their own tests (brute_force).
+    let hub = TestHub::with_config(gambi::hub::HubConfig {
+        guesses_per_room: 100,
+        guesses_per_address: 100,
+        ..gambi::hub::HubConfig::default()
+    })
+    .await;
     let (code, _) = hub.room("Private Room", Some("secret123")).await;
     let worker = |password: Option<&str>| {
         let mut body = json!({"nickname": "Alice", "model": "llama3", "endpoint": "http://localhost:11434"});
@@ -147,11 +154,22 @@ async fn no_hash_and_no_password_in_any_response_event_or_log_line_of_the_real_b
         }))
         .await;
     assert_eq!(status, 200, "{joined}");
+    let mut participant_tokens = vec![joined["participantToken"].as_str().unwrap().to_string()];
+    let mut w1_token: Option<String> = None;
     for expected in [201, 200] {
-        let (status, resp) =
-            t.call(http().put(hub.at(&format!("/v1/rooms/{code}/participants/w1"))).json(&participant(PASSWORD))).await;
+        let mut req = http().put(hub.at(&format!("/v1/rooms/{code}/participants/w1"))).json(&participant(PASSWORD));
+        if let Some(token) = &w1_token {
+            req = req.bearer_auth(token);
+        }
+        let (status, resp) = t.call(req).await;
         assert_eq!(status, expected, "{resp}");
+        if let Some(token) = resp["data"]["participantToken"].as_str() {
+            participant_tokens.push(token.to_string());
+            w1_token = Some(token.to_string());
+        }
     }
+    assert_eq!(participant_tokens.len(), 2, "a token at each first registration, none when re-registering with it");
+    let w1_token = w1_token.unwrap();
     let (status, resp) =
         t.call(http().post(hub.at(&format!("/rooms/{code}/health"))).json(&json!({"id": "classic-1"}))).await;
     assert_eq!(status, 200, "{resp}");
@@ -174,9 +192,12 @@ async fn no_hash_and_no_password_in_any_response_event_or_log_line_of_the_real_b
     }
 
     // Leave through both surfaces, then the host deletes the /v1 room (its streams end).
-    let (status, _) = t.call(http().delete(hub.at(&format!("/rooms/{code}/leave/classic-1")))).await;
+    let (status, _) = t
+        .call(http().delete(hub.at(&format!("/rooms/{code}/leave/classic-1"))).bearer_auth(&participant_tokens[0]))
+        .await;
     assert_eq!(status, 200);
-    let (status, _) = t.call(http().delete(hub.at(&format!("/v1/rooms/{code}/participants/w1")))).await;
+    let (status, _) =
+        t.call(http().delete(hub.at(&format!("/v1/rooms/{code}/participants/w1"))).bearer_auth(&w1_token)).await;
     assert_eq!(status, 200);
     let (status, resp) = t.call(http().delete(hub.at(&format!("/v1/rooms/{code}"))).bearer_auth(&host_token)).await;
     assert_eq!(status, 200, "{resp}");
@@ -206,6 +227,9 @@ async fn no_hash_and_no_password_in_any_response_event_or_log_line_of_the_real_b
     }
     let all = t.texts.concat();
     assert_eq!(all.matches(&host_token).count(), 1, "the host token is returned once, at creation");
+    for token in &participant_tokens {
+        assert_eq!(all.matches(token.as_str()).count(), 1, "a participant token is returned once, at registration");
+    }
 
     // The log: one line per request (the middleware's `gambi::http` line), and no secret.
     let deadline = std::time::Instant::now() + Duration::from_secs(10);
@@ -235,4 +259,7 @@ async fn no_hash_and_no_password_in_any_response_event_or_log_line_of_the_real_b
     assert!(!log.contains(PASSWORD), "password in the log:\n{log}");
     assert!(!log.contains("wrong-password"), "a guessed password in the log:\n{log}");
     assert!(!log.contains(&host_token), "host token in the log:\n{log}");
+    for token in &participant_tokens {
+        assert!(!log.contains(token.as_str()), "participant token in the log:\n{log}");
+    }
 }

@@ -12,6 +12,7 @@ mod events;
 mod fake_provider;
 mod health;
 mod hostile;
+mod identity;
 mod inference;
 mod participant_cli;
 mod provider;

@@ -69,6 +69,17 @@ pub struct ServeArgs {
     /// The hub's name shown to people discovering it (default: this machine's host name).
     #[arg(long, value_name = "NAME")]
     pub name: Option<String>,
+    /// Accept clients that predate participant tokens (the TypeScript CLI): anyone who can reach
+    /// the hub may then remove, replace or re-tunnel any participant.
+    #[arg(long)]
+    pub compat: bool,
+    /// Room password guesses allowed per room per second (checks of a key not yet verified);
+    /// more get 429 with Retry-After.
+    #[arg(long, value_name = "N", default_value_t = 10, value_parser = clap::value_parser!(u32).range(1..))]
+    pub guesses_per_room: u32,
+    /// Room password guesses allowed per client address per second.
+    #[arg(long, value_name = "N", default_value_t = 5, value_parser = clap::value_parser!(u32).range(1..))]
+    pub guesses_per_address: u32,
 }
 
 impl ServeArgs {
@@ -87,6 +98,9 @@ impl ServeArgs {
             queue_wait: self.queue_wait,
             first_byte_timeout: self.first_byte_timeout,
             idle_timeout: self.idle_timeout,
+            compat: self.compat,
+            guesses_per_room: self.guesses_per_room,
+            guesses_per_address: self.guesses_per_address,
             ..HubConfig::default()
         }
     }

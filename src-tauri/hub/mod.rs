@@ -8,6 +8,7 @@
 pub mod body;
 pub mod error;
 pub mod events;
+pub mod guard;
 pub mod inference;
 pub mod password;
 pub mod registry;
@@ -32,7 +33,7 @@ use crate::protocol::{now_ms, HEARTBEAT_INTERVAL, PARTICIPANT_TIMEOUT};
 
 pub use error::HubError;
 pub use events::{EventBus, HubEvent};
-pub use registry::{HealthRules, Registry};
+pub use registry::{Claim, HealthRules, Registry};
 pub use state_file::StateError;
 
 /// Everything a hub can be told at start. `Default` is the documented behaviour.
@@ -74,6 +75,13 @@ pub struct HubConfig {
     pub idle_timeout: Duration,
     /// How long a tunnel bootstrap token may wait to be used.
     pub tunnel_token_ttl: Duration,
+    /// Accept clients that predate participant tokens (the TypeScript CLI): leaving, replacing and
+    /// re-tunnelling a participant then need no token, so anyone who can reach the hub can do them.
+    pub compat: bool,
+    /// Password guesses (checks that need argon2) allowed per room per second.
+    pub guesses_per_room: u32,
+    /// Password guesses allowed per client address per second.
+    pub guesses_per_address: u32,
 }
 
 impl Default for HubConfig {
@@ -97,6 +105,9 @@ impl Default for HubConfig {
             first_byte_timeout: Duration::from_secs(120),
             idle_timeout: Duration::from_secs(60),
             tunnel_token_ttl: crate::protocol::TUNNEL_TOKEN_TTL,
+            compat: false,
+            guesses_per_room: 10,
+            guesses_per_address: 5,
         }
     }
 }
@@ -105,6 +116,7 @@ struct HubInner {
     config: HubConfig,
     registry: Registry,
     passwords: password::Passwords,
+    guard: guard::Guard,
     state_file: Option<state_file::StateFile>,
     tunnels: tunnel::Tunnels,
     http: reqwest::Client,
@@ -148,6 +160,7 @@ impl Hub {
         Ok(Hub {
             inner: Arc::new(HubInner {
                 passwords: password::Passwords::new(config.password_concurrency),
+                guard: guard::Guard::new(config.guesses_per_room, config.guesses_per_address),
                 config,
                 registry,
                 state_file,
@@ -184,9 +197,22 @@ impl Hub {
         &self.inner.tunnels
     }
 
-    /// Removes a participant and closes its tunnel.
+    /// Removes a participant and closes its tunnel, without checking any token.
     pub fn remove_participant(&self, code: &str, id: &str) -> Result<(), HubError> {
         self.inner.registry.leave(code, id)?;
+        self.inner.tunnels.close(code, id);
+        Ok(())
+    }
+
+    /// A caller's claim on a participant, checked strictly unless the hub runs with `--compat`.
+    pub fn claim<'a>(&self, token: Option<&'a str>) -> Claim<'a> {
+        Claim { token, strict: !self.inner.config.compat }
+    }
+
+    /// Removes a participant on behalf of a caller holding `token` (the participant's own, or the
+    /// room's host token), and closes its tunnel.
+    pub fn leave(&self, code: &str, id: &str, token: Option<&str>) -> Result<(), HubError> {
+        self.inner.registry.leave_as(code, id, self.claim(token))?;
         self.inner.tunnels.close(code, id);
         Ok(())
     }
@@ -220,15 +246,30 @@ impl Hub {
         }
     }
 
-    /// Checks `password` against the room's. Open rooms accept anything.
-    pub async fn check_password(&self, code: &str, password: Option<String>) -> Result<(), HubError> {
+    /// Checks `password` against the room's. Open rooms accept anything. A key verified before
+    /// passes at once; any other guess takes a token from the room's and the client address's
+    /// buckets (429 when either is empty) before it gets an argon2 run.
+    pub async fn check_password(
+        &self,
+        code: &str,
+        password: Option<String>,
+        client: Option<std::net::IpAddr>,
+    ) -> Result<(), HubError> {
         let Some(hash) = self.inner.registry.password_hash(code)? else {
             return Ok(());
         };
         let Some(password) = password else {
             return Err(HubError::InvalidPassword);
         };
-        if self.inner.passwords.verify(password, hash).await? {
+        if self.inner.guard.is_verified(&hash, &password) {
+            return Ok(());
+        }
+        if let Err(retry_after_secs) = self.inner.guard.take(code, client) {
+            tracing::warn!(%code, client = ?client, "password guesses over the limit");
+            return Err(HubError::RateLimited { retry_after_secs });
+        }
+        if self.inner.passwords.verify(password.clone(), hash.clone()).await? {
+            self.inner.guard.remember(&hash, &password);
             Ok(())
         } else {
             Err(HubError::InvalidPassword)

@@ -97,14 +97,45 @@ pub struct ParticipantRecord {
     /// `public` as JSON, redone on every change of it: listing 10,000 participants then copies
     /// bytes under the lock instead of serializing them there.
     json: bytes::Bytes,
+    /// SHA-256 (hex) of the participant token: the token itself is handed out once and kept nowhere.
+    token_sha256: String,
 }
 
 impl ParticipantRecord {
     fn new(public: Participant, config: RuntimeConfig) -> Self {
-        let mut record =
-            ParticipantRecord { public, config, offline_since: None, in_flight: 0, json: bytes::Bytes::new() };
+        let mut record = ParticipantRecord {
+            public,
+            config,
+            offline_since: None,
+            in_flight: 0,
+            json: bytes::Bytes::new(),
+            token_sha256: String::new(),
+        };
         record.refresh();
         record
+    }
+
+    /// True when `token` is this participant's token (constant time).
+    fn token_matches(&self, token: Option<&str>) -> bool {
+        token.is_some_and(|t| {
+            !self.token_sha256.is_empty() && bool::from(sha256_hex(t).as_bytes().ct_eq(self.token_sha256.as_bytes()))
+        })
+    }
+
+    /// True while someone is demonstrably serving as this participant: its tunnel is open, or (a
+    /// direct participant, which has no tunnel) it is not offline. Replacing it then needs its token.
+    fn is_held(&self) -> bool {
+        match self.public.connection.kind {
+            ConnectionKind::Tunnel => self.public.connection.connected,
+            ConnectionKind::Direct => self.public.status != ParticipantStatus::Offline,
+        }
+    }
+
+    /// Gives the participant a fresh token and returns it.
+    fn issue_token(&mut self) -> String {
+        let token = random_token("gp_", 24);
+        self.token_sha256 = sha256_hex(&token);
+        token
     }
 
     /// Re-encodes the cached JSON; called after every change of `public`.
@@ -170,6 +201,19 @@ pub struct Upserted {
     pub participant: Participant,
     pub created: bool,
     pub room_id: String,
+    /// A token handed out by this registration (a new participant, or a new owner of the id);
+    /// `None` when the caller already holds the current one.
+    pub participant_token: Option<String>,
+}
+
+/// Who is asking to change a participant, and how strictly the hub checks.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct Claim<'a> {
+    /// The bearer token the caller sent, if any.
+    pub token: Option<&'a str>,
+    /// Strict (the default hub): tokens are checked. `--compat` turns this off for clients that
+    /// predate participant tokens.
+    pub strict: bool,
 }
 
 /// What one sweep changed.
@@ -316,13 +360,39 @@ impl Registry {
         self.inner.bus.publish(&code, EventKind::RoomClosed);
     }
 
-    /// Registers or updates a participant. The caller has checked the password.
+    /// Registers or updates a participant without checking tokens (compat rules).
     pub fn upsert(&self, code: &str, id: &str, reg: Registration, kind: ConnectionKind) -> Result<Upserted, HubError> {
+        self.upsert_as(code, id, reg, kind, Claim::default())
+    }
+
+    /// Registers or updates a participant. The caller has checked the password. A new participant
+    /// gets a token. Under strict rules, replacing a participant that is held (live tunnel, or a
+    /// direct one still online) needs its token, else `PARTICIPANT_CONFLICT`; replacing one that is
+    /// not held without its token makes the caller its new owner, with a new token.
+    pub fn upsert_as(
+        &self,
+        code: &str,
+        id: &str,
+        reg: Registration,
+        kind: ConnectionKind,
+        claim: Claim<'_>,
+    ) -> Result<Upserted, HubError> {
         let mut state = self.state();
         let room = state.rooms.get_mut(code).ok_or_else(|| not_found(code))?;
         let now = now_ms();
         let room_id = room.stored.id.clone();
         let created = !room.participants.contains_key(id);
+        let mut participant_token = None;
+        if let Some(existing) = room.participants.get_mut(id) {
+            if !existing.token_matches(claim.token) {
+                if claim.strict && existing.is_held() {
+                    return Err(HubError::ParticipantConflict { id: id.into() });
+                }
+                if claim.strict || existing.token_sha256.is_empty() {
+                    participant_token = Some(existing.issue_token());
+                }
+            }
+        }
         let record = match room.participants.get_mut(id) {
             Some(existing) => {
                 let p = &mut existing.public;
@@ -356,7 +426,7 @@ impl Registry {
                 existing.clone()
             }
             None => {
-                let record = ParticipantRecord::new(
+                let mut record = ParticipantRecord::new(
                     Participant {
                         id: id.to_string(),
                         nickname: reg.nickname,
@@ -375,6 +445,7 @@ impl Registry {
                     },
                     reg.config,
                 );
+                participant_token = Some(record.issue_token());
                 room.participants.insert(id.to_string(), record.clone());
                 room.empty_since = None;
                 record
@@ -388,7 +459,7 @@ impl Registry {
         };
         self.inner.bus.publish(code, kind);
         self.dispatch_locked(&mut state, code);
-        Ok(Upserted { participant, created, room_id })
+        Ok(Upserted { participant, created, room_id, participant_token })
     }
 
     /// Records a heartbeat; an offline participant comes back online.
@@ -430,10 +501,28 @@ impl Registry {
         Ok(result)
     }
 
-    /// Removes a participant (it left).
+    /// Removes a participant (it left), without checking tokens.
     pub fn leave(&self, code: &str, id: &str) -> Result<(), HubError> {
+        self.leave_as(code, id, Claim::default())
+    }
+
+    /// Removes a participant. Under strict rules the claim must carry the participant's token or
+    /// the room's host token (the host may remove anyone from its room).
+    pub fn leave_as(&self, code: &str, id: &str, claim: Claim<'_>) -> Result<(), HubError> {
         let mut state = self.state();
         let room = state.rooms.get_mut(code).ok_or_else(|| not_found(code))?;
+        let record = room.participants.get(id).ok_or_else(|| HubError::ParticipantNotFound { id: id.into() })?;
+        if claim.strict && !record.token_matches(claim.token) {
+            let host = claim
+                .token
+                .is_some_and(|t| bool::from(sha256_hex(t).as_bytes().ct_eq(room.stored.host_token_sha256.as_bytes())));
+            if !host {
+                return Err(match claim.token {
+                    None => HubError::ParticipantTokenRequired,
+                    Some(_) => HubError::ParticipantTokenInvalid,
+                });
+            }
+        }
         room.participants.shift_remove(id).ok_or_else(|| HubError::ParticipantNotFound { id: id.into() })?;
         if room.participants.is_empty() {
             room.empty_since = Some(now_ms());
@@ -475,6 +564,21 @@ impl Registry {
         }
         out.push(b']');
         Ok(out)
+    }
+
+    /// Checks that the claim may open a tunnel for this participant: under strict rules it must
+    /// carry the participant's token.
+    pub fn check_tunnel_claim(&self, code: &str, id: &str, claim: Claim<'_>) -> Result<(), HubError> {
+        let state = self.state();
+        let room = state.rooms.get(code).ok_or_else(|| not_found(code))?;
+        let record = room.participants.get(id).ok_or_else(|| HubError::ParticipantNotFound { id: id.into() })?;
+        if !claim.strict || record.token_matches(claim.token) {
+            return Ok(());
+        }
+        Err(match claim.token {
+            None => HubError::ParticipantTokenRequired,
+            Some(_) => HubError::ParticipantTokenInvalid,
+        })
     }
 
     /// A single-use token that opens one tunnel for this participant within [`TUNNEL_TOKEN_TTL`].

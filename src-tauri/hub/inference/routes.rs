@@ -21,7 +21,8 @@ use serde_json::{json, Map, Value};
 use crate::hub::body::read_json;
 use crate::hub::error::{HubError, OpenAiError};
 use crate::hub::registry::{Acquire, ParticipantRecord, Selector, Slot};
-use crate::hub::routes::{room_code, Params};
+use crate::hub::routes::v1::bearer;
+use crate::hub::routes::{room_code, ClientAddr, Params};
 use crate::hub::Hub;
 use crate::protocol::events::{EventKind, LlmMetrics};
 use crate::protocol::{now_ms, Capabilities, Capability, ParticipantStatus};
@@ -46,6 +47,35 @@ pub fn router() -> Router<Hub> {
         .route("/rooms/{code}/v1/responses/{id}", get(get_response).delete(delete_response))
         .route("/rooms/{code}/v1/responses/{id}/cancel", post(cancel_response))
         .route("/rooms/{code}/v1/responses/{id}/input_items", get(input_items))
+}
+
+/// A protected room protects its models too: every call needs `Authorization: Bearer <room
+/// password>`, the API key any OpenAI client sends. Checked before the body is read; rooms without
+/// a password (and codes that name no room, which the handler answers) pass through.
+pub async fn room_key(
+    State(hub): State<Hub>,
+    ClientAddr(client): ClientAddr,
+    params: std::result::Result<
+        axum::extract::Path<std::collections::HashMap<String, String>>,
+        axum::extract::rejection::PathRejection,
+    >,
+    req: Request,
+    next: axum::middleware::Next,
+) -> Response {
+    let code = params.ok().and_then(|p| p.0.get("code").and_then(|c| room_code(c).ok()));
+    let Some(code) = code else { return next.run(req).await };
+    match hub.registry().password_hash(&code) {
+        Ok(Some(_)) => {}
+        _ => return next.run(req).await,
+    }
+    let Some(key) = bearer(req.headers()).map(str::to_string) else {
+        return OpenAiError(HubError::RoomKeyRequired).into_response();
+    };
+    match hub.check_password(&code, Some(key), client).await {
+        Ok(()) => next.run(req).await,
+        Err(HubError::InvalidPassword) => OpenAiError(HubError::RoomKeyRequired).into_response(),
+        Err(e) => OpenAiError(e).into_response(),
+    }
 }
 
 /// True for paths of this plane, so unknown ones get an OpenAI-shaped 404.

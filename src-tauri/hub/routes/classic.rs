@@ -14,7 +14,8 @@ use crate::hub::validate::{self, Surface};
 use crate::hub::Hub;
 use crate::protocol::{ConnectionKind, CreatedRoom};
 
-use super::{existing_id, raw_json, room_code, Params};
+use super::v1::bearer;
+use super::{existing_id, raw_json, room_code, ClientAddr, Params};
 
 type Result<T> = std::result::Result<T, ClassicError>;
 type P<T> = Params<T, ClassicError>;
@@ -44,15 +45,22 @@ pub async fn create(State(hub): State<Hub>, ClassicJson(body): ClassicJson) -> R
 pub async fn join(
     State(hub): State<Hub>,
     P { 0: code, .. }: P<String>,
+    ClientAddr(client): ClientAddr,
+    headers: HeaderMap,
     ClassicJson(body): ClassicJson,
 ) -> Result<Json<Value>> {
     let code = room_code(&code)?;
     hub.registry().room(&code)?;
     let (registration, id) = validate::registration(&body, Surface::Classic)?;
-    hub.check_password(&code, validate::password_of(&body)?).await?;
+    hub.check_password(&code, validate::password_of(&body)?, client).await?;
     let id = id.unwrap_or_else(|| uuid::Uuid::new_v4().to_string());
-    let upserted = hub.registry().upsert(&code, &id, registration, ConnectionKind::Direct)?;
-    Ok(Json(json!({ "participant": upserted.participant, "roomId": upserted.room_id })))
+    let upserted =
+        hub.registry().upsert_as(&code, &id, registration, ConnectionKind::Direct, hub.claim(bearer(&headers)))?;
+    let mut answer = json!({ "participant": upserted.participant, "roomId": upserted.room_id });
+    if let Some(token) = upserted.participant_token {
+        answer["participantToken"] = Value::String(token);
+    }
+    Ok(Json(answer))
 }
 
 pub async fn health(
@@ -70,9 +78,13 @@ pub async fn health(
     Ok(Json(json!({ "success": true, "status": result.status, "lastSeen": result.last_seen })))
 }
 
-pub async fn leave(State(hub): State<Hub>, P { 0: (code, id), .. }: P<(String, String)>) -> Result<Json<Value>> {
+pub async fn leave(
+    State(hub): State<Hub>,
+    P { 0: (code, id), .. }: P<(String, String)>,
+    headers: HeaderMap,
+) -> Result<Json<Value>> {
     let code = room_code(&code)?;
-    hub.remove_participant(&code, existing_id(&id)?)?;
+    hub.leave(&code, existing_id(&id)?, bearer(&headers))?;
     Ok(Json(json!({ "success": true })))
 }
 
