@@ -5,6 +5,7 @@
 
 mod util;
 
+mod brute_force;
 mod classic;
 mod cli;
 mod discovery;
@@ -16,6 +17,7 @@ mod identity;
 mod inference;
 mod participant_cli;
 mod provider;
+mod room_key;
 mod secrets;
 mod specs;
 mod state;

@@ -97,7 +97,9 @@ impl Default for HubConfig {
             keep_alive: Duration::from_secs(15),
             event_ring: 512,
             event_channel: 4096,
-            password_concurrency: 2,
+            // Half the machine at most, so guesses that pass the buckets can never take every core
+            // from the threads that answer everything else.
+            password_concurrency: std::thread::available_parallelism().map_or(1, |n| (n.get() / 2).clamp(1, 4)),
             shutdown_grace: Duration::from_secs(10),
             inference_body_limit: 32 * 1024 * 1024,
             queue_depth: 256,
