@@ -15,6 +15,7 @@ mod health;
 mod hostile;
 mod identity;
 mod inference;
+mod limits;
 mod participant_cli;
 mod provider;
 mod room_key;

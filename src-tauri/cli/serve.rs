@@ -80,6 +80,30 @@ pub struct ServeArgs {
     /// Room password guesses allowed per client address per second.
     #[arg(long, value_name = "N", default_value_t = 5, value_parser = clap::value_parser!(u32).range(1..))]
     pub guesses_per_address: u32,
+    /// How long a client may take to send a request's headers before it is cut off.
+    #[arg(long, value_name = "DURATION", default_value = "10s", value_parser = parse_duration)]
+    pub header_read_timeout: Duration,
+    /// Most headers in one request (more: 431).
+    #[arg(long, value_name = "N", default_value_t = 100)]
+    pub max_headers: usize,
+    /// Most bytes of one request's line and headers (more: 431).
+    #[arg(long, value_name = "BYTES", default_value_t = 64 * 1024)]
+    pub max_header_bytes: usize,
+    /// Most rooms on the hub.
+    #[arg(long, value_name = "N", default_value_t = 1000)]
+    pub max_rooms: usize,
+    /// Most participants in one room.
+    #[arg(long, value_name = "N", default_value_t = 1000)]
+    pub max_participants: usize,
+    /// Most open event streams (SSE) per room, both surfaces together.
+    #[arg(long, value_name = "N", default_value_t = 256)]
+    pub max_sse_clients: usize,
+    /// Most requests in flight on one participant's tunnel.
+    #[arg(long, value_name = "N", default_value_t = 256)]
+    pub max_in_flight_per_tunnel: usize,
+    /// Malformed tunnel frames tolerated per 10 s; one more closes that tunnel.
+    #[arg(long, value_name = "N", default_value_t = 100)]
+    pub malformed_frame_limit: u32,
 }
 
 impl ServeArgs {
@@ -101,6 +125,14 @@ impl ServeArgs {
             compat: self.compat,
             guesses_per_room: self.guesses_per_room,
             guesses_per_address: self.guesses_per_address,
+            header_read_timeout: self.header_read_timeout,
+            max_headers: self.max_headers,
+            max_header_bytes: self.max_header_bytes,
+            max_rooms: self.max_rooms,
+            max_participants_per_room: self.max_participants,
+            max_sse_clients_per_room: self.max_sse_clients,
+            max_in_flight_per_tunnel: self.max_in_flight_per_tunnel,
+            malformed_frame_limit: self.malformed_frame_limit,
             ..HubConfig::default()
         }
     }

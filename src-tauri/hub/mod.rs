@@ -14,6 +14,7 @@ pub mod password;
 pub mod registry;
 pub mod request_id;
 pub mod routes;
+pub mod server;
 pub mod sse;
 pub mod state_file;
 pub mod tunnel;
@@ -82,6 +83,24 @@ pub struct HubConfig {
     pub guesses_per_room: u32,
     /// Password guesses allowed per client address per second.
     pub guesses_per_address: u32,
+    /// How long a client may take to send a request's headers (slowloris guard).
+    pub header_read_timeout: Duration,
+    /// Most headers in one request (more: 431).
+    pub max_headers: usize,
+    /// Most bytes of one request's head (more: 431).
+    pub max_header_bytes: usize,
+    /// Most rooms on the hub.
+    pub max_rooms: usize,
+    /// Most participants in one room.
+    pub max_participants_per_room: usize,
+    /// Most open event streams (both surfaces together) per room.
+    pub max_sse_clients_per_room: usize,
+    /// Most requests in flight on one participant's tunnel.
+    pub max_in_flight_per_tunnel: usize,
+    /// Frames from a participant that do not parse (or name no request) tolerated within
+    /// [`HubConfig::malformed_frame_window`]; one more closes the tunnel with a reason.
+    pub malformed_frame_limit: u32,
+    pub malformed_frame_window: Duration,
 }
 
 impl Default for HubConfig {
@@ -110,6 +129,15 @@ impl Default for HubConfig {
             compat: false,
             guesses_per_room: 10,
             guesses_per_address: 5,
+            header_read_timeout: Duration::from_secs(10),
+            max_headers: 100,
+            max_header_bytes: 64 * 1024,
+            max_rooms: 1000,
+            max_participants_per_room: 1000,
+            max_sse_clients_per_room: 256,
+            max_in_flight_per_tunnel: 256,
+            malformed_frame_limit: 100,
+            malformed_frame_window: Duration::from_secs(10),
         }
     }
 }
@@ -119,6 +147,8 @@ struct HubInner {
     registry: Registry,
     passwords: password::Passwords,
     guard: guard::Guard,
+    /// Open event streams per room, for `max_sse_clients_per_room`.
+    streams: Arc<std::sync::Mutex<std::collections::HashMap<String, usize>>>,
     state_file: Option<state_file::StateFile>,
     tunnels: tunnel::Tunnels,
     http: reqwest::Client,
@@ -126,6 +156,24 @@ struct HubInner {
     shutdown: CancellationToken,
     tasks: TaskTracker,
     local_addr: OnceLock<SocketAddr>,
+}
+
+/// One open event stream's place in its room's count; dropping it frees the place.
+pub struct StreamTicket {
+    streams: Arc<std::sync::Mutex<std::collections::HashMap<String, usize>>>,
+    code: String,
+}
+
+impl Drop for StreamTicket {
+    fn drop(&mut self) {
+        let mut streams = self.streams.lock().unwrap_or_else(|p| p.into_inner());
+        if let Some(open) = streams.get_mut(&self.code) {
+            *open = open.saturating_sub(1);
+            if *open == 0 {
+                streams.remove(&self.code);
+            }
+        }
+    }
 }
 
 /// A handle on a hub's shared state; cheap to clone.
@@ -151,6 +199,7 @@ impl Hub {
         let registry = Registry::new(bus, rules, rooms);
         let state_file = config.state_path.clone().map(state_file::StateFile::new);
         registry.set_queue_depth(config.queue_depth);
+        registry.set_limits(config.max_rooms, config.max_participants_per_room);
         registry.set_tunnel_token_ttl(config.tunnel_token_ttl);
         // Pooled connections to direct participants; no overall timeout (answers stream), but
         // connecting is bounded.
@@ -163,6 +212,7 @@ impl Hub {
             inner: Arc::new(HubInner {
                 passwords: password::Passwords::new(config.password_concurrency),
                 guard: guard::Guard::new(config.guesses_per_room, config.guesses_per_address),
+                streams: Arc::default(),
                 config,
                 registry,
                 state_file,
@@ -278,6 +328,21 @@ impl Hub {
         }
     }
 
+    /// Takes a place for one more event stream of room `code`, or refuses when the room has
+    /// `max_sse_clients_per_room` already. The place is given back when the ticket drops.
+    pub fn open_stream(&self, code: &str) -> Result<StreamTicket, HubError> {
+        let limit = self.inner.config.max_sse_clients_per_room;
+        let mut streams = self.inner.streams.lock().unwrap_or_else(|p| p.into_inner());
+        let open = streams.entry(code.to_string()).or_insert(0);
+        if *open >= limit {
+            return Err(HubError::Capacity {
+                what: format!("room {code} already has {limit} open event streams (--max-sse-clients)"),
+            });
+        }
+        *open += 1;
+        Ok(StreamTicket { streams: self.inner.streams.clone(), code: code.to_string() })
+    }
+
     /// The router of every surface, with its layers.
     pub fn router(&self) -> axum::Router {
         routes::router(self.clone())
@@ -297,18 +362,16 @@ impl Hub {
             }
         });
         self.spawn_sweeper();
-        let app = self.router().into_make_service_with_connect_info::<SocketAddr>();
-        // Answers and tunnel frames are many small writes: without TCP_NODELAY each waits on the
-        // peer's delayed ACK (~40 ms) instead of leaving at once.
-        let listener = axum::serve::ListenerExt::tap_io(listener, |tcp: &mut tokio::net::TcpStream| {
-            if let Err(e) = tcp.set_nodelay(true) {
-                tracing::debug!(error = %e, "TCP_NODELAY not set");
-            }
-        });
-        let server = axum::serve(listener, app).with_graceful_shutdown(own.clone().cancelled_owned());
-        let grace = self.inner.config.shutdown_grace;
+        let config = &self.inner.config;
+        let limits = server::ConnLimits {
+            header_read_timeout: config.header_read_timeout,
+            max_headers: config.max_headers,
+            max_header_bytes: config.max_header_bytes,
+        };
+        let server = server::serve(listener, self.router(), own.clone(), limits);
+        let grace = config.shutdown_grace;
         let result = tokio::select! {
-            r = server => r,
+            () = server => Ok(()),
             _ = async { own.cancelled().await; tokio::time::sleep(grace).await } => {
                 tracing::warn!("shutdown grace period over; closing the remaining connections");
                 Ok(())

@@ -188,6 +188,9 @@ struct Inner {
     queue_depth: AtomicUsize,
     /// How long a tunnel bootstrap token stays valid, in ms.
     tunnel_token_ttl_ms: AtomicU64,
+    /// Most rooms, and most participants per room (unlimited unless set).
+    max_rooms: AtomicUsize,
+    max_participants: AtomicUsize,
 }
 
 /// Cheap to clone: a handle on the shared registry.
@@ -254,6 +257,8 @@ impl Registry {
                 rules,
                 queue_depth: AtomicUsize::new(256),
                 tunnel_token_ttl_ms: AtomicU64::new(TUNNEL_TOKEN_TTL.as_millis() as u64),
+                max_rooms: AtomicUsize::new(usize::MAX),
+                max_participants: AtomicUsize::new(usize::MAX),
             }),
         }
     }
@@ -279,16 +284,41 @@ impl Registry {
         }
     }
 
-    /// Creates a room. `password_hash` is already an argon2id PHC string.
+    /// Creates a room unless the hub already has its most rooms (`Capacity`).
+    pub fn try_create_room(
+        &self,
+        name: String,
+        defaults: Option<RuntimeConfig>,
+        password_hash: Option<String>,
+    ) -> Result<CreatedRoom, HubError> {
+        let limit = self.inner.max_rooms.load(Ordering::Relaxed);
+        let mut state = self.state();
+        if state.rooms.len() >= limit {
+            return Err(HubError::Capacity { what: format!("the hub already has {limit} rooms (--max-rooms)") });
+        }
+        Ok(self.create_room_locked(&mut state, name, defaults, password_hash))
+    }
+
+    /// Creates a room, whatever the limit. `password_hash` is already an argon2id PHC string.
     pub fn create_room(
         &self,
         name: String,
         defaults: Option<RuntimeConfig>,
         password_hash: Option<String>,
     ) -> CreatedRoom {
-        let host_token = random_token("gh_", 24);
         let mut state = self.state();
-        let code = Self::new_code(&state);
+        self.create_room_locked(&mut state, name, defaults, password_hash)
+    }
+
+    fn create_room_locked(
+        &self,
+        state: &mut State,
+        name: String,
+        defaults: Option<RuntimeConfig>,
+        password_hash: Option<String>,
+    ) -> CreatedRoom {
+        let host_token = random_token("gh_", 24);
+        let code = Self::new_code(state);
         let now = now_ms();
         let stored = StoredRoom {
             id: uuid::Uuid::new_v4().to_string(),
@@ -382,6 +412,12 @@ impl Registry {
         let now = now_ms();
         let room_id = room.stored.id.clone();
         let created = !room.participants.contains_key(id);
+        let limit = self.inner.max_participants.load(Ordering::Relaxed);
+        if created && room.participants.len() >= limit {
+            return Err(HubError::Capacity {
+                what: format!("room {code} already has {limit} participants (--max-participants)"),
+            });
+        }
         let mut participant_token = None;
         if let Some(existing) = room.participants.get_mut(id) {
             if !existing.token_matches(claim.token) {
@@ -843,6 +879,12 @@ impl Registry {
     /// How long tunnel bootstrap tokens stay valid (default 60 s).
     pub fn set_tunnel_token_ttl(&self, ttl: Duration) {
         self.inner.tunnel_token_ttl_ms.store(ttl.as_millis() as u64, Ordering::Relaxed);
+    }
+
+    /// Most rooms on the hub, and most participants per room.
+    pub fn set_limits(&self, max_rooms: usize, max_participants: usize) {
+        self.inner.max_rooms.store(max_rooms, Ordering::Relaxed);
+        self.inner.max_participants.store(max_participants, Ordering::Relaxed);
     }
 
     /// How many requests may wait per room (default 256).

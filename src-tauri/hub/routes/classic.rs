@@ -27,11 +27,16 @@ pub async fn list(State(hub): State<Hub>) -> Json<Value> {
 /// Creates a room (shared by both surfaces: they differ only in how they wrap the answer).
 pub async fn create_room(hub: &Hub, body: &Value) -> std::result::Result<CreatedRoom, HubError> {
     let request = validate::create_room(body)?;
+    // Refused before any argon2 work; the registry checks again under its lock.
+    let limit = hub.config().max_rooms;
+    if hub.registry().room_count() >= limit {
+        return Err(HubError::Capacity { what: format!("the hub already has {limit} rooms (--max-rooms)") });
+    }
     let hash = match request.password {
         Some(p) => Some(hub.passwords().hash(p).await?),
         None => None,
     };
-    let created = hub.registry().create_room(request.name, request.defaults, hash);
+    let created = hub.registry().try_create_room(request.name, request.defaults, hash)?;
     hub.persist().await;
     tracing::info!(code = %created.room.code, protected = created.room.password_protected, "room created");
     Ok(created)
@@ -101,5 +106,6 @@ pub async fn participants(State(hub): State<Hub>, P { 0: code, .. }: P<String>) 
 pub async fn events(State(hub): State<Hub>, P { 0: code, .. }: P<String>, headers: HeaderMap) -> Result<Response> {
     let code = room_code(&code)?;
     hub.registry().room(&code)?;
-    Ok(sse::room_stream(hub, code, sse::last_event_id(&headers), Surface::Classic).into_response())
+    let ticket = hub.open_stream(&code)?;
+    Ok(sse::room_stream(hub, code, sse::last_event_id(&headers), Surface::Classic, ticket).into_response())
 }

@@ -151,7 +151,8 @@ pub async fn heartbeat(
 pub async fn events(State(hub): State<Hub>, P { 0: code, .. }: P<String>, headers: HeaderMap) -> Result<Response> {
     let code = room_code(&code)?;
     hub.registry().room(&code)?;
-    Ok(sse::room_stream(hub, code, sse::last_event_id(&headers), Surface::V1).into_response())
+    let ticket = hub.open_stream(&code)?;
+    Ok(sse::room_stream(hub, code, sse::last_event_id(&headers), Surface::V1, ticket).into_response())
 }
 
 /// `GET /v1/rooms/:code/participants/:id/tunnel?token=…`: the token is checked (and spent) before
