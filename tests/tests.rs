@@ -20,6 +20,7 @@ mod participant_cli;
 mod provider;
 mod room_key;
 mod secrets;
+mod shutdown;
 mod specs;
 mod state;
 mod tunnel;

@@ -370,6 +370,14 @@ impl Hub {
         };
         let server = server::serve(listener, self.router(), own.clone(), limits);
         let grace = config.shutdown_grace;
+        self.inner.tasks.spawn({
+            let own = own.clone();
+            let tunnels = self.inner.tunnels.clone();
+            async move {
+                own.cancelled().await;
+                tunnels.announce_shutdown(grace);
+            }
+        });
         let result = tokio::select! {
             () = server => Ok(()),
             _ = async { own.cancelled().await; tokio::time::sleep(grace).await } => {
@@ -377,6 +385,8 @@ impl Hub {
                 Ok(())
             }
         };
+        // Every request in flight has finished (or the grace period is over): participants go.
+        self.inner.tunnels.close_all();
         self.inner.tasks.close();
         self.persist().await;
         self.inner.tasks.wait().await;

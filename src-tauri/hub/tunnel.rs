@@ -182,6 +182,21 @@ impl Tunnels {
         self.map().len()
     }
 
+    /// Tells every participant the hub is shutting down (`tunnel.shutdown`).
+    pub fn announce_shutdown(&self, grace: Duration) {
+        let frame = TunnelMessage::Shutdown { grace_ms: grace.as_millis() as u64 }.encode();
+        for conn in self.map().values() {
+            let _ = conn.outgoing.try_send(Message::Text(frame.clone().into()));
+        }
+    }
+
+    /// Closes every tunnel (the hub is stopping).
+    pub fn close_all(&self) {
+        for (_, conn) in self.map().drain() {
+            conn.close();
+        }
+    }
+
     pub fn is_empty(&self) -> bool {
         self.len() == 0
     }
@@ -195,7 +210,9 @@ pub async fn run(hub: Hub, code: String, id: String, socket: WebSocket) {
         generation: tunnels.generations.fetch_add(1, Ordering::Relaxed),
         outgoing: outgoing.clone(),
         pending: Mutex::new(HashMap::new()),
-        closed: hub.shutdown_token().child_token(),
+        // Not a child of the hub's shutdown token: at shutdown, requests in flight on the tunnel
+        // finish first (see `Tunnels::announce_shutdown` and `Tunnels::close_all`).
+        closed: CancellationToken::new(),
         malformed: AtomicU64::new(0),
         max_in_flight: hub.config().max_in_flight_per_tunnel.max(1),
     });
@@ -324,7 +341,10 @@ fn handle_frame(hub: &Hub, code: &str, id: &str, conn: &Arc<TunnelConn>, text: &
             (request_id, TunnelEvent::Error { stage, message })
         }
         // Messages a participant has no business sending.
-        TunnelMessage::Request { .. } | TunnelMessage::Pong { .. } | TunnelMessage::Cancel { .. } => {
+        TunnelMessage::Request { .. }
+        | TunnelMessage::Pong { .. }
+        | TunnelMessage::Cancel { .. }
+        | TunnelMessage::Shutdown { .. } => {
             conn.malformed.fetch_add(1, Ordering::Relaxed);
             return;
         }
