@@ -17,6 +17,7 @@ mod identity;
 mod inference;
 mod limits;
 mod participant_cli;
+mod properties;
 mod provider;
 mod room_key;
 mod secrets;
