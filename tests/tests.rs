@@ -11,6 +11,7 @@ mod cli;
 mod discovery;
 mod events;
 mod fake_provider;
+mod faults;
 mod health;
 mod hostile;
 mod identity;

@@ -412,7 +412,8 @@ async fn respond(job: Job, slot: Slot, mut up: Upstream, started: Instant, trans
                 );
                 (Bytes::from(response.to_string()), Some(response))
             }
-            (true, None) => {
+            // A success that is not JSON is never an OpenAI answer: a clean 502, not garbage.
+            (_, None) => {
                 let error = HubError::Upstream { stage: "decode".into(), message: "the answer is not JSON".into() };
                 job.error_event(&p, "decode", &error);
                 return OpenAiError(error).into_response();
@@ -461,6 +462,7 @@ async fn respond(job: Job, slot: Slot, mut up: Upstream, started: Instant, trans
         usage: Usage::default(),
         done: false,
         reported: false,
+        frames_seen: false,
     };
     let body = Body::from_stream(futures_util::stream::unfold(relay, Relay::next));
     let mut response = (status, body).into_response();
@@ -505,6 +507,9 @@ struct Relay {
     done: bool,
     /// `llm.complete` or `llm.error` was published.
     reported: bool,
+    /// The provider's stream held at least one SSE frame: one that ends without any was not an
+    /// event stream at all, and ends with an error event rather than as a success.
+    frames_seen: bool,
 }
 
 impl Relay {
@@ -562,6 +567,7 @@ impl Relay {
     fn take(&mut self, bytes: Bytes) {
         if let Mode::Pass { parser, strip_usage } = &mut self.mode {
             let frames = parser.push(&bytes);
+            self.frames_seen |= !frames.is_empty();
             let strip = *strip_usage;
             self.pass(frames, strip, bytes);
             return;
@@ -629,7 +635,15 @@ impl Relay {
         self.done = true;
         match &mut self.mode {
             Mode::Pass { parser, strip_usage } => {
-                for frame in parser.finish() {
+                let last = parser.finish();
+                if !self.frames_seen && last.is_empty() {
+                    let error = HubError::Upstream {
+                        stage: "stream".into(),
+                        message: "the answer is not an event stream".into(),
+                    };
+                    return self.fail(error);
+                }
+                for frame in last {
                     if *strip_usage {
                         self.pending.push_back(sse_parse::encode(frame.event.as_deref(), &frame.data));
                     }
