@@ -1109,6 +1109,69 @@ mod tests {
         }
     }
 
+    const STRICT: Claim<'static> = Claim { token: None, strict: true };
+
+    #[test]
+    fn participant_tokens_guard_a_held_participant() {
+        let r = registry(30_000, 60_000, None);
+        let created = r.create_room("x".into(), None, None);
+        let code = created.room.code;
+        let first = r.upsert_as(&code, "w1", reg("A"), ConnectionKind::Tunnel, STRICT).unwrap();
+        let token = first.participant_token.expect("a new participant gets a token");
+        assert!(token.starts_with("gp_"));
+        // Held (tunnel open): replacing needs the token; with it, the token is kept (none issued).
+        r.set_tunnel(&code, "w1", true);
+        let err = r.upsert_as(&code, "w1", reg("B"), ConnectionKind::Tunnel, STRICT).err();
+        assert!(matches!(err, Some(HubError::ParticipantConflict { .. })), "{err:?}");
+        let wrong = Claim { token: Some("gp_wrong"), strict: true };
+        assert!(r.upsert_as(&code, "w1", reg("B"), ConnectionKind::Tunnel, wrong).is_err());
+        let owner = Claim { token: Some(&token), strict: true };
+        let again = r.upsert_as(&code, "w1", reg("B"), ConnectionKind::Tunnel, owner).unwrap();
+        assert!(again.participant_token.is_none());
+        // Tunnels and leaving: the token, or for leaving the room's host token.
+        assert!(matches!(r.check_tunnel_claim(&code, "w1", STRICT), Err(HubError::ParticipantTokenRequired)));
+        assert!(matches!(r.check_tunnel_claim(&code, "w1", wrong), Err(HubError::ParticipantTokenInvalid)));
+        assert!(r.check_tunnel_claim(&code, "w1", owner).is_ok());
+        assert!(matches!(r.leave_as(&code, "w1", STRICT), Err(HubError::ParticipantTokenRequired)));
+        assert!(matches!(r.leave_as(&code, "w1", wrong), Err(HubError::ParticipantTokenInvalid)));
+        let host = created.host_token.unwrap();
+        assert!(r.leave_as(&code, "w1", Claim { token: Some(&host), strict: true }).is_ok());
+        // Compat: nothing is checked.
+        r.upsert_as(&code, "w2", reg("C"), ConnectionKind::Tunnel, STRICT).unwrap();
+        r.set_tunnel(&code, "w2", true);
+        let compat = Claim::default();
+        assert!(r.upsert_as(&code, "w2", reg("D"), ConnectionKind::Tunnel, compat).is_ok());
+        assert!(r.check_tunnel_claim(&code, "w2", compat).is_ok());
+        assert!(r.leave_as(&code, "w2", compat).is_ok());
+    }
+
+    #[test]
+    fn an_unheld_participant_gets_a_new_owner_and_a_direct_one_is_held_while_online() {
+        let r = registry(30_000, 60_000, None);
+        let code = r.create_room("x".into(), None, None).room.code;
+        let old = r.upsert_as(&code, "w1", reg("A"), ConnectionKind::Tunnel, STRICT).unwrap().participant_token;
+        let new = r.upsert_as(&code, "w1", reg("B"), ConnectionKind::Tunnel, STRICT).unwrap().participant_token;
+        assert!(new.is_some() && new != old, "the tunnel is closed: the caller becomes the owner");
+        let old = old.unwrap();
+        let stale = Claim { token: Some(&old), strict: true };
+        assert!(matches!(r.leave_as(&code, "w1", stale), Err(HubError::ParticipantTokenInvalid)));
+        // A direct participant has no tunnel: it is held while it is online.
+        r.upsert_as(&code, "d1", reg("D"), ConnectionKind::Direct, STRICT).unwrap();
+        let err = r.upsert_as(&code, "d1", reg("E"), ConnectionKind::Direct, STRICT).err();
+        assert!(matches!(err, Some(HubError::ParticipantConflict { .. })), "{err:?}");
+    }
+
+    #[test]
+    fn room_and_participant_caps() {
+        let r = registry(30_000, 60_000, None);
+        r.set_limits(1, 1);
+        let code = r.try_create_room("x".into(), None, None).unwrap().room.code;
+        assert!(matches!(r.try_create_room("y".into(), None, None), Err(HubError::Capacity { .. })));
+        r.upsert(&code, "w1", reg("A"), ConnectionKind::Tunnel).unwrap();
+        assert!(matches!(r.upsert(&code, "w2", reg("B"), ConnectionKind::Tunnel), Err(HubError::Capacity { .. })));
+        assert!(r.upsert(&code, "w1", reg("A2"), ConnectionKind::Tunnel).is_ok(), "an update takes no new place");
+    }
+
     /// Every operation that changes a participant must leave its cached JSON equal to a fresh
     /// encoding, or listings would show stale participants.
     fn assert_cache_fresh(r: &Registry, code: &str) {
