@@ -1,8 +1,8 @@
 //! Faults survived (issue 6), beside the ones tested where their feature lives (a hung provider and
 //! a tunnel dying mid-stream: `inference`; a participant process killed mid-stream and a hub killed
-//! and restarted: `participant_cli`; a reader that never reads: `events`; shutdown: `shutdown`):
-//! a provider that answers garbage, and a tunnel that stalls, before its answer and in the middle of
-//! it. Each time the client gets a clean, prompt error, the other participant's work is untouched,
+//! and restarted: `participant_cli`; an event-stream reader that never reads: `events`; shutdown:
+//! `shutdown`): a provider that answers garbage, a tunnel that stalls, before its answer and in the
+//! middle of it, and an inference client that never reads its stream. Each time the client gets a clean, prompt error, the other participant's work is untouched,
 //! and the room heals by itself (the slot is free again).
 
 use std::time::{Duration, Instant};
@@ -158,4 +158,62 @@ async fn a_stalled_tunnel_times_out_promptly_and_frees_its_slot() {
     assert_eq!((status, v["choices"][0]["message"]["content"].clone()), (200, json!(echo("fine"))));
     let (_, _, v) = call(http().get(hub.at(&format!("/v1/rooms/{code}/participants/stuck")))).await;
     assert_eq!(v["data"]["status"], "online", "not left busy: {v}");
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_client_that_never_reads_a_big_stream_is_cut_off_and_the_rest_carries_on() {
+    use tokio::io::AsyncWriteExt;
+
+    // A reader that has taken nothing for longer than the idle timeout (1 s here) is stalled.
+    let hub = TestHub::with_config(HubConfig { idle_timeout: Duration::from_secs(1), ..HubConfig::default() }).await;
+    let (code, _) = hub.room("Sponge", None).await;
+    // 48 MiB of answer in 1,536 deltas of 32 KiB: far more than socket buffers and the hub's 16 MiB
+    // per-request queue hold.
+    let big = FakeProvider::start(FakeOptions {
+        reply: Some("x".repeat(48 << 20)),
+        stream_chunks: 1536,
+        ..FakeOptions::default()
+    })
+    .await;
+    let good = FakeProvider::start(FakeOptions::default()).await;
+    let _b = share(&hub, &code, "big", &big, "llama3").await;
+    let _g = share(&hub, &code, "good", &good, "llama3").await;
+
+    // A client that asks for the stream and never reads a byte of it.
+    let body = streamed("big", "x").to_string();
+    let mut sponge = tokio::net::TcpStream::connect(hub.url.trim_start_matches("http://")).await.unwrap();
+    let request = format!(
+        "POST /rooms/{code}/v1/chat/completions HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\nContent-Length: {}\r\n\r\n{body}",
+        body.len()
+    );
+    sponge.write_all(request.as_bytes()).await.unwrap();
+
+    // The hub gives up on it (the provider call is cancelled through the tunnel) instead of
+    // queueing the whole answer.
+    let started = Instant::now();
+    assert!(
+        big.wait_until(Duration::from_secs(45), |p| p.cancelled() + p.aborted() >= 1).await,
+        "the provider call of the reader that never reads was not stopped"
+    );
+    eprintln!("a client that never reads a 48 MiB stream: its provider call was stopped after {:?}", started.elapsed());
+    // Meanwhile and after, the room serves everyone else.
+    let (status, _, v) =
+        call(http().post(hub.at(&format!("/rooms/{code}/v1/chat/completions"))).json(&chat("good", "ok"))).await;
+    assert_eq!(status, 200, "{v}");
+    assert_eq!(v["choices"][0]["message"]["content"], echo("ok"));
+    // The stuck client does not keep the participant busy: its slot comes back by itself.
+    let deadline = Instant::now() + PATIENCE;
+    loop {
+        let (_, _, v) = call(http().get(hub.at(&format!("/v1/rooms/{code}/participants/big")))).await;
+        if v["data"]["status"] == "online" {
+            break;
+        }
+        assert!(Instant::now() < deadline, "the slot was never given back: {v}");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    big.update(|o| o.reply = None);
+    let (status, _, v) =
+        call(http().post(hub.at(&format!("/rooms/{code}/v1/chat/completions"))).json(&chat("big", "free"))).await;
+    assert_eq!(status, 200, "{v}");
+    drop(sponge);
 }

@@ -6,6 +6,8 @@
 
 use std::collections::VecDeque;
 use std::convert::Infallible;
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::Arc;
 use std::time::Instant;
 
 use axum::body::Body;
@@ -450,10 +452,14 @@ async fn respond(job: Job, slot: Slot, mut up: Upstream, started: Instant, trans
     } else {
         Mode::Pass { parser: SseParser::new(), strip_usage: job.op == Op::Chat && !job.client_wants_usage }
     };
+    let slot = Arc::new(std::sync::Mutex::new(Some(slot)));
+    let reader = Arc::new(ReaderClock::default());
+    spawn_reader_watchdog(slot.clone(), reader.clone(), job.hub.config().idle_timeout, p.public.id.clone());
     let relay = Relay {
         job,
         participant: p,
-        _slot: slot,
+        slot,
+        reader,
         upstream: up,
         started,
         first_byte: None,
@@ -497,7 +503,12 @@ enum Mode {
 struct Relay {
     job: Job,
     participant: ParticipantRecord,
-    _slot: Slot,
+    /// The participant's place, held while the provider is answering and given back the moment
+    /// its answer ends (or fails), or when the client stops reading (see
+    /// [`spawn_reader_watchdog`]): a client that reads slowly, or never, must not keep the
+    /// participant busy.
+    slot: Arc<std::sync::Mutex<Option<Slot>>>,
+    reader: Arc<ReaderClock>,
     upstream: Upstream,
     started: Instant,
     first_byte: Option<Instant>,
@@ -513,7 +524,20 @@ struct Relay {
 }
 
 impl Relay {
-    async fn next(mut self) -> Option<(std::result::Result<Bytes, Infallible>, Relay)> {
+    async fn next(self) -> Option<(std::result::Result<Bytes, Infallible>, Relay)> {
+        self.reader.asked();
+        let item = self.next_inner().await;
+        if let Some((_, relay)) = &item {
+            relay.reader.handed();
+        }
+        item
+    }
+
+    fn release_slot(&self) {
+        self.slot.lock().unwrap_or_else(|p| p.into_inner()).take();
+    }
+
+    async fn next_inner(mut self) -> Option<(std::result::Result<Bytes, Infallible>, Relay)> {
         loop {
             if !self.pending.is_empty() {
                 // Everything ready goes out as one write, not one syscall per SSE frame.
@@ -633,6 +657,7 @@ impl Relay {
 
     fn finish(&mut self) {
         self.done = true;
+        self.release_slot();
         match &mut self.mode {
             Mode::Pass { parser, strip_usage } => {
                 let last = parser.finish();
@@ -688,6 +713,7 @@ impl Relay {
 
     fn fail(&mut self, error: HubError) {
         self.done = true;
+        self.release_slot();
         let stage = match &error {
             HubError::Upstream { stage, .. } | HubError::UpstreamTimeout { stage } => stage.clone(),
             _ => "stream".into(),
@@ -708,8 +734,59 @@ impl Relay {
     }
 }
 
+/// When the client last took a piece of the answer, and whether it is asking for the next one.
+#[derive(Default)]
+struct ReaderClock {
+    /// ms since the epoch when the last piece was handed to the client.
+    handed_at: AtomicU64,
+    /// The body is being polled for its next piece (waiting on the provider, not on the client).
+    asking: AtomicBool,
+}
+
+impl ReaderClock {
+    fn asked(&self) {
+        self.asking.store(true, Ordering::Relaxed);
+    }
+
+    fn handed(&self) {
+        self.handed_at.store(now_ms(), Ordering::Relaxed);
+        self.asking.store(false, Ordering::Relaxed);
+    }
+}
+
+/// A client that stops reading a stream leaves its body unpolled, so nothing inside the stream can
+/// notice. This watchdog does: once a piece has waited on the client for longer than the idle
+/// timeout, the participant's slot is given back (the answer may still reach the client later).
+fn spawn_reader_watchdog(
+    slot: Arc<std::sync::Mutex<Option<Slot>>>,
+    reader: Arc<ReaderClock>,
+    idle: std::time::Duration,
+    participant: String,
+) {
+    let every = (idle / 4).clamp(std::time::Duration::from_millis(50), std::time::Duration::from_secs(5));
+    let idle_ms = idle.as_millis() as u64;
+    tokio::spawn(async move {
+        loop {
+            tokio::time::sleep(every).await;
+            let mut held = slot.lock().unwrap_or_else(|p| p.into_inner());
+            if held.is_none() {
+                return;
+            }
+            let handed = reader.handed_at.load(Ordering::Relaxed);
+            let stalled =
+                handed > 0 && !reader.asking.load(Ordering::Relaxed) && now_ms().saturating_sub(handed) > idle_ms;
+            if stalled {
+                held.take();
+                tracing::warn!(%participant, "the client stopped reading its stream; its participant is free again");
+                return;
+            }
+        }
+    });
+}
+
 impl Drop for Relay {
     fn drop(&mut self) {
+        self.release_slot();
         if !self.reported {
             let error = HubError::Upstream { stage: "client".into(), message: "the client went away".into() };
             self.job.error_event(&self.participant, "client", &error);
