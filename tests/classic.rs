@@ -211,7 +211,10 @@ async fn health_participants_and_leave_have_the_seed_shapes() {
     assert_eq!(list[0]["config"]["temperature"].as_f64(), Some(0.7));
     assert_eq!(list[0]["lastSeen"], last_seen);
 
-    let (status, _, body) = call(http().delete(hub.at(&format!("/rooms/{code}/leave/uuid-1")))).await;
+    // Leaving proves the participant with the token its join returned.
+    let token = joined["participantToken"].as_str().unwrap();
+    let (status, _, body) =
+        call(http().delete(hub.at(&format!("/rooms/{code}/leave/uuid-1"))).bearer_auth(token)).await;
     assert_eq!(status, 200);
     assert_eq!(body, json!({"success": true}));
     let (_, _, body) = call(http().get(hub.at(&format!("/rooms/{code}/participants")))).await;
@@ -242,7 +245,8 @@ async fn events_stream_connected_then_joined_then_left() {
     assert_eq!(event.json(), joined["participant"]);
     assert_eq!(event.json()["nickname"], "Alice");
 
-    let (status, _, _) = call(http().delete(hub.at(&format!("/rooms/{code}/leave/w1")))).await;
+    let token = joined["participantToken"].as_str().unwrap();
+    let (status, _, _) = call(http().delete(hub.at(&format!("/rooms/{code}/leave/w1"))).bearer_auth(token)).await;
     assert_eq!(status, 200);
     let event = sse.next().await;
     assert_eq!(event.event, "participant:left");
@@ -266,6 +270,7 @@ async fn room_codes_are_case_insensitive_in_paths() {
     )
     .await;
     assert_eq!(body["roomId"], created["room"]["id"]);
+    let token = body["participantToken"].as_str().unwrap().to_string();
     assert_eq!(sse.next().await.event, "participant:joined");
 
     let (status, _, body) =
@@ -274,7 +279,7 @@ async fn room_codes_are_case_insensitive_in_paths() {
     let (status, _, body) = call(http().get(hub.at(&format!("/rooms/{lower}/participants")))).await;
     assert_eq!(status, 200);
     assert_eq!(body["participants"][0]["id"], "w1");
-    let (status, _, body) = call(http().delete(hub.at(&format!("/rooms/{lower}/leave/w1")))).await;
+    let (status, _, body) = call(http().delete(hub.at(&format!("/rooms/{lower}/leave/w1"))).bearer_auth(&token)).await;
     assert_eq!((status, body), (200, json!({"success": true})));
     assert_eq!(sse.next().await.event, "participant:left");
 }

@@ -483,7 +483,11 @@ async fn client_speaks_the_whole_management_plane() {
     let p = client.get_participant(&code, "worker-1").await.unwrap();
     assert_eq!(p.loaded_models.first().map(|m| m.name.as_str()), Some("qwen3"));
     assert_eq!(client.list_participants(&code).await.unwrap().len(), 1);
-    assert!(client.leave(&code, "worker-1").await.unwrap().success);
+    // Re-registered without its token while no tunnel held it: the caller became its owner, with a new token.
+    let participant_token = again.participant_token.clone().expect("a new owner gets a new token");
+    assert_ne!(Some(&participant_token), registered.participant_token.as_ref());
+    assert!(client.leave(&code, "worker-1").await.is_err(), "leaving needs the participant's token");
+    assert!(client.leave_as(&code, "worker-1", Some(&participant_token)).await.unwrap().success);
     assert!(client.list_participants(&code).await.unwrap().is_empty());
 
     // Errors carry the hub's status, code, message and hint, and map to the product's exit codes.

@@ -115,7 +115,7 @@ async fn expect_quiet(sse: &mut Sse, what: &str) {
 #[tokio::test]
 async fn both_streams_start_with_connected_then_follow_the_room_in_order() {
     let th = TestHub::start().await;
-    let (code, _) = th.room("Events", None).await;
+    let (code, host) = th.room("Events", None).await;
     let (other, _) = th.room("Elsewhere", None).await;
     let mut v1 = Sse::connect(&th.at(&Surface::V1.path(&code)), None).await;
     let mut classic = Sse::connect(&th.at(&Surface::Classic.path(&code)), None).await;
@@ -138,9 +138,11 @@ async fn both_streams_start_with_connected_then_follow_the_room_in_order() {
     let (status, _, _) =
         call(http().post(th.at(&format!("/v1/rooms/{code}/participants/w1/heartbeat"))).json(&hb)).await;
     assert_eq!(status, 200);
-    let (status, _, _) = call(http().delete(th.at(&format!("/v1/rooms/{code}/participants/w1")))).await;
+    // The room's host token removes anyone from its room.
+    let (status, _, _) =
+        call(http().delete(th.at(&format!("/v1/rooms/{code}/participants/w1"))).bearer_auth(&host)).await;
     assert_eq!(status, 200);
-    let (status, _, _) = call(http().delete(th.at(&format!("/rooms/{code}/leave/w2")))).await;
+    let (status, _, _) = call(http().delete(th.at(&format!("/rooms/{code}/leave/w2"))).bearer_auth(&host)).await;
     assert_eq!(status, 200);
 
     let expected = [
@@ -201,7 +203,7 @@ async fn collect(sse: &mut Sse, n: usize) -> Vec<SseEvent> {
 #[tokio::test]
 async fn last_event_id_replays_exactly_the_missed_events() {
     let th = TestHub::start().await;
-    let (code, _) = th.room("Replay", None).await;
+    let (code, host) = th.room("Replay", None).await;
     let mut originals = HashMap::new();
     let mut live = Vec::new();
     for surface in [Surface::V1, Surface::Classic] {
@@ -211,9 +213,9 @@ async fn last_event_id_replays_exactly_the_missed_events() {
         put(&th, &code, id, reg_body(id)).await;
     }
     put(&th, &code, "p0", reg_body("p0 again")).await;
-    call(http().delete(th.at(&format!("/v1/rooms/{code}/participants/p1")))).await;
+    call(http().delete(th.at(&format!("/v1/rooms/{code}/participants/p1"))).bearer_auth(&host)).await;
     put(&th, &code, "p4", reg_body("p4")).await;
-    call(http().delete(th.at(&format!("/rooms/{code}/leave/p2")))).await;
+    call(http().delete(th.at(&format!("/rooms/{code}/leave/p2"))).bearer_auth(&host)).await;
     const N: usize = 8;
     for (surface, sse) in &mut live {
         let events = collect(sse, N).await;

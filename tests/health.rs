@@ -263,7 +263,7 @@ async fn empty_rooms_expire_after_the_ttl_and_occupied_rooms_stay() {
     .await;
     let created = Instant::now();
     let (empty, _) = th.room("Empty", None).await;
-    let (busy, _) = th.room("Busy", None).await;
+    let (busy, busy_host) = th.room("Busy", None).await;
     register(&th, &busy, "w1", Surface::Classic).await;
     let (mut v1, mut classic) = streams(&th, &empty).await;
 
@@ -286,7 +286,7 @@ async fn empty_rooms_expire_after_the_ttl_and_occupied_rooms_stay() {
     assert_eq!(room["data"]["participantCount"], 1);
 
     // ...and its TTL starts when it becomes empty.
-    let (status, _, _) = call(http().delete(th.at(&format!("/rooms/{busy}/leave/w1")))).await;
+    let (status, _, _) = call(http().delete(th.at(&format!("/rooms/{busy}/leave/w1"))).bearer_auth(&busy_host)).await;
     assert_eq!(status, 200);
     let emptied = Instant::now();
     wait_until_gone(&th, &busy, ttl + PATIENCE).await;

@@ -18,6 +18,8 @@ enum Shape {
     Classic,
     /// `{"error": {"code", "message", ...}, "meta": {"requestId"}}`.
     V1,
+    /// The inference plane's OpenAI shape: `{"error": {"message", "type", "code"}}`.
+    OpenAi,
     /// Garbage at the HTTP protocol level (a request line that is not HTTP, bytes a URI cannot hold):
     /// the HTTP parser refuses it before any route, and so before any surface, sees it. A 4xx with
     /// no particular body is all there can be.
@@ -194,6 +196,18 @@ fn check(case: &Case, res: &RawResponse) -> Result<(), String> {
     }
     match case.shape {
         Shape::Protocol => Ok(()),
+        Shape::OpenAi => {
+            let Some(v) = body else {
+                return Err(format!("not JSON: {:?}", String::from_utf8_lossy(&res.body)));
+            };
+            let e = &v["error"];
+            let ok = ["message", "type", "code"].iter().all(|k| e[k].as_str().is_some_and(|s| !s.is_empty()));
+            if ok {
+                Ok(())
+            } else {
+                Err(format!("not the OpenAI error shape: {v}"))
+            }
+        }
         Shape::Classic => match &body {
             Some(Value::Object(o)) if o.get("error").is_some_and(Value::is_string) => {
                 if o["error"].as_str().is_some_and(str::is_empty) {
@@ -642,4 +656,415 @@ async fn legitimate_unicode_names_are_accepted() {
     assert_eq!(body["data"]["participant"]["nickname"], "Zoë 🚀 ユーザー");
     let (_, _, list) = call(http().get(hub.at("/v1/rooms"))).await;
     assert_eq!(list["data"].as_array().unwrap().len(), 4);
+}
+
+/// Issue 6's additions to [`table`]: the inference plane (open and protected rooms), path tricks in
+/// codes and ids on every surface, and header tricks. `open` is a room without participants,
+/// `locked` one with a password.
+fn wide_table(open: &str, locked: &str) -> Vec<Case> {
+    use Shape::{Classic as C, OpenAi as O, Protocol as P, V1 as V};
+    let nested_arrays = format!("{}{}", "[".repeat(10_000), "]".repeat(10_000));
+    let nested_objects = format!("{}1{}", "{\"a\":".repeat(10_000), "}".repeat(10_000));
+    let bodies: Vec<(&str, Vec<u8>)> = vec![
+        ("truncated JSON", br#"{"model": "*", "messages": ["#.to_vec()),
+        ("an array", b"[1, 2, 3]".to_vec()),
+        ("a string", br#""hello""#.to_vec()),
+        ("null", b"null".to_vec()),
+        ("a number", b"42".to_vec()),
+        ("10,000 nested arrays", nested_arrays.into_bytes()),
+        ("10,000 nested objects", nested_objects.into_bytes()),
+        ("invalid UTF-8", b"{\"model\": \"\xff\xfe\x80\", \"messages\": []}".to_vec()),
+        ("a lone surrogate escape", br#"{"model": "\ud800", "messages": []}"#.to_vec()),
+        ("a raw control character in a string", b"{\"model\": \"a\x01b\", \"messages\": []}".to_vec()),
+        ("model: 5", br#"{"model": 5, "messages": []}"#.to_vec()),
+        ("no model", br#"{"messages": [{"role": "user", "content": "hi"}]}"#.to_vec()),
+        ("messages: \"x\"", br#"{"model": "*", "messages": "x"}"#.to_vec()),
+        ("model: \"\"", br#"{"model": "", "messages": []}"#.to_vec()),
+        ("an empty body", Vec::new()),
+        ("a 2 MiB model name", format!(r#"{{"model": "{}", "messages": []}}"#, "m".repeat(2 << 20)).into_bytes()),
+        ("a number out of range", br#"{"model": "*", "temperature": 1e400}"#.to_vec()),
+        ("trailing garbage", br#"{"model": "*", "messages": []} trailing"#.to_vec()),
+        ("a byte-order mark", b"\xef\xbb\xbf{\"model\": \"*\"}".to_vec()),
+        ("model: an object", br#"{"model": {"$ne": null}, "messages": []}"#.to_vec()),
+    ];
+    let mut cases = Vec::new();
+    for endpoint in ["chat/completions", "responses"] {
+        for (name, body) in &bodies {
+            cases.push(Case::new(
+                O,
+                format!("{name} (inference {endpoint})"),
+                "POST",
+                format!("/rooms/{open}/v1/{endpoint}"),
+                body.clone(),
+            ));
+        }
+    }
+    // A protected room's inference plane without its key.
+    let chat = format!("/rooms/{locked}/v1/chat/completions");
+    let models = format!("/rooms/{locked}/v1/models");
+    for (name, auth) in [
+        ("no key", None),
+        ("a wrong key", Some("Bearer wrong".to_string())),
+        ("basic auth", Some("Basic dTpw".to_string())),
+        ("an empty bearer", Some("Bearer ".to_string())),
+        ("a 10 KiB key", Some(format!("Bearer {}", "k".repeat(10 * 1024)))),
+    ] {
+        for (path, method, body) in [(&chat, "POST", r#"{"model": "*", "messages": []}"#), (&models, "GET", "")] {
+            let mut case =
+                Case::new(O, format!("{name} ({method} locked inference)"), method, path.as_str(), body).status(401);
+            if let Some(auth) = &auth {
+                let mut raw = case.request("x");
+                let at = raw.windows(2).position(|w| w == b"\r\n").unwrap() + 2;
+                let header = format!("Authorization: {auth}\r\n");
+                raw.splice(at..at, header.into_bytes());
+                case.raw = Some(raw);
+            }
+            cases.push(case);
+        }
+    }
+    // Path tricks in room codes, on each surface.
+    let long = "A".repeat(300);
+    for code in [
+        "..",
+        "%2e%2e",
+        "ABC%2F12",
+        "ABC12",
+        "ABCDEFG",
+        "%00ABCDE",
+        "%C3%84BC123",
+        "ABC123%20",
+        "ABC123%3Fx=1",
+        "%FF%FE",
+        long.as_str(),
+        "ABC123;x",
+        "ABC123%0d%0a",
+    ] {
+        cases.push(Case::new(
+            C,
+            format!("code {code:.20} (classic)"),
+            "GET",
+            format!("/rooms/{code}/participants"),
+            "",
+        ));
+        cases.push(Case::new(V, format!("code {code:.20} (/v1)"), "GET", format!("/v1/rooms/{code}"), ""));
+        cases.push(Case::new(O, format!("code {code:.20} (inference)"), "GET", format!("/rooms/{code}/v1/models"), ""));
+    }
+    // Path tricks in participant ids.
+    let long = "i".repeat(300);
+    for id in ["..", "%2e%2e", "a%2Fb", "a%00b", "%FF", long.as_str(), "a%20b", "a%0d%0ab", "%C3%A9", "a%3Fb"] {
+        cases.push(Case::new(
+            V,
+            format!("id {id:.20} (/v1 get)"),
+            "GET",
+            format!("/v1/rooms/{open}/participants/{id}"),
+            "",
+        ));
+        cases.push(Case::new(
+            V,
+            format!("id {id:.20} (/v1 heartbeat)"),
+            "POST",
+            format!("/v1/rooms/{open}/participants/{id}/heartbeat"),
+            "",
+        ));
+        cases.push(Case::new(
+            C,
+            format!("id {id:.20} (classic leave)"),
+            "DELETE",
+            format!("/rooms/{open}/leave/{id}"),
+            "",
+        ));
+    }
+    // Header tricks, each a whole raw request.
+    let raw = |name: &str, shape: Shape, status: Option<u16>, request: Vec<u8>| {
+        let mut case = Case::new(shape, name, "", "", "");
+        case.status = status;
+        case.raw = Some(request);
+        case
+    };
+    let many: String = (0..150).map(|i| format!("X-H{i}: v\r\n")).collect();
+    cases.extend([
+        raw(
+            "150 headers",
+            P,
+            Some(431),
+            format!("GET /v1/health HTTP/1.1\r\nHost: x\r\n{many}Connection: close\r\n\r\n").into_bytes(),
+        ),
+        raw(
+            "a 100 KiB header",
+            P,
+            Some(431),
+            format!("GET /v1/health HTTP/1.1\r\nHost: x\r\nX-Big: {}\r\nConnection: close\r\n\r\n", "b".repeat(100 << 10))
+                .into_bytes(),
+        ),
+        raw(
+            "Content-Length and Transfer-Encoding both",
+            P,
+            None,
+            b"POST /v1/rooms HTTP/1.1\r\nHost: x\r\nContent-Length: 4\r\nTransfer-Encoding: chunked\r\nConnection: close\r\n\r\n0\r\n\r\n".to_vec(),
+        ),
+        raw(
+            "two different Content-Lengths",
+            P,
+            None,
+            b"POST /v1/rooms HTTP/1.1\r\nHost: x\r\nContent-Length: 2\r\nContent-Length: 5\r\nConnection: close\r\n\r\n{}".to_vec(),
+        ),
+        raw(
+            "Content-Length: -1",
+            P,
+            None,
+            b"POST /v1/rooms HTTP/1.1\r\nHost: x\r\nContent-Length: -1\r\nConnection: close\r\n\r\n".to_vec(),
+        ),
+        raw(
+            "a NUL in a header value",
+            P,
+            None,
+            b"GET /v1/health HTTP/1.1\r\nHost: x\r\nX-Nul: a\x00b\r\nConnection: close\r\n\r\n".to_vec(),
+        ),
+        raw(
+            "a header name with a space",
+            P,
+            None,
+            b"GET /v1/health HTTP/1.1\r\nHost: x\r\nBad Name: v\r\nConnection: close\r\n\r\n".to_vec(),
+        ),
+        raw(
+            "a UTF-16 body (/v1 create)",
+            V,
+            Some(400),
+            [
+                &b"POST /v1/rooms HTTP/1.1\r\nHost: x\r\nContent-Type: application/json; charset=utf-16\r\nContent-Length: 12\r\nConnection: close\r\n\r\n"[..],
+                &[0xff, 0xfe, b'{', 0, b'}', 0, b' ', 0, b' ', 0, b' ', 0][..],
+            ]
+            .concat(),
+        ),
+        raw(
+            "a declared 100 MiB body, never sent (inference)",
+            O,
+            Some(413),
+            format!(
+                "POST /rooms/{open}/v1/chat/completions HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{{",
+                100u64 << 20
+            )
+            .into_bytes(),
+        ),
+        raw(
+            "a declared 100 MiB body, never sent (/v1)",
+            V,
+            Some(413),
+            format!(
+                "POST /v1/rooms HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{{",
+                100u64 << 20
+            )
+            .into_bytes(),
+        ),
+        raw(
+            "an absurd Content-Length",
+            P,
+            None,
+            b"POST /v1/rooms HTTP/1.1\r\nHost: x\r\nContent-Length: 99999999999999999999999\r\nConnection: close\r\n\r\n".to_vec(),
+        ),
+    ]);
+    // 100 MiB really sent, as one body, to the inference plane: refused after 32 MiB.
+    let mut huge = format!(
+        "POST /rooms/{open}/v1/chat/completions HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\nTransfer-Encoding: chunked\r\nConnection: close\r\n\r\n"
+    )
+    .into_bytes();
+    let piece = vec![b' '; 1 << 20];
+    for _ in 0..100 {
+        huge.extend_from_slice(format!("{:x}\r\n", piece.len()).as_bytes());
+        huge.extend_from_slice(&piece);
+        huge.extend_from_slice(b"\r\n");
+    }
+    huge.extend_from_slice(b"0\r\n\r\n");
+    cases.push(raw("100 MiB chunked body (inference)", O, Some(413), huge));
+    cases
+}
+
+/// The hub's resident memory, from `/proc/<pid>/status`, in KiB.
+fn rss_kib(pid: u32) -> u64 {
+    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap();
+    let line = status.lines().find(|l| l.starts_with("VmRSS:")).unwrap();
+    line.split_whitespace().nth(1).unwrap().parse().unwrap()
+}
+
+/// Tunnel cases: refused upgrades, then garbage frames on an open tunnel, each followed by a ping
+/// that must still be answered; an oversize frame must end in a clean close. Returns the cases run.
+async fn tunnel_cases(url: &str, code: &str, failures: &mut Vec<String>) -> usize {
+    use futures_util::{SinkExt, StreamExt};
+    use tokio_tungstenite::tungstenite::Message;
+
+    use crate::tunnel::{dial, register, register_as};
+    let mut n = 0;
+    let mut expect = |name: &str, ok: bool, detail: String| {
+        n += 1;
+        if !ok {
+            failures.push(format!("tunnel: {name}: {detail}"));
+        }
+    };
+    let a = register(url, code, "tun-a").await;
+    let b = register(url, code, "tun-b").await;
+    for (name, dial_url, token, participant, want) in [
+        ("no tunnel token", a.url.clone(), String::new(), Some(a.participant_token.clone()), 401),
+        ("a wrong tunnel token", a.url.clone(), "gt_wrong".into(), Some(a.participant_token.clone()), 401),
+        ("another participant's tunnel token", a.url.clone(), b.token.clone(), Some(a.participant_token.clone()), 401),
+        ("no participant token", a.url.clone(), a.token.clone(), None, 401),
+        ("a wrong participant token", a.url.clone(), a.token.clone(), Some("gp_wrong".into()), 403),
+        ("an unknown participant", a.url.replace("/tun-a/", "/ghost/"), a.token.clone(), None, 404),
+        ("an unknown room", a.url.replace(code, "ZZZZZ9"), a.token.clone(), None, 404),
+        ("an id with a path trick", a.url.replace("/tun-a/", "/%2e%2e/"), a.token.clone(), None, 404),
+    ] {
+        let got = dial(&dial_url, &token, participant.as_deref()).await.err();
+        expect(name, got == Some(want), format!("{got:?} instead of {want}"));
+    }
+    let plain = http().get(format!("{}?token=x", a.url.replace("ws://", "http://"))).send().await.unwrap();
+    expect(
+        "a plain GET of the tunnel route",
+        plain.status() == 401 || plain.status() == 400,
+        format!("{}", plain.status()),
+    );
+
+    let fresh = register_as(url, code, "tun-a", Some(&a.participant_token)).await;
+    let mut ws = dial(&fresh.url, &fresh.token, Some(&a.participant_token)).await.unwrap();
+    let big_text = format!("{{\"type\":\"tunnel.ping\",\"pad\":\"{}\"}}", "p".repeat(1 << 20));
+    let nested = format!("{}{}", "[".repeat(10_000), "]".repeat(10_000));
+    let frames: Vec<(&str, Message)> = vec![
+        ("a binary frame", Message::Binary(vec![0, 159, 146, 150].into())),
+        ("not JSON", Message::Text("nope".into())),
+        ("a JSON array", Message::Text("[]".into())),
+        ("an unknown type", Message::Text(r#"{"type":"tunnel.evil","x":1}"#.into())),
+        (
+            "a chunk for an unknown request",
+            Message::Text(r#"{"type":"tunnel.response.chunk","requestId":"x","chunk":"aGk="}"#.into()),
+        ),
+        (
+            "a chunk that is not base64",
+            Message::Text(r#"{"type":"tunnel.response.chunk","requestId":"x","chunk":"%%%"}"#.into()),
+        ),
+        (
+            "a start with status 99999",
+            Message::Text(r#"{"type":"tunnel.response.start","requestId":"x","status":99999}"#.into()),
+        ),
+        (
+            "a request sent by a participant",
+            Message::Text(
+                r#"{"type":"tunnel.request","requestId":"x","operation":"o","method":"GET","path":"/"}"#.into(),
+            ),
+        ),
+        ("a 1 MiB frame", Message::Text(big_text.into())),
+        ("10,000 nested arrays", Message::Text(nested.into())),
+        ("control characters", Message::Text("{\"type\":\"tunnel.ping\u{1}\u{7f}\"}".into())),
+    ];
+    for (name, frame) in frames {
+        let sent = ws.send(frame).await.is_ok();
+        let ping = ws.send(Message::Text(r#"{"type":"tunnel.ping","timestamp":9}"#.into())).await.is_ok();
+        let pong = tokio::time::timeout(Duration::from_secs(5), async {
+            loop {
+                match ws.next().await {
+                    Some(Ok(Message::Text(t))) if t.contains("tunnel.pong") => return true,
+                    Some(Ok(_)) => continue,
+                    _ => return false,
+                }
+            }
+        })
+        .await
+        .unwrap_or(false);
+        expect(name, sent && ping && pong, "the tunnel did not survive it".into());
+    }
+    // A frame over the 16 MiB limit: the hub closes the tunnel, cleanly.
+    let oversize = Message::Binary(vec![0u8; 17 << 20].into());
+    let _ = ws.send(oversize).await;
+    let closed = tokio::time::timeout(Duration::from_secs(10), async {
+        loop {
+            match ws.next().await {
+                None | Some(Err(_)) | Some(Ok(Message::Close(_))) => return true,
+                Some(Ok(_)) => continue,
+            }
+        }
+    })
+    .await
+    .unwrap_or(false);
+    expect("a 17 MiB frame", closed, "the tunnel stayed open".into());
+    n
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn over_200_hostile_cases_against_the_binary_and_its_memory_stays_put() {
+    let hub = crate::util::BinHub::start_with_env(&["--header-read-timeout", "1s"], &[("RUST_LOG", "info")]);
+    let addr = hub.url.strip_prefix("http://").unwrap().to_string();
+    let create = |name: &str, password: Option<&str>| {
+        let mut body = json!({"name": name});
+        if let Some(p) = password {
+            body["password"] = json!(p);
+        }
+        let url = hub.at("/v1/rooms");
+        async move {
+            let (status, _, v) = call(http().post(url).json(&body)).await;
+            assert_eq!(status, 201, "{v}");
+            v["data"]["room"]["code"].as_str().unwrap().to_string()
+        }
+    };
+    let target = create("Target", None).await;
+    let open = create("Open", None).await;
+    let locked = create("Locked", Some("hostile-suite-pw")).await;
+    let mut cases = table(&target);
+    cases.extend(wide_table(&open, &locked));
+
+    // The whole suite twice, measuring the hub's memory before and after each pass. (The hub gives
+    // large buffers back to the system: see `cli::serve::return_large_buffers_to_the_system`.)
+    let mut rss = Vec::new();
+    let mut failures = Vec::new();
+    let mut total = 0;
+    rss.push(rss_kib(hub.child.id()));
+    for _pass in 0..2 {
+        failures.clear();
+        for case in &cases {
+            let res = send_raw(&addr, case.request(&addr)).await;
+            if let Err(why) = check(case, &res) {
+                failures.push(format!("{} ({:?}): {why}", case.name, case.shape));
+            }
+        }
+        total = cases.len();
+        total += tunnel_cases(&hub.url, &open, &mut failures).await;
+        tokio::time::sleep(Duration::from_millis(300)).await;
+        rss.push(rss_kib(hub.child.id()));
+    }
+    let (before, first) = (rss[0], rss[1]);
+
+    // Slowloris: a request whose headers never finish is cut off at the deadline (1 s here).
+    total += 1;
+    let mut slow = TcpStream::connect(&addr).await.unwrap();
+    slow.write_all(b"GET /v1/health HTTP/1.1\r\nHost: x\r\nX-Slow: ").await.unwrap();
+    let mut buf = [0u8; 256];
+    let cut = tokio::time::timeout(Duration::from_secs(5), async {
+        loop {
+            match slow.read(&mut buf).await {
+                Ok(0) | Err(_) => return,
+                Ok(_) => continue,
+            }
+        }
+    })
+    .await;
+    if cut.is_err() {
+        failures.push("slowloris: the connection stayed open past the header deadline".into());
+    }
+
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    let after = rss_kib(hub.child.id());
+    eprintln!(
+        "hostile suite: {total} cases per pass against the binary, {} failed; hub RSS {before} KiB before, \
+         {first} KiB after one pass, {after} KiB after two ({:+} KiB)",
+        failures.len(),
+        after as i64 - before as i64
+    );
+    assert!(total >= 200, "only {total} cases");
+    assert!(failures.is_empty(), "{} of {total} cases failed:\n{}", failures.len(), failures.join("\n"));
+    assert!(after <= before + 10 * 1024, "RSS grew from {before} KiB to {after} KiB");
+
+    // Still serving, nothing created by the suite, no crash.
+    let (status, _, body) = call(http().get(hub.at("/v1/health"))).await;
+    assert_eq!(status, 200, "{body}");
+    let (_, _, rooms) = call(http().get(hub.at("/v1/rooms"))).await;
+    assert_eq!(rooms["data"].as_array().unwrap().len(), 3, "{rooms}");
+    let log = hub.log();
+    assert!(!log.contains("panicked"), "the hub panicked:\n{log}");
+    assert!(!log.contains("hostile-suite-pw"), "the room password reached the log");
 }

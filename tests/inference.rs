@@ -55,12 +55,12 @@ where
     }
 }
 
-fn chat(model: &str, text: &str) -> Value {
+pub fn chat(model: &str, text: &str) -> Value {
     json!({"model": model, "messages": [{"role": "user", "content": text}]})
 }
 
 /// POSTs and reads a whole SSE answer.
-async fn post_sse(url: &str, body: &Value) -> (u16, Vec<SseEvent>) {
+pub async fn post_sse(url: &str, body: &Value) -> (u16, Vec<SseEvent>) {
     let res = http().post(url).json(body).send().await.unwrap();
     let status = res.status().as_u16();
     let text = res.text().await.unwrap();
@@ -90,7 +90,7 @@ fn parse_sse(text: &str) -> Vec<SseEvent> {
     out
 }
 
-fn chat_text(events: &[SseEvent]) -> String {
+pub fn chat_text(events: &[SseEvent]) -> String {
     events
         .iter()
         .filter(|e| e.data != "[DONE]")

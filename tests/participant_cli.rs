@@ -402,7 +402,8 @@ fn dead_port() -> u16 {
 async fn heartbeat_and_leave_one_shots() {
     let hub = TestHub::start().await;
     let (code, _) = hub.room("one shots", None).await;
-    hub.participant(&code, "w1", None).await;
+    let registered = hub.participant(&code, "w1", None).await;
+    let token = registered["data"]["participantToken"].as_str().unwrap().to_string();
 
     let (exit, stdout, stderr) = run(&[
         "participant",
@@ -440,6 +441,12 @@ async fn heartbeat_and_leave_one_shots() {
     assert_eq!(exit, 0);
     assert!(stdout.starts_with(&format!("Heartbeat sent for w1 in room {code}: online (last seen ")), "{stdout}");
 
+    // Without its token nobody removes the participant (exit 3: not allowed), with it, it leaves.
+    let (exit, _, stderr) =
+        run(&["participant", "leave", "--room", &code, "--participant-id", "w1", "--hub", &hub.url]).await;
+    assert_eq!(exit, 3, "{stderr}");
+    assert!(stderr.contains("participant's token"), "{stderr}");
+    assert_eq!(participant(&hub.url, &code, "w1").await.0, 200, "still there");
     let (exit, stdout, stderr) = run(&[
         "participant",
         "leave",
@@ -447,6 +454,8 @@ async fn heartbeat_and_leave_one_shots() {
         &code,
         "--participant-id",
         "w1",
+        "--token",
+        &token,
         "--hub",
         &hub.url,
         "--format",
@@ -454,6 +463,7 @@ async fn heartbeat_and_leave_one_shots() {
     ])
     .await;
     assert_eq!(exit, 0, "{stderr}");
+    assert!(!stdout.contains(&token) && !stderr.contains(&token), "the token is never printed");
     assert_eq!(stdout, "{\"success\":true}\n");
     assert_eq!(participant(&hub.url, &code, "w1").await.0, 404);
 
@@ -506,7 +516,8 @@ async fn events_watch_prints_events_as_they_happen() {
     assert_eq!(updated["type"], "participant.updated", "{updated}");
     assert_eq!(updated["data"]["loadedModels"][0]["name"], "llama3");
 
-    let (status, _, _) = call(http().delete(hub.at(&format!("/v1/rooms/{code}/participants/w1")))).await;
+    let (status, _, _) =
+        call(http().delete(hub.at(&format!("/v1/rooms/{code}/participants/w1"))).bearer_auth(&host_token)).await;
     assert_eq!(status, 200);
     let left = next_json(&mut watch).await;
     assert_eq!(left["type"], "participant.left", "{left}");

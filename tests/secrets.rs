@@ -9,7 +9,14 @@ use crate::util::{call, http, BinHub, Sse, SseEvent, TestHub};
 
 #[tokio::test]
 async fn protected_rooms_refuse_wrong_or_missing_passwords_on_both_surfaces() {
-    let hub = TestHub::start().await;
+    // More guesses than the default limits allow in a burst: this test is about the refusals'
+    // shapes; the limits have their own tests (brute_force).
+    let hub = TestHub::with_config(gambi::hub::HubConfig {
+        guesses_per_room: 100,
+        guesses_per_address: 100,
+        ..gambi::hub::HubConfig::default()
+    })
+    .await;
     let (code, _) = hub.room("Private Room", Some("secret123")).await;
     let worker = |password: Option<&str>| {
         let mut body = json!({"nickname": "Alice", "model": "llama3", "endpoint": "http://localhost:11434"});
@@ -147,11 +154,22 @@ async fn no_hash_and_no_password_in_any_response_event_or_log_line_of_the_real_b
         }))
         .await;
     assert_eq!(status, 200, "{joined}");
+    let mut participant_tokens = vec![joined["participantToken"].as_str().unwrap().to_string()];
+    let mut w1_token: Option<String> = None;
     for expected in [201, 200] {
-        let (status, resp) =
-            t.call(http().put(hub.at(&format!("/v1/rooms/{code}/participants/w1"))).json(&participant(PASSWORD))).await;
+        let mut req = http().put(hub.at(&format!("/v1/rooms/{code}/participants/w1"))).json(&participant(PASSWORD));
+        if let Some(token) = &w1_token {
+            req = req.bearer_auth(token);
+        }
+        let (status, resp) = t.call(req).await;
         assert_eq!(status, expected, "{resp}");
+        if let Some(token) = resp["data"]["participantToken"].as_str() {
+            participant_tokens.push(token.to_string());
+            w1_token = Some(token.to_string());
+        }
     }
+    assert_eq!(participant_tokens.len(), 2, "a token at each first registration, none when re-registering with it");
+    let w1_token = w1_token.unwrap();
     let (status, resp) =
         t.call(http().post(hub.at(&format!("/rooms/{code}/health"))).json(&json!({"id": "classic-1"}))).await;
     assert_eq!(status, 200, "{resp}");
@@ -174,9 +192,12 @@ async fn no_hash_and_no_password_in_any_response_event_or_log_line_of_the_real_b
     }
 
     // Leave through both surfaces, then the host deletes the /v1 room (its streams end).
-    let (status, _) = t.call(http().delete(hub.at(&format!("/rooms/{code}/leave/classic-1")))).await;
+    let (status, _) = t
+        .call(http().delete(hub.at(&format!("/rooms/{code}/leave/classic-1"))).bearer_auth(&participant_tokens[0]))
+        .await;
     assert_eq!(status, 200);
-    let (status, _) = t.call(http().delete(hub.at(&format!("/v1/rooms/{code}/participants/w1")))).await;
+    let (status, _) =
+        t.call(http().delete(hub.at(&format!("/v1/rooms/{code}/participants/w1"))).bearer_auth(&w1_token)).await;
     assert_eq!(status, 200);
     let (status, resp) = t.call(http().delete(hub.at(&format!("/v1/rooms/{code}"))).bearer_auth(&host_token)).await;
     assert_eq!(status, 200, "{resp}");
@@ -206,6 +227,9 @@ async fn no_hash_and_no_password_in_any_response_event_or_log_line_of_the_real_b
     }
     let all = t.texts.concat();
     assert_eq!(all.matches(&host_token).count(), 1, "the host token is returned once, at creation");
+    for token in &participant_tokens {
+        assert_eq!(all.matches(token.as_str()).count(), 1, "a participant token is returned once, at registration");
+    }
 
     // The log: one line per request (the middleware's `gambi::http` line), and no secret.
     let deadline = std::time::Instant::now() + Duration::from_secs(10);
@@ -235,4 +259,108 @@ async fn no_hash_and_no_password_in_any_response_event_or_log_line_of_the_real_b
     assert!(!log.contains(PASSWORD), "password in the log:\n{log}");
     assert!(!log.contains("wrong-password"), "a guessed password in the log:\n{log}");
     assert!(!log.contains(&host_token), "host token in the log:\n{log}");
+    for token in &participant_tokens {
+        assert!(!log.contains(token.as_str()), "participant token in the log:\n{log}");
+    }
+}
+
+/// Issue 6, acceptance 7: every secret the hardened flows use (the room password as a join
+/// password and as an inference key, wrong guesses, the host token, participant tokens, tunnel
+/// tokens, the provider's credentials) against the real binary logging at `debug`: none of them in
+/// any log line or event, and none in any answer beyond the one that hands it out.
+#[tokio::test(flavor = "multi_thread")]
+async fn no_secret_of_the_hardened_flows_in_any_log_line_event_or_answer() {
+    use gambi::participant::{ParticipantSession, SessionOptions};
+
+    use crate::fake_provider::{FakeOptions, FakeProvider};
+
+    const PASSWORD: &str = "Room-Key-9f3a-only-in-requests";
+    const PROVIDER_KEY: &str = "sk-provider-77c1-never-leaves";
+    let hub = BinHub::start(&[]);
+    let mut t = Transcript::default();
+    let (status, created) =
+        t.call(http().post(hub.at("/v1/rooms")).json(&json!({"name": "Vault", "password": PASSWORD}))).await;
+    assert_eq!(status, 201, "{created}");
+    let code = created["data"]["room"]["code"].as_str().unwrap().to_string();
+    let host_token = created["data"]["hostToken"].as_str().unwrap().to_string();
+    let mut streams = Vec::new();
+    for path in [format!("/v1/rooms/{code}/events"), format!("/rooms/{code}/events")] {
+        streams.push(Sse::connect(&hub.at(&path), None).await);
+        t.requests += 1;
+    }
+
+    // A tunnel participant whose provider needs credentials only it holds.
+    let provider = FakeProvider::start(FakeOptions {
+        required_headers: vec![("authorization".into(), format!("Bearer {PROVIDER_KEY}"))],
+        ..FakeOptions::default()
+    })
+    .await;
+    let mut options = SessionOptions::new(&hub.url, &code, "vaulted", &provider.url, "llama3");
+    options.password = Some(PASSWORD.into());
+    options.auto_specs = false;
+    options.auth_headers.insert("Authorization".into(), format!("Bearer {PROVIDER_KEY}"));
+    let session = ParticipantSession::start(options).await.unwrap();
+    let session_token = session.participant_token().unwrap().to_string();
+
+    // A classic participant: its token comes back once, in its join answer.
+    let (status, joined) = t
+        .call(http().post(hub.at(&format!("/rooms/{code}/join"))).json(&json!({
+            "id": "direct-1", "nickname": "D", "model": "llama3", "endpoint": "http://127.0.0.1:9", "password": PASSWORD
+        })))
+        .await;
+    assert_eq!(status, 200, "{joined}");
+    let direct_token = joined["participantToken"].as_str().unwrap().to_string();
+
+    // Inference with the room key, streamed and not; and with wrong keys.
+    for stream in [false, true] {
+        let body = json!({"model": "vaulted", "stream": stream, "messages": [{"role": "user", "content": "hi"}]});
+        let url = hub.at(&format!("/rooms/{code}/v1/chat/completions"));
+        let (status, v) = t.call(http().post(&url).bearer_auth(PASSWORD).json(&body)).await;
+        assert_eq!(status, 200, "{v}");
+    }
+    let mut guesses = Vec::new();
+    for i in 0..12 {
+        let guess = format!("guess-{i}-{PASSWORD}");
+        let (status, _) = t.call(http().get(hub.at(&format!("/rooms/{code}/v1/models"))).bearer_auth(&guess)).await;
+        assert!(status == 401 || status == 429, "{status}");
+        guesses.push(guess);
+    }
+    // Refused removals with wrong tokens, then the real ones.
+    let (status, _) = t
+        .call(http().delete(hub.at(&format!("/v1/rooms/{code}/participants/vaulted"))).bearer_auth(&direct_token))
+        .await;
+    assert_eq!(status, 403);
+    let (status, _) =
+        t.call(http().delete(hub.at(&format!("/rooms/{code}/leave/direct-1"))).bearer_auth(&direct_token)).await;
+    assert_eq!(status, 200);
+    session.close().await;
+    let (status, _) = t.call(http().delete(hub.at(&format!("/v1/rooms/{code}"))).bearer_auth(&host_token)).await;
+    assert_eq!(status, 200);
+    for sse in &mut streams {
+        while let Some(e) = sse.next_within(Duration::from_millis(300)).await {
+            t.event(&e);
+        }
+    }
+
+    let all = t.texts.concat();
+    let log = hub.log();
+    assert!(log.contains("gambi::http"), "the log was captured");
+    for (what, secret, answers_may_hold) in [
+        ("the room password", PASSWORD.to_string(), 0),
+        ("the provider's key", PROVIDER_KEY.to_string(), 0),
+        ("the host token", host_token.clone(), 1),
+        ("the session's participant token", session_token.clone(), 0),
+        ("the direct participant's token", direct_token.clone(), 1),
+    ] {
+        assert_eq!(all.matches(secret.as_str()).count(), answers_may_hold, "{what} in the answers or events");
+        assert!(!log.contains(secret.as_str()), "{what} in the log");
+    }
+    for guess in &guesses {
+        assert!(!all.contains(guess.as_str()) && !log.contains(guess.as_str()), "a guessed key was echoed");
+    }
+    assert!(!log.contains("$argon2") && !all.contains("$argon2"), "a hash leaked");
+    // No token of any kind (tunnel, participant, host) in the log, whoever it belonged to.
+    for prefix in ["gt_", "gp_", "gh_"] {
+        assert!(!log.contains(prefix), "a {prefix} token in the log:\n{log}");
+    }
 }

@@ -5,17 +5,24 @@
 
 mod util;
 
+mod brute_force;
 mod classic;
 mod cli;
 mod discovery;
 mod events;
 mod fake_provider;
+mod faults;
 mod health;
 mod hostile;
+mod identity;
 mod inference;
+mod limits;
 mod participant_cli;
+mod properties;
 mod provider;
+mod room_key;
 mod secrets;
+mod shutdown;
 mod specs;
 mod state;
 mod tunnel;

@@ -13,21 +13,47 @@ use crate::fake_provider::{FakeOptions, FakeProvider};
 use crate::inference::{share, share_with, wait_for};
 use crate::util::{call, http, BinHub, Sse, TestHub, PATIENCE};
 
-/// Registers `id` through `/v1` and returns (tunnel url, token).
-async fn register(hub_url: &str, code: &str, id: &str) -> (String, String) {
-    let body = json!({"nickname": id, "model": "llama3", "endpoint": "http://127.0.0.1:9"});
-    let (status, _, v) = call(http().put(format!("{hub_url}/v1/rooms/{code}/participants/{id}")).json(&body)).await;
-    assert!(status == 200 || status == 201, "{v}");
-    let tunnel = &v["data"]["tunnel"];
-    (tunnel["url"].as_str().unwrap().to_string(), tunnel["token"].as_str().unwrap().to_string())
+/// What a registration gave: the tunnel's url and single-use token, and the participant token.
+pub struct Reg {
+    pub url: String,
+    pub token: String,
+    pub participant_token: String,
 }
 
-/// Dials a tunnel; `Err(status)` when the hub refused the upgrade.
-async fn dial(
-    url: &str,
-    token: &str,
-) -> Result<tokio_tungstenite::WebSocketStream<tokio_tungstenite::MaybeTlsStream<tokio::net::TcpStream>>, u16> {
-    match tokio_tungstenite::connect_async(format!("{url}?token={token}")).await {
+/// Registers `id` through `/v1`.
+pub async fn register(hub_url: &str, code: &str, id: &str) -> Reg {
+    register_as(hub_url, code, id, None).await
+}
+
+/// Registers `id` through `/v1`, proving it with `participant_token` when given.
+pub async fn register_as(hub_url: &str, code: &str, id: &str, participant_token: Option<&str>) -> Reg {
+    let body = json!({"nickname": id, "model": "llama3", "endpoint": "http://127.0.0.1:9"});
+    let mut req = http().put(format!("{hub_url}/v1/rooms/{code}/participants/{id}")).json(&body);
+    if let Some(t) = participant_token {
+        req = req.bearer_auth(t);
+    }
+    let (status, _, v) = call(req).await;
+    assert!(status == 200 || status == 201, "{v}");
+    let tunnel = &v["data"]["tunnel"];
+    let participant_token = v["data"]["participantToken"].as_str().or(participant_token).unwrap().to_string();
+    Reg {
+        url: tunnel["url"].as_str().unwrap().to_string(),
+        token: tunnel["token"].as_str().unwrap().to_string(),
+        participant_token,
+    }
+}
+
+pub type Ws = tokio_tungstenite::WebSocketStream<tokio_tungstenite::MaybeTlsStream<tokio::net::TcpStream>>;
+
+/// Dials a tunnel with its token and, when given, `Authorization: Bearer <participant token>`;
+/// `Err(status)` when the hub refused the upgrade.
+pub async fn dial(url: &str, token: &str, participant_token: Option<&str>) -> Result<Ws, u16> {
+    use tokio_tungstenite::tungstenite::client::IntoClientRequest as _;
+    let mut request = format!("{url}?token={token}").into_client_request().unwrap();
+    if let Some(t) = participant_token {
+        request.headers_mut().insert("authorization", format!("Bearer {t}").parse().unwrap());
+    }
+    match tokio_tungstenite::connect_async(request).await {
         Ok((ws, _)) => Ok(ws),
         Err(tokio_tungstenite::tungstenite::Error::Http(response)) => Err(response.status().as_u16()),
         Err(e) => panic!("unexpected dial error: {e}"),
@@ -39,23 +65,30 @@ async fn wrong_reused_expired_and_misdirected_tunnel_tokens_are_refused() {
     let hub =
         TestHub::with_config(HubConfig { tunnel_token_ttl: Duration::from_millis(300), ..HubConfig::default() }).await;
     let (code, _) = hub.room("Tokens", None).await;
-    let (url, token) = register(&hub.url, &code, "w1").await;
-    assert_eq!(dial(&url, "gt_wrong").await.err(), Some(401), "wrong token");
-    assert_eq!(dial(&url, "").await.err(), Some(401), "missing token");
-    let other_url = url.replace("/w1/", "/w2/");
-    register(&hub.url, &code, "w2").await;
-    assert_eq!(dial(&other_url, &token).await.err(), Some(401), "a token opens only its own participant's tunnel");
-    let (url, token) = register(&hub.url, &code, "w1").await;
-    let ws = dial(&url, &token).await.expect("the right token opens the tunnel");
-    assert_eq!(dial(&url, &token).await.err(), Some(401), "a token is single use");
+    let w1 = register(&hub.url, &code, "w1").await;
+    let p1 = w1.participant_token.clone();
+    assert_eq!(dial(&w1.url, "gt_wrong", Some(&p1)).await.err(), Some(401), "wrong token");
+    assert_eq!(dial(&w1.url, "", Some(&p1)).await.err(), Some(401), "missing token");
+    let other_url = w1.url.replace("/w1/", "/w2/");
+    let w2 = register(&hub.url, &code, "w2").await;
+    assert_eq!(
+        dial(&other_url, &w1.token, Some(&w2.participant_token)).await.err(),
+        Some(401),
+        "a token opens only its own participant's tunnel"
+    );
+    let w1 = register_as(&hub.url, &code, "w1", Some(&p1)).await;
+    assert_eq!(w1.participant_token, p1, "re-registering with the token keeps it");
+    let ws = dial(&w1.url, &w1.token, Some(&p1)).await.expect("the right token opens the tunnel");
+    assert_eq!(dial(&w1.url, &w1.token, Some(&p1)).await.err(), Some(401), "a token is single use");
     drop(ws);
-    let (url, token) = register(&hub.url, &code, "w1").await;
+    let w1 = register_as(&hub.url, &code, "w1", Some(&p1)).await;
     tokio::time::sleep(Duration::from_millis(600)).await;
-    assert_eq!(dial(&url, &token).await.err(), Some(401), "an expired token");
+    assert_eq!(dial(&w1.url, &w1.token, Some(&p1)).await.err(), Some(401), "an expired token");
     // The refusal is the /v1 envelope.
     let (status, _, v) = call(
         http()
             .get(format!("{}/v1/rooms/{code}/participants/w1/tunnel?token=nope", hub.url))
+            .bearer_auth(&p1)
             .header("connection", "upgrade")
             .header("upgrade", "websocket")
             .header("sec-websocket-version", "13")
@@ -70,8 +103,8 @@ async fn wrong_reused_expired_and_misdirected_tunnel_tokens_are_refused() {
 async fn a_hand_written_participant_speaks_the_wire_format_and_garbage_does_not_close_the_tunnel() {
     let hub = TestHub::start().await;
     let (code, _) = hub.room("Wire", None).await;
-    let (url, token) = register(&hub.url, &code, "raw").await;
-    let mut ws = dial(&url, &token).await.unwrap();
+    let raw = register(&hub.url, &code, "raw").await;
+    let mut ws = dial(&raw.url, &raw.token, Some(&raw.participant_token)).await.unwrap();
     wait_for(|| async {
         let (_, _, v) = call(http().get(hub.at(&format!("/v1/rooms/{code}/participants/raw")))).await;
         v["data"]["connection"]["connected"] == true

@@ -190,6 +190,8 @@ async fn heartbeat_and_delete_of_a_participant() {
     let (status, _, resp) = put(&hub, &code, "w1", &worker("Alice")).await;
     assert_eq!(status, 201);
     let joined_at = resp["data"]["participant"]["joinedAt"].as_u64().unwrap();
+    let token = resp["data"]["participantToken"].as_str().unwrap().to_string();
+    assert!(token.starts_with("gp_"), "a new participant gets its token: {resp}");
     next_v1(&mut sse, &code, "participant.joined").await;
 
     tokio::time::sleep(Duration::from_millis(5)).await;
@@ -203,7 +205,8 @@ async fn heartbeat_and_delete_of_a_participant() {
     let (status, headers, resp) = call(http().post(&heartbeat).json(&json!({}))).await;
     assert_eq!(data(status, &headers, &resp, 200)["success"], true);
 
-    let (status, headers, resp) = call(http().delete(hub.at(&format!("/v1/rooms/{code}/participants/w1")))).await;
+    let (status, headers, resp) =
+        call(http().delete(hub.at(&format!("/v1/rooms/{code}/participants/w1"))).bearer_auth(&token)).await;
     assert_eq!(data(status, &headers, &resp, 200), json!({"success": true}));
     let event = next_v1(&mut sse, &code, "participant.left").await;
     assert_eq!(event["data"], json!({"participantId": "w1"}));
@@ -360,8 +363,9 @@ async fn classic_participants_are_visible_and_removable_through_v1() {
         call(http().post(hub.at(&format!("/v1/rooms/{code}/participants/classic-1/heartbeat")))).await;
     assert_eq!(data(status, &headers, &resp, 200)["success"], true);
 
+    let token = joined["participantToken"].as_str().unwrap();
     let (status, headers, resp) =
-        call(http().delete(hub.at(&format!("/v1/rooms/{code}/participants/classic-1")))).await;
+        call(http().delete(hub.at(&format!("/v1/rooms/{code}/participants/classic-1"))).bearer_auth(token)).await;
     assert_eq!(data(status, &headers, &resp, 200), json!({"success": true}));
     assert_eq!(next_v1(&mut sse, &code, "participant.left").await["data"]["participantId"], "classic-1");
     let (_, _, body) = call(http().get(hub.at(&format!("/rooms/{code}/participants")))).await;
@@ -396,7 +400,9 @@ async fn v1_participants_are_visible_and_removable_through_classic() {
         call(http().post(hub.at(&format!("/rooms/{code}/health"))).json(&json!({"id": "tunnel-1"}))).await;
     assert_eq!((status, &body["success"], &body["status"]), (200, &json!(true), &json!("online")), "{body}");
 
-    let (status, _, body) = call(http().delete(hub.at(&format!("/rooms/{code}/leave/tunnel-1")))).await;
+    let token = resp["data"]["participantToken"].as_str().unwrap();
+    let (status, _, body) =
+        call(http().delete(hub.at(&format!("/rooms/{code}/leave/tunnel-1"))).bearer_auth(token)).await;
     assert_eq!((status, body), (200, json!({"success": true})));
     let event = classic.next().await;
     assert_eq!(event.event, "participant:left");

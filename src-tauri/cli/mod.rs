@@ -224,6 +224,9 @@ async fn run(command: Option<Command>) -> Result<(), Failure> {
 /// Entry point of the `gambi` binary. Usage errors exit 2 from clap itself.
 pub fn main() -> ExitCode {
     let cli = Cli::parse();
+    if matches!(cli.command, Some(Command::Hub(HubCommand::Serve(_))) | Some(Command::Serve(_))) {
+        serve::return_large_buffers_to_the_system();
+    }
     init_logging();
     #[cfg(feature = "desktop")]
     if cli.command.is_none() {

@@ -106,6 +106,10 @@ pub struct ParticipantArgs {
     /// The participant's id in that room.
     #[arg(long, value_name = "ID")]
     pub participant_id: String,
+    /// For `leave`: the participant's token (from its registration) or the room's host token.
+    /// A hub without --compat refuses to remove a participant without one.
+    #[arg(long, value_name = "TOKEN", env = "GAMBI_PARTICIPANT_TOKEN", hide_env_values = true)]
+    pub token: Option<String>,
     #[command(flatten)]
     pub hub: HubOptions,
 }
@@ -396,11 +400,13 @@ async fn run_supervised(
             _ = &mut signal => {
                 let last = view.last.clone();
                 view.note(&format!("Leaving room {}...", view.room));
+                let token = supervisor.participant_token();
                 supervisor.stop().await;
                 // Between two attempts there is no session to leave through, but the hub may still
                 // list this participant from before the connection broke: remove it by hand.
                 if view.was_live && !matches!(last, Some(ShareState::Live { .. })) {
-                    let _ = tokio::time::timeout(LEAVE_TIMEOUT, client.leave(&view.room, &view.id)).await;
+                    let leave = client.leave_as(&view.room, &view.id, token.as_deref());
+                    let _ = tokio::time::timeout(LEAVE_TIMEOUT, leave).await;
                 }
                 view.show(&ShareState::Stopped)?;
                 return Ok(());
@@ -645,7 +651,7 @@ fn wait_text(ms: u64) -> String {
 /// `gambi participant leave`: removes a participant from its room.
 pub async fn leave(args: ParticipantArgs) -> Result<(), Failure> {
     let client = args.hub.client()?;
-    let done = client.leave(&args.room, &args.participant_id).await?;
+    let done = client.leave_as(&args.room, &args.participant_id, args.token.as_deref()).await?;
     let code = normalize_room_code(&args.room).unwrap_or(args.room);
     Ok(args.hub.output().one(&done, || format!("{} left room {code}.", output::sanitize(&args.participant_id)))?)
 }

@@ -62,6 +62,10 @@ pub struct GetArgs {
     /// The room's 6-character code.
     #[arg(value_name = "CODE")]
     pub code: String,
+    /// The room's password, to show as the API key of its OpenAI URL (never checked here; the
+    /// hub never tells it).
+    #[arg(long, value_name = "PASSWORD", env = "GAMBI_ROOM_PASSWORD", hide_env_values = true)]
+    pub password: Option<String>,
     #[command(flatten)]
     pub hub: HubOptions,
 }
@@ -112,7 +116,15 @@ pub async fn list(args: ListArgs) -> Result<(), Failure> {
 pub async fn get(args: GetArgs) -> Result<(), Failure> {
     let client = args.hub.client()?;
     let room = client.get_room(&args.code).await?;
-    Ok(args.hub.output().one(&room, || room_text(&client, &room, now_ms()))?)
+    let key = api_key(&room, args.password.as_deref());
+    // json/ndjson: the room as the hub gave it, plus (additive) the API key when it is known.
+    let mut data = serde_json::to_value(&room)?;
+    if let (Value::Object(map), Some(password)) = (&mut data, args.password.as_deref()) {
+        if room.password_protected {
+            map.insert("apiKey".into(), Value::String(password.to_string()));
+        }
+    }
+    Ok(args.hub.output().one(&data, || room_text(&client, &room, now_ms(), &key))?)
 }
 
 pub async fn delete(args: DeleteArgs) -> Result<(), Failure> {
@@ -187,7 +199,16 @@ fn rooms_text(client: &HubClient, rooms: &[RoomSummary], now: u64) -> String {
     output::table(&["CODE", "NAME", "PARTICIPANTS", "PROTECTED", "CREATED"], &rows)
 }
 
-fn room_text(client: &HubClient, room: &RoomSummary, now: u64) -> String {
+/// What an OpenAI client of this room sends as its API key.
+fn api_key(room: &RoomSummary, password: Option<&str>) -> String {
+    match (room.password_protected, password) {
+        (true, Some(p)) => p.to_string(),
+        (true, None) => "the room password (pass --password to show it here)".into(),
+        (false, _) => "anything (the room has no password)".into(),
+    }
+}
+
+fn room_text(client: &HubClient, room: &RoomSummary, now: u64, key: &str) -> String {
     let mut pairs = vec![("Code", room.code.clone()), ("Name", room.name.clone())];
     if let Some(n) = room.participant_count {
         pairs.push(("Participants", n.to_string()));
@@ -198,6 +219,7 @@ fn room_text(client: &HubClient, room: &RoomSummary, now: u64) -> String {
         pairs.push(("Defaults", defaults_text(defaults)));
     }
     pairs.push(("OpenAI URL", client.inference_url(&room.code)));
+    pairs.push(("API key", key.to_string()));
     pairs.push(("Room id", room.id.clone()));
     pairs.push(("Host id", room.host_id.clone()));
     output::fields(&pairs)

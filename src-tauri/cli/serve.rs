@@ -69,6 +69,41 @@ pub struct ServeArgs {
     /// The hub's name shown to people discovering it (default: this machine's host name).
     #[arg(long, value_name = "NAME")]
     pub name: Option<String>,
+    /// Accept clients that predate participant tokens (the TypeScript CLI): anyone who can reach
+    /// the hub may then remove, replace or re-tunnel any participant.
+    #[arg(long)]
+    pub compat: bool,
+    /// Room password guesses allowed per room per second (checks of a key not yet verified);
+    /// more get 429 with Retry-After.
+    #[arg(long, value_name = "N", default_value_t = 10, value_parser = clap::value_parser!(u32).range(1..))]
+    pub guesses_per_room: u32,
+    /// Room password guesses allowed per client address per second.
+    #[arg(long, value_name = "N", default_value_t = 5, value_parser = clap::value_parser!(u32).range(1..))]
+    pub guesses_per_address: u32,
+    /// How long a client may take to send a request's headers before it is cut off.
+    #[arg(long, value_name = "DURATION", default_value = "10s", value_parser = parse_duration)]
+    pub header_read_timeout: Duration,
+    /// Most headers in one request (more: 431).
+    #[arg(long, value_name = "N", default_value_t = 100)]
+    pub max_headers: usize,
+    /// Most bytes of one request's line and headers (more: 431).
+    #[arg(long, value_name = "BYTES", default_value_t = 64 * 1024)]
+    pub max_header_bytes: usize,
+    /// Most rooms on the hub.
+    #[arg(long, value_name = "N", default_value_t = 1000)]
+    pub max_rooms: usize,
+    /// Most participants in one room.
+    #[arg(long, value_name = "N", default_value_t = 1000)]
+    pub max_participants: usize,
+    /// Most open event streams (SSE) per room, both surfaces together.
+    #[arg(long, value_name = "N", default_value_t = 256)]
+    pub max_sse_clients: usize,
+    /// Most requests in flight on one participant's tunnel.
+    #[arg(long, value_name = "N", default_value_t = 256)]
+    pub max_in_flight_per_tunnel: usize,
+    /// Malformed tunnel frames tolerated per 10 s; one more closes that tunnel.
+    #[arg(long, value_name = "N", default_value_t = 100)]
+    pub malformed_frame_limit: u32,
 }
 
 impl ServeArgs {
@@ -87,8 +122,40 @@ impl ServeArgs {
             queue_wait: self.queue_wait,
             first_byte_timeout: self.first_byte_timeout,
             idle_timeout: self.idle_timeout,
+            compat: self.compat,
+            guesses_per_room: self.guesses_per_room,
+            guesses_per_address: self.guesses_per_address,
+            header_read_timeout: self.header_read_timeout,
+            max_headers: self.max_headers,
+            max_header_bytes: self.max_header_bytes,
+            max_rooms: self.max_rooms,
+            max_participants_per_room: self.max_participants,
+            max_sse_clients_per_room: self.max_sse_clients,
+            max_in_flight_per_tunnel: self.max_in_flight_per_tunnel,
+            malformed_frame_limit: self.malformed_frame_limit,
             ..HubConfig::default()
         }
+    }
+}
+
+/// glibc's malloc raises its mmap threshold to the size of the largest block freed (up to 32 MiB)
+/// and then keeps up to twice that per arena instead of giving it back: after a few 32 MiB bodies
+/// (the inference limit) or 16 MiB tunnel frames a hub would hold a few hundred MiB it no longer
+/// uses. A fixed threshold keeps large buffers in their own mappings, returned when freed. The
+/// tunable is read at process start, so the hub re-executes itself once with it set (unless the
+/// person running it chose a value). Elsewhere this does nothing.
+pub fn return_large_buffers_to_the_system() {
+    #[cfg(all(target_os = "linux", target_env = "gnu"))]
+    {
+        use std::os::unix::process::CommandExt as _;
+        const TUNABLE: &str = "MALLOC_MMAP_THRESHOLD_";
+        if std::env::var_os(TUNABLE).is_some() {
+            return;
+        }
+        let Ok(exe) = std::env::current_exe() else { return };
+        let error = std::process::Command::new(exe).args(std::env::args_os().skip(1)).env(TUNABLE, "131072").exec();
+        // Only reached if exec failed: serve as we are.
+        tracing::debug!(%error, "could not re-execute with a fixed mmap threshold");
     }
 }
 

@@ -286,8 +286,22 @@ impl HubClient {
         id: &str,
         registration: &Registration,
     ) -> Result<(Registered, bool), ClientError> {
-        let (status, data) =
-            self.call(Method::PUT, &["v1", "rooms", code, "participants", id], Some(registration), None).await?;
+        self.upsert_participant_as(code, id, registration, None).await
+    }
+
+    /// Like [`HubClient::upsert_participant`], proving the participant with its token (needed to
+    /// replace it while its tunnel is live). The answer's `participant_token` is set when the hub
+    /// handed out a new one; keep it for the next calls.
+    pub async fn upsert_participant_as(
+        &self,
+        code: &str,
+        id: &str,
+        registration: &Registration,
+        participant_token: Option<&str>,
+    ) -> Result<(Registered, bool), ClientError> {
+        let (status, data) = self
+            .call(Method::PUT, &["v1", "rooms", code, "participants", id], Some(registration), participant_token)
+            .await?;
         Ok((data, status == StatusCode::CREATED))
     }
 
@@ -304,9 +318,15 @@ impl HubClient {
             .map(|(_, data)| data)
     }
 
-    /// `DELETE /v1/rooms/:code/participants/:id`.
+    /// `DELETE /v1/rooms/:code/participants/:id` without a token (enough only on a `--compat` hub).
     pub async fn leave(&self, code: &str, id: &str) -> Result<Success, ClientError> {
-        self.call(Method::DELETE, &["v1", "rooms", code, "participants", id], None::<&()>, None)
+        self.leave_as(code, id, None).await
+    }
+
+    /// `DELETE /v1/rooms/:code/participants/:id` with `Authorization: Bearer <token>`: the
+    /// participant's token, or the room's host token.
+    pub async fn leave_as(&self, code: &str, id: &str, token: Option<&str>) -> Result<Success, ClientError> {
+        self.call(Method::DELETE, &["v1", "rooms", code, "participants", id], None::<&()>, token)
             .await
             .map(|(_, data)| data)
     }

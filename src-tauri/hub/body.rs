@@ -4,14 +4,33 @@
 
 use axum::body::Bytes;
 use axum::extract::{FromRequest, Request};
-use axum::http::StatusCode;
+use std::time::Duration;
+
+use axum::http::{header, StatusCode};
 use serde_json::Value;
 
 use super::error::{ApiError, ClassicError, HubError};
 
-/// Reads and parses a JSON body. An empty body is `None`.
+/// How long a body may take to arrive once its headers have: a client that declares a body and
+/// then trickles it (or never sends it) is not allowed to hold a connection and a task forever.
+pub const BODY_READ_TIMEOUT: Duration = Duration::from_secs(30);
+
+/// Reads and parses a JSON body. An empty body is `None`. A declared `Content-Length` over the
+/// limit is refused before a byte is read; a body without one is refused as soon as it passes the
+/// limit.
 pub async fn read_json<S: Send + Sync>(req: Request, state: &S, limit: usize) -> Result<Option<Value>, HubError> {
-    let bytes = Bytes::from_request(req, state).await.map_err(|rejection| {
+    let declared = req
+        .headers()
+        .get(header::CONTENT_LENGTH)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.trim().parse::<u64>().ok());
+    if limit > 0 && declared.is_some_and(|len| len > limit as u64) {
+        return Err(HubError::PayloadTooLarge { limit });
+    }
+    let read = tokio::time::timeout(BODY_READ_TIMEOUT, Bytes::from_request(req, state))
+        .await
+        .map_err(|_| HubError::invalid("The request body took too long to arrive.", "Send the whole body at once."))?;
+    let bytes = read.map_err(|rejection| {
         if rejection.status() == StatusCode::PAYLOAD_TOO_LARGE {
             HubError::PayloadTooLarge { limit }
         } else {

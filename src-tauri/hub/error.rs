@@ -31,6 +31,14 @@ pub enum HubError {
     HostTokenRequired,
     #[error("the host token does not match this room")]
     HostTokenInvalid,
+    #[error("this call needs the participant's token")]
+    ParticipantTokenRequired,
+    #[error("the participant token does not match")]
+    ParticipantTokenInvalid,
+    #[error("participant {id} is live on another connection")]
+    ParticipantConflict { id: String },
+    #[error("this room needs its key")]
+    RoomKeyRequired,
     #[error("no route for {path}")]
     RouteNotFound { path: String },
     #[error("{method} is not allowed here")]
@@ -72,8 +80,12 @@ impl HubError {
             HubError::ParticipantUnavailable { .. } => StatusCode::SERVICE_UNAVAILABLE,
             HubError::Upstream { .. } => StatusCode::BAD_GATEWAY,
             HubError::UpstreamTimeout { .. } => StatusCode::GATEWAY_TIMEOUT,
-            HubError::InvalidPassword | HubError::HostTokenRequired => StatusCode::UNAUTHORIZED,
-            HubError::HostTokenInvalid => StatusCode::FORBIDDEN,
+            HubError::InvalidPassword
+            | HubError::HostTokenRequired
+            | HubError::ParticipantTokenRequired
+            | HubError::RoomKeyRequired => StatusCode::UNAUTHORIZED,
+            HubError::HostTokenInvalid | HubError::ParticipantTokenInvalid => StatusCode::FORBIDDEN,
+            HubError::ParticipantConflict { .. } => StatusCode::CONFLICT,
             HubError::TunnelTokenInvalid => StatusCode::UNAUTHORIZED,
             HubError::InvalidJson { .. } | HubError::MissingFields { .. } | HubError::InvalidRequest { .. } => {
                 StatusCode::BAD_REQUEST
@@ -99,6 +111,10 @@ impl HubError {
             HubError::PayloadTooLarge { .. } => "PAYLOAD_TOO_LARGE",
             HubError::HostTokenRequired => "HOST_TOKEN_REQUIRED",
             HubError::HostTokenInvalid => "INVALID_HOST_TOKEN",
+            HubError::ParticipantTokenRequired => "PARTICIPANT_TOKEN_REQUIRED",
+            HubError::ParticipantTokenInvalid => "INVALID_PARTICIPANT_TOKEN",
+            HubError::ParticipantConflict { .. } => "PARTICIPANT_CONFLICT",
+            HubError::RoomKeyRequired => "INVALID_API_KEY",
             HubError::RouteNotFound { .. } => "NOT_FOUND",
             HubError::MethodNotAllowed { .. } => "METHOD_NOT_ALLOWED",
             HubError::Capacity { .. } => "CAPACITY_EXCEEDED",
@@ -127,6 +143,14 @@ impl HubError {
             HubError::PayloadTooLarge { limit } => format!("Request body too large (the limit is {limit} bytes)."),
             HubError::HostTokenRequired => "Deleting a room needs its host token.".into(),
             HubError::HostTokenInvalid => "That host token does not match this room.".into(),
+            HubError::ParticipantTokenRequired => "This call needs the participant's token.".into(),
+            HubError::ParticipantTokenInvalid => "That token does not match this participant.".into(),
+            HubError::ParticipantConflict { id } => {
+                format!("Participant '{id}' is live on another connection; only its owner can replace it.")
+            }
+            HubError::RoomKeyRequired => {
+                "This room is password-protected: send the room password as the API key.".into()
+            }
             HubError::RouteNotFound { path } => format!("No such endpoint: {path}."),
             HubError::MethodNotAllowed { method } => format!("Method {method} is not allowed on this endpoint."),
             HubError::Capacity { what } => format!("The hub is at its limit: {what}."),
@@ -166,6 +190,19 @@ impl HubError {
                 "Send 'Authorization: Bearer <hostToken>' with the token returned when the room was created.".into(),
             ),
             HubError::HostTokenInvalid => Some("Use the hostToken returned when the room was created.".into()),
+            HubError::ParticipantTokenRequired | HubError::ParticipantTokenInvalid => Some(
+                "Send 'Authorization: Bearer <participantToken>' with the token returned when the participant \
+                 registered (the room's host token also removes a participant)."
+                    .into(),
+            ),
+            HubError::ParticipantConflict { .. } => Some(
+                "Send its participantToken as 'Authorization: Bearer', pick another participant id, or wait until \
+                 its tunnel closes."
+                    .into(),
+            ),
+            HubError::RoomKeyRequired => {
+                Some("Send 'Authorization: Bearer <room password>' (the API key of an OpenAI client).".into())
+            }
             HubError::RouteNotFound { .. } => Some("See the README for the hub's endpoints.".into()),
             HubError::MethodNotAllowed { .. } => None,
             HubError::Capacity { .. } | HubError::ShuttingDown => Some("Try again later.".into()),

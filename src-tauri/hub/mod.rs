@@ -8,11 +8,13 @@
 pub mod body;
 pub mod error;
 pub mod events;
+pub mod guard;
 pub mod inference;
 pub mod password;
 pub mod registry;
 pub mod request_id;
 pub mod routes;
+pub mod server;
 pub mod sse;
 pub mod state_file;
 pub mod tunnel;
@@ -32,7 +34,7 @@ use crate::protocol::{now_ms, HEARTBEAT_INTERVAL, PARTICIPANT_TIMEOUT};
 
 pub use error::HubError;
 pub use events::{EventBus, HubEvent};
-pub use registry::{HealthRules, Registry};
+pub use registry::{Claim, HealthRules, Registry};
 pub use state_file::StateError;
 
 /// Everything a hub can be told at start. `Default` is the documented behaviour.
@@ -74,6 +76,31 @@ pub struct HubConfig {
     pub idle_timeout: Duration,
     /// How long a tunnel bootstrap token may wait to be used.
     pub tunnel_token_ttl: Duration,
+    /// Accept clients that predate participant tokens (the TypeScript CLI): leaving, replacing and
+    /// re-tunnelling a participant then need no token, so anyone who can reach the hub can do them.
+    pub compat: bool,
+    /// Password guesses (checks that need argon2) allowed per room per second.
+    pub guesses_per_room: u32,
+    /// Password guesses allowed per client address per second.
+    pub guesses_per_address: u32,
+    /// How long a client may take to send a request's headers (slowloris guard).
+    pub header_read_timeout: Duration,
+    /// Most headers in one request (more: 431).
+    pub max_headers: usize,
+    /// Most bytes of one request's head (more: 431).
+    pub max_header_bytes: usize,
+    /// Most rooms on the hub.
+    pub max_rooms: usize,
+    /// Most participants in one room.
+    pub max_participants_per_room: usize,
+    /// Most open event streams (both surfaces together) per room.
+    pub max_sse_clients_per_room: usize,
+    /// Most requests in flight on one participant's tunnel.
+    pub max_in_flight_per_tunnel: usize,
+    /// Frames from a participant that do not parse (or name no request) tolerated within
+    /// [`HubConfig::malformed_frame_window`]; one more closes the tunnel with a reason.
+    pub malformed_frame_limit: u32,
+    pub malformed_frame_window: Duration,
 }
 
 impl Default for HubConfig {
@@ -89,7 +116,9 @@ impl Default for HubConfig {
             keep_alive: Duration::from_secs(15),
             event_ring: 512,
             event_channel: 4096,
-            password_concurrency: 2,
+            // Half the machine at most, so guesses that pass the buckets can never take every core
+            // from the threads that answer everything else.
+            password_concurrency: std::thread::available_parallelism().map_or(1, |n| (n.get() / 2).clamp(1, 4)),
             shutdown_grace: Duration::from_secs(10),
             inference_body_limit: 32 * 1024 * 1024,
             queue_depth: 256,
@@ -97,6 +126,18 @@ impl Default for HubConfig {
             first_byte_timeout: Duration::from_secs(120),
             idle_timeout: Duration::from_secs(60),
             tunnel_token_ttl: crate::protocol::TUNNEL_TOKEN_TTL,
+            compat: false,
+            guesses_per_room: 10,
+            guesses_per_address: 5,
+            header_read_timeout: Duration::from_secs(10),
+            max_headers: 100,
+            max_header_bytes: 64 * 1024,
+            max_rooms: 1000,
+            max_participants_per_room: 1000,
+            max_sse_clients_per_room: 256,
+            max_in_flight_per_tunnel: 256,
+            malformed_frame_limit: 100,
+            malformed_frame_window: Duration::from_secs(10),
         }
     }
 }
@@ -105,6 +146,9 @@ struct HubInner {
     config: HubConfig,
     registry: Registry,
     passwords: password::Passwords,
+    guard: guard::Guard,
+    /// Open event streams per room, for `max_sse_clients_per_room`.
+    streams: Arc<std::sync::Mutex<std::collections::HashMap<String, usize>>>,
     state_file: Option<state_file::StateFile>,
     tunnels: tunnel::Tunnels,
     http: reqwest::Client,
@@ -112,6 +156,24 @@ struct HubInner {
     shutdown: CancellationToken,
     tasks: TaskTracker,
     local_addr: OnceLock<SocketAddr>,
+}
+
+/// One open event stream's place in its room's count; dropping it frees the place.
+pub struct StreamTicket {
+    streams: Arc<std::sync::Mutex<std::collections::HashMap<String, usize>>>,
+    code: String,
+}
+
+impl Drop for StreamTicket {
+    fn drop(&mut self) {
+        let mut streams = self.streams.lock().unwrap_or_else(|p| p.into_inner());
+        if let Some(open) = streams.get_mut(&self.code) {
+            *open = open.saturating_sub(1);
+            if *open == 0 {
+                streams.remove(&self.code);
+            }
+        }
+    }
 }
 
 /// A handle on a hub's shared state; cheap to clone.
@@ -137,6 +199,7 @@ impl Hub {
         let registry = Registry::new(bus, rules, rooms);
         let state_file = config.state_path.clone().map(state_file::StateFile::new);
         registry.set_queue_depth(config.queue_depth);
+        registry.set_limits(config.max_rooms, config.max_participants_per_room);
         registry.set_tunnel_token_ttl(config.tunnel_token_ttl);
         // Pooled connections to direct participants; no overall timeout (answers stream), but
         // connecting is bounded.
@@ -148,6 +211,8 @@ impl Hub {
         Ok(Hub {
             inner: Arc::new(HubInner {
                 passwords: password::Passwords::new(config.password_concurrency),
+                guard: guard::Guard::new(config.guesses_per_room, config.guesses_per_address),
+                streams: Arc::default(),
                 config,
                 registry,
                 state_file,
@@ -184,9 +249,22 @@ impl Hub {
         &self.inner.tunnels
     }
 
-    /// Removes a participant and closes its tunnel.
+    /// Removes a participant and closes its tunnel, without checking any token.
     pub fn remove_participant(&self, code: &str, id: &str) -> Result<(), HubError> {
         self.inner.registry.leave(code, id)?;
+        self.inner.tunnels.close(code, id);
+        Ok(())
+    }
+
+    /// A caller's claim on a participant, checked strictly unless the hub runs with `--compat`.
+    pub fn claim<'a>(&self, token: Option<&'a str>) -> Claim<'a> {
+        Claim { token, strict: !self.inner.config.compat }
+    }
+
+    /// Removes a participant on behalf of a caller holding `token` (the participant's own, or the
+    /// room's host token), and closes its tunnel.
+    pub fn leave(&self, code: &str, id: &str, token: Option<&str>) -> Result<(), HubError> {
+        self.inner.registry.leave_as(code, id, self.claim(token))?;
         self.inner.tunnels.close(code, id);
         Ok(())
     }
@@ -220,19 +298,49 @@ impl Hub {
         }
     }
 
-    /// Checks `password` against the room's. Open rooms accept anything.
-    pub async fn check_password(&self, code: &str, password: Option<String>) -> Result<(), HubError> {
+    /// Checks `password` against the room's. Open rooms accept anything. A key verified before
+    /// passes at once; any other guess takes a token from the room's and the client address's
+    /// buckets (429 when either is empty) before it gets an argon2 run.
+    pub async fn check_password(
+        &self,
+        code: &str,
+        password: Option<String>,
+        client: Option<std::net::IpAddr>,
+    ) -> Result<(), HubError> {
         let Some(hash) = self.inner.registry.password_hash(code)? else {
             return Ok(());
         };
         let Some(password) = password else {
             return Err(HubError::InvalidPassword);
         };
-        if self.inner.passwords.verify(password, hash).await? {
+        if self.inner.guard.is_verified(&hash, &password) {
+            return Ok(());
+        }
+        if let Err(retry_after_secs) = self.inner.guard.take(code, client) {
+            tracing::warn!(%code, client = ?client, "password guesses over the limit");
+            return Err(HubError::RateLimited { retry_after_secs });
+        }
+        if self.inner.passwords.verify(password.clone(), hash.clone()).await? {
+            self.inner.guard.remember(&hash, &password);
             Ok(())
         } else {
             Err(HubError::InvalidPassword)
         }
+    }
+
+    /// Takes a place for one more event stream of room `code`, or refuses when the room has
+    /// `max_sse_clients_per_room` already. The place is given back when the ticket drops.
+    pub fn open_stream(&self, code: &str) -> Result<StreamTicket, HubError> {
+        let limit = self.inner.config.max_sse_clients_per_room;
+        let mut streams = self.inner.streams.lock().unwrap_or_else(|p| p.into_inner());
+        let open = streams.entry(code.to_string()).or_insert(0);
+        if *open >= limit {
+            return Err(HubError::Capacity {
+                what: format!("room {code} already has {limit} open event streams (--max-sse-clients)"),
+            });
+        }
+        *open += 1;
+        Ok(StreamTicket { streams: self.inner.streams.clone(), code: code.to_string() })
     }
 
     /// The router of every surface, with its layers.
@@ -254,23 +362,31 @@ impl Hub {
             }
         });
         self.spawn_sweeper();
-        let app = self.router().into_make_service_with_connect_info::<SocketAddr>();
-        // Answers and tunnel frames are many small writes: without TCP_NODELAY each waits on the
-        // peer's delayed ACK (~40 ms) instead of leaving at once.
-        let listener = axum::serve::ListenerExt::tap_io(listener, |tcp: &mut tokio::net::TcpStream| {
-            if let Err(e) = tcp.set_nodelay(true) {
-                tracing::debug!(error = %e, "TCP_NODELAY not set");
+        let config = &self.inner.config;
+        let limits = server::ConnLimits {
+            header_read_timeout: config.header_read_timeout,
+            max_headers: config.max_headers,
+            max_header_bytes: config.max_header_bytes,
+        };
+        let server = server::serve(listener, self.router(), own.clone(), limits);
+        let grace = config.shutdown_grace;
+        self.inner.tasks.spawn({
+            let own = own.clone();
+            let tunnels = self.inner.tunnels.clone();
+            async move {
+                own.cancelled().await;
+                tunnels.announce_shutdown(grace);
             }
         });
-        let server = axum::serve(listener, app).with_graceful_shutdown(own.clone().cancelled_owned());
-        let grace = self.inner.config.shutdown_grace;
         let result = tokio::select! {
-            r = server => r,
+            () = server => Ok(()),
             _ = async { own.cancelled().await; tokio::time::sleep(grace).await } => {
                 tracing::warn!("shutdown grace period over; closing the remaining connections");
                 Ok(())
             }
         };
+        // Every request in flight has finished (or the grace period is over): participants go.
+        self.inner.tunnels.close_all();
         self.inner.tasks.close();
         self.persist().await;
         self.inner.tasks.wait().await;

@@ -97,14 +97,45 @@ pub struct ParticipantRecord {
     /// `public` as JSON, redone on every change of it: listing 10,000 participants then copies
     /// bytes under the lock instead of serializing them there.
     json: bytes::Bytes,
+    /// SHA-256 (hex) of the participant token: the token itself is handed out once and kept nowhere.
+    token_sha256: String,
 }
 
 impl ParticipantRecord {
     fn new(public: Participant, config: RuntimeConfig) -> Self {
-        let mut record =
-            ParticipantRecord { public, config, offline_since: None, in_flight: 0, json: bytes::Bytes::new() };
+        let mut record = ParticipantRecord {
+            public,
+            config,
+            offline_since: None,
+            in_flight: 0,
+            json: bytes::Bytes::new(),
+            token_sha256: String::new(),
+        };
         record.refresh();
         record
+    }
+
+    /// True when `token` is this participant's token (constant time).
+    fn token_matches(&self, token: Option<&str>) -> bool {
+        token.is_some_and(|t| {
+            !self.token_sha256.is_empty() && bool::from(sha256_hex(t).as_bytes().ct_eq(self.token_sha256.as_bytes()))
+        })
+    }
+
+    /// True while someone is demonstrably serving as this participant: its tunnel is open, or (a
+    /// direct participant, which has no tunnel) it is not offline. Replacing it then needs its token.
+    fn is_held(&self) -> bool {
+        match self.public.connection.kind {
+            ConnectionKind::Tunnel => self.public.connection.connected,
+            ConnectionKind::Direct => self.public.status != ParticipantStatus::Offline,
+        }
+    }
+
+    /// Gives the participant a fresh token and returns it.
+    fn issue_token(&mut self) -> String {
+        let token = random_token("gp_", 24);
+        self.token_sha256 = sha256_hex(&token);
+        token
     }
 
     /// Re-encodes the cached JSON; called after every change of `public`.
@@ -157,6 +188,9 @@ struct Inner {
     queue_depth: AtomicUsize,
     /// How long a tunnel bootstrap token stays valid, in ms.
     tunnel_token_ttl_ms: AtomicU64,
+    /// Most rooms, and most participants per room (unlimited unless set).
+    max_rooms: AtomicUsize,
+    max_participants: AtomicUsize,
 }
 
 /// Cheap to clone: a handle on the shared registry.
@@ -170,6 +204,19 @@ pub struct Upserted {
     pub participant: Participant,
     pub created: bool,
     pub room_id: String,
+    /// A token handed out by this registration (a new participant, or a new owner of the id);
+    /// `None` when the caller already holds the current one.
+    pub participant_token: Option<String>,
+}
+
+/// Who is asking to change a participant, and how strictly the hub checks.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct Claim<'a> {
+    /// The bearer token the caller sent, if any.
+    pub token: Option<&'a str>,
+    /// Strict (the default hub): tokens are checked. `--compat` turns this off for clients that
+    /// predate participant tokens.
+    pub strict: bool,
 }
 
 /// What one sweep changed.
@@ -210,6 +257,8 @@ impl Registry {
                 rules,
                 queue_depth: AtomicUsize::new(256),
                 tunnel_token_ttl_ms: AtomicU64::new(TUNNEL_TOKEN_TTL.as_millis() as u64),
+                max_rooms: AtomicUsize::new(usize::MAX),
+                max_participants: AtomicUsize::new(usize::MAX),
             }),
         }
     }
@@ -235,16 +284,41 @@ impl Registry {
         }
     }
 
-    /// Creates a room. `password_hash` is already an argon2id PHC string.
+    /// Creates a room unless the hub already has its most rooms (`Capacity`).
+    pub fn try_create_room(
+        &self,
+        name: String,
+        defaults: Option<RuntimeConfig>,
+        password_hash: Option<String>,
+    ) -> Result<CreatedRoom, HubError> {
+        let limit = self.inner.max_rooms.load(Ordering::Relaxed);
+        let mut state = self.state();
+        if state.rooms.len() >= limit {
+            return Err(HubError::Capacity { what: format!("the hub already has {limit} rooms (--max-rooms)") });
+        }
+        Ok(self.create_room_locked(&mut state, name, defaults, password_hash))
+    }
+
+    /// Creates a room, whatever the limit. `password_hash` is already an argon2id PHC string.
     pub fn create_room(
         &self,
         name: String,
         defaults: Option<RuntimeConfig>,
         password_hash: Option<String>,
     ) -> CreatedRoom {
-        let host_token = random_token("gh_", 24);
         let mut state = self.state();
-        let code = Self::new_code(&state);
+        self.create_room_locked(&mut state, name, defaults, password_hash)
+    }
+
+    fn create_room_locked(
+        &self,
+        state: &mut State,
+        name: String,
+        defaults: Option<RuntimeConfig>,
+        password_hash: Option<String>,
+    ) -> CreatedRoom {
+        let host_token = random_token("gh_", 24);
+        let code = Self::new_code(state);
         let now = now_ms();
         let stored = StoredRoom {
             id: uuid::Uuid::new_v4().to_string(),
@@ -316,13 +390,45 @@ impl Registry {
         self.inner.bus.publish(&code, EventKind::RoomClosed);
     }
 
-    /// Registers or updates a participant. The caller has checked the password.
+    /// Registers or updates a participant without checking tokens (compat rules).
     pub fn upsert(&self, code: &str, id: &str, reg: Registration, kind: ConnectionKind) -> Result<Upserted, HubError> {
+        self.upsert_as(code, id, reg, kind, Claim::default())
+    }
+
+    /// Registers or updates a participant. The caller has checked the password. A new participant
+    /// gets a token. Under strict rules, replacing a participant that is held (live tunnel, or a
+    /// direct one still online) needs its token, else `PARTICIPANT_CONFLICT`; replacing one that is
+    /// not held without its token makes the caller its new owner, with a new token.
+    pub fn upsert_as(
+        &self,
+        code: &str,
+        id: &str,
+        reg: Registration,
+        kind: ConnectionKind,
+        claim: Claim<'_>,
+    ) -> Result<Upserted, HubError> {
         let mut state = self.state();
         let room = state.rooms.get_mut(code).ok_or_else(|| not_found(code))?;
         let now = now_ms();
         let room_id = room.stored.id.clone();
         let created = !room.participants.contains_key(id);
+        let limit = self.inner.max_participants.load(Ordering::Relaxed);
+        if created && room.participants.len() >= limit {
+            return Err(HubError::Capacity {
+                what: format!("room {code} already has {limit} participants (--max-participants)"),
+            });
+        }
+        let mut participant_token = None;
+        if let Some(existing) = room.participants.get_mut(id) {
+            if !existing.token_matches(claim.token) {
+                if claim.strict && existing.is_held() {
+                    return Err(HubError::ParticipantConflict { id: id.into() });
+                }
+                if claim.strict || existing.token_sha256.is_empty() {
+                    participant_token = Some(existing.issue_token());
+                }
+            }
+        }
         let record = match room.participants.get_mut(id) {
             Some(existing) => {
                 let p = &mut existing.public;
@@ -356,7 +462,7 @@ impl Registry {
                 existing.clone()
             }
             None => {
-                let record = ParticipantRecord::new(
+                let mut record = ParticipantRecord::new(
                     Participant {
                         id: id.to_string(),
                         nickname: reg.nickname,
@@ -375,6 +481,7 @@ impl Registry {
                     },
                     reg.config,
                 );
+                participant_token = Some(record.issue_token());
                 room.participants.insert(id.to_string(), record.clone());
                 room.empty_since = None;
                 record
@@ -388,7 +495,7 @@ impl Registry {
         };
         self.inner.bus.publish(code, kind);
         self.dispatch_locked(&mut state, code);
-        Ok(Upserted { participant, created, room_id })
+        Ok(Upserted { participant, created, room_id, participant_token })
     }
 
     /// Records a heartbeat; an offline participant comes back online.
@@ -430,10 +537,28 @@ impl Registry {
         Ok(result)
     }
 
-    /// Removes a participant (it left).
+    /// Removes a participant (it left), without checking tokens.
     pub fn leave(&self, code: &str, id: &str) -> Result<(), HubError> {
+        self.leave_as(code, id, Claim::default())
+    }
+
+    /// Removes a participant. Under strict rules the claim must carry the participant's token or
+    /// the room's host token (the host may remove anyone from its room).
+    pub fn leave_as(&self, code: &str, id: &str, claim: Claim<'_>) -> Result<(), HubError> {
         let mut state = self.state();
         let room = state.rooms.get_mut(code).ok_or_else(|| not_found(code))?;
+        let record = room.participants.get(id).ok_or_else(|| HubError::ParticipantNotFound { id: id.into() })?;
+        if claim.strict && !record.token_matches(claim.token) {
+            let host = claim
+                .token
+                .is_some_and(|t| bool::from(sha256_hex(t).as_bytes().ct_eq(room.stored.host_token_sha256.as_bytes())));
+            if !host {
+                return Err(match claim.token {
+                    None => HubError::ParticipantTokenRequired,
+                    Some(_) => HubError::ParticipantTokenInvalid,
+                });
+            }
+        }
         room.participants.shift_remove(id).ok_or_else(|| HubError::ParticipantNotFound { id: id.into() })?;
         if room.participants.is_empty() {
             room.empty_since = Some(now_ms());
@@ -475,6 +600,21 @@ impl Registry {
         }
         out.push(b']');
         Ok(out)
+    }
+
+    /// Checks that the claim may open a tunnel for this participant: under strict rules it must
+    /// carry the participant's token.
+    pub fn check_tunnel_claim(&self, code: &str, id: &str, claim: Claim<'_>) -> Result<(), HubError> {
+        let state = self.state();
+        let room = state.rooms.get(code).ok_or_else(|| not_found(code))?;
+        let record = room.participants.get(id).ok_or_else(|| HubError::ParticipantNotFound { id: id.into() })?;
+        if !claim.strict || record.token_matches(claim.token) {
+            return Ok(());
+        }
+        Err(match claim.token {
+            None => HubError::ParticipantTokenRequired,
+            Some(_) => HubError::ParticipantTokenInvalid,
+        })
     }
 
     /// A single-use token that opens one tunnel for this participant within [`TUNNEL_TOKEN_TTL`].
@@ -741,6 +881,12 @@ impl Registry {
         self.inner.tunnel_token_ttl_ms.store(ttl.as_millis() as u64, Ordering::Relaxed);
     }
 
+    /// Most rooms on the hub, and most participants per room.
+    pub fn set_limits(&self, max_rooms: usize, max_participants: usize) {
+        self.inner.max_rooms.store(max_rooms, Ordering::Relaxed);
+        self.inner.max_participants.store(max_participants, Ordering::Relaxed);
+    }
+
     /// How many requests may wait per room (default 256).
     pub fn set_queue_depth(&self, depth: usize) {
         self.inner.queue_depth.store(depth, Ordering::Relaxed);
@@ -961,6 +1107,69 @@ mod tests {
             endpoint: "http://localhost:11434".into(),
             ..Registration::default()
         }
+    }
+
+    const STRICT: Claim<'static> = Claim { token: None, strict: true };
+
+    #[test]
+    fn participant_tokens_guard_a_held_participant() {
+        let r = registry(30_000, 60_000, None);
+        let created = r.create_room("x".into(), None, None);
+        let code = created.room.code;
+        let first = r.upsert_as(&code, "w1", reg("A"), ConnectionKind::Tunnel, STRICT).unwrap();
+        let token = first.participant_token.expect("a new participant gets a token");
+        assert!(token.starts_with("gp_"));
+        // Held (tunnel open): replacing needs the token; with it, the token is kept (none issued).
+        r.set_tunnel(&code, "w1", true);
+        let err = r.upsert_as(&code, "w1", reg("B"), ConnectionKind::Tunnel, STRICT).err();
+        assert!(matches!(err, Some(HubError::ParticipantConflict { .. })), "{err:?}");
+        let wrong = Claim { token: Some("gp_wrong"), strict: true };
+        assert!(r.upsert_as(&code, "w1", reg("B"), ConnectionKind::Tunnel, wrong).is_err());
+        let owner = Claim { token: Some(&token), strict: true };
+        let again = r.upsert_as(&code, "w1", reg("B"), ConnectionKind::Tunnel, owner).unwrap();
+        assert!(again.participant_token.is_none());
+        // Tunnels and leaving: the token, or for leaving the room's host token.
+        assert!(matches!(r.check_tunnel_claim(&code, "w1", STRICT), Err(HubError::ParticipantTokenRequired)));
+        assert!(matches!(r.check_tunnel_claim(&code, "w1", wrong), Err(HubError::ParticipantTokenInvalid)));
+        assert!(r.check_tunnel_claim(&code, "w1", owner).is_ok());
+        assert!(matches!(r.leave_as(&code, "w1", STRICT), Err(HubError::ParticipantTokenRequired)));
+        assert!(matches!(r.leave_as(&code, "w1", wrong), Err(HubError::ParticipantTokenInvalid)));
+        let host = created.host_token.unwrap();
+        assert!(r.leave_as(&code, "w1", Claim { token: Some(&host), strict: true }).is_ok());
+        // Compat: nothing is checked.
+        r.upsert_as(&code, "w2", reg("C"), ConnectionKind::Tunnel, STRICT).unwrap();
+        r.set_tunnel(&code, "w2", true);
+        let compat = Claim::default();
+        assert!(r.upsert_as(&code, "w2", reg("D"), ConnectionKind::Tunnel, compat).is_ok());
+        assert!(r.check_tunnel_claim(&code, "w2", compat).is_ok());
+        assert!(r.leave_as(&code, "w2", compat).is_ok());
+    }
+
+    #[test]
+    fn an_unheld_participant_gets_a_new_owner_and_a_direct_one_is_held_while_online() {
+        let r = registry(30_000, 60_000, None);
+        let code = r.create_room("x".into(), None, None).room.code;
+        let old = r.upsert_as(&code, "w1", reg("A"), ConnectionKind::Tunnel, STRICT).unwrap().participant_token;
+        let new = r.upsert_as(&code, "w1", reg("B"), ConnectionKind::Tunnel, STRICT).unwrap().participant_token;
+        assert!(new.is_some() && new != old, "the tunnel is closed: the caller becomes the owner");
+        let old = old.unwrap();
+        let stale = Claim { token: Some(&old), strict: true };
+        assert!(matches!(r.leave_as(&code, "w1", stale), Err(HubError::ParticipantTokenInvalid)));
+        // A direct participant has no tunnel: it is held while it is online.
+        r.upsert_as(&code, "d1", reg("D"), ConnectionKind::Direct, STRICT).unwrap();
+        let err = r.upsert_as(&code, "d1", reg("E"), ConnectionKind::Direct, STRICT).err();
+        assert!(matches!(err, Some(HubError::ParticipantConflict { .. })), "{err:?}");
+    }
+
+    #[test]
+    fn room_and_participant_caps() {
+        let r = registry(30_000, 60_000, None);
+        r.set_limits(1, 1);
+        let code = r.try_create_room("x".into(), None, None).unwrap().room.code;
+        assert!(matches!(r.try_create_room("y".into(), None, None), Err(HubError::Capacity { .. })));
+        r.upsert(&code, "w1", reg("A"), ConnectionKind::Tunnel).unwrap();
+        assert!(matches!(r.upsert(&code, "w2", reg("B"), ConnectionKind::Tunnel), Err(HubError::Capacity { .. })));
+        assert!(r.upsert(&code, "w1", reg("A2"), ConnectionKind::Tunnel).is_ok(), "an update takes no new place");
     }
 
     /// Every operation that changes a participant must leave its cached JSON equal to a fresh

@@ -63,6 +63,8 @@ struct StreamState {
     pending: VecDeque<Event>,
     receiver: tokio::sync::broadcast::Receiver<Arc<HubEvent>>,
     last_sent: u64,
+    /// This stream's place in its room's count of open streams, given back when the stream ends.
+    _ticket: super::StreamTicket,
 }
 
 fn lagged(surface: Surface, code: &str) -> Event {
@@ -122,6 +124,7 @@ pub fn room_stream(
     code: String,
     last_event_id: Option<u64>,
     surface: Surface,
+    ticket: super::StreamTicket,
 ) -> Sse<impl Stream<Item = Result<Event, Infallible>>> {
     let sub = hub.registry().bus().subscribe_room(&code, last_event_id);
     let client_id = uuid::Uuid::new_v4().to_string();
@@ -143,7 +146,7 @@ pub fn room_stream(
         pending.push_back(render(event, surface));
     }
     let keep_alive = hub.config().keep_alive;
-    let state = StreamState { hub, code, surface, pending, receiver: sub.receiver, last_sent };
+    let state = StreamState { hub, code, surface, pending, receiver: sub.receiver, last_sent, _ticket: ticket };
     Sse::new(futures_util::stream::unfold(state, next_event))
         .keep_alive(KeepAlive::new().interval(keep_alive).text("keep-alive"))
 }

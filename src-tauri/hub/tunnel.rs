@@ -59,6 +59,8 @@ pub struct TunnelConn {
     pending: Mutex<HashMap<String, Pending>>,
     closed: CancellationToken,
     malformed: AtomicU64,
+    /// Most requests in flight at once on this tunnel.
+    max_in_flight: usize,
 }
 
 impl TunnelConn {
@@ -84,7 +86,13 @@ impl TunnelConn {
         if self.closed.is_cancelled() {
             return Err("the participant's tunnel is closed".into());
         }
-        self.pending().insert(request_id.clone(), Pending { tx, queued: queued.clone() });
+        {
+            let mut pending = self.pending();
+            if pending.len() >= self.max_in_flight {
+                return Err(format!("its tunnel already has {} requests in flight", self.max_in_flight));
+            }
+            pending.insert(request_id.clone(), Pending { tx, queued: queued.clone() });
+        }
         let reply = TunnelReply { conn: self.clone(), request_id, rx, queued, finished: false };
         if self.outgoing.send(Message::Text(request.encode().into())).await.is_err() {
             return Err("the participant's tunnel is closed".into());
@@ -174,6 +182,21 @@ impl Tunnels {
         self.map().len()
     }
 
+    /// Tells every participant the hub is shutting down (`tunnel.shutdown`).
+    pub fn announce_shutdown(&self, grace: Duration) {
+        let frame = TunnelMessage::Shutdown { grace_ms: grace.as_millis() as u64 }.encode();
+        for conn in self.map().values() {
+            let _ = conn.outgoing.try_send(Message::Text(frame.clone().into()));
+        }
+    }
+
+    /// Closes every tunnel (the hub is stopping).
+    pub fn close_all(&self) {
+        for (_, conn) in self.map().drain() {
+            conn.close();
+        }
+    }
+
     pub fn is_empty(&self) -> bool {
         self.len() == 0
     }
@@ -187,8 +210,11 @@ pub async fn run(hub: Hub, code: String, id: String, socket: WebSocket) {
         generation: tunnels.generations.fetch_add(1, Ordering::Relaxed),
         outgoing: outgoing.clone(),
         pending: Mutex::new(HashMap::new()),
-        closed: hub.shutdown_token().child_token(),
+        // Not a child of the hub's shutdown token: at shutdown, requests in flight on the tunnel
+        // finish first (see `Tunnels::announce_shutdown` and `Tunnels::close_all`).
+        closed: CancellationToken::new(),
         malformed: AtomicU64::new(0),
+        max_in_flight: hub.config().max_in_flight_per_tunnel.max(1),
     });
     if let Some(old) = tunnels.map().insert((code.clone(), id.clone()), conn.clone()) {
         // A participant that reconnects replaces its old tunnel.
@@ -226,7 +252,22 @@ pub async fn run(hub: Hub, code: String, id: String, socket: WebSocket) {
         }
     });
 
+    // Malformed frames are ignored and counted, as the contract says; but a peer that sends more
+    // than the limit within one window is broken or hostile, and its tunnel is closed (1008).
+    let limit = u64::from(hub.config().malformed_frame_limit);
+    let window = hub.config().malformed_frame_window;
+    let mut window_start = tokio::time::Instant::now();
+    let mut window_base = 0u64;
     let reason = loop {
+        let malformed = conn.malformed.load(Ordering::Relaxed);
+        if window_start.elapsed() >= window {
+            window_start = tokio::time::Instant::now();
+            window_base = malformed;
+        } else if malformed - window_base > limit {
+            let frame = axum::extract::ws::CloseFrame { code: 1008, reason: "too many malformed frames".into() };
+            let _ = conn.outgoing.try_send(Message::Close(Some(frame)));
+            break "closed by the hub: too many malformed frames";
+        }
         let frame = tokio::select! {
             _ = conn.closed.cancelled() => break "closed by the hub",
             r = tokio::time::timeout(SILENCE_TIMEOUT, stream.next()) => match r {
@@ -300,7 +341,10 @@ fn handle_frame(hub: &Hub, code: &str, id: &str, conn: &Arc<TunnelConn>, text: &
             (request_id, TunnelEvent::Error { stage, message })
         }
         // Messages a participant has no business sending.
-        TunnelMessage::Request { .. } | TunnelMessage::Pong { .. } | TunnelMessage::Cancel { .. } => {
+        TunnelMessage::Request { .. }
+        | TunnelMessage::Pong { .. }
+        | TunnelMessage::Cancel { .. }
+        | TunnelMessage::Shutdown { .. } => {
             conn.malformed.fetch_add(1, Ordering::Relaxed);
             return;
         }

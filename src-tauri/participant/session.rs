@@ -46,6 +46,10 @@ pub struct SessionOptions {
     pub loaded_models: Option<Vec<LoadedModel>>,
     /// Added to every provider call, here, and never sent to the hub.
     pub auth_headers: BTreeMap<String, String>,
+    /// The token the hub gave this participant id at an earlier registration, if any: it proves
+    /// the id is ours when re-registering while the hub still sees our old tunnel. A hub that does
+    /// not know the participant any more ignores it and hands out a new one.
+    pub participant_token: Option<String>,
     pub heartbeat_interval: Duration,
     pub ping_interval: Duration,
     /// Read this machine's specs when `specs` is not given (`--no-specs` turns it off).
@@ -71,6 +75,7 @@ impl SessionOptions {
             max_concurrency: None,
             loaded_models: None,
             auth_headers: BTreeMap::new(),
+            participant_token: None,
             heartbeat_interval: HEARTBEAT_INTERVAL,
             ping_interval: HEARTBEAT_INTERVAL,
             auto_specs: true,
@@ -145,6 +150,8 @@ pub struct ParticipantSession {
     close_tx: Arc<watch::Sender<Option<CloseEvent>>>,
     tasks: TaskTracker,
     executor: Executor,
+    /// This participant's token, from the hub's answer or, when it handed out none, from the options.
+    participant_token: Option<String>,
 }
 
 fn set_closed(
@@ -205,18 +212,28 @@ impl ParticipantSession {
             max_concurrency: options.max_concurrency,
             loaded_models: loaded_models.clone(),
         };
-        let (registered, _created) = client.upsert_participant(&code, &id, &registration).await?;
+        let (registered, _created) =
+            client.upsert_participant_as(&code, &id, &registration, options.participant_token.as_deref()).await?;
+        let participant_token = registered.participant_token.clone().or_else(|| options.participant_token.clone());
         let mut url = reqwest::Url::parse(&registered.tunnel.url)
             .map_err(|e| SessionError::Tunnel(format!("the hub gave a bad tunnel URL: {e}")))?;
         // Replace any token already there, so both the hub's and older forms interoperate.
         let others: Vec<(String, String)> =
             url.query_pairs().filter(|(k, _)| k != "token").map(|(k, v)| (k.into_owned(), v.into_owned())).collect();
         url.query_pairs_mut().clear().extend_pairs(others).append_pair("token", &registered.tunnel.token);
+        let mut request = tokio_tungstenite::tungstenite::client::IntoClientRequest::into_client_request(url.as_str())
+            .map_err(|e| SessionError::Tunnel(format!("the hub gave a bad tunnel URL: {e}")))?;
+        if let Some(token) = &participant_token {
+            let value = format!("Bearer {token}")
+                .parse()
+                .map_err(|_| SessionError::Tunnel("the hub gave an unusable participant token".into()))?;
+            request.headers_mut().insert(reqwest::header::AUTHORIZATION, value);
+        }
         // TCP_NODELAY: answers go back as many small frames that must not wait on delayed ACKs.
         let connected = tokio::time::timeout(
             Duration::from_secs(10),
             tokio_tungstenite::connect_async_with_config(
-                url.as_str(),
+                request,
                 // tungstenite zero-fills its whole read buffer on every read: keep it near a frame's size.
                 Some(tokio_tungstenite::tungstenite::protocol::WebSocketConfig::default().read_buffer_size(16 * 1024)),
                 true,
@@ -367,7 +384,13 @@ impl ParticipantSession {
             close_tx,
             tasks,
             executor,
+            participant_token,
         })
+    }
+
+    /// The token that proves this participant to the hub (leaving, re-registering, re-tunnelling).
+    pub fn participant_token(&self) -> Option<&str> {
+        self.participant_token.as_deref()
     }
 
     /// The participant as the hub registered it.
@@ -406,7 +429,10 @@ impl ParticipantSession {
     /// Leaves the room and closes the tunnel. Best effort when the hub is already gone.
     pub async fn close(&self) {
         set_closed(&self.close_tx, &self.stop, CloseReason::Closed, None);
-        let leave = tokio::time::timeout(Duration::from_secs(5), self.client.leave(&self.code, &self.participant.id));
+        let leave = tokio::time::timeout(
+            Duration::from_secs(5),
+            self.client.leave_as(&self.code, &self.participant.id, self.participant_token.as_deref()),
+        );
         match leave.await {
             Ok(Ok(_)) => tracing::info!(code = %self.code, participant = %self.participant.id, "left the room"),
             Ok(Err(e)) => tracing::debug!(error = %e, "leave failed (the hub may be gone)"),

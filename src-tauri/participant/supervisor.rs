@@ -4,6 +4,7 @@
 //! duplicate participant is ever left behind. Each transition is published as a [`ShareState`] the
 //! CLI and the desktop app show.
 
+use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use serde::Serialize;
@@ -49,6 +50,9 @@ pub struct Supervisor {
     state: watch::Receiver<ShareState>,
     stop: CancellationToken,
     task: tokio::task::JoinHandle<()>,
+    /// The participant token from the latest registration: each attempt proves the id with it,
+    /// and whoever removes the participant by hand between attempts needs it.
+    token: Arc<Mutex<Option<String>>>,
 }
 
 impl Supervisor {
@@ -56,8 +60,14 @@ impl Supervisor {
     pub fn start(options: SessionOptions) -> Supervisor {
         let (tx, state) = watch::channel(ShareState::Starting);
         let stop = CancellationToken::new();
-        let task = tokio::spawn(run(options, tx, stop.clone()));
-        Supervisor { state, stop, task }
+        let token = Arc::new(Mutex::new(options.participant_token.clone()));
+        let task = tokio::spawn(run(options, tx, stop.clone(), token.clone()));
+        Supervisor { state, stop, task, token }
+    }
+
+    /// The participant token the hub gave this share (latest registration), if any.
+    pub fn participant_token(&self) -> Option<String> {
+        self.token.lock().unwrap_or_else(|p| p.into_inner()).clone()
     }
 
     pub fn state(&self) -> ShareState {
@@ -93,7 +103,12 @@ impl Supervisor {
     }
 }
 
-async fn run(options: SessionOptions, tx: watch::Sender<ShareState>, stop: CancellationToken) {
+async fn run(
+    mut options: SessionOptions,
+    tx: watch::Sender<ShareState>,
+    stop: CancellationToken,
+    token: Arc<Mutex<Option<String>>>,
+) {
     let mut backoff = FIRST_BACKOFF;
     let mut attempt = 0u32;
     loop {
@@ -101,6 +116,8 @@ async fn run(options: SessionOptions, tx: watch::Sender<ShareState>, stop: Cance
             _ = stop.cancelled() => break,
             started = ParticipantSession::start(options.clone()) => match started {
                 Ok(session) => {
+                    options.participant_token = session.participant_token().map(str::to_string);
+                    *token.lock().unwrap_or_else(|p| p.into_inner()) = options.participant_token.clone();
                     attempt = 0;
                     backoff = FIRST_BACKOFF;
                     let _ = tx.send(ShareState::Live {

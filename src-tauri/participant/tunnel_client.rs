@@ -72,6 +72,10 @@ impl Executor {
                 }
             }
             Decoded::Message(TunnelMessage::Pong { .. }) => {}
+            Decoded::Message(TunnelMessage::Shutdown { grace_ms }) => {
+                // The tunnel closes when the hub is done; the supervisor then reconnects.
+                tracing::info!(grace_ms, "the hub is shutting down; finishing the calls in flight");
+            }
             Decoded::Message(_) | Decoded::Ignored { .. } => {
                 self.ignored.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
             }

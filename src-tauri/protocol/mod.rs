@@ -273,6 +273,11 @@ pub struct Registered {
     pub participant: Participant,
     pub room_id: String,
     pub tunnel: TunnelBootstrap,
+    /// Additive: the secret that proves this participant, returned when the hub creates it (or
+    /// hands it to a new owner). Leaving, re-registering while its tunnel is live and opening a
+    /// tunnel send it as `Authorization: Bearer`. Absent when the caller already holds it.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub participant_token: Option<String>,
 }
 
 /// Heartbeat answer on both surfaces.

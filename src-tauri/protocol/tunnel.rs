@@ -67,6 +67,13 @@ pub enum TunnelMessage {
     /// hub → participant (additive): the client went away; abort that provider call.
     #[serde(rename = "tunnel.cancel", rename_all = "camelCase")]
     Cancel { request_id: String },
+    /// hub → participant (additive): the hub is shutting down. It takes no new requests, finishes
+    /// the ones in flight within `graceMs`, then closes the tunnel; reconnect after that.
+    #[serde(rename = "tunnel.shutdown", rename_all = "camelCase")]
+    Shutdown {
+        #[serde(default)]
+        grace_ms: u64,
+    },
 }
 
 /// What a received frame turned out to be.
@@ -109,7 +116,7 @@ impl TunnelMessage {
             | TunnelMessage::ResponseEnd { request_id }
             | TunnelMessage::ResponseError { request_id, .. }
             | TunnelMessage::Cancel { request_id } => Some(request_id),
-            TunnelMessage::Ping { .. } | TunnelMessage::Pong { .. } => None,
+            TunnelMessage::Ping { .. } | TunnelMessage::Pong { .. } | TunnelMessage::Shutdown { .. } => None,
         }
     }
 }
@@ -149,6 +156,17 @@ mod tests {
         let m = TunnelMessage::chunk("r", &bytes);
         let TunnelMessage::ResponseChunk { chunk, .. } = &m else { panic!() };
         assert_eq!(decode_chunk(chunk).unwrap(), bytes);
+    }
+
+    #[test]
+    fn shutdown_frames_carry_the_grace_period() {
+        let m = TunnelMessage::Shutdown { grace_ms: 10_000 };
+        let v: Value = serde_json::from_str(&m.encode()).unwrap();
+        assert_eq!(v, json!({"type": "tunnel.shutdown", "graceMs": 10_000}));
+        assert_eq!(
+            TunnelMessage::decode(r#"{"type":"tunnel.shutdown"}"#),
+            Decoded::Message(TunnelMessage::Shutdown { grace_ms: 0 })
+        );
     }
 
     #[test]

@@ -6,6 +6,8 @@
 
 use std::collections::VecDeque;
 use std::convert::Infallible;
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::Arc;
 use std::time::Instant;
 
 use axum::body::Body;
@@ -21,7 +23,8 @@ use serde_json::{json, Map, Value};
 use crate::hub::body::read_json;
 use crate::hub::error::{HubError, OpenAiError};
 use crate::hub::registry::{Acquire, ParticipantRecord, Selector, Slot};
-use crate::hub::routes::{room_code, Params};
+use crate::hub::routes::v1::bearer;
+use crate::hub::routes::{room_code, ClientAddr, Params};
 use crate::hub::Hub;
 use crate::protocol::events::{EventKind, LlmMetrics};
 use crate::protocol::{now_ms, Capabilities, Capability, ParticipantStatus};
@@ -46,6 +49,35 @@ pub fn router() -> Router<Hub> {
         .route("/rooms/{code}/v1/responses/{id}", get(get_response).delete(delete_response))
         .route("/rooms/{code}/v1/responses/{id}/cancel", post(cancel_response))
         .route("/rooms/{code}/v1/responses/{id}/input_items", get(input_items))
+}
+
+/// A protected room protects its models too: every call needs `Authorization: Bearer <room
+/// password>`, the API key any OpenAI client sends. Checked before the body is read; rooms without
+/// a password (and codes that name no room, which the handler answers) pass through.
+pub async fn room_key(
+    State(hub): State<Hub>,
+    ClientAddr(client): ClientAddr,
+    params: std::result::Result<
+        axum::extract::Path<std::collections::HashMap<String, String>>,
+        axum::extract::rejection::PathRejection,
+    >,
+    req: Request,
+    next: axum::middleware::Next,
+) -> Response {
+    let code = params.ok().and_then(|p| p.0.get("code").and_then(|c| room_code(c).ok()));
+    let Some(code) = code else { return next.run(req).await };
+    match hub.registry().password_hash(&code) {
+        Ok(Some(_)) => {}
+        _ => return next.run(req).await,
+    }
+    let Some(key) = bearer(req.headers()).map(str::to_string) else {
+        return OpenAiError(HubError::RoomKeyRequired).into_response();
+    };
+    match hub.check_password(&code, Some(key), client).await {
+        Ok(()) => next.run(req).await,
+        Err(HubError::InvalidPassword) => OpenAiError(HubError::RoomKeyRequired).into_response(),
+        Err(e) => OpenAiError(e).into_response(),
+    }
 }
 
 /// True for paths of this plane, so unknown ones get an OpenAI-shaped 404.
@@ -382,7 +414,8 @@ async fn respond(job: Job, slot: Slot, mut up: Upstream, started: Instant, trans
                 );
                 (Bytes::from(response.to_string()), Some(response))
             }
-            (true, None) => {
+            // A success that is not JSON is never an OpenAI answer: a clean 502, not garbage.
+            (_, None) => {
                 let error = HubError::Upstream { stage: "decode".into(), message: "the answer is not JSON".into() };
                 job.error_event(&p, "decode", &error);
                 return OpenAiError(error).into_response();
@@ -419,10 +452,14 @@ async fn respond(job: Job, slot: Slot, mut up: Upstream, started: Instant, trans
     } else {
         Mode::Pass { parser: SseParser::new(), strip_usage: job.op == Op::Chat && !job.client_wants_usage }
     };
+    let slot = Arc::new(std::sync::Mutex::new(Some(slot)));
+    let reader = Arc::new(ReaderClock::default());
+    spawn_reader_watchdog(slot.clone(), reader.clone(), job.hub.config().idle_timeout, p.public.id.clone());
     let relay = Relay {
         job,
         participant: p,
-        _slot: slot,
+        slot,
+        reader,
         upstream: up,
         started,
         first_byte: None,
@@ -431,6 +468,7 @@ async fn respond(job: Job, slot: Slot, mut up: Upstream, started: Instant, trans
         usage: Usage::default(),
         done: false,
         reported: false,
+        frames_seen: false,
     };
     let body = Body::from_stream(futures_util::stream::unfold(relay, Relay::next));
     let mut response = (status, body).into_response();
@@ -465,7 +503,12 @@ enum Mode {
 struct Relay {
     job: Job,
     participant: ParticipantRecord,
-    _slot: Slot,
+    /// The participant's place, held while the provider is answering and given back the moment
+    /// its answer ends (or fails), or when the client stops reading (see
+    /// [`spawn_reader_watchdog`]): a client that reads slowly, or never, must not keep the
+    /// participant busy.
+    slot: Arc<std::sync::Mutex<Option<Slot>>>,
+    reader: Arc<ReaderClock>,
     upstream: Upstream,
     started: Instant,
     first_byte: Option<Instant>,
@@ -475,10 +518,26 @@ struct Relay {
     done: bool,
     /// `llm.complete` or `llm.error` was published.
     reported: bool,
+    /// The provider's stream held at least one SSE frame: one that ends without any was not an
+    /// event stream at all, and ends with an error event rather than as a success.
+    frames_seen: bool,
 }
 
 impl Relay {
-    async fn next(mut self) -> Option<(std::result::Result<Bytes, Infallible>, Relay)> {
+    async fn next(self) -> Option<(std::result::Result<Bytes, Infallible>, Relay)> {
+        self.reader.asked();
+        let item = self.next_inner().await;
+        if let Some((_, relay)) = &item {
+            relay.reader.handed();
+        }
+        item
+    }
+
+    fn release_slot(&self) {
+        self.slot.lock().unwrap_or_else(|p| p.into_inner()).take();
+    }
+
+    async fn next_inner(mut self) -> Option<(std::result::Result<Bytes, Infallible>, Relay)> {
         loop {
             if !self.pending.is_empty() {
                 // Everything ready goes out as one write, not one syscall per SSE frame.
@@ -532,6 +591,7 @@ impl Relay {
     fn take(&mut self, bytes: Bytes) {
         if let Mode::Pass { parser, strip_usage } = &mut self.mode {
             let frames = parser.push(&bytes);
+            self.frames_seen |= !frames.is_empty();
             let strip = *strip_usage;
             self.pass(frames, strip, bytes);
             return;
@@ -597,9 +657,18 @@ impl Relay {
 
     fn finish(&mut self) {
         self.done = true;
+        self.release_slot();
         match &mut self.mode {
             Mode::Pass { parser, strip_usage } => {
-                for frame in parser.finish() {
+                let last = parser.finish();
+                if !self.frames_seen && last.is_empty() {
+                    let error = HubError::Upstream {
+                        stage: "stream".into(),
+                        message: "the answer is not an event stream".into(),
+                    };
+                    return self.fail(error);
+                }
+                for frame in last {
                     if *strip_usage {
                         self.pending.push_back(sse_parse::encode(frame.event.as_deref(), &frame.data));
                     }
@@ -644,6 +713,7 @@ impl Relay {
 
     fn fail(&mut self, error: HubError) {
         self.done = true;
+        self.release_slot();
         let stage = match &error {
             HubError::Upstream { stage, .. } | HubError::UpstreamTimeout { stage } => stage.clone(),
             _ => "stream".into(),
@@ -664,8 +734,59 @@ impl Relay {
     }
 }
 
+/// When the client last took a piece of the answer, and whether it is asking for the next one.
+#[derive(Default)]
+struct ReaderClock {
+    /// ms since the epoch when the last piece was handed to the client.
+    handed_at: AtomicU64,
+    /// The body is being polled for its next piece (waiting on the provider, not on the client).
+    asking: AtomicBool,
+}
+
+impl ReaderClock {
+    fn asked(&self) {
+        self.asking.store(true, Ordering::Relaxed);
+    }
+
+    fn handed(&self) {
+        self.handed_at.store(now_ms(), Ordering::Relaxed);
+        self.asking.store(false, Ordering::Relaxed);
+    }
+}
+
+/// A client that stops reading a stream leaves its body unpolled, so nothing inside the stream can
+/// notice. This watchdog does: once a piece has waited on the client for longer than the idle
+/// timeout, the participant's slot is given back (the answer may still reach the client later).
+fn spawn_reader_watchdog(
+    slot: Arc<std::sync::Mutex<Option<Slot>>>,
+    reader: Arc<ReaderClock>,
+    idle: std::time::Duration,
+    participant: String,
+) {
+    let every = (idle / 4).clamp(std::time::Duration::from_millis(50), std::time::Duration::from_secs(5));
+    let idle_ms = idle.as_millis() as u64;
+    tokio::spawn(async move {
+        loop {
+            tokio::time::sleep(every).await;
+            let mut held = slot.lock().unwrap_or_else(|p| p.into_inner());
+            if held.is_none() {
+                return;
+            }
+            let handed = reader.handed_at.load(Ordering::Relaxed);
+            let stalled =
+                handed > 0 && !reader.asking.load(Ordering::Relaxed) && now_ms().saturating_sub(handed) > idle_ms;
+            if stalled {
+                held.take();
+                tracing::warn!(%participant, "the client stopped reading its stream; its participant is free again");
+                return;
+            }
+        }
+    });
+}
+
 impl Drop for Relay {
     fn drop(&mut self) {
+        self.release_slot();
         if !self.reported {
             let error = HubError::Upstream { stage: "client".into(), message: "the client went away".into() };
             self.job.error_event(&self.participant, "client", &error);

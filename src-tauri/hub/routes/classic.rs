@@ -14,7 +14,8 @@ use crate::hub::validate::{self, Surface};
 use crate::hub::Hub;
 use crate::protocol::{ConnectionKind, CreatedRoom};
 
-use super::{existing_id, raw_json, room_code, Params};
+use super::v1::bearer;
+use super::{existing_id, raw_json, room_code, ClientAddr, Params};
 
 type Result<T> = std::result::Result<T, ClassicError>;
 type P<T> = Params<T, ClassicError>;
@@ -26,11 +27,16 @@ pub async fn list(State(hub): State<Hub>) -> Json<Value> {
 /// Creates a room (shared by both surfaces: they differ only in how they wrap the answer).
 pub async fn create_room(hub: &Hub, body: &Value) -> std::result::Result<CreatedRoom, HubError> {
     let request = validate::create_room(body)?;
+    // Refused before any argon2 work; the registry checks again under its lock.
+    let limit = hub.config().max_rooms;
+    if hub.registry().room_count() >= limit {
+        return Err(HubError::Capacity { what: format!("the hub already has {limit} rooms (--max-rooms)") });
+    }
     let hash = match request.password {
         Some(p) => Some(hub.passwords().hash(p).await?),
         None => None,
     };
-    let created = hub.registry().create_room(request.name, request.defaults, hash);
+    let created = hub.registry().try_create_room(request.name, request.defaults, hash)?;
     hub.persist().await;
     tracing::info!(code = %created.room.code, protected = created.room.password_protected, "room created");
     Ok(created)
@@ -44,15 +50,22 @@ pub async fn create(State(hub): State<Hub>, ClassicJson(body): ClassicJson) -> R
 pub async fn join(
     State(hub): State<Hub>,
     P { 0: code, .. }: P<String>,
+    ClientAddr(client): ClientAddr,
+    headers: HeaderMap,
     ClassicJson(body): ClassicJson,
 ) -> Result<Json<Value>> {
     let code = room_code(&code)?;
     hub.registry().room(&code)?;
     let (registration, id) = validate::registration(&body, Surface::Classic)?;
-    hub.check_password(&code, validate::password_of(&body)?).await?;
+    hub.check_password(&code, validate::password_of(&body)?, client).await?;
     let id = id.unwrap_or_else(|| uuid::Uuid::new_v4().to_string());
-    let upserted = hub.registry().upsert(&code, &id, registration, ConnectionKind::Direct)?;
-    Ok(Json(json!({ "participant": upserted.participant, "roomId": upserted.room_id })))
+    let upserted =
+        hub.registry().upsert_as(&code, &id, registration, ConnectionKind::Direct, hub.claim(bearer(&headers)))?;
+    let mut answer = json!({ "participant": upserted.participant, "roomId": upserted.room_id });
+    if let Some(token) = upserted.participant_token {
+        answer["participantToken"] = Value::String(token);
+    }
+    Ok(Json(answer))
 }
 
 pub async fn health(
@@ -70,9 +83,13 @@ pub async fn health(
     Ok(Json(json!({ "success": true, "status": result.status, "lastSeen": result.last_seen })))
 }
 
-pub async fn leave(State(hub): State<Hub>, P { 0: (code, id), .. }: P<(String, String)>) -> Result<Json<Value>> {
+pub async fn leave(
+    State(hub): State<Hub>,
+    P { 0: (code, id), .. }: P<(String, String)>,
+    headers: HeaderMap,
+) -> Result<Json<Value>> {
     let code = room_code(&code)?;
-    hub.remove_participant(&code, existing_id(&id)?)?;
+    hub.leave(&code, existing_id(&id)?, bearer(&headers))?;
     Ok(Json(json!({ "success": true })))
 }
 
@@ -89,5 +106,6 @@ pub async fn participants(State(hub): State<Hub>, P { 0: code, .. }: P<String>) 
 pub async fn events(State(hub): State<Hub>, P { 0: code, .. }: P<String>, headers: HeaderMap) -> Result<Response> {
     let code = room_code(&code)?;
     hub.registry().room(&code)?;
-    Ok(sse::room_stream(hub, code, sse::last_event_id(&headers), Surface::Classic).into_response())
+    let ticket = hub.open_stream(&code)?;
+    Ok(sse::room_stream(hub, code, sse::last_event_id(&headers), Surface::Classic, ticket).into_response())
 }

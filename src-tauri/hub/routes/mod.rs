@@ -44,6 +44,7 @@ pub fn router(hub: Hub) -> Router {
         .layer(axum::extract::DefaultBodyLimit::max(limit))
         .layer(axum::Extension(BodyLimit(limit)));
     let inference = super::inference::routes::router()
+        .route_layer(middleware::from_fn_with_state(hub.clone(), super::inference::routes::room_key))
         .layer(axum::extract::DefaultBodyLimit::max(hub.config().inference_body_limit));
     Router::new()
         .merge(classic.layer(body_limit.clone()))
@@ -118,6 +119,19 @@ where
                 "Use a 6-character room code and a plain participant id.",
             ))),
         }
+    }
+}
+
+/// The client's address, when the hub is served with connect info (it always is by
+/// [`Hub::serve`]); `None` otherwise. Never rejects.
+#[derive(Debug, Clone, Copy)]
+pub struct ClientAddr(pub Option<std::net::IpAddr>);
+
+impl<S: Send + Sync> FromRequestParts<S> for ClientAddr {
+    type Rejection = std::convert::Infallible;
+
+    async fn from_request_parts(parts: &mut Parts, _state: &S) -> Result<Self, Self::Rejection> {
+        Ok(ClientAddr(parts.extensions.get::<axum::extract::ConnectInfo<std::net::SocketAddr>>().map(|c| c.0.ip())))
     }
 }
 

@@ -17,7 +17,7 @@ use crate::protocol::{
     is_participant_id, now_ms, ConnectionKind, Envelope, Health, Meta, Registered, Success, TunnelBootstrap,
 };
 
-use super::{existing_id, raw_json, room_code, Params};
+use super::{existing_id, raw_json, room_code, ClientAddr, Params};
 
 type Result<T> = std::result::Result<T, ApiError>;
 type P<T> = Params<T, ApiError>;
@@ -47,7 +47,8 @@ pub async fn room(State(hub): State<Hub>, P { 0: code, .. }: P<String>) -> Resul
     Ok(ok(StatusCode::OK, hub.registry().room(&code)?))
 }
 
-fn bearer(headers: &HeaderMap) -> Option<&str> {
+/// The token of an `Authorization: Bearer <token>` header.
+pub fn bearer(headers: &HeaderMap) -> Option<&str> {
     let value = headers.get(header::AUTHORIZATION)?.to_str().ok()?.trim();
     let (scheme, token) = value.split_once(' ')?;
     scheme.eq_ignore_ascii_case("bearer").then(|| token.trim()).filter(|t| !t.is_empty())
@@ -103,6 +104,7 @@ fn tunnel_url(hub: &Hub, headers: &HeaderMap, code: &str, id: &str) -> String {
 pub async fn upsert(
     State(hub): State<Hub>,
     P { 0: (code, id), .. }: P<(String, String)>,
+    ClientAddr(client): ClientAddr,
     headers: HeaderMap,
     ApiJson(body): ApiJson,
 ) -> Result<Response> {
@@ -112,21 +114,27 @@ pub async fn upsert(
         return Err(validate::invalid_id().into());
     }
     let (registration, _) = validate::registration(&body, Surface::V1)?;
-    hub.check_password(&code, validate::password_of(&body)?).await?;
-    let upserted = hub.registry().upsert(&code, &id, registration, ConnectionKind::Tunnel)?;
+    hub.check_password(&code, validate::password_of(&body)?, client).await?;
+    let upserted =
+        hub.registry().upsert_as(&code, &id, registration, ConnectionKind::Tunnel, hub.claim(bearer(&headers)))?;
     let token = hub.registry().issue_tunnel_token(&code, &id);
     let status = if upserted.created { StatusCode::CREATED } else { StatusCode::OK };
     let registered = Registered {
         tunnel: TunnelBootstrap { url: tunnel_url(&hub, &headers, &code, &id), token },
         participant: upserted.participant,
         room_id: upserted.room_id,
+        participant_token: upserted.participant_token,
     };
     Ok(ok(status, registered))
 }
 
-pub async fn leave(State(hub): State<Hub>, P { 0: (code, id), .. }: P<(String, String)>) -> Result<Response> {
+pub async fn leave(
+    State(hub): State<Hub>,
+    P { 0: (code, id), .. }: P<(String, String)>,
+    headers: HeaderMap,
+) -> Result<Response> {
     let code = room_code(&code)?;
-    hub.remove_participant(&code, existing_id(&id)?)?;
+    hub.leave(&code, existing_id(&id)?, bearer(&headers))?;
     Ok(ok(StatusCode::OK, Success { success: true }))
 }
 
@@ -143,7 +151,8 @@ pub async fn heartbeat(
 pub async fn events(State(hub): State<Hub>, P { 0: code, .. }: P<String>, headers: HeaderMap) -> Result<Response> {
     let code = room_code(&code)?;
     hub.registry().room(&code)?;
-    Ok(sse::room_stream(hub, code, sse::last_event_id(&headers), Surface::V1).into_response())
+    let ticket = hub.open_stream(&code)?;
+    Ok(sse::room_stream(hub, code, sse::last_event_id(&headers), Surface::V1, ticket).into_response())
 }
 
 /// `GET /v1/rooms/:code/participants/:id/tunnel?token=…`: the token is checked (and spent) before
@@ -151,6 +160,7 @@ pub async fn events(State(hub): State<Hub>, P { 0: code, .. }: P<String>, header
 pub async fn tunnel(
     State(hub): State<Hub>,
     P { 0: (code, id), .. }: P<(String, String)>,
+    headers: HeaderMap,
     query: std::result::Result<
         axum::extract::Query<std::collections::HashMap<String, String>>,
         axum::extract::rejection::QueryRejection,
@@ -162,7 +172,7 @@ pub async fn tunnel(
 ) -> Result<Response> {
     let code = room_code(&code)?;
     let id = existing_id(&id)?.to_string();
-    hub.registry().participant(&code, &id)?;
+    hub.registry().check_tunnel_claim(&code, &id, hub.claim(bearer(&headers)))?;
     let upgrade = upgrade.map_err(|e| {
         HubError::invalid(
             format!("This endpoint is a WebSocket: {}.", e.body_text()),

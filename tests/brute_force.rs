@@ -1,0 +1,135 @@
+//! Password guessing (issue 6, acceptance 5): 1,000 wrong passwords fired at one room of the real
+//! binary. The hub keeps answering health checks promptly, guesses beyond the per-room and
+//! per-address buckets get 429 with `Retry-After` in each surface's shape, the argon2 work done is
+//! what the buckets allow and no more, and the right password still works afterwards.
+
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use futures_util::StreamExt;
+use serde_json::{json, Value};
+
+use crate::util::{call, http, BinHub};
+
+const PASSWORD: &str = "the-Right-one-42";
+const GUESSES: usize = 1000;
+/// Guesses in flight at once: a patient attacker on one machine.
+const FLOOD_CONCURRENCY: usize = 32;
+
+/// Polls `GET /v1/health` every 10 ms on its own thread and runtime until `stop`; returns every
+/// latency seen.
+fn watch_health(url: String, stop: Arc<AtomicBool>) -> std::thread::JoinHandle<Vec<Duration>> {
+    std::thread::spawn(move || {
+        let rt = tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap();
+        rt.block_on(async move {
+            let client = reqwest::Client::builder().timeout(Duration::from_secs(10)).build().unwrap();
+            // Warm the connection up: the measure is the hub's answer, not a TCP handshake.
+            client.get(&url).send().await.unwrap().bytes().await.unwrap();
+            let mut seen = Vec::new();
+            while !stop.load(Ordering::Relaxed) {
+                let started = Instant::now();
+                let res = client.get(&url).send().await.unwrap();
+                assert_eq!(res.status(), 200);
+                res.bytes().await.unwrap();
+                seen.push(started.elapsed());
+                tokio::time::sleep(Duration::from_millis(10)).await;
+            }
+            seen
+        })
+    })
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_thousand_wrong_passwords_are_rate_limited_and_the_hub_stays_responsive() {
+    let hub = BinHub::start_with_env(&[], &[("RUST_LOG", "info")]);
+    let (status, _, v) =
+        call(http().post(hub.at("/v1/rooms")).json(&json!({"name": "Vault", "password": PASSWORD}))).await;
+    assert_eq!(status, 201, "{v}");
+    let code = v["data"]["room"]["code"].as_str().unwrap().to_string();
+
+    let stop = Arc::new(AtomicBool::new(false));
+    let health = watch_health(hub.at("/v1/health"), stop.clone());
+    tokio::time::sleep(Duration::from_millis(200)).await;
+
+    // Three surfaces, one room, 1,000 wrong guesses, 32 at a time.
+    let started = Instant::now();
+    let client = http();
+    let results: Vec<(usize, u16, Option<u64>, Value)> = futures_util::stream::iter(0..GUESSES)
+        .map(|i| {
+            let guess = format!("guess-{i}");
+            let req = match i % 3 {
+                0 => client.post(hub.at(&format!("/rooms/{code}/join"))).json(&json!({
+                    "id": format!("g{i}"), "nickname": "g", "model": "m", "endpoint": "http://127.0.0.1:9", "password": guess
+                })),
+                1 => client.put(hub.at(&format!("/v1/rooms/{code}/participants/g{i}"))).json(&json!({
+                    "nickname": "g", "model": "m", "endpoint": "http://127.0.0.1:9", "password": guess
+                })),
+                _ => client
+                    .post(hub.at(&format!("/rooms/{code}/v1/chat/completions")))
+                    .bearer_auth(guess)
+                    .json(&json!({"model": "*", "messages": []})),
+            };
+            async move {
+                let res = req.send().await.unwrap();
+                let status = res.status().as_u16();
+                let retry = res.headers().get("retry-after").and_then(|v| v.to_str().ok()?.parse().ok());
+                let body = res.json::<Value>().await.unwrap_or(Value::Null);
+                (i, status, retry, body)
+            }
+        })
+        .buffer_unordered(FLOOD_CONCURRENCY)
+        .collect()
+        .await;
+    let flood = started.elapsed();
+    stop.store(true, Ordering::Relaxed);
+    let latencies = health.join().unwrap();
+
+    let refused = results.iter().filter(|r| r.1 == 401).count();
+    let limited: Vec<_> = results.iter().filter(|r| r.1 == 429).collect();
+    assert_eq!(refused + limited.len(), GUESSES, "every guess is a 401 or a 429");
+    assert!(!limited.is_empty(), "guesses beyond the limit get 429");
+    for (i, _, retry, body) in &limited {
+        assert!(retry.is_some_and(|s| (1..=5).contains(&s)), "429 carries Retry-After: {retry:?}");
+        match i % 3 {
+            0 => assert!(body["error"].as_str().is_some_and(|m| m.contains("Too many")), "classic: {body}"),
+            1 => assert_eq!(body["error"]["code"], "RATE_LIMITED", "/v1: {body}"),
+            _ => assert_eq!(body["error"]["type"], "rate_limit_error", "inference: {body}"),
+        }
+    }
+    // Only guesses the buckets let through got an argon2 run (those are the 401s): at most the
+    // address's 5 a second, plus its first burst.
+    let allowed = 5.0 * flood.as_secs_f64() + 5.0 + 2.0;
+    assert!((refused as f64) <= allowed, "{refused} argon2 checks in {flood:?} (allowed {allowed})");
+
+    let mut sorted = latencies.clone();
+    sorted.sort();
+    let max = sorted.last().copied().unwrap_or_default();
+    let median = sorted.get(sorted.len() / 2).copied().unwrap_or_default();
+    let p90 = sorted.get(sorted.len() * 9 / 10).copied().unwrap_or_default();
+    eprintln!("health latency during the flood: median {median:?}, p90 {p90:?}, max {max:?}");
+    eprintln!(
+        "{GUESSES} wrong passwords in {flood:?}: {refused} checked (401), {} limited (429); \
+         {} health checks meanwhile, slowest {max:?}",
+        limited.len(),
+        latencies.len()
+    );
+    assert!(latencies.len() >= 5, "health was polled during the flood ({} times)", latencies.len());
+    // The promise is "under 50 ms": the typical check must keep it. The slowest one gets a wide
+    // margin, because this debug build shares two cores with the flooding client (and, on a CI box,
+    // with whatever else runs): there a single check can wait behind a whole scheduler queue.
+    assert!(median < Duration::from_millis(50), "the median health check took {median:?} during the flood");
+    assert!(max < Duration::from_millis(500), "a health check took {max:?} during the flood");
+
+    // After waiting for the bucket, the right password works.
+    let wait = limited.iter().filter_map(|r| r.2).max().unwrap_or(1);
+    tokio::time::sleep(Duration::from_secs(wait)).await;
+    let (status, _, v) = call(http().put(hub.at(&format!("/v1/rooms/{code}/participants/owner"))).json(&json!({
+        "nickname": "owner", "model": "m", "endpoint": "http://127.0.0.1:9", "password": PASSWORD
+    })))
+    .await;
+    assert_eq!(status, 201, "{v}");
+    // The verified key then passes on the inference plane too, without another guess.
+    let (status, _, v) = call(http().get(hub.at(&format!("/rooms/{code}/v1/models"))).bearer_auth(PASSWORD)).await;
+    assert_eq!(status, 200, "{v}");
+}

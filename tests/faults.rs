@@ -1,0 +1,219 @@
+//! Faults survived (issue 6), beside the ones tested where their feature lives (a hung provider and
+//! a tunnel dying mid-stream: `inference`; a participant process killed mid-stream and a hub killed
+//! and restarted: `participant_cli`; an event-stream reader that never reads: `events`; shutdown:
+//! `shutdown`): a provider that answers garbage, a tunnel that stalls, before its answer and in the
+//! middle of it, and an inference client that never reads its stream. Each time the client gets a clean, prompt error, the other participant's work is untouched,
+//! and the room heals by itself (the slot is free again).
+
+use std::time::{Duration, Instant};
+
+use futures_util::{SinkExt, StreamExt};
+use gambi::hub::HubConfig;
+use serde_json::{json, Value};
+use tokio_tungstenite::tungstenite::Message;
+
+use crate::fake_provider::{echo, FakeOptions, FakeProvider, Mode};
+use crate::inference::{chat, chat_text, post_sse, share};
+use crate::tunnel::{dial, register};
+use crate::util::{call, http, TestHub, PATIENCE};
+
+fn streamed(model: &str, text: &str) -> Value {
+    let mut body = chat(model, text);
+    body["stream"] = json!(true);
+    body
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_provider_answering_garbage_gets_a_clean_error_and_the_others_keep_working() {
+    let hub = TestHub::start().await;
+    let (code, _) = hub.room("Garbage", None).await;
+    let bad = FakeProvider::start(FakeOptions { mode: Mode::Garbage, ..FakeOptions::default() }).await;
+    let good = FakeProvider::start(FakeOptions {
+        stream_chunks: 10,
+        chunk_delay: Duration::from_millis(50),
+        ..FakeOptions::default()
+    })
+    .await;
+    let _b = share(&hub, &code, "bad", &bad, "llama3").await;
+    let _g = share(&hub, &code, "good", &good, "llama3").await;
+    let url = hub.at(&format!("/rooms/{code}/v1/chat/completions"));
+
+    // The good participant streams while the bad one is asked, both ways.
+    let other = tokio::spawn({
+        let url = url.clone();
+        async move { post_sse(&url, &streamed("good", "steady as she goes")).await }
+    });
+    let started = Instant::now();
+    let (status, _, v) = call(http().post(&url).json(&chat("bad", "x"))).await;
+    let took = started.elapsed();
+    assert_eq!(status, 502, "{v}");
+    assert_eq!(v["error"]["type"], "server_error", "OpenAI-shaped: {v}");
+    assert!(v["error"]["message"].as_str().unwrap().contains("not JSON"), "{v}");
+    let (status, events) = post_sse(&url, &streamed("bad", "x")).await;
+    let stream_took = started.elapsed();
+    assert_eq!(status, 200);
+    let last = events.last().unwrap_or_else(|| panic!("the stream ended without a word"));
+    assert_eq!(last.event, "error", "{events:?}");
+    assert!(last.data.contains("not an event stream"), "{}", last.data);
+    eprintln!("garbage provider: non-stream answered in {took:?}, stream ended {stream_took:?} after the start");
+    assert!(stream_took < Duration::from_secs(5), "prompt: {stream_took:?}");
+
+    let (status, events) = other.await.unwrap();
+    assert_eq!(status, 200);
+    assert_eq!(chat_text(&events), echo("steady as she goes"), "the other stream was untouched");
+    // The bad participant's slot is free again: once it behaves, it serves.
+    bad.set_mode(Mode::Normal);
+    let (status, _, v) = call(http().post(&url).json(&chat("bad", "healed"))).await;
+    assert_eq!(status, 200, "{v}");
+    assert_eq!(v["choices"][0]["message"]["content"], echo("healed"));
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_stalled_tunnel_times_out_promptly_and_frees_its_slot() {
+    let hub = TestHub::with_config(HubConfig {
+        first_byte_timeout: Duration::from_millis(800),
+        idle_timeout: Duration::from_millis(800),
+        ..HubConfig::default()
+    })
+    .await;
+    let (code, _) = hub.room("Stall", None).await;
+    let good = FakeProvider::start(FakeOptions::default()).await;
+    let _g = share(&hub, &code, "good", &good, "llama3").await;
+    // A hand-written participant whose tunnel takes requests and then stalls.
+    let reg = register(&hub.url, &code, "stuck").await;
+    let mut ws = dial(&reg.url, &reg.token, Some(&reg.participant_token)).await.unwrap();
+    let deadline = Instant::now() + PATIENCE;
+    loop {
+        let (_, _, v) = call(http().get(hub.at(&format!("/v1/rooms/{code}/participants/stuck")))).await;
+        if v["data"]["connection"]["connected"] == true {
+            break;
+        }
+        assert!(Instant::now() < deadline, "the raw tunnel never showed as connected");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    let url = hub.at(&format!("/rooms/{code}/v1/chat/completions"));
+
+    // Before the first byte: 504 within the first-byte timeout.
+    let started = Instant::now();
+    let client = tokio::spawn(call(http().post(&url).json(&chat("stuck", "x"))));
+    let request = loop {
+        match tokio::time::timeout(PATIENCE, ws.next()).await.unwrap() {
+            Some(Ok(Message::Text(t))) if t.contains("tunnel.request") => {
+                break serde_json::from_str::<Value>(&t).unwrap()
+            }
+            Some(Ok(_)) => continue,
+            other => panic!("{other:?}"),
+        }
+    };
+    let (status, _, v) = client.await.unwrap();
+    let took = started.elapsed();
+    assert_eq!(status, 504, "{v}");
+    assert!(took < Duration::from_secs(3), "{took:?}");
+    // The hub tells the participant to give up on it.
+    let cancel = loop {
+        match tokio::time::timeout(PATIENCE, ws.next()).await.unwrap() {
+            Some(Ok(Message::Text(t))) if t.contains("tunnel.cancel") => {
+                break serde_json::from_str::<Value>(&t).unwrap()
+            }
+            Some(Ok(_)) => continue,
+            other => panic!("{other:?}"),
+        }
+    };
+    assert_eq!(cancel["requestId"], request["requestId"]);
+
+    // Mid-answer: a start and one chunk, then silence; the stream ends with an error event.
+    let started = Instant::now();
+    let client = tokio::spawn({
+        let url = url.clone();
+        async move { post_sse(&url, &streamed("stuck", "x")).await }
+    });
+    let request = loop {
+        match tokio::time::timeout(PATIENCE, ws.next()).await.unwrap() {
+            Some(Ok(Message::Text(t))) if t.contains("tunnel.request") => {
+                break serde_json::from_str::<Value>(&t).unwrap()
+            }
+            Some(Ok(_)) => continue,
+            other => panic!("{other:?}"),
+        }
+    };
+    let id = request["requestId"].as_str().unwrap();
+    let first = "data: {\"choices\":[{\"index\":0,\"delta\":{\"content\":\"half\"}}]}\n\n";
+    use base64::Engine as _;
+    for frame in [
+        json!({"type": "tunnel.response.start", "requestId": id, "status": 200, "headers": {"content-type": "text/event-stream"}}),
+        json!({"type": "tunnel.response.chunk", "requestId": id, "chunk": base64::engine::general_purpose::STANDARD.encode(first)}),
+    ] {
+        ws.send(Message::Text(frame.to_string().into())).await.unwrap();
+    }
+    let (status, events) = client.await.unwrap();
+    let took = started.elapsed();
+    assert_eq!(status, 200);
+    assert_eq!(chat_text(&events), "half", "what came before the stall was relayed");
+    assert_eq!(events.last().unwrap().event, "error", "{events:?}");
+    eprintln!("stalled tunnel: 504 before the first byte, and an error event {took:?} into a stalled stream");
+    assert!(took < Duration::from_secs(3), "{took:?}");
+
+    // The other participant never noticed, and the stuck one's slot is free again.
+    let (status, _, v) = call(http().post(&url).json(&chat("good", "fine"))).await;
+    assert_eq!((status, v["choices"][0]["message"]["content"].clone()), (200, json!(echo("fine"))));
+    let (_, _, v) = call(http().get(hub.at(&format!("/v1/rooms/{code}/participants/stuck")))).await;
+    assert_eq!(v["data"]["status"], "online", "not left busy: {v}");
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_client_that_never_reads_a_big_stream_is_cut_off_and_the_rest_carries_on() {
+    use tokio::io::AsyncWriteExt;
+
+    // A reader that has taken nothing for longer than the idle timeout (1 s here) is stalled.
+    let hub = TestHub::with_config(HubConfig { idle_timeout: Duration::from_secs(1), ..HubConfig::default() }).await;
+    let (code, _) = hub.room("Sponge", None).await;
+    // 48 MiB of answer in 1,536 deltas of 32 KiB: far more than socket buffers and the hub's 16 MiB
+    // per-request queue hold.
+    let big = FakeProvider::start(FakeOptions {
+        reply: Some("x".repeat(48 << 20)),
+        stream_chunks: 1536,
+        ..FakeOptions::default()
+    })
+    .await;
+    let good = FakeProvider::start(FakeOptions::default()).await;
+    let _b = share(&hub, &code, "big", &big, "llama3").await;
+    let _g = share(&hub, &code, "good", &good, "llama3").await;
+
+    // A client that asks for the stream and never reads a byte of it.
+    let body = streamed("big", "x").to_string();
+    let mut sponge = tokio::net::TcpStream::connect(hub.url.trim_start_matches("http://")).await.unwrap();
+    let request = format!(
+        "POST /rooms/{code}/v1/chat/completions HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\nContent-Length: {}\r\n\r\n{body}",
+        body.len()
+    );
+    sponge.write_all(request.as_bytes()).await.unwrap();
+
+    // The hub gives up on it (the provider call is cancelled through the tunnel) instead of
+    // queueing the whole answer.
+    let started = Instant::now();
+    assert!(
+        big.wait_until(Duration::from_secs(45), |p| p.cancelled() + p.aborted() >= 1).await,
+        "the provider call of the reader that never reads was not stopped"
+    );
+    eprintln!("a client that never reads a 48 MiB stream: its provider call was stopped after {:?}", started.elapsed());
+    // Meanwhile and after, the room serves everyone else.
+    let (status, _, v) =
+        call(http().post(hub.at(&format!("/rooms/{code}/v1/chat/completions"))).json(&chat("good", "ok"))).await;
+    assert_eq!(status, 200, "{v}");
+    assert_eq!(v["choices"][0]["message"]["content"], echo("ok"));
+    // The stuck client does not keep the participant busy: its slot comes back by itself.
+    let deadline = Instant::now() + PATIENCE;
+    loop {
+        let (_, _, v) = call(http().get(hub.at(&format!("/v1/rooms/{code}/participants/big")))).await;
+        if v["data"]["status"] == "online" {
+            break;
+        }
+        assert!(Instant::now() < deadline, "the slot was never given back: {v}");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    big.update(|o| o.reply = None);
+    let (status, _, v) =
+        call(http().post(hub.at(&format!("/rooms/{code}/v1/chat/completions"))).json(&chat("big", "free"))).await;
+    assert_eq!(status, 200, "{v}");
+    drop(sponge);
+}

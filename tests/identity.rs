@@ -1,0 +1,186 @@
+//! Participant identity (issue 6, acceptance 3): the first registration returns a
+//! `participantToken`; without it nobody can remove, replace or re-tunnel a live participant on a
+//! strict hub, and `--compat` restores the tokenless behaviour. Also: the room's host token removes
+//! anyone from its room, and a supervised share whose hub forgot it registers afresh with a new token.
+
+use std::time::Duration;
+
+use gambi::hub::HubConfig;
+use gambi::participant::{SessionOptions, ShareState, Supervisor};
+use serde_json::{json, Value};
+
+use crate::fake_provider::{echo, FakeOptions, FakeProvider};
+use crate::inference::{share, wait_for};
+use crate::tunnel::{dial, register_as};
+use crate::util::{call, http, BinHub, TestHub, PATIENCE};
+
+fn body(endpoint: &str) -> Value {
+    json!({"nickname": "Mallory", "model": "llama3", "endpoint": endpoint})
+}
+
+async fn participant(hub: &TestHub, code: &str, id: &str) -> (u16, Value) {
+    let (status, _, v) = call(http().get(hub.at(&format!("/v1/rooms/{code}/participants/{id}")))).await;
+    (status, v["data"].clone())
+}
+
+async fn chat(hub: &TestHub, code: &str, model: &str, text: &str) -> (u16, Value) {
+    let chat = json!({"model": model, "messages": [{"role": "user", "content": text}]});
+    let (status, _, v) = call(http().post(hub.at(&format!("/rooms/{code}/v1/chat/completions"))).json(&chat)).await;
+    (status, v)
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn without_its_token_nobody_removes_replaces_or_retunnels_a_participant() {
+    let hub = TestHub::start().await;
+    let (code, host_token) = hub.room("Strict", None).await;
+    let provider = FakeProvider::start(FakeOptions::default()).await;
+    let session = share(&hub, &code, "alice", &provider, "llama3").await;
+    let token = session.participant_token().expect("the hub gave the session its token").to_string();
+    assert!(token.starts_with("gp_"), "{token}");
+    let (_, before) = participant(&hub, &code, "alice").await;
+    assert!(!before.to_string().contains(&token), "listings never show the token: {before}");
+
+    // Remove: no token, a wrong token, the classic surface: all refused, nothing changes.
+    let v1 = hub.at(&format!("/v1/rooms/{code}/participants/alice"));
+    let (status, _, v) = call(http().delete(&v1)).await;
+    assert_eq!((status, v["error"]["code"].as_str()), (401, Some("PARTICIPANT_TOKEN_REQUIRED")), "{v}");
+    assert!(v["error"]["hint"].as_str().is_some_and(|h| h.contains("participantToken")), "{v}");
+    let (status, _, v) = call(http().delete(&v1).bearer_auth("gp_not-the-token")).await;
+    assert_eq!((status, v["error"]["code"].as_str()), (403, Some("INVALID_PARTICIPANT_TOKEN")), "{v}");
+    let classic = hub.at(&format!("/rooms/{code}/leave/alice"));
+    let (status, _, v) = call(http().delete(&classic)).await;
+    assert_eq!(status, 401, "{v}");
+    assert!(v["error"].is_string(), "the classic shape: {v}");
+
+    // Replace while its tunnel is live: 409 on both surfaces, endpoint untouched.
+    let (status, _, v) = call(http().put(&v1).json(&body("http://10.6.6.6:11434"))).await;
+    assert_eq!((status, v["error"]["code"].as_str()), (409, Some("PARTICIPANT_CONFLICT")), "{v}");
+    let (status, _, v) = call(http().put(&v1).bearer_auth("gp_guess").json(&body("http://10.6.6.6:11434"))).await;
+    assert_eq!(status, 409, "{v}");
+    let mut join = body("http://10.6.6.6:11434");
+    join["id"] = json!("alice");
+    let (status, _, v) = call(http().post(hub.at(&format!("/rooms/{code}/join"))).json(&join)).await;
+    assert_eq!(status, 409, "{v}");
+
+    // The participant is exactly as it was.
+    let (status, after) = participant(&hub, &code, "alice").await;
+    assert_eq!(status, 200);
+    assert_eq!(after["endpoint"], before["endpoint"]);
+    assert_eq!(after["nickname"], before["nickname"]);
+    assert_eq!(after["connection"]["connected"], true);
+
+    // Re-tunnel: even holding a fresh tunnel token (which only the owner gets: registering while
+    // live takes the participant token), the upgrade needs the participant token.
+    let fresh = register_as(&hub.url, &code, "alice", Some(&token)).await;
+    assert_eq!(fresh.participant_token, token, "the owner keeps its token");
+    assert_eq!(dial(&fresh.url, &fresh.token, None).await.err(), Some(401), "no participant token");
+    let fresh = register_as(&hub.url, &code, "alice", Some(&token)).await;
+    assert_eq!(dial(&fresh.url, &fresh.token, Some("gp_wrong")).await.err(), Some(403), "a wrong one");
+
+    // The session's tunnel is still the one serving.
+    assert_eq!(participant(&hub, &code, "alice").await.1["connection"]["connected"], true);
+    let (status, v) = chat(&hub, &code, "alice", "still mine").await;
+    assert_eq!(status, 200, "{v}");
+    assert_eq!(v["choices"][0]["message"]["content"], echo("still mine"));
+
+    // The owner leaves with its token (the session does it on close).
+    session.close().await;
+    assert_eq!(participant(&hub, &code, "alice").await.0, 404);
+
+    // The room's host may remove anyone from its room.
+    let bob = hub.participant(&code, "bob", None).await;
+    assert!(bob["data"]["participantToken"].is_string());
+    let bob_url = hub.at(&format!("/v1/rooms/{code}/participants/bob"));
+    let (status, _, v) = call(http().delete(&bob_url).bearer_auth(&host_token)).await;
+    assert_eq!(status, 200, "{v}");
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn compat_restores_tokenless_leave_replace_and_retunnel() {
+    let hub = TestHub::with_config(HubConfig { compat: true, ..HubConfig::default() }).await;
+    let (code, _) = hub.room("Compat", None).await;
+    let provider = FakeProvider::start(FakeOptions::default()).await;
+    let _session = share(&hub, &code, "alice", &provider, "llama3").await;
+    let v1 = hub.at(&format!("/v1/rooms/{code}/participants/alice"));
+
+    // Replace while live, without a token, as the TypeScript CLI does.
+    let (status, _, v) = call(http().put(&v1).json(&body("http://127.0.0.1:9"))).await;
+    assert_eq!(status, 200, "{v}");
+    assert!(v["data"]["participantToken"].is_null(), "a tokenless update is handed no token: {v}");
+    assert_eq!(v["data"]["participant"]["nickname"], "Mallory");
+    // Re-tunnel without a participant token: the new tunnel replaces the session's.
+    let tunnel = &v["data"]["tunnel"];
+    let ws = dial(tunnel["url"].as_str().unwrap(), tunnel["token"].as_str().unwrap(), None).await;
+    assert!(ws.is_ok(), "compat: the tunnel opens without a participant token");
+    // Leave without a token, through both surfaces.
+    let (status, _, v) = call(http().delete(&v1)).await;
+    assert_eq!(status, 200, "{v}");
+    hub.participant(&code, "bob", None).await;
+    let (status, _, v) = call(http().delete(hub.at(&format!("/rooms/{code}/leave/bob")))).await;
+    assert_eq!((status, v), (200, json!({"success": true})));
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn the_binary_is_strict_by_default_and_relaxed_with_compat() {
+    for (args, tokenless_leave) in [(&[][..], 401), (&["--compat"][..], 200)] {
+        let hub = BinHub::start(args);
+        let (status, _, v) = call(http().post(hub.at("/v1/rooms")).json(&json!({"name": "Bin"}))).await;
+        assert_eq!(status, 201, "{v}");
+        let code = v["data"]["room"]["code"].as_str().unwrap().to_string();
+        let url = hub.at(&format!("/v1/rooms/{code}/participants/w1"));
+        let (status, _, v) = call(http().put(&url).json(&body("http://127.0.0.1:9"))).await;
+        assert_eq!(status, 201, "{v}");
+        assert!(v["data"]["participantToken"].as_str().is_some_and(|t| t.starts_with("gp_")), "{v}");
+        let (status, _, v) = call(http().delete(&url)).await;
+        assert_eq!(status, tokenless_leave, "{args:?}: {v}");
+    }
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn an_unheld_participant_can_be_taken_over_and_a_forgotten_share_registers_afresh() {
+    let hub = TestHub::start().await;
+    let (code, host_token) = hub.room("Heal", None).await;
+    let provider = FakeProvider::start(FakeOptions::default()).await;
+    let mut options = SessionOptions::new(&hub.url, &code, "carol", &provider.url, "llama3");
+    options.auto_specs = false;
+    let supervisor = Supervisor::start(options);
+    assert!(matches!(supervisor.wait_live(PATIENCE).await, ShareState::Live { .. }));
+    let first = supervisor.participant_token().expect("the supervisor keeps the token");
+
+    // The host removes the participant: the hub forgets it and closes its tunnel. The supervisor
+    // registers again; the hub does not know the old token's owner any more, so it creates the
+    // participant afresh with a new token, and the share is back.
+    let url = hub.at(&format!("/v1/rooms/{code}/participants/carol"));
+    let (status, _, v) = call(http().delete(&url).bearer_auth(&host_token)).await;
+    assert_eq!(status, 200, "{v}");
+    wait_for(|| async {
+        let (_, _, v) = call(http().get(&url)).await;
+        v["data"]["connection"]["connected"] == true
+    })
+    .await;
+    let deadline = tokio::time::Instant::now() + PATIENCE;
+    while supervisor.participant_token().as_deref() == Some(first.as_str()) {
+        assert!(tokio::time::Instant::now() < deadline, "the supervisor never took the new token");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    assert!(supervisor.participant_token().is_some());
+    let (status, v) = chat(&hub, &code, "carol", "back").await;
+    assert_eq!(status, 200, "{v}");
+    // The old token is worth nothing now; the new one is the participant's.
+    let (status, _, _) = call(http().delete(&url).bearer_auth(&first)).await;
+    assert_eq!(status, 403);
+    supervisor.stop().await;
+    let (status, _, _) = call(http().get(&url)).await;
+    assert_eq!(status, 404, "the supervisor left with the new token");
+
+    // A participant nobody holds (no tunnel) can be taken over without its token: the new owner
+    // gets a new token and the old one stops working.
+    let dave = hub.participant(&code, "dave", None).await;
+    let old = dave["data"]["participantToken"].as_str().unwrap().to_string();
+    let again = hub.participant(&code, "dave", None).await;
+    let new = again["data"]["participantToken"].as_str().expect("the new owner gets a token").to_string();
+    assert_ne!(old, new);
+    let dave_url = hub.at(&format!("/v1/rooms/{code}/participants/dave"));
+    assert_eq!(call(http().delete(&dave_url).bearer_auth(&old)).await.0, 403);
+    assert_eq!(call(http().delete(&dave_url).bearer_auth(&new)).await.0, 200);
+}
