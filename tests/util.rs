@@ -87,13 +87,91 @@ impl Drop for TestHub {
 }
 
 /// Sends a request and returns (status, headers, body as JSON or `Value::String` when not JSON).
+/// The passwords and keys it sends, the tokens it receives and the answer go to the [`ledger`].
 pub async fn call(req: reqwest::RequestBuilder) -> (u16, reqwest::header::HeaderMap, Value) {
+    if let Some(sent) = req.try_clone().and_then(|r| r.build().ok()) {
+        ledger::note_request(&sent);
+    }
     let res = req.send().await.unwrap();
     let status = res.status().as_u16();
     let headers = res.headers().clone();
     let text = res.text().await.unwrap();
+    ledger::said("response", &text);
     let body = serde_json::from_str(&text).unwrap_or(Value::String(text));
+    ledger::note_tokens(&body);
     (status, headers, body)
+}
+
+/// What the suite sends as secrets and what the hub says (answers, events, its binary's logs),
+/// written under the build's test directory. After the suite, `scripts/test` runs
+/// `tests/secret_scan.py`, which fails if any secret shows up where it must not: no password or
+/// room key in any answer, event or log line; no host or participant token in any event or log
+/// line (a token is in exactly the answer that hands it out); no argon2 hash anywhere.
+pub mod ledger {
+    use std::io::Write as _;
+    use std::path::PathBuf;
+
+    use serde_json::Value;
+
+    /// Where the records go; `scripts/test` empties it before the suite.
+    pub fn dir() -> PathBuf {
+        std::path::Path::new(env!("CARGO_TARGET_TMPDIR")).join("suite-ledger")
+    }
+
+    /// One JSON string per line; tests run on many threads, so lines are written whole, one
+    /// writer at a time.
+    fn append(file: &str, text: &str) {
+        static WRITING: std::sync::Mutex<()> = std::sync::Mutex::new(());
+        let line = format!("{}\n", Value::String(text.to_string()));
+        let dir = dir();
+        let _ = std::fs::create_dir_all(&dir);
+        let path = dir.join(format!("{file}-{}.jsonl", std::process::id()));
+        let _one = WRITING.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
+        if let Ok(mut f) = std::fs::OpenOptions::new().create(true).append(true).open(path) {
+            let _ = f.write_all(line.as_bytes());
+        }
+    }
+
+    /// A password or room key the suite sent.
+    pub fn password(secret: &str) {
+        append("passwords", secret);
+    }
+
+    /// A host or participant token the hub handed out.
+    pub fn token(secret: &str) {
+        append("tokens", secret);
+    }
+
+    /// Something the hub said: an answer, an event, its log.
+    pub fn said(kind: &str, text: &str) {
+        append(kind, text);
+    }
+
+    /// Records the `password` fields of a JSON body and a bearer key that is not a token.
+    pub fn note_request(request: &reqwest::Request) {
+        if let Some(body) = request.body().and_then(|b| b.as_bytes()) {
+            if let Ok(Value::Object(fields)) = serde_json::from_slice::<Value>(body) {
+                if let Some(Value::String(p)) = fields.get("password") {
+                    password(p);
+                }
+            }
+        }
+        let bearer = request.headers().get("authorization").and_then(|v| v.to_str().ok());
+        if let Some(key) = bearer.and_then(|v| v.strip_prefix("Bearer ")) {
+            if !key.starts_with("gh_") && !key.starts_with("gp_") {
+                password(key);
+            }
+        }
+    }
+
+    /// Records the tokens an answer hands out.
+    pub fn note_tokens(body: &Value) {
+        for at in ["/data/hostToken", "/data/participantToken", "/hostToken", "/participantToken"] {
+            if let Some(Value::String(t)) = body.pointer(at) {
+                token(t);
+            }
+        }
+    }
 }
 
 /// One server-sent event.
@@ -137,8 +215,11 @@ impl Sse {
                     let line = buf[..pos].trim_end_matches('\r').to_string();
                     buf.drain(..=pos);
                     if line.is_empty() {
-                        if has_data && tx.send(current.clone()).is_err() {
-                            return;
+                        if has_data {
+                            ledger::said("event", &current.data);
+                            if tx.send(current.clone()).is_err() {
+                                return;
+                            }
                         }
                         current = SseEvent { event: "message".into(), id: None, data: String::new() };
                         has_data = false;
@@ -277,6 +358,7 @@ impl Drop for BinHub {
     fn drop(&mut self) {
         let _ = self.child.kill();
         let _ = self.child.wait();
+        ledger::said("log", &self.log());
     }
 }
 
