@@ -3,8 +3,8 @@
 //! per-address buckets get 429 with `Retry-After` in each surface's shape, the argon2 work done is
 //! what the buckets allow and no more, and the right password still works afterwards.
 
-use std::sync::atomic::{AtomicBool, Ordering};
-use std::sync::Arc;
+use std::io::Read as _;
+use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
 use futures_util::StreamExt;
@@ -17,26 +17,52 @@ const GUESSES: usize = 1000;
 /// Guesses in flight at once: a patient attacker on one machine.
 const FLOOD_CONCURRENCY: usize = 32;
 
-/// Polls `GET /v1/health` every 10 ms on its own thread and runtime until `stop`; returns every
-/// latency seen.
-fn watch_health(url: String, stop: Arc<AtomicBool>) -> std::thread::JoinHandle<Vec<Duration>> {
-    std::thread::spawn(move || {
-        let rt = tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap();
-        rt.block_on(async move {
-            let client = reqwest::Client::builder().timeout(Duration::from_secs(10)).build().unwrap();
-            // Warm the connection up: the measure is the hub's answer, not a TCP handshake.
-            client.get(&url).send().await.unwrap().bytes().await.unwrap();
-            let mut seen = Vec::new();
-            while !stop.load(Ordering::Relaxed) {
-                let started = Instant::now();
-                let res = client.get(&url).send().await.unwrap();
-                assert_eq!(res.status(), 200);
-                res.bytes().await.unwrap();
-                seen.push(started.elapsed());
-                tokio::time::sleep(Duration::from_millis(10)).await;
-            }
-            seen
+/// Polls `GET /v1/health` every 10 ms from a process of its own (curl, one connection per check,
+/// like a monitoring probe), so the flooding client's threads do not delay the probe itself.
+fn watch_health(url: &str) -> Child {
+    Command::new("nice")
+        .args([
+            "-n",
+            "-10",
+            "sh",
+            "-c",
+            "while :; do curl -s -o /dev/null -w '%{time_total} %{http_code}\\n' \"$0\"; sleep 0.01; done",
+        ])
+        .arg(url)
+        .stdout(Stdio::piped())
+        .stderr(Stdio::null())
+        .spawn()
+        .expect("sh and curl")
+}
+
+/// The latencies the probe saw (every check must have been a 200).
+fn stop_watching(mut probe: Child) -> Vec<Duration> {
+    let _ = probe.kill();
+    let _ = probe.wait();
+    let mut text = String::new();
+    let _ = probe.stdout.take().unwrap().read_to_string(&mut text);
+    text.lines()
+        .filter_map(|l| l.split_once(' '))
+        .filter(|(_, code)| !code.is_empty())
+        .map(|(t, code)| {
+            assert_eq!(code, "200", "a health check failed during the flood");
+            Duration::from_secs_f64(t.parse().unwrap())
         })
+        .collect()
+}
+
+/// Gives every thread of `pid` the priority of a machine of its own (nice -10; needs root): on a
+/// LAN the attacker's CPU is not the hub's, here both share two cores. False where not allowed.
+fn boost(pid: u32) -> bool {
+    let Ok(tasks) = std::fs::read_dir(format!("/proc/{pid}/task")) else { return false };
+    tasks.filter_map(Result::ok).all(|task| {
+        Command::new("renice")
+            .args(["-n", "-10", "-p"])
+            .arg(task.file_name())
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .status()
+            .is_ok_and(|s| s.success())
     })
 }
 
@@ -48,9 +74,10 @@ async fn a_thousand_wrong_passwords_are_rate_limited_and_the_hub_stays_responsiv
     assert_eq!(status, 201, "{v}");
     let code = v["data"]["room"]["code"].as_str().unwrap().to_string();
 
-    let stop = Arc::new(AtomicBool::new(false));
-    let health = watch_health(hub.at("/v1/health"), stop.clone());
-    tokio::time::sleep(Duration::from_millis(200)).await;
+    // The hub and the probe run as if on machines of their own; the flood (this process) does not.
+    let boosted = boost(hub.child.id());
+    let health = watch_health(&hub.at("/v1/health"));
+    tokio::time::sleep(Duration::from_millis(300)).await;
 
     // Three surfaces, one room, 1,000 wrong guesses, 32 at a time.
     let started = Instant::now();
@@ -82,8 +109,7 @@ async fn a_thousand_wrong_passwords_are_rate_limited_and_the_hub_stays_responsiv
         .collect()
         .await;
     let flood = started.elapsed();
-    stop.store(true, Ordering::Relaxed);
-    let latencies = health.join().unwrap();
+    let latencies = stop_watching(health);
 
     let refused = results.iter().filter(|r| r.1 == 401).count();
     let limited: Vec<_> = results.iter().filter(|r| r.1 == 429).collect();
@@ -132,11 +158,16 @@ async fn a_thousand_wrong_passwords_are_rate_limited_and_the_hub_stays_responsiv
     );
     assert!(answered.len() >= latencies.len(), "every health check is in the hub's log");
     assert!(slowest < 50.0, "the hub took {slowest} ms to answer a health check during the flood");
-    // The promise is "under 50 ms": the typical check must keep it. The slowest one gets a wide
-    // margin, because this debug build shares two cores with the flooding client (and, on a CI box,
-    // with whatever else runs): there a single check can wait behind a whole scheduler queue.
+    // The promise is "under 50 ms". With the hub and the probe at the priority of machines of their
+    // own, every check keeps it; where that cannot be arranged (not root), the flood shares the
+    // cores equally and only the typical check is held to it.
     assert!(median < Duration::from_millis(50), "the median health check took {median:?} during the flood");
-    assert!(max < Duration::from_millis(500), "a health check took {max:?} during the flood");
+    if boosted {
+        assert!(max < Duration::from_millis(50), "a health check took {max:?} during the flood");
+    } else {
+        eprintln!("not root: the hub could not be given a CPU of its own; the slowest check is not held to 50 ms");
+        assert!(max < Duration::from_millis(500), "a health check took {max:?} during the flood");
+    }
 
     // After waiting for the bucket, the right password works.
     let wait = limited.iter().filter_map(|r| r.2).max().unwrap_or(1);
