@@ -812,3 +812,100 @@ async fn specs_prints_what_this_machine_reports() {
         assert!(text.contains("no GPU found"), "{text}");
     }
 }
+
+/// The hub is killed and restarted while clients keep sending requests: every request ends
+/// promptly (a completion, or a clean error while the hub is down — never a hang), the share comes
+/// back by itself as the same participant, and the load is served again.
+#[tokio::test(flavor = "multi_thread")]
+async fn a_hub_restarted_under_load_heals_and_no_request_hangs() {
+    let dir = tempfile::tempdir().unwrap();
+    let state = dir.path().join("hub-state.json");
+    let port = dead_port();
+    let url = format!("http://127.0.0.1:{port}");
+    let mut hub = hub_at(port, &state);
+    hub.line(STARTUP, |l| l.contains("listening on")).await;
+    let (status, _, v) = call(http().post(format!("{url}/v1/rooms")).json(&json!({"name": "busy"}))).await;
+    assert_eq!(status, 201, "{v}");
+    let code = v["data"]["room"]["code"].as_str().unwrap().to_string();
+    let provider =
+        FakeProvider::start(FakeOptions { first_byte_delay: Duration::from_millis(20), ..FakeOptions::default() })
+            .await;
+    let mut join =
+        Proc::spawn(&join_args(&url, &code, &provider, &["--participant-id", "dana-1", "--format", "ndjson"]));
+    join.state("live", STARTUP).await;
+    eventually(SOON, "the participant is connected", || connected(&url, &code, "dana-1")).await;
+
+    // Four clients, each sending one request after another, with a 10 s cap on every request.
+    let base = format!("{url}/rooms/{code}/v1");
+    let stop = Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let outcomes = Arc::new(Mutex::new(Vec::<(Instant, bool, Duration)>::new()));
+    let clients: Vec<_> = (0..4)
+        .map(|i| {
+            let (base, stop, outcomes) = (base.clone(), stop.clone(), outcomes.clone());
+            tokio::spawn(async move {
+                let client = reqwest::Client::builder().timeout(Duration::from_secs(10)).build().unwrap();
+                let mut n = 0;
+                while !stop.load(std::sync::atomic::Ordering::Relaxed) {
+                    n += 1;
+                    let body = json!({"model": "*", "messages": [{"role": "user", "content": format!("c{i} r{n}")}]});
+                    let started = Instant::now();
+                    let ok = match client.post(format!("{base}/chat/completions")).json(&body).send().await {
+                        Ok(res) => {
+                            let status = res.status();
+                            let text = res.text().await.unwrap_or_default();
+                            status == 200 && text.contains(&echo(&format!("c{i} r{n}")))
+                        }
+                        Err(e) => {
+                            assert!(!e.is_timeout(), "a request hung for 10 s during the restart");
+                            false
+                        }
+                    };
+                    outcomes.lock().unwrap().push((started, ok, started.elapsed()));
+                    if !ok {
+                        tokio::time::sleep(Duration::from_millis(50)).await;
+                    }
+                }
+            })
+        })
+        .collect();
+    tokio::time::sleep(Duration::from_secs(1)).await;
+
+    hub.child.kill().unwrap();
+    hub.child.wait().unwrap();
+    let killed = Instant::now();
+    join.state("reconnecting", SOON).await;
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    let mut hub = hub_at(port, &state);
+    hub.line(STARTUP, |l| l.contains("listening on")).await;
+    let restarted = Instant::now();
+    let back = join.state("live", Duration::from_secs(15)).await;
+    assert_eq!(back["participantId"], "dana-1");
+    eventually(Duration::from_secs(15), "the participant is back online", || connected(&url, &code, "dana-1")).await;
+    // Served again: a success that started after the share came back.
+    let healed = Instant::now();
+    eventually(Duration::from_secs(10), "the load is served again", || {
+        let outcomes = outcomes.clone();
+        async move { outcomes.lock().unwrap().iter().any(|(at, ok, _)| *ok && *at > healed) }
+    })
+    .await;
+    stop.store(true, std::sync::atomic::Ordering::Relaxed);
+    for client in clients {
+        client.await.unwrap();
+    }
+    let outcomes = outcomes.lock().unwrap().clone();
+    let before = outcomes.iter().filter(|(at, ok, _)| *ok && *at < killed).count();
+    let failed = outcomes.iter().filter(|(_, ok, _)| !ok).count();
+    let slowest = outcomes.iter().map(|(_, _, took)| *took).max().unwrap_or_default();
+    eprintln!(
+        "restart under load: {} requests, {before} served before the kill, {failed} failed cleanly while the hub \
+         was down, slowest {slowest:?}; the share was back {:?} after the restart",
+        outcomes.len(),
+        healed.duration_since(restarted)
+    );
+    assert!(before > 0, "the load was served before the kill");
+    assert!(slowest < Duration::from_secs(10), "no request hung");
+    let all = participants(&url, &code).await;
+    assert_eq!(all.len(), 1, "one participant, no duplicate: {all:?}");
+    join.signal("INT");
+    assert_eq!(join.exit(SOON).await.code(), Some(0), "log:\n{}", join.log());
+}
