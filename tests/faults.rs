@@ -217,3 +217,96 @@ async fn a_client_that_never_reads_a_big_stream_is_cut_off_and_the_rest_carries_
     assert_eq!(status, 200, "{v}");
     drop(sponge);
 }
+
+/// Every fault above, again and again, against the real binary: a provider answering garbage, one
+/// that hangs before its answer and one that hangs in the middle of it, a client that drops its
+/// stream after the first chunk, an event-stream reader that never reads. Each round gets clean,
+/// prompt answers, the healthy participant keeps serving, and the hub's memory stays where it was
+/// after the first round.
+#[tokio::test(flavor = "multi_thread")]
+async fn repeated_faults_leave_the_hubs_memory_where_it_was() {
+    use tokio::io::AsyncWriteExt as _;
+
+    let hub = crate::util::BinHub::start_with_env(
+        &["--first-byte-timeout", "300ms", "--idle-timeout", "300ms"],
+        &[("RUST_LOG", "info")],
+    );
+    let (status, _, v) = call(http().post(hub.at("/v1/rooms")).json(&json!({"name": "Soak"}))).await;
+    assert_eq!(status, 201, "{v}");
+    let code = v["data"]["room"]["code"].as_str().unwrap().to_string();
+    let provider = |model: &str, mode: Mode| {
+        FakeProvider::start(FakeOptions {
+            models: vec![model.to_string()],
+            mode,
+            stream_chunks: 20,
+            chunk_delay: Duration::from_millis(20),
+            ..FakeOptions::default()
+        })
+    };
+    let providers = [
+        provider("garbage", Mode::Garbage).await,
+        provider("hang", Mode::Hang).await,
+        provider("midhang", Mode::HangMidStream).await,
+        provider("steady", Mode::Normal).await,
+    ];
+    for (p, model) in providers.iter().zip(["garbage", "hang", "midhang", "steady"]) {
+        let body = json!({"id": model, "nickname": model, "model": model, "endpoint": p.url});
+        let (status, _, v) = call(http().post(hub.at(&format!("/rooms/{code}/join"))).json(&body)).await;
+        assert_eq!(status, 200, "{v}");
+    }
+    let url = hub.at(&format!("/rooms/{code}/v1/chat/completions"));
+    let events = hub.at(&format!("/v1/rooms/{code}/events"));
+
+    let round = |n: usize| {
+        let (url, events) = (url.clone(), events.clone());
+        async move {
+            let started = Instant::now();
+            // Garbage, both ways: 502 and a stream that ends with an error event.
+            let (status, _, v) = call(http().post(&url).json(&chat("garbage", "x"))).await;
+            assert_eq!(status, 502, "{v}");
+            let (_, got) = post_sse(&url, &streamed("garbage", "x")).await;
+            assert_eq!(got.last().map(|e| e.event.as_str()), Some("error"), "{got:?}");
+            // A provider that never answers: 504 after the first-byte timeout.
+            let (status, _, v) = call(http().post(&url).json(&chat("hang", "x"))).await;
+            assert_eq!(status, 504, "{v}");
+            // One that stops in the middle: the stream ends with an error event.
+            let (_, got) = post_sse(&url, &streamed("midhang", "x y z")).await;
+            assert_eq!(got.last().map(|e| e.event.as_str()), Some("error"), "{got:?}");
+            // A client that leaves after the first chunk, and a reader of events that never reads.
+            let mut never =
+                tokio::net::TcpStream::connect(url.trim_start_matches("http://").split('/').next().unwrap())
+                    .await
+                    .unwrap();
+            let path = events.splitn(4, '/').nth(3).unwrap();
+            never
+                .write_all(format!("GET /{path} HTTP/1.1\r\nhost: x\r\naccept: text/event-stream\r\n\r\n").as_bytes())
+                .await
+                .unwrap();
+            let mut res = http().post(&url).json(&streamed("steady", "leaving early")).send().await.unwrap();
+            assert_eq!(res.status(), 200);
+            let _ = res.chunk().await;
+            drop(res);
+            // The healthy participant still serves, whole.
+            let (status, _, v) = call(http().post(&url).json(&chat("steady", &format!("round {n}")))).await;
+            assert_eq!(status, 200, "{v}");
+            assert_eq!(v["choices"][0]["message"]["content"], echo(&format!("round {n}")));
+            drop(never);
+            started.elapsed()
+        }
+    };
+    // The first rounds warm up what the hub keeps for good (buffers, pools, the event ring).
+    for n in 0..3 {
+        round(n).await;
+    }
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    let before = crate::util::rss_kib(hub.child.id());
+    let mut slowest = Duration::ZERO;
+    for n in 3..23 {
+        slowest = slowest.max(round(n).await);
+    }
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    let after = crate::util::rss_kib(hub.child.id());
+    eprintln!("20 rounds of faults: RSS {before} KiB → {after} KiB; the slowest round took {slowest:?}");
+    assert!(slowest < Duration::from_secs(5), "every fault was answered promptly: {slowest:?}");
+    assert!(after < before + 5 * 1024, "the hub's memory grew from {before} KiB to {after} KiB");
+}

@@ -9,7 +9,7 @@ use serde_json::{json, Value};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
 
-use crate::util::{call, http, TestHub};
+use crate::util::{call, http, rss_kib, TestHub};
 
 /// Which error shape a case must be answered in.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -877,13 +877,6 @@ fn wide_table(open: &str, locked: &str) -> Vec<Case> {
     huge.extend_from_slice(b"0\r\n\r\n");
     cases.push(raw("100 MiB chunked body (inference)", O, Some(413), huge));
     cases
-}
-
-/// The hub's resident memory, from `/proc/<pid>/status`, in KiB.
-fn rss_kib(pid: u32) -> u64 {
-    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap();
-    let line = status.lines().find(|l| l.starts_with("VmRSS:")).unwrap();
-    line.split_whitespace().nth(1).unwrap().parse().unwrap()
 }
 
 /// Tunnel cases: refused upgrades, then garbage frames on an open tunnel, each followed by a ping

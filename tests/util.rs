@@ -86,6 +86,13 @@ impl Drop for TestHub {
     }
 }
 
+/// A process's resident memory, from `/proc/<pid>/status`, in KiB.
+pub fn rss_kib(pid: u32) -> u64 {
+    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap();
+    let line = status.lines().find(|l| l.starts_with("VmRSS:")).unwrap();
+    line.split_whitespace().nth(1).unwrap().parse().unwrap()
+}
+
 /// Sends a request and returns (status, headers, body as JSON or `Value::String` when not JSON).
 /// The passwords and keys it sends, the tokens it receives and the answer go to the [`ledger`].
 pub async fn call(req: reqwest::RequestBuilder) -> (u16, reqwest::header::HeaderMap, Value) {
