@@ -17,6 +17,17 @@ use crate::inference::{chat, chat_text, post_sse, share};
 use crate::tunnel::{dial, register};
 use crate::util::{call, http, TestHub, PATIENCE};
 
+/// The next text frame of the tunnel that names `kind` (other frames are skipped), as JSON.
+async fn next_frame(ws: &mut crate::tunnel::Ws, kind: &str) -> Value {
+    loop {
+        match tokio::time::timeout(PATIENCE, ws.next()).await.unwrap() {
+            Some(Ok(Message::Text(t))) if t.contains(kind) => return serde_json::from_str::<Value>(&t).unwrap(),
+            Some(Ok(_)) => continue,
+            other => panic!("{other:?}"),
+        }
+    }
+}
+
 fn streamed(model: &str, text: &str) -> Value {
     let mut body = chat(model, text);
     body["stream"] = json!(true);
@@ -96,29 +107,13 @@ async fn a_stalled_tunnel_times_out_promptly_and_frees_its_slot() {
     // Before the first byte: 504 within the first-byte timeout.
     let started = Instant::now();
     let client = tokio::spawn(call(http().post(&url).json(&chat("stuck", "x"))));
-    let request = loop {
-        match tokio::time::timeout(PATIENCE, ws.next()).await.unwrap() {
-            Some(Ok(Message::Text(t))) if t.contains("tunnel.request") => {
-                break serde_json::from_str::<Value>(&t).unwrap()
-            }
-            Some(Ok(_)) => continue,
-            other => panic!("{other:?}"),
-        }
-    };
+    let request = next_frame(&mut ws, "tunnel.request").await;
     let (status, _, v) = client.await.unwrap();
     let took = started.elapsed();
     assert_eq!(status, 504, "{v}");
     assert!(took < Duration::from_secs(3), "{took:?}");
     // The hub tells the participant to give up on it.
-    let cancel = loop {
-        match tokio::time::timeout(PATIENCE, ws.next()).await.unwrap() {
-            Some(Ok(Message::Text(t))) if t.contains("tunnel.cancel") => {
-                break serde_json::from_str::<Value>(&t).unwrap()
-            }
-            Some(Ok(_)) => continue,
-            other => panic!("{other:?}"),
-        }
-    };
+    let cancel = next_frame(&mut ws, "tunnel.cancel").await;
     assert_eq!(cancel["requestId"], request["requestId"]);
 
     // Mid-answer: a start and one chunk, then silence; the stream ends with an error event.
@@ -127,15 +122,7 @@ async fn a_stalled_tunnel_times_out_promptly_and_frees_its_slot() {
         let url = url.clone();
         async move { post_sse(&url, &streamed("stuck", "x")).await }
     });
-    let request = loop {
-        match tokio::time::timeout(PATIENCE, ws.next()).await.unwrap() {
-            Some(Ok(Message::Text(t))) if t.contains("tunnel.request") => {
-                break serde_json::from_str::<Value>(&t).unwrap()
-            }
-            Some(Ok(_)) => continue,
-            other => panic!("{other:?}"),
-        }
-    };
+    let request = next_frame(&mut ws, "tunnel.request").await;
     let id = request["requestId"].as_str().unwrap();
     let first = "data: {\"choices\":[{\"index\":0,\"delta\":{\"content\":\"half\"}}]}\n\n";
     use base64::Engine as _;

@@ -676,17 +676,24 @@ fn hub_at(port: u16, state: &std::path::Path) -> Proc {
     Proc::spawn(&args)
 }
 
+/// A real hub on a fixed port that keeps its rooms in `state`, with one room; returns the hub, its
+/// port, its URL and the room's code.
+async fn hub_with_a_room(state: &std::path::Path, name: &str) -> (Proc, u16, String, String) {
+    let port = dead_port();
+    let url = format!("http://127.0.0.1:{port}");
+    let mut hub = hub_at(port, state);
+    hub.line(STARTUP, |l| l.contains("listening on")).await;
+    let (status, _, v) = call(http().post(format!("{url}/v1/rooms")).json(&json!({ "name": name }))).await;
+    assert_eq!(status, 201, "{v}");
+    let code = v["data"]["room"]["code"].as_str().unwrap().to_string();
+    (hub, port, url, code)
+}
+
 #[tokio::test(flavor = "multi_thread")]
 async fn the_supervisor_heals_a_hub_restart() {
     let dir = tempfile::tempdir().unwrap();
     let state = dir.path().join("hub-state.json");
-    let port = dead_port();
-    let url = format!("http://127.0.0.1:{port}");
-    let mut hub = hub_at(port, &state);
-    hub.line(STARTUP, |l| l.contains("listening on")).await;
-    let (status, _, v) = call(http().post(format!("{url}/v1/rooms")).json(&json!({"name": "survives"}))).await;
-    assert_eq!(status, 201, "{v}");
-    let code = v["data"]["room"]["code"].as_str().unwrap().to_string();
+    let (mut hub, port, url, code) = hub_with_a_room(&state, "survives").await;
 
     let provider = FakeProvider::start(FakeOptions::default()).await;
     let mut join =
@@ -820,13 +827,7 @@ async fn specs_prints_what_this_machine_reports() {
 async fn a_hub_restarted_under_load_heals_and_no_request_hangs() {
     let dir = tempfile::tempdir().unwrap();
     let state = dir.path().join("hub-state.json");
-    let port = dead_port();
-    let url = format!("http://127.0.0.1:{port}");
-    let mut hub = hub_at(port, &state);
-    hub.line(STARTUP, |l| l.contains("listening on")).await;
-    let (status, _, v) = call(http().post(format!("{url}/v1/rooms")).json(&json!({"name": "busy"}))).await;
-    assert_eq!(status, 201, "{v}");
-    let code = v["data"]["room"]["code"].as_str().unwrap().to_string();
+    let (mut hub, port, url, code) = hub_with_a_room(&state, "busy").await;
     let provider =
         FakeProvider::start(FakeOptions { first_byte_delay: Duration::from_millis(20), ..FakeOptions::default() })
             .await;
