@@ -41,7 +41,7 @@ impl HubProcess {
     /// instant it was spawned.
     fn spawn() -> (HubProcess, Instant) {
         let spawned = Instant::now();
-        let (child, url) = support::spawn_hub(BIN, &["--participant-timeout", "1h"]);
+        let (child, url) = support::spawn_hub(BIN, &["--participant-timeout", "1h", "--max-participants", "20000"]);
         (HubProcess { child, url }, spawned)
     }
 
