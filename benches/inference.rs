@@ -257,24 +257,40 @@ async fn one_request(request: reqwest::RequestBuilder) -> Option<Duration> {
     (ok && body.first() == Some(&b'{')).then_some(elapsed)
 }
 
-/// `n` requests, `concurrency` at a time, over keep-alive connections.
-async fn load(client: &reqwest::Client, urls: &[String], body: &Bytes, concurrency: usize, n: usize) -> Load {
+/// Sends `n` requests, `concurrency` at a time over keep-alive connections, each through `one`;
+/// returns what succeeded, how many failed, and the wall time.
+async fn fire<T, F, Fut>(
+    client: &reqwest::Client,
+    urls: &[String],
+    body: &Bytes,
+    concurrency: usize,
+    n: usize,
+    one: F,
+) -> (Vec<T>, usize, Duration)
+where
+    F: Fn(reqwest::RequestBuilder) -> Fut,
+    Fut: std::future::Future<Output = Option<T>>,
+{
     let started = Instant::now();
-    let results: Vec<Option<Duration>> = futures_util::stream::iter(0..n)
+    let results: Vec<Option<T>> = futures_util::stream::iter(0..n)
         .map(|i| {
-            one_request(
-                client
-                    .post(&urls[i % urls.len()])
-                    .header(reqwest::header::CONTENT_TYPE, "application/json")
-                    .body(body.clone()),
-            )
+            one(client
+                .post(&urls[i % urls.len()])
+                .header(reqwest::header::CONTENT_TYPE, "application/json")
+                .body(body.clone()))
         })
         .buffer_unordered(concurrency)
         .collect()
         .await;
     let wall = started.elapsed();
     let failed = results.iter().filter(|r| r.is_none()).count();
-    Load { latencies: results.into_iter().flatten().collect(), failed, wall, cpu: Cpu::default() }
+    (results.into_iter().flatten().collect(), failed, wall)
+}
+
+/// `n` requests, `concurrency` at a time, over keep-alive connections.
+async fn load(client: &reqwest::Client, urls: &[String], body: &Bytes, concurrency: usize, n: usize) -> Load {
+    let (latencies, failed, wall) = fire(client, urls, body, concurrency, n, one_request).await;
+    Load { latencies, failed, wall, cpu: Cpu::default() }
 }
 
 /// One streamed answer as the client sees it.
@@ -354,22 +370,8 @@ impl StreamRun {
 }
 
 async fn streams(client: &reqwest::Client, urls: &[String], body: &Bytes, concurrency: usize, n: usize) -> StreamRun {
-    let started = Instant::now();
-    let results: Vec<Option<Streamed>> = futures_util::stream::iter(0..n)
-        .map(|i| {
-            one_stream(
-                client
-                    .post(&urls[i % urls.len()])
-                    .header(reqwest::header::CONTENT_TYPE, "application/json")
-                    .body(body.clone()),
-            )
-        })
-        .buffer_unordered(concurrency)
-        .collect()
-        .await;
-    let wall = started.elapsed();
-    let failed = results.iter().filter(|r| r.is_none()).count();
-    StreamRun { streams: results.into_iter().flatten().collect(), failed, wall, cpu: Cpu::default() }
+    let (streams, failed, wall) = fire(client, urls, body, concurrency, n, one_stream).await;
+    StreamRun { streams, failed, wall, cpu: Cpu::default() }
 }
 
 fn percentile(sorted: &[Duration], p: f64) -> Duration {

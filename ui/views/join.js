@@ -84,11 +84,7 @@ function renderBrowser(root, ctx) {
     el(
       "div",
       { class: "narrow" },
-      el(
-        "div",
-        { class: "page-head" },
-        el("div", null, el("h1", { class: "page-title" }, "Share a model"), el("p", { class: "page-sub" }, "Lend this computer's Ollama or LM Studio to a room.")),
-      ),
+      pageHead("Share a model"),
       el(
         "div",
         { class: "notice notice-info" },
@@ -265,11 +261,7 @@ function renderApp(root, ctx) {
     el(
       "div",
       { class: "narrow" },
-      el(
-        "div",
-        { class: "page-head" },
-        el("div", null, el("h1", { class: "page-title" }, "Share my model"), el("p", { class: "page-sub" }, "Lend this computer's Ollama or LM Studio to a room.")),
-      ),
+      pageHead("Share my model"),
       statusSlot,
       form,
     ),
@@ -296,4 +288,13 @@ function renderApp(root, ctx) {
 
 export function renderJoin(root, ctx) {
   return ctx.caps.share ? renderApp(root, ctx) : renderBrowser(root, ctx);
+}
+
+/** The screen's title over its one-line purpose. */
+function pageHead(title) {
+  return el(
+    "div",
+    { class: "page-head" },
+    el("div", null, el("h1", { class: "page-title" }, title), el("p", { class: "page-sub" }, "Lend this computer's Ollama or LM Studio to a room.")),
+  );
 }
