@@ -51,13 +51,20 @@ fn stop_watching(mut probe: Child) -> Vec<Duration> {
         .collect()
 }
 
-/// Gives every thread of `pid` the priority of a machine of its own (nice -10; needs root): on a
-/// LAN the attacker's CPU is not the hub's, here both share two cores. False where not allowed.
+/// Raises every thread of `pid` ten nice levels (needs root): on a LAN the attacker's CPU is not
+/// the hub's, here both share two cores. Relative, so the hub's argon2 threads stay as far below
+/// its other threads as the hub put them. False where not allowed.
 fn boost(pid: u32) -> bool {
     let Ok(tasks) = std::fs::read_dir(format!("/proc/{pid}/task")) else { return false };
     tasks.filter_map(Result::ok).all(|task| {
+        let Some(nice) = std::fs::read_to_string(task.path().join("stat")).ok().and_then(|stat| {
+            // Field 19 is the nice value; fields start after the command's closing parenthesis.
+            stat.rsplit_once(')')?.1.split_whitespace().nth(16)?.parse::<i32>().ok()
+        }) else {
+            return false;
+        };
         Command::new("renice")
-            .args(["-n", "-10", "-p"])
+            .args(["-n", &(nice - 10).max(-20).to_string(), "-p"])
             .arg(task.file_name())
             .stdout(Stdio::null())
             .stderr(Stdio::null())

@@ -5,7 +5,6 @@
 
 mod util;
 
-mod brute_force;
 mod classic;
 mod cli;
 mod discovery;
