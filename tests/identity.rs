@@ -184,3 +184,37 @@ async fn an_unheld_participant_can_be_taken_over_and_a_forgotten_share_registers
     assert_eq!(call(http().delete(&dave_url).bearer_auth(&old)).await.0, 403);
     assert_eq!(call(http().delete(&dave_url).bearer_auth(&new)).await.0, 200);
 }
+
+/// A participant removed while its tunnel is being opened: whichever happens first, no tunnel
+/// outlives its participant (the hub used to register such a tunnel after the removal had
+/// looked for it, and the share behind it stayed connected to nothing).
+#[tokio::test(flavor = "multi_thread")]
+async fn a_participant_removed_while_its_tunnel_opens_keeps_no_tunnel() {
+    use futures_util::StreamExt as _;
+    let hub = TestHub::start().await;
+    let (code, host_token) = hub.room("Race", None).await;
+    for round in 0..40 {
+        let id = format!("r{round}");
+        let reg = register_as(&hub.url, &code, &id, None).await;
+        let url = hub.at(&format!("/v1/rooms/{code}/participants/{id}"));
+        // The upgrade is answered before the hub sets the tunnel up: remove the participant the
+        // moment the answer arrives, and now and then a little later.
+        let mut ws = dial(&reg.url, &reg.token, Some(&reg.participant_token)).await.unwrap();
+        if round % 4 == 3 {
+            tokio::time::sleep(Duration::from_millis(round / 4)).await;
+        }
+        let (removed, _, v) = call(http().delete(&url).bearer_auth(&host_token)).await;
+        assert_eq!(removed, 200, "round {round}: {v}");
+        // The tunnel opened: the hub must close it, now that its participant is gone.
+        let ended = tokio::time::timeout(PATIENCE, async {
+            while let Some(Ok(frame)) = ws.next().await {
+                if frame.is_close() {
+                    break;
+                }
+            }
+        })
+        .await;
+        assert!(ended.is_ok(), "round {round}: a tunnel stayed open for a participant that left");
+        assert_eq!(participant(&hub, &code, &id).await.0, 404, "round {round}");
+    }
+}

@@ -1021,9 +1021,11 @@ impl Registry {
     }
 
     /// A tunnel opened or closed for a participant: updates `connection` and tells the room.
-    pub fn set_tunnel(&self, code: &str, id: &str, connected: bool) {
+    /// Marks a participant's tunnel connected or not. False when the room has no such participant
+    /// (it left, or was removed, while its tunnel was being opened).
+    pub fn set_tunnel(&self, code: &str, id: &str, connected: bool) -> bool {
         let mut state = self.state();
-        let Some(r) = state.rooms.get_mut(code).and_then(|room| room.participants.get_mut(id)) else { return };
+        let Some(r) = state.rooms.get_mut(code).and_then(|room| room.participants.get_mut(id)) else { return false };
         let now = now_ms();
         r.public.connection.connected = connected;
         if connected {
@@ -1034,6 +1036,7 @@ impl Registry {
         let public = r.public.clone();
         self.inner.bus.publish(code, EventKind::ParticipantUpdated(public));
         self.dispatch_locked(&mut state, code);
+        true
     }
 
     /// The tunnel was heard from (a ping): refreshes `lastTunnelSeenAt` without an event.
@@ -1120,7 +1123,8 @@ mod tests {
         let token = first.participant_token.expect("a new participant gets a token");
         assert!(token.starts_with("gp_"));
         // Held (tunnel open): replacing needs the token; with it, the token is kept (none issued).
-        r.set_tunnel(&code, "w1", true);
+        assert!(r.set_tunnel(&code, "w1", true));
+        assert!(!r.set_tunnel(&code, "nobody", true), "no participant, no tunnel to mark");
         let err = r.upsert_as(&code, "w1", reg("B"), ConnectionKind::Tunnel, STRICT).err();
         assert!(matches!(err, Some(HubError::ParticipantConflict { .. })), "{err:?}");
         let wrong = Claim { token: Some("gp_wrong"), strict: true };

@@ -220,8 +220,14 @@ pub async fn run(hub: Hub, code: String, id: String, socket: WebSocket) {
         // A participant that reconnects replaces its old tunnel.
         old.close();
     }
-    hub.registry().set_tunnel(&code, &id, true);
-    tracing::info!(%code, participant = %id, "tunnel open");
+    // The tunnel is in the map before the registry is asked, so a participant removed at any
+    // moment is either seen gone here or has its tunnel closed by the removal.
+    if hub.registry().set_tunnel(&code, &id, true) {
+        tracing::info!(%code, participant = %id, "tunnel open");
+    } else {
+        tracing::info!(%code, participant = %id, "the participant left while its tunnel opened; closing it");
+        conn.close();
+    }
 
     let (mut sink, mut stream) = socket.split();
     let closed = conn.closed.clone();
@@ -304,7 +310,7 @@ pub async fn run(hub: Hub, code: String, id: String, socket: WebSocket) {
         let _ = p.tx.send(TunnelEvent::Error { stage: "tunnel".into(), message: format!("the tunnel {reason}") });
     }
     if tunnels.get(&code, &id).is_none() {
-        hub.registry().set_tunnel(&code, &id, false);
+        let _ = hub.registry().set_tunnel(&code, &id, false);
     }
     let _ = writer.await;
     tracing::info!(%code, participant = %id, reason, malformed = conn.malformed_frames(), "tunnel closed");
