@@ -1020,9 +1020,8 @@ impl Registry {
         self.state().waiters.get(code).map_or(0, VecDeque::len)
     }
 
-    /// A tunnel opened or closed for a participant: updates `connection` and tells the room.
-    /// Marks a participant's tunnel connected or not. False when the room has no such participant
-    /// (it left, or was removed, while its tunnel was being opened).
+    /// A tunnel opened or closed for a participant: updates `connection` and tells the room. False
+    /// when the room has no such participant (it left, or was removed, while its tunnel opened).
     pub fn set_tunnel(&self, code: &str, id: &str, connected: bool) -> bool {
         let mut state = self.state();
         let Some(r) = state.rooms.get_mut(code).and_then(|room| room.participants.get_mut(id)) else { return false };

@@ -310,7 +310,7 @@ pub async fn run(hub: Hub, code: String, id: String, socket: WebSocket) {
         let _ = p.tx.send(TunnelEvent::Error { stage: "tunnel".into(), message: format!("the tunnel {reason}") });
     }
     if tunnels.get(&code, &id).is_none() {
-        let _ = hub.registry().set_tunnel(&code, &id, false);
+        hub.registry().set_tunnel(&code, &id, false);
     }
     let _ = writer.await;
     tracing::info!(%code, participant = %id, reason, malformed = conn.malformed_frames(), "tunnel closed");
