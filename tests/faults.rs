@@ -297,3 +297,70 @@ async fn repeated_faults_leave_the_hubs_memory_where_it_was() {
     assert!(slowest < Duration::from_secs(5), "every fault was answered promptly: {slowest:?}");
     assert!(after < before + 5 * 1024, "the hub's memory grew from {before} KiB to {after} KiB");
 }
+
+/// A hub whose log nobody reads (a paused terminal, a stuck pipe) keeps answering: the log is
+/// written from a thread of its own, so requests never wait on stderr. With the pipe full after
+/// a few hundred request lines, 3,000 more are answered promptly, and once the reader comes back
+/// every line is there.
+#[tokio::test(flavor = "multi_thread")]
+async fn a_hub_whose_log_nobody_reads_keeps_answering_and_loses_no_line() {
+    use std::io::{BufRead as _, BufReader, Read as _};
+    use std::process::{Command, Stdio};
+
+    const REQUESTS: usize = 3000;
+    let mut child = Command::new(crate::util::BIN)
+        .args(["hub", "serve", "--host", "127.0.0.1", "--port", "0"])
+        .env("RUST_LOG", "info")
+        .env("NO_COLOR", "1")
+        .stdin(Stdio::null())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    // Held open and not read until the end: the pipe fills (64 KiB) and stays full.
+    let mut stderr = child.stderr.take().unwrap();
+    let mut stdout = BufReader::new(child.stdout.take().unwrap());
+    let mut line = String::new();
+    let url = loop {
+        line.clear();
+        assert!(stdout.read_line(&mut line).unwrap() > 0, "the hub exited before listening");
+        if let Some(at) = line.find("http://") {
+            break line[at..].split_whitespace().next().unwrap().trim_end_matches('/').to_string();
+        }
+    };
+    let health = format!("{url}/v1/health");
+    let client = reqwest::Client::builder().timeout(Duration::from_secs(5)).build().unwrap();
+    let started = Instant::now();
+    let all = futures_util::stream::iter(0..REQUESTS)
+        .map(|_| {
+            let req = client.get(&health);
+            async move { req.send().await.map(|r| r.status().as_u16()).map_err(|e| e.to_string()) }
+        })
+        .buffer_unordered(8)
+        .collect::<Vec<Result<u16, String>>>();
+    let answered = match tokio::time::timeout(Duration::from_secs(60), all).await {
+        Ok(answered) => answered,
+        Err(_) => {
+            let _ = child.kill();
+            panic!("{REQUESTS} health checks were not all answered within 60 s with nobody reading the log");
+        }
+    };
+    let took = started.elapsed();
+    let ok = answered.iter().filter(|r| matches!(r, Ok(200))).count();
+    eprintln!("{ok} of {REQUESTS} health checks answered in {took:?} with nobody reading the log");
+    assert_eq!(ok, REQUESTS, "first failure: {:?}", answered.iter().find(|r| !matches!(r, Ok(200))));
+
+    // The reader comes back; the hub stops; every request's line was kept and written.
+    let reader = std::thread::spawn(move || {
+        let mut log = String::new();
+        let _ = stderr.read_to_string(&mut log);
+        log
+    });
+    let _ = Command::new("kill").args(["-TERM", &child.id().to_string()]).status();
+    let status = child.wait().unwrap();
+    let log = reader.join().unwrap();
+    assert!(status.success(), "exit {status:?}");
+    let lines = log.lines().filter(|l| l.contains("path=/v1/health")).count();
+    assert_eq!(lines, REQUESTS, "every request's log line is written once the log is read");
+    assert!(!log.contains("dropped"), "nothing was dropped: {}", log.lines().last().unwrap_or_default());
+}

@@ -188,14 +188,48 @@ impl Failure {
     }
 }
 
-fn init_logging() {
+/// The log goes to stderr. A hub writes it from a thread of its own: a reader that falls behind
+/// (a paused terminal, a slow pipe, a busy journald) must never hold up the requests being logged,
+/// so past a buffer of lines the newest are dropped and counted instead. The app keeps the plain
+/// writer: its event loop ends the process without returning here, which would lose what is
+/// still buffered.
+fn init_logging(off_thread: bool) -> Option<LogFlush> {
     let filter = tracing_subscriber::EnvFilter::try_from_default_env()
         .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
-    let _ = tracing_subscriber::fmt()
-        .with_env_filter(filter)
-        .with_writer(std::io::stderr)
-        .with_ansi(std::env::var_os("NO_COLOR").is_none() && std::io::IsTerminal::is_terminal(&std::io::stderr()))
-        .try_init();
+    let ansi = std::env::var_os("NO_COLOR").is_none() && std::io::IsTerminal::is_terminal(&std::io::stderr());
+    let builder = tracing_subscriber::fmt().with_env_filter(filter).with_ansi(ansi);
+    if !off_thread {
+        let _ = builder.with_writer(std::io::stderr).try_init();
+        return None;
+    }
+    let (writer, guard) = tracing_appender::non_blocking::NonBlockingBuilder::default()
+        .buffered_lines_limit(LOG_BUFFERED_LINES)
+        .lossy(true)
+        .thread_name("gambi-log")
+        .finish(std::io::stderr());
+    let dropped = writer.error_counter();
+    builder.with_writer(writer).try_init().ok()?;
+    Some(LogFlush { guard: Some(guard), dropped })
+}
+
+/// Log lines held for a stalled stderr before new ones are dropped.
+const LOG_BUFFERED_LINES: usize = 64 * 1024;
+
+/// Writes out what the log thread still holds when the command ends, and says how many lines a
+/// stalled stderr cost, if any.
+struct LogFlush {
+    guard: Option<tracing_appender::non_blocking::WorkerGuard>,
+    dropped: tracing_appender::non_blocking::ErrorCounter,
+}
+
+impl Drop for LogFlush {
+    fn drop(&mut self) {
+        drop(self.guard.take());
+        let dropped = self.dropped.dropped_lines();
+        if dropped > 0 {
+            eprintln!("warning: {dropped} log lines were dropped because stderr was not being read fast enough");
+        }
+    }
 }
 
 async fn run(command: Option<Command>) -> Result<(), Failure> {
@@ -227,12 +261,14 @@ pub fn main() -> ExitCode {
     if matches!(cli.command, Some(Command::Hub(HubCommand::Serve(_))) | Some(Command::Serve(_))) {
         serve::return_large_buffers_to_the_system();
     }
-    init_logging();
     #[cfg(feature = "desktop")]
     if cli.command.is_none() {
         // The app owns the main thread (its event loop) and starts its own runtime.
+        init_logging(false);
         return crate::desktop::run(cli.show, cli.quit);
     }
+    // Dropped last (after the runtime), so everything logged on the way out is written.
+    let _log = init_logging(true);
     let runtime = match tokio::runtime::Builder::new_multi_thread().enable_all().build() {
         Ok(r) => r,
         Err(e) => {
