@@ -5,6 +5,8 @@
 
 use std::io::Read as _;
 use std::process::{Child, Command, Stdio};
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use futures_util::StreamExt;
@@ -18,37 +20,106 @@ const GUESSES: usize = 1000;
 const FLOOD_CONCURRENCY: usize = 32;
 
 /// Polls `GET /v1/health` every 10 ms from a process of its own (curl, one connection per check,
-/// like a monitoring probe), so the flooding client's threads do not delay the probe itself.
+/// like a monitoring probe), so the flooding client's threads do not delay the probe itself. Each
+/// line: the check's time, its status, and the wall clock when it ended.
 fn watch_health(url: &str) -> Child {
     Command::new("nice")
         .args([
             "-n",
             "-10",
-            "sh",
+            "bash",
             "-c",
-            "while :; do curl -s -o /dev/null -w '%{time_total} %{http_code}\\n' \"$0\"; sleep 0.01; done",
+            "while :; do curl -s -o /dev/null -w '%{time_total} %{http_code}' \"$0\"; echo \" $EPOCHREALTIME\"; sleep 0.01; done",
         ])
         .arg(url)
         .stdout(Stdio::piped())
         .stderr(Stdio::null())
         .spawn()
-        .expect("sh and curl")
+        .expect("bash and curl")
 }
 
-/// The latencies the probe saw (every check must have been a 200).
-fn stop_watching(mut probe: Child) -> Vec<Duration> {
+/// One health check as the probe saw it.
+#[derive(Clone, Copy, Debug)]
+struct Check {
+    took: Duration,
+    /// Seconds since the epoch when the answer arrived.
+    ended: f64,
+}
+
+/// The checks the probe saw (every one must have been a 200).
+fn stop_watching(mut probe: Child) -> Vec<Check> {
     let _ = probe.kill();
     let _ = probe.wait();
     let mut text = String::new();
     let _ = probe.stdout.take().unwrap().read_to_string(&mut text);
     text.lines()
-        .filter_map(|l| l.split_once(' '))
-        .filter(|(_, code)| !code.is_empty())
-        .map(|(t, code)| {
+        .filter_map(|l| {
+            let mut fields = l.split_whitespace();
+            Some((fields.next()?, fields.next()?, fields.next()?))
+        })
+        .map(|(took, code, ended)| {
             assert_eq!(code, "200", "a health check failed during the flood");
-            Duration::from_secs_f64(t.parse().unwrap())
+            Check { took: Duration::from_secs_f64(took.parse().unwrap()), ended: ended.parse().unwrap() }
         })
         .collect()
+}
+
+/// This machine is a virtual one: its host can take a CPU away for tens of milliseconds (steal
+/// time), and then nothing on it runs, the hub included. Samples every CPU's steal counter so a
+/// slow check can be told apart from a stalled machine.
+struct StealClock {
+    stop: Arc<AtomicBool>,
+    samples: std::thread::JoinHandle<Vec<(f64, Vec<u64>)>>,
+}
+
+impl StealClock {
+    fn start() -> StealClock {
+        let stop = Arc::new(AtomicBool::new(false));
+        let flag = stop.clone();
+        let samples = std::thread::spawn(move || {
+            let mut samples = Vec::new();
+            while !flag.load(Ordering::Relaxed) {
+                if let Some(steal) = steal_ticks() {
+                    samples.push((epoch(), steal));
+                }
+                std::thread::sleep(Duration::from_millis(2));
+            }
+            samples
+        });
+        StealClock { stop, samples }
+    }
+
+    /// The samples taken, in order.
+    fn stop(self) -> Vec<(f64, Vec<u64>)> {
+        self.stop.store(true, Ordering::Relaxed);
+        self.samples.join().unwrap_or_default()
+    }
+}
+
+/// Per-CPU steal, in USER_HZ ticks (10 ms), from /proc/stat; None where there is no such file.
+fn steal_ticks() -> Option<Vec<u64>> {
+    let stat = std::fs::read_to_string("/proc/stat").ok()?;
+    Some(
+        stat.lines()
+            .filter(|l| l.starts_with("cpu") && !l.starts_with("cpu "))
+            .filter_map(|l| l.split_whitespace().nth(8)?.parse().ok())
+            .collect(),
+    )
+}
+
+fn epoch() -> f64 {
+    std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap_or_default().as_secs_f64()
+}
+
+/// The most time the host took from any one CPU while `check` was in flight: the steal between
+/// the last sample before it began and the first after it ended.
+fn stolen_during(check: &Check, samples: &[(f64, Vec<u64>)]) -> Duration {
+    let began = check.ended - check.took.as_secs_f64();
+    let before = samples.iter().rev().find(|(t, _)| *t <= began);
+    let after = samples.iter().find(|(t, _)| *t >= check.ended);
+    let (Some((_, before)), Some((_, after))) = (before, after) else { return Duration::ZERO };
+    let ticks = after.iter().zip(before).map(|(a, b)| a.saturating_sub(*b)).max().unwrap_or(0);
+    Duration::from_millis(ticks * 10)
 }
 
 /// Raises every thread of `pid` ten nice levels (needs root): on a LAN the attacker's CPU is not
@@ -83,6 +154,7 @@ async fn a_thousand_wrong_passwords_are_rate_limited_and_the_hub_stays_responsiv
 
     // The hub and the probe run as if on machines of their own; the flood (this process) does not.
     let boosted = boost(hub.child.id());
+    let steal = StealClock::start();
     let health = watch_health(&hub.at("/v1/health"));
     tokio::time::sleep(Duration::from_millis(300)).await;
 
@@ -116,7 +188,9 @@ async fn a_thousand_wrong_passwords_are_rate_limited_and_the_hub_stays_responsiv
         .collect()
         .await;
     let flood = started.elapsed();
-    let latencies = stop_watching(health);
+    let checks = stop_watching(health);
+    let steal = steal.stop();
+    let latencies: Vec<Duration> = checks.iter().map(|c| c.took).collect();
 
     let refused = results.iter().filter(|r| r.1 == 401).count();
     let limited: Vec<_> = results.iter().filter(|r| r.1 == 429).collect();
@@ -176,13 +250,26 @@ async fn a_thousand_wrong_passwords_are_rate_limited_and_the_hub_stays_responsiv
     assert!(slowest < 50.0, "the hub took {slowest} ms to answer a health check during the flood");
     // The promise is "under 50 ms". With the hub and the probe at the priority of machines of their
     // own, every check keeps it; where that cannot be arranged (not root), the flood shares the
-    // cores equally and only the typical check is held to it.
+    // cores equally and only the typical check is held to it. A check is never charged for time
+    // the virtual machine's host took the CPU away from everything on it (its steal time, counted
+    // in 10 ms ticks); the typical check is held to 50 ms with no allowance at all.
     assert!(median < Duration::from_millis(50), "the median health check took {median:?} during the flood");
-    if boosted {
-        assert!(max < Duration::from_millis(50), "a health check took {max:?} during the flood");
-    } else {
-        eprintln!("not root: the hub could not be given a CPU of its own; the slowest check is not held to 50 ms");
-        assert!(max < Duration::from_millis(500), "a health check took {max:?} during the flood");
+    assert!(p90 < Duration::from_millis(50), "one health check in ten took {p90:?} or more during the flood");
+    let limit = if boosted { Duration::from_millis(50) } else { Duration::from_millis(500) };
+    if !boosted {
+        eprintln!("not root: the hub could not be given a CPU of its own; the slowest check is held to 500 ms");
+    }
+    for check in &checks {
+        if check.took < limit {
+            continue;
+        }
+        let stolen = stolen_during(check, &steal);
+        eprintln!("a health check took {:?}; the host held a CPU for {stolen:?} of it", check.took);
+        assert!(
+            check.took.saturating_sub(stolen) < limit,
+            "a health check took {:?} during the flood ({stolen:?} of it stolen by the host)",
+            check.took
+        );
     }
 
     // After waiting for the bucket, the right password works.
