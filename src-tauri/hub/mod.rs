@@ -10,6 +10,7 @@ pub mod error;
 pub mod events;
 pub mod guard;
 pub mod inference;
+pub mod json_list;
 pub mod password;
 pub mod registry;
 pub mod request_id;

@@ -581,15 +581,19 @@ impl Registry {
         Ok(room.participants.values().map(|r| r.public.clone()).collect())
     }
 
+    /// The room's participants as their cached JSON objects, in listing order: what a listing
+    /// joins into its array (see [`crate::hub::json_list::JsonList`]), without copying any of them.
+    pub fn participant_pieces(&self, code: &str) -> Result<Vec<bytes::Bytes>, HubError> {
+        let state = self.state();
+        let room = state.rooms.get(code).ok_or_else(|| not_found(code))?;
+        Ok(room.participants.values().map(|r| r.json.clone()).collect())
+    }
+
     /// The room's participants as a JSON array. Only the cached encodings are copied under the
     /// lock (reference counts, not bytes), and the array is assembled after it is released, so a
     /// room of 10,000 lists in a few milliseconds without holding up anyone else.
     pub fn participants_json(&self, code: &str) -> Result<Vec<u8>, HubError> {
-        let pieces: Vec<bytes::Bytes> = {
-            let state = self.state();
-            let room = state.rooms.get(code).ok_or_else(|| not_found(code))?;
-            room.participants.values().map(|r| r.json.clone()).collect()
-        };
+        let pieces = self.participant_pieces(code)?;
         let mut out = Vec::with_capacity(2 + pieces.iter().map(|p| p.len() + 1).sum::<usize>());
         out.push(b'[');
         for (i, piece) in pieces.iter().enumerate() {

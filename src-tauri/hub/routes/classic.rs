@@ -9,13 +9,14 @@ use serde_json::{json, Value};
 
 use crate::hub::body::ClassicJson;
 use crate::hub::error::{ClassicError, HubError};
+use crate::hub::json_list::JsonList;
 use crate::hub::sse;
 use crate::hub::validate::{self, Surface};
 use crate::hub::Hub;
 use crate::protocol::{ConnectionKind, CreatedRoom};
 
 use super::v1::bearer;
-use super::{existing_id, raw_json, room_code, ClientAddr, Params};
+use super::{existing_id, room_code, ClientAddr, Params};
 
 type Result<T> = std::result::Result<T, ClassicError>;
 type P<T> = Params<T, ClassicError>;
@@ -95,12 +96,8 @@ pub async fn leave(
 
 pub async fn participants(State(hub): State<Hub>, P { 0: code, .. }: P<String>) -> Result<Response> {
     let code = room_code(&code)?;
-    let list = hub.registry().participants_json(&code)?;
-    let mut body = Vec::with_capacity(list.len() + 20);
-    body.extend_from_slice(b"{\"participants\":");
-    body.extend_from_slice(&list);
-    body.push(b'}');
-    Ok(raw_json(StatusCode::OK, body))
+    let items = hub.registry().participant_pieces(&code)?;
+    Ok(JsonList::new(&b"{\"participants\":"[..], items, &b"}"[..]).into_response())
 }
 
 pub async fn events(State(hub): State<Hub>, P { 0: code, .. }: P<String>, headers: HeaderMap) -> Result<Response> {

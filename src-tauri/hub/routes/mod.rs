@@ -149,8 +149,3 @@ pub fn existing_id(raw: &str) -> Result<&str, HubError> {
         Err(HubError::ParticipantNotFound { id: "?".into() })
     }
 }
-
-/// A JSON response whose body is already serialized.
-pub fn raw_json(status: axum::http::StatusCode, body: Vec<u8>) -> Response {
-    (status, [(axum::http::header::CONTENT_TYPE, HeaderValue::from_static("application/json"))], body).into_response()
-}

@@ -9,6 +9,7 @@ use serde::Serialize;
 
 use crate::hub::body::{ApiJson, OptionalApiJson};
 use crate::hub::error::{ApiError, HubError};
+use crate::hub::json_list::JsonList;
 use crate::hub::request_id;
 use crate::hub::sse;
 use crate::hub::validate::{self, Surface};
@@ -17,7 +18,7 @@ use crate::protocol::{
     is_participant_id, now_ms, ConnectionKind, Envelope, Health, Meta, Registered, Success, TunnelBootstrap,
 };
 
-use super::{existing_id, raw_json, room_code, ClientAddr, Params};
+use super::{existing_id, room_code, ClientAddr, Params};
 
 type Result<T> = std::result::Result<T, ApiError>;
 type P<T> = Params<T, ApiError>;
@@ -65,16 +66,10 @@ pub async fn delete_room(State(hub): State<Hub>, P { 0: code, .. }: P<String>, h
 
 pub async fn participants(State(hub): State<Hub>, P { 0: code, .. }: P<String>) -> Result<Response> {
     let code = room_code(&code)?;
-    let list = hub.registry().participants_json(&code)?;
+    let items = hub.registry().participant_pieces(&code)?;
     let meta = serde_json::to_string(&Meta { request_id: request_id::current() })
         .map_err(|e| HubError::Internal(e.to_string()))?;
-    let mut body = Vec::with_capacity(list.len() + meta.len() + 20);
-    body.extend_from_slice(b"{\"data\":");
-    body.extend_from_slice(&list);
-    body.extend_from_slice(b",\"meta\":");
-    body.extend_from_slice(meta.as_bytes());
-    body.push(b'}');
-    Ok(raw_json(StatusCode::OK, body))
+    Ok(JsonList::new(&b"{\"data\":"[..], items, format!(",\"meta\":{meta}}}")).into_response())
 }
 
 pub async fn participant(State(hub): State<Hub>, P { 0: (code, id), .. }: P<(String, String)>) -> Result<Response> {
