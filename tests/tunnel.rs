@@ -175,6 +175,69 @@ async fn a_hand_written_participant_speaks_the_wire_format_and_garbage_does_not_
     assert_eq!(cancel, json!({"type": "tunnel.cancel", "requestId": id}));
 }
 
+/// A participant streaming a long answer keeps sending it until the hub's cancel reaches it. Those
+/// late frames name a request the hub has just ended: they are dropped quietly, not counted as
+/// malformed, so a big stream a client walked away from cannot get its participant's tunnel
+/// closed. A frame naming a request the hub never sent still counts.
+#[tokio::test(flavor = "multi_thread")]
+async fn late_frames_of_a_cancelled_request_do_not_count_against_the_tunnel() {
+    use base64::Engine as _;
+    let hub = TestHub::with_config(HubConfig { malformed_frame_limit: 10, ..HubConfig::default() }).await;
+    let (code, _) = hub.room("Late", None).await;
+    let raw = register(&hub.url, &code, "raw").await;
+    let mut ws = dial(&raw.url, &raw.token, Some(&raw.participant_token)).await.unwrap();
+    wait_for(|| async {
+        let (_, _, v) = call(http().get(hub.at(&format!("/v1/rooms/{code}/participants/raw")))).await;
+        v["data"]["connection"]["connected"] == true
+    })
+    .await;
+    let chat = json!({"model": "raw", "stream": true, "messages": [{"role": "user", "content": "hi"}]});
+    let pending = tokio::spawn(http().post(hub.at(&format!("/rooms/{code}/v1/chat/completions"))).json(&chat).send());
+    let request = next_text(&mut ws).await;
+    let id = request["requestId"].as_str().unwrap().to_string();
+    let start = json!({"type": "tunnel.response.start", "requestId": id, "status": 200,
+        "headers": {"content-type": "text/event-stream"}});
+    ws.send(Message::Text(start.to_string().into())).await.unwrap();
+    drop(pending.await.unwrap().unwrap());
+    assert_eq!(next_text(&mut ws).await, json!({"type": "tunnel.cancel", "requestId": id}));
+
+    // Five times the malformed limit of late chunks, then the end, as a busy participant would.
+    let delta = base64::engine::general_purpose::STANDARD.encode("data: {\"choices\":[]}\n\n");
+    for _ in 0..50 {
+        let chunk = json!({"type": "tunnel.response.chunk", "requestId": id, "chunk": delta});
+        ws.send(Message::Text(chunk.to_string().into())).await.unwrap();
+    }
+    ws.send(Message::Text(json!({"type": "tunnel.response.end", "requestId": id}).to_string().into())).await.unwrap();
+    ws.send(Message::Text(r#"{"type":"tunnel.ping","timestamp":9}"#.into())).await.unwrap();
+    assert_eq!(next_text(&mut ws).await, json!({"type": "tunnel.pong", "timestamp": 9}), "the tunnel is open");
+    let conn = hub.hub.tunnels().get(&code, "raw").expect("the tunnel is still registered");
+    assert_eq!(conn.malformed_frames(), 0, "late frames of an ended request are not malformed");
+
+    // A request the hub never sent is still garbage, and counted.
+    let stray = json!({"type": "tunnel.response.chunk", "requestId": "never-sent", "chunk": delta});
+    ws.send(Message::Text(stray.to_string().into())).await.unwrap();
+    ws.send(Message::Text(r#"{"type":"tunnel.ping","timestamp":10}"#.into())).await.unwrap();
+    assert_eq!(next_text(&mut ws).await, json!({"type": "tunnel.pong", "timestamp": 10}));
+    assert_eq!(conn.malformed_frames(), 1, "a frame for a request never sent counts");
+
+    // And the participant serves the next request.
+    let plain = json!({"model": "raw", "messages": [{"role": "user", "content": "again"}]});
+    let client = tokio::spawn(call(http().post(hub.at(&format!("/rooms/{code}/v1/chat/completions"))).json(&plain)));
+    let request = next_text(&mut ws).await;
+    let id = request["requestId"].as_str().unwrap().to_string();
+    let answer = r#"{"id":"y","object":"chat.completion","choices":[{"index":0,"message":{"role":"assistant","content":"still here"},"finish_reason":"stop"}]}"#;
+    for frame in [
+        json!({"type": "tunnel.response.start", "requestId": id, "status": 200, "headers": {"content-type": "application/json"}}),
+        json!({"type": "tunnel.response.chunk", "requestId": id, "chunk": base64::engine::general_purpose::STANDARD.encode(answer)}),
+        json!({"type": "tunnel.response.end", "requestId": id}),
+    ] {
+        ws.send(Message::Text(frame.to_string().into())).await.unwrap();
+    }
+    let (status, _, v) = client.await.unwrap();
+    assert_eq!(status, 200, "{v}");
+    assert_eq!(v["choices"][0]["message"]["content"], "still here");
+}
+
 async fn next_text(
     ws: &mut tokio_tungstenite::WebSocketStream<tokio_tungstenite::MaybeTlsStream<tokio::net::TcpStream>>,
 ) -> Value {

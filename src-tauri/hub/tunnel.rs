@@ -30,6 +30,9 @@ pub const SILENCE_TIMEOUT: Duration = Duration::from_secs(30);
 pub const MAX_QUEUED_BYTES: usize = 16 * 1024 * 1024;
 /// Largest frame accepted from a participant.
 pub const MAX_FRAME_BYTES: usize = 16 * 1024 * 1024;
+/// Requests a tunnel remembers after they end, so the frames a participant was already sending
+/// when the hub cancelled one are dropped quietly instead of counted as malformed.
+pub const RETIRED_KEPT: usize = 256;
 
 /// One step of an answer coming back through a tunnel.
 #[derive(Debug)]
@@ -57,6 +60,8 @@ pub struct TunnelConn {
     generation: u64,
     outgoing: mpsc::Sender<Message>,
     pending: Mutex<HashMap<String, Pending>>,
+    /// The most recent requests that ended, oldest first (at most [`RETIRED_KEPT`]).
+    retired: Mutex<std::collections::VecDeque<String>>,
     closed: CancellationToken,
     malformed: AtomicU64,
     /// Most requests in flight at once on this tunnel.
@@ -68,7 +73,21 @@ impl TunnelConn {
         self.pending.lock().unwrap_or_else(|p| p.into_inner())
     }
 
-    /// Frames that did not parse or named no request in flight.
+    /// Remembers a request that ended: a participant still streaming it has not yet seen the
+    /// cancel, and its late frames are no sign of a broken peer.
+    fn retire(&self, request_id: String) {
+        let mut retired = self.retired.lock().unwrap_or_else(|p| p.into_inner());
+        if retired.len() >= RETIRED_KEPT {
+            retired.pop_front();
+        }
+        retired.push_back(request_id);
+    }
+
+    fn was_retired(&self, request_id: &str) -> bool {
+        self.retired.lock().unwrap_or_else(|p| p.into_inner()).iter().any(|r| r == request_id)
+    }
+
+    /// Frames that did not parse or named no request in flight (nor one that just ended).
     pub fn malformed_frames(&self) -> u64 {
         self.malformed.load(Ordering::Relaxed)
     }
@@ -132,6 +151,9 @@ impl TunnelReply {
 impl Drop for TunnelReply {
     fn drop(&mut self) {
         let was_pending = self.conn.pending().remove(&self.request_id).is_some();
+        if was_pending {
+            self.conn.retire(self.request_id.clone());
+        }
         if !self.finished && was_pending {
             let cancel = TunnelMessage::Cancel { request_id: self.request_id.clone() };
             // Best effort: a full or closed tunnel has bigger problems than one stray request.
@@ -210,6 +232,7 @@ pub async fn run(hub: Hub, code: String, id: String, socket: WebSocket) {
         generation: tunnels.generations.fetch_add(1, Ordering::Relaxed),
         outgoing: outgoing.clone(),
         pending: Mutex::new(HashMap::new()),
+        retired: Mutex::new(std::collections::VecDeque::with_capacity(RETIRED_KEPT)),
         // Not a child of the hub's shutdown token: at shutdown, requests in flight on the tunnel
         // finish first (see `Tunnels::announce_shutdown` and `Tunnels::close_all`).
         closed: CancellationToken::new(),
@@ -358,7 +381,11 @@ fn handle_frame(hub: &Hub, code: &str, id: &str, conn: &Arc<TunnelConn>, text: &
     let terminal = matches!(event, TunnelEvent::End | TunnelEvent::Error { .. });
     let mut pending = conn.pending();
     let Some(entry) = pending.get(&request_id) else {
-        conn.malformed.fetch_add(1, Ordering::Relaxed);
+        if conn.was_retired(&request_id) {
+            tracing::trace!(%code, participant = %id, %request_id, "late frame of an ended request dropped");
+        } else {
+            conn.malformed.fetch_add(1, Ordering::Relaxed);
+        }
         return;
     };
     if let TunnelEvent::Chunk(b) = &event {
@@ -369,6 +396,7 @@ fn handle_frame(hub: &Hub, code: &str, id: &str, conn: &Arc<TunnelConn>, text: &
                 message: "the client is not reading the answer".into(),
             });
             pending.remove(&request_id);
+            conn.retire(request_id.clone());
             let cancel = TunnelMessage::Cancel { request_id };
             let _ = conn.outgoing.try_send(Message::Text(cancel.encode().into()));
             return;
@@ -376,5 +404,6 @@ fn handle_frame(hub: &Hub, code: &str, id: &str, conn: &Arc<TunnelConn>, text: &
     }
     if entry.tx.send(event).is_err() || terminal {
         pending.remove(&request_id);
+        conn.retire(request_id);
     }
 }
