@@ -99,17 +99,24 @@ async fn wrong_reused_expired_and_misdirected_tunnel_tokens_are_refused() {
     assert_eq!(v["error"]["code"], "INVALID_TUNNEL_TOKEN");
 }
 
+/// Registers `id` and opens its tunnel by hand (the test speaks the wire format), returned once the
+/// hub says it is connected.
+async fn hand_written_participant(hub: &TestHub, code: &str, id: &str) -> Ws {
+    let reg = register(&hub.url, code, id).await;
+    let ws = dial(&reg.url, &reg.token, Some(&reg.participant_token)).await.unwrap();
+    wait_for(|| async {
+        let (_, _, v) = call(http().get(hub.at(&format!("/v1/rooms/{code}/participants/{id}")))).await;
+        v["data"]["connection"]["connected"] == true
+    })
+    .await;
+    ws
+}
+
 #[tokio::test(flavor = "multi_thread")]
 async fn a_hand_written_participant_speaks_the_wire_format_and_garbage_does_not_close_the_tunnel() {
     let hub = TestHub::start().await;
     let (code, _) = hub.room("Wire", None).await;
-    let raw = register(&hub.url, &code, "raw").await;
-    let mut ws = dial(&raw.url, &raw.token, Some(&raw.participant_token)).await.unwrap();
-    wait_for(|| async {
-        let (_, _, v) = call(http().get(hub.at(&format!("/v1/rooms/{code}/participants/raw")))).await;
-        v["data"]["connection"]["connected"] == true
-    })
-    .await;
+    let mut ws = hand_written_participant(&hub, &code, "raw").await;
     for garbage in [
         Message::Text("nope".into()),
         Message::Text("{}".into()),
@@ -184,13 +191,7 @@ async fn late_frames_of_a_cancelled_request_do_not_count_against_the_tunnel() {
     use base64::Engine as _;
     let hub = TestHub::with_config(HubConfig { malformed_frame_limit: 10, ..HubConfig::default() }).await;
     let (code, _) = hub.room("Late", None).await;
-    let raw = register(&hub.url, &code, "raw").await;
-    let mut ws = dial(&raw.url, &raw.token, Some(&raw.participant_token)).await.unwrap();
-    wait_for(|| async {
-        let (_, _, v) = call(http().get(hub.at(&format!("/v1/rooms/{code}/participants/raw")))).await;
-        v["data"]["connection"]["connected"] == true
-    })
-    .await;
+    let mut ws = hand_written_participant(&hub, &code, "raw").await;
     let chat = json!({"model": "raw", "stream": true, "messages": [{"role": "user", "content": "hi"}]});
     let pending = tokio::spawn(http().post(hub.at(&format!("/rooms/{code}/v1/chat/completions"))).json(&chat).send());
     let request = next_text(&mut ws).await;
