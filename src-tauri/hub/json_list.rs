@@ -16,14 +16,13 @@ use http_body::{Frame, SizeHint};
 /// The size a frame is filled to (one item may take it a little past).
 pub const FRAME: usize = 64 * 1024;
 
-/// The body: what is left of the document.
+/// The body: what is left of the document. The prefix is gone once the array is opened, the
+/// suffix once it is closed.
 pub struct JsonList {
     prefix: Option<Bytes>,
     items: std::vec::IntoIter<Bytes>,
     suffix: Option<Bytes>,
-    opened: bool,
     first: bool,
-    closed: bool,
     remaining: u64,
 }
 
@@ -38,24 +37,17 @@ impl JsonList {
             prefix: Some(prefix),
             items: items.into_iter(),
             suffix: Some(suffix),
-            opened: false,
             first: true,
-            closed: false,
             remaining: length as u64,
         }
     }
 
     /// The next frame, or None once the document is out.
     fn fill(&mut self) -> Option<Bytes> {
-        if self.closed {
-            return None;
-        }
+        self.suffix.as_ref()?;
         let mut frame = Vec::with_capacity(FRAME + 4 * 1024);
-        if !self.opened {
-            self.opened = true;
-            if let Some(prefix) = self.prefix.take() {
-                frame.extend_from_slice(&prefix);
-            }
+        if let Some(prefix) = self.prefix.take() {
+            frame.extend_from_slice(&prefix);
             frame.push(b'[');
         }
         while frame.len() < FRAME {
@@ -71,7 +63,6 @@ impl JsonList {
                     if let Some(suffix) = self.suffix.take() {
                         frame.extend_from_slice(&suffix);
                     }
-                    self.closed = true;
                     break;
                 }
             }
@@ -90,7 +81,7 @@ impl http_body::Body for JsonList {
     }
 
     fn is_end_stream(&self) -> bool {
-        self.closed
+        self.suffix.is_none()
     }
 
     fn size_hint(&self) -> SizeHint {
