@@ -56,7 +56,7 @@ async fn without_its_token_nobody_removes_replaces_or_retunnels_a_participant() 
     let (status, _, v) = call(http().put(&v1).json(&body("http://10.6.6.6:11434"))).await;
     assert_eq!((status, v["error"]["code"].as_str()), (409, Some("PARTICIPANT_CONFLICT")), "{v}");
     let (status, _, v) = call(http().put(&v1).bearer_auth("gp_guess").json(&body("http://10.6.6.6:11434"))).await;
-    assert_eq!(status, 409, "{v}");
+    assert_eq!((status, v["error"]["code"].as_str()), (403, Some("INVALID_PARTICIPANT_TOKEN")), "{v}");
     let mut join = body("http://10.6.6.6:11434");
     join["id"] = json!("alice");
     let (status, _, v) = call(http().post(hub.at(&format!("/rooms/{code}/join"))).json(&join)).await;
@@ -137,7 +137,7 @@ async fn the_binary_is_strict_by_default_and_relaxed_with_compat() {
 }
 
 #[tokio::test(flavor = "multi_thread")]
-async fn an_unheld_participant_can_be_taken_over_and_a_forgotten_share_registers_afresh() {
+async fn a_forgotten_share_registers_afresh_and_an_unheld_participant_stays_its_owners() {
     let hub = TestHub::start().await;
     let (code, host_token) = hub.room("Heal", None).await;
     let provider = FakeProvider::start(FakeOptions::default()).await;
@@ -173,14 +173,21 @@ async fn an_unheld_participant_can_be_taken_over_and_a_forgotten_share_registers
     let (status, _, _) = call(http().get(&url)).await;
     assert_eq!(status, 404, "the supervisor left with the new token");
 
-    // A participant nobody holds (no tunnel) can be taken over without its token: the new owner
-    // gets a new token and the old one stops working.
+    // A participant nobody holds (no tunnel) is still its owner's: registering it again needs its
+    // token (the reconnect hijack of issue 10), or the room's host token, which makes the caller
+    // its new owner and voids the old token.
     let dave = hub.participant(&code, "dave", None).await;
     let old = dave["data"]["participantToken"].as_str().unwrap().to_string();
-    let again = hub.participant(&code, "dave", None).await;
-    let new = again["data"]["participantToken"].as_str().expect("the new owner gets a token").to_string();
-    assert_ne!(old, new);
     let dave_url = hub.at(&format!("/v1/rooms/{code}/participants/dave"));
+    let (status, _, v) = call(http().put(&dave_url).json(&body("http://127.0.0.1:9"))).await;
+    assert_eq!((status, v["error"]["code"].as_str()), (409, Some("PARTICIPANT_CONFLICT")), "{v}");
+    let (status, _, v) = call(http().put(&dave_url).bearer_auth(&old).json(&body("http://127.0.0.1:9"))).await;
+    assert_eq!(status, 200, "{v}");
+    assert!(v["data"]["participantToken"].is_null(), "the owner keeps its token: {v}");
+    let (status, _, v) = call(http().put(&dave_url).bearer_auth(&host_token).json(&body("http://127.0.0.1:9"))).await;
+    assert_eq!(status, 200, "{v}");
+    let new = v["data"]["participantToken"].as_str().expect("the host's take-over gets a token").to_string();
+    assert_ne!(old, new);
     assert_eq!(call(http().delete(&dave_url).bearer_auth(&old)).await.0, 403);
     assert_eq!(call(http().delete(&dave_url).bearer_auth(&new)).await.0, 200);
 }
@@ -217,4 +224,48 @@ async fn a_participant_removed_while_its_tunnel_opens_keeps_no_tunnel() {
         assert!(ended.is_ok(), "round {round}: a tunnel stayed open for a participant that left");
         assert_eq!(participant(&hub, &code, &id).await.0, 404, "round {round}");
     }
+}
+
+/// Issue 10, section 8, the small doors. A body with a key twice used to be read last-key-wins:
+/// `{"password": "x", "password": ""}` created a room without a password. And a heartbeat that
+/// carries `loadedModels` let a stranger rewrite what another participant holds (which routing
+/// reads); an empty heartbeat stays open, as the seed has it.
+#[tokio::test(flavor = "multi_thread")]
+async fn duplicate_keys_are_refused_and_a_heartbeat_with_news_needs_the_token() {
+    let hub = TestHub::start().await;
+    let twice = r#"{"name": "Twice", "password": "x", "password": ""}"#;
+    for path in ["/v1/rooms", "/rooms"] {
+        let req = http().post(hub.at(path)).header("content-type", "application/json").body(twice);
+        let (status, _, v) = call(req).await;
+        assert_eq!(status, 400, "{path}: {v}");
+        assert!(v.to_string().contains("Invalid JSON body"), "{path}: {v}");
+    }
+    let (_, _, rooms) = call(http().get(hub.at("/v1/rooms"))).await;
+    assert_eq!(rooms["data"], json!([]), "no room was created: {rooms}");
+    let (status, _, v) = call(
+        http()
+            .post(hub.at("/v1/rooms"))
+            .header("content-type", "application/json")
+            .body(r#"{"name": "Once", "password": "x"}"#),
+    )
+    .await;
+    assert_eq!(status, 201, "{v}");
+    assert_eq!(v["data"]["room"]["passwordProtected"], true);
+
+    let (code, _) = hub.room("Beats", None).await;
+    let registered = hub.participant(&code, "w1", None).await;
+    let token = registered["data"]["participantToken"].as_str().unwrap().to_string();
+    let beat = hub.at(&format!("/v1/rooms/{code}/participants/w1/heartbeat"));
+    let news = json!({"loadedModels": [{"name": "evil", "vram": 99}]});
+    let (status, _, v) = call(http().post(&beat).json(&news)).await;
+    assert_eq!((status, v["error"]["code"].as_str()), (401, Some("PARTICIPANT_TOKEN_REQUIRED")), "{v}");
+    let (status, _, v) = call(http().post(&beat).bearer_auth("gp_guess").json(&news)).await;
+    assert_eq!((status, v["error"]["code"].as_str()), (403, Some("INVALID_PARTICIPANT_TOKEN")), "{v}");
+    let (_, p) = participant(&hub, &code, "w1").await;
+    assert!(!p.to_string().contains("evil"), "nothing was rewritten: {p}");
+    let (status, _, v) = call(http().post(&beat)).await;
+    assert_eq!(status, 200, "an empty heartbeat needs no token: {v}");
+    let (status, _, v) = call(http().post(&beat).bearer_auth(&token).json(&news)).await;
+    assert_eq!(status, 200, "{v}");
+    assert_eq!(participant(&hub, &code, "w1").await.1["loadedModels"][0]["name"], "evil");
 }

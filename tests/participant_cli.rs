@@ -500,7 +500,8 @@ async fn events_watch_prints_events_as_they_happen() {
 
     // Each action's event is on stdout shortly after it, before the next action.
     let started = Instant::now();
-    hub.participant(&code, "w1", None).await;
+    let registered = hub.participant(&code, "w1", None).await;
+    let token = registered["data"]["participantToken"].as_str().unwrap().to_string();
     let joined = next_json(&mut watch).await;
     let join_latency = started.elapsed();
     assert_eq!(joined["type"], "participant.joined", "{joined}");
@@ -509,8 +510,13 @@ async fn events_watch_prints_events_as_they_happen() {
     assert!(joined["timestamp"].as_u64().unwrap() > 0);
 
     let heartbeat = json!({"loadedModels": [{"name": "llama3", "vram": 5.5}]});
-    let (status, _, _) =
-        call(http().post(hub.at(&format!("/v1/rooms/{code}/participants/w1/heartbeat"))).json(&heartbeat)).await;
+    let (status, _, _) = call(
+        http()
+            .post(hub.at(&format!("/v1/rooms/{code}/participants/w1/heartbeat")))
+            .bearer_auth(&token)
+            .json(&heartbeat),
+    )
+    .await;
     assert_eq!(status, 200);
     let updated = next_json(&mut watch).await;
     assert_eq!(updated["type"], "participant.updated", "{updated}");
@@ -907,6 +913,125 @@ async fn a_hub_restarted_under_load_heals_and_no_request_hangs() {
     assert!(slowest < Duration::from_secs(10), "no request hung");
     let all = participants(&url, &code).await;
     assert_eq!(all.len(), 1, "one participant, no duplicate: {all:?}");
+    join.signal("INT");
+    assert_eq!(join.exit(SOON).await.code(), Some(0), "log:\n{}", join.log());
+}
+
+/// A TCP relay in front of the hub for one client, whose connections the test can cut at will
+/// (what a network blip or a laptop's sleep does to a share's tunnel).
+struct CuttableRelay {
+    port: u16,
+    connections: Arc<Mutex<Vec<tokio::task::AbortHandle>>>,
+}
+
+impl CuttableRelay {
+    async fn start(hub_port: u16) -> CuttableRelay {
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let port = listener.local_addr().unwrap().port();
+        let connections: Arc<Mutex<Vec<tokio::task::AbortHandle>>> = Arc::default();
+        let held = connections.clone();
+        tokio::spawn(async move {
+            while let Ok((mut client, _)) = listener.accept().await {
+                let task = tokio::spawn(async move {
+                    if let Ok(mut upstream) = tokio::net::TcpStream::connect(("127.0.0.1", hub_port)).await {
+                        let _ = tokio::io::copy_bidirectional(&mut client, &mut upstream).await;
+                    }
+                });
+                held.lock().unwrap().push(task.abort_handle());
+            }
+        });
+        CuttableRelay { port, connections }
+    }
+
+    /// Drops every connection through the relay at once (both sides see them reset).
+    fn cut(&self) -> usize {
+        let mut connections = self.connections.lock().unwrap();
+        let n = connections.len();
+        for c in connections.drain(..) {
+            c.abort();
+        }
+        n
+    }
+}
+
+/// Issue 10, section 1: a share reconnecting after its tunnel dropped could be hijacked — a client
+/// polling `PUT …/participants/ID` without a token got the id (and the room's next prompt) the
+/// moment the tunnel closed. Here a real `gambi participant join` has its tunnel cut again and
+/// again (its connections dropped, then the hub killed and restarted with `--state`) while an
+/// attacker polls the same id on both surfaces without a token the whole time: the attacker never
+/// gets a 2xx, and the real participant is back and serving after every cut.
+#[tokio::test(flavor = "multi_thread")]
+async fn a_share_whose_tunnel_is_cut_again_and_again_is_never_hijacked() {
+    let dir = tempfile::tempdir().unwrap();
+    let state = dir.path().join("hub-state.json");
+    let (mut hub, port, url, code) = hub_with_a_room(&state, "no hijack").await;
+    let relay = CuttableRelay::start(port).await;
+    let via_relay = format!("http://127.0.0.1:{}", relay.port);
+    let provider = FakeProvider::start(FakeOptions::default()).await;
+    let mut join = Proc::spawn(&join_args(
+        &via_relay,
+        &code,
+        &provider,
+        &["--participant-id", "victim", "--nickname", "Victim", "--format", "ndjson"],
+    ));
+    join.state("live", STARTUP).await;
+    eventually(SOON, "the participant is connected", || connected(&url, &code, "victim")).await;
+
+    // The attacker: every 10 ms, both surfaces, no token, for as long as the test runs.
+    let stop = tokio_util::sync::CancellationToken::new();
+    let attacker = tokio::spawn({
+        let (url, code, stop) = (url.clone(), code.clone(), stop.clone());
+        async move {
+            let client = reqwest::Client::builder().timeout(Duration::from_secs(2)).build().unwrap();
+            let body = json!({"nickname": "Mallory", "model": "llama3", "endpoint": "http://127.0.0.1:9"});
+            let mut classic = body.clone();
+            classic["id"] = json!("victim");
+            let (mut tries, mut won) = (0u32, Vec::new());
+            while !stop.is_cancelled() {
+                let put = client.put(format!("{url}/v1/rooms/{code}/participants/victim")).json(&body).send();
+                let join = client.post(format!("{url}/rooms/{code}/join")).json(&classic).send();
+                for answer in [put.await, join.await].into_iter().flatten() {
+                    tries += 1;
+                    if answer.status().is_success() {
+                        won.push(answer.text().await.unwrap_or_default());
+                    }
+                }
+                tokio::time::sleep(Duration::from_millis(10)).await;
+            }
+            (tries, won)
+        }
+    });
+
+    let base = format!("{url}/rooms/{code}/v1");
+    for round in 0..5 {
+        if round < 3 {
+            assert!(relay.cut() > 0, "round {round}: the share had connections to cut");
+        } else {
+            hub.child.kill().unwrap();
+            hub.child.wait().unwrap();
+            tokio::time::sleep(Duration::from_millis(300)).await;
+            hub = hub_at(port, &state);
+            hub.line(STARTUP, |l| l.contains("listening on")).await;
+        }
+        join.state("reconnecting", SOON).await;
+        join.state("live", Duration::from_secs(20)).await;
+        eventually(SOON, "the participant is back", || connected(&url, &code, "victim")).await;
+        let (_, p) = participant(&url, &code, "victim").await;
+        assert_eq!(p["nickname"], "Victim", "round {round}: the id is still the share's: {p}");
+        let text = format!("private prompt {round}");
+        assert_eq!(chat(&base, "victim", &text).await, echo(&text), "round {round}");
+    }
+    stop.cancel();
+    let (tries, won) = attacker.await.unwrap();
+    eprintln!("hijack attempts: {tries}, answered 2xx: {}", won.len());
+    assert!(tries > 100, "the attacker kept trying ({tries})");
+    assert!(won.is_empty(), "the attacker registered the share's id: {won:?}");
+    let prompts = provider
+        .requests_to("/v1/chat/completions")
+        .iter()
+        .filter(|r| r.body.as_ref().is_some_and(|b| b.to_string().contains("private prompt")))
+        .count();
+    assert_eq!(prompts, 5, "every prompt reached the real share");
     join.signal("INT");
     assert_eq!(join.exit(SOON).await.code(), Some(0), "log:\n{}", join.log());
 }

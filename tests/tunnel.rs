@@ -383,3 +383,60 @@ async fn a_session_reports_this_machines_specs_and_refreshes_loaded_models_with_
     quiet.close().await;
     session.close().await;
 }
+
+/// Issue 10, section 4: the TypeScript participant has never heard of participant tokens. On a
+/// default (strict) hub it registered, then its upgrade was refused for want of the token, and it
+/// left a participant behind. The tunnel token of the registration that created the participant
+/// went to that registrant alone, so that first upgrade needs nothing more: the original protocol
+/// serves through a default hub. The id stays bound: the same client cannot re-register it (nor
+/// open a later tunnel) without the token it ignored.
+#[tokio::test(flavor = "multi_thread")]
+async fn a_participant_speaking_only_the_original_protocol_serves_through_a_default_hub() {
+    use base64::Engine as _;
+    let hub = TestHub::start().await;
+    let (code, _) = hub.room("Original", None).await;
+    let body = json!({"nickname": "ts-cli", "model": "llama3", "endpoint": "http://127.0.0.1:9"});
+    let url = hub.at(&format!("/v1/rooms/{code}/participants/ts-1"));
+    let (status, _, v) = call(http().put(&url).json(&body)).await;
+    assert_eq!(status, 201, "{v}");
+    let tunnel = &v["data"]["tunnel"];
+    let mut ws = dial(tunnel["url"].as_str().unwrap(), tunnel["token"].as_str().unwrap(), None)
+        .await
+        .expect("the first tunnel of a registration opens with its tunnel token alone");
+    wait_for(|| async {
+        let (_, _, v) = call(http().get(&url)).await;
+        v["data"]["connection"]["connected"] == true
+    })
+    .await;
+
+    let chat = json!({"model": "ts-1", "messages": [{"role": "user", "content": "hi"}]});
+    let client = tokio::spawn(call(http().post(hub.at(&format!("/rooms/{code}/v1/chat/completions"))).json(&chat)));
+    let request = next_text(&mut ws).await;
+    assert_eq!(request["type"], "tunnel.request");
+    let id = request["requestId"].as_str().unwrap().to_string();
+    let answer = r#"{"id":"x","object":"chat.completion","choices":[{"index":0,"message":{"role":"assistant","content":"from the original"},"finish_reason":"stop"}]}"#;
+    for frame in [
+        json!({"type": "tunnel.response.start", "requestId": id, "status": 200, "headers": {"content-type": "application/json"}}),
+        json!({"type": "tunnel.response.chunk", "requestId": id, "chunk": base64::engine::general_purpose::STANDARD.encode(answer)}),
+        json!({"type": "tunnel.response.end", "requestId": id}),
+    ] {
+        ws.send(Message::Text(frame.to_string().into())).await.unwrap();
+    }
+    let (status, _, v) = client.await.unwrap();
+    assert_eq!(status, 200, "{v}");
+    assert_eq!(v["choices"][0]["message"]["content"], "from the original");
+
+    // Without the token it never kept, the id is not its to register again, tunnel open or not.
+    let (status, _, v) = call(http().put(&url).json(&body)).await;
+    assert_eq!((status, v["error"]["code"].as_str()), (409, Some("PARTICIPANT_CONFLICT")), "{v}");
+    drop(ws);
+    wait_for(|| async {
+        let (_, _, v) = call(http().get(&url)).await;
+        v["data"]["connection"]["connected"] == false
+    })
+    .await;
+    let (status, _, v) = call(http().put(&url).json(&body)).await;
+    assert_eq!((status, v["error"]["code"].as_str()), (409, Some("PARTICIPANT_CONFLICT")), "{v}");
+    // (A later tunnel, from a registration made with the token, needs the token at the upgrade:
+    // identity::without_its_token_nobody_removes_replaces_or_retunnels_a_participant.)
+}

@@ -137,6 +137,7 @@ async fn upsert_is_idempotent_and_announced() {
     });
     let (status, headers, resp) = put(&hub, code, "worker-1", &body).await;
     let first = data(status, &headers, &resp, 201);
+    let participant_token = first["participantToken"].as_str().unwrap().to_string();
     let p = &first["participant"];
     assert_eq!(p["id"], "worker-1");
     assert_eq!(p["nickname"], "Alice");
@@ -163,7 +164,13 @@ async fn upsert_is_idempotent_and_announced() {
     // The same id again: an update, not a second participant.
     let mut again = body.clone();
     again["nickname"] = json!("Alice 2");
-    let (status, headers, resp) = put(&hub, code, "worker-1", &again).await;
+    let (status, headers, resp) = call(
+        http()
+            .put(hub.at(&format!("/v1/rooms/{code}/participants/worker-1")))
+            .bearer_auth(&participant_token)
+            .json(&again),
+    )
+    .await;
     let second = data(status, &headers, &resp, 200);
     assert_eq!(second["participant"]["nickname"], "Alice 2");
     assert_eq!(second["participant"]["joinedAt"], p["joinedAt"], "an update keeps joinedAt");

@@ -312,10 +312,27 @@ impl HubClient {
         id: &str,
         loaded_models: Option<Vec<LoadedModel>>,
     ) -> Result<HeartbeatResult, ClientError> {
+        self.heartbeat_as(code, id, loaded_models, None).await
+    }
+
+    /// A heartbeat with the participant's token, which the hub asks for when it carries news
+    /// (loaded models).
+    pub async fn heartbeat_as(
+        &self,
+        code: &str,
+        id: &str,
+        loaded_models: Option<Vec<LoadedModel>>,
+        participant_token: Option<&str>,
+    ) -> Result<HeartbeatResult, ClientError> {
         let body = loaded_models.map(|loaded_models| HeartbeatBody { loaded_models });
-        self.call(Method::POST, &["v1", "rooms", code, "participants", id, "heartbeat"], body.as_ref(), None)
-            .await
-            .map(|(_, data)| data)
+        self.call(
+            Method::POST,
+            &["v1", "rooms", code, "participants", id, "heartbeat"],
+            body.as_ref(),
+            participant_token,
+        )
+        .await
+        .map(|(_, data)| data)
     }
 
     /// `DELETE /v1/rooms/:code/participants/:id` without a token (enough only on a `--compat` hub).

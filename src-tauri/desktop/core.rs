@@ -715,6 +715,9 @@ impl AppCore {
         let mut options = SessionOptions::new(&hub_url, &code, &participant_id, &found.endpoint, &model);
         options.nickname = nickname.to_string();
         options.password = password.map(str::to_string);
+        // After a crash the hub (ours with its state file, or another) still binds the saved id to
+        // a token this app no longer has: share under a fresh id rather than wait for it.
+        options.rename_on_conflict = true;
         let target = ShareTarget {
             hub: hub.clone(),
             hub_url: hub_url.clone(),
@@ -833,6 +836,19 @@ impl AppCore {
         self.inner.options.ui.changed();
     }
 
+    /// Remembers the id the share is live under (a fresh one, when the saved id was taken).
+    fn keep_participant_id(&self, id: &str) {
+        let mut settings = lock(&self.inner.settings);
+        if settings.participant_id.as_deref() != Some(id) {
+            settings.participant_id = Some(id.to_string());
+            if let Err(e) = self.inner.store.save(&settings) {
+                tracing::warn!(error = %e, "settings not saved");
+            }
+        }
+        drop(settings);
+        *lock(&self.inner.own_participant) = Some(id.to_string());
+    }
+
     /// Turns the supervisor's states into the window's, the tray's and the notifications'.
     async fn forward_share(self, mut states: watch::Receiver<ShareState>, target: ShareTarget) {
         let mut was_live = false;
@@ -840,7 +856,8 @@ impl AppCore {
         loop {
             let state = states.borrow_and_update().clone();
             match &state {
-                ShareState::Live { .. } => {
+                ShareState::Live { participant_id, .. } => {
+                    self.keep_participant_id(participant_id);
                     if lost {
                         self.inner.coalescer.push(Transition::ShareRecovered { room: target.code.clone() });
                     }

@@ -40,6 +40,7 @@ pub async fn read_json<S: Send + Sync>(req: Request, state: &S, limit: usize) ->
     if bytes.iter().all(u8::is_ascii_whitespace) {
         return Ok(None);
     }
+    super::unique_keys::check(&bytes).map_err(|cause| HubError::InvalidJson { cause })?;
     serde_json::from_slice(&bytes).map(Some).map_err(|e| HubError::InvalidJson { cause: e.to_string() })
 }
 

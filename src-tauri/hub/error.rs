@@ -146,7 +146,7 @@ impl HubError {
             HubError::ParticipantTokenRequired => "This call needs the participant's token.".into(),
             HubError::ParticipantTokenInvalid => "That token does not match this participant.".into(),
             HubError::ParticipantConflict { id } => {
-                format!("Participant '{id}' is live on another connection; only its owner can replace it.")
+                format!("Participant '{id}' is already registered in this room; only its owner can replace it.")
             }
             HubError::RoomKeyRequired => {
                 "This room is password-protected: send the room password as the API key.".into()
@@ -196,8 +196,8 @@ impl HubError {
                     .into(),
             ),
             HubError::ParticipantConflict { .. } => Some(
-                "Send its participantToken as 'Authorization: Bearer', pick another participant id, or wait until \
-                 its tunnel closes."
+                "Send its participantToken as 'Authorization: Bearer', or pick another participant id (the hub \
+                 frees an id when its participant leaves, or after it has been offline for --offline-retention)."
                     .into(),
             ),
             HubError::RoomKeyRequired => {

@@ -20,6 +20,7 @@ pub mod sse;
 pub mod state_file;
 pub mod tunnel;
 pub mod ui;
+pub mod unique_keys;
 pub mod validate;
 
 use std::net::SocketAddr;
@@ -413,6 +414,9 @@ impl Hub {
                         }
                         if report.rooms_expired > 0 {
                             tracing::info!(rooms = report.rooms_expired, "empty rooms expired");
+                        }
+                        // Removed participants free their ids, in the state file too.
+                        if report.rooms_expired + report.purged + report.unbound > 0 {
                             hub.persist().await;
                         }
                     }

@@ -5,7 +5,7 @@
 //! Every change is published on the event bus while the lock is still held, so the order of events
 //! is the order of changes.
 
-use std::collections::{HashMap, VecDeque};
+use std::collections::{BTreeMap, HashMap, VecDeque};
 use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::Duration;
@@ -19,8 +19,8 @@ use tokio::sync::oneshot;
 
 use crate::protocol::events::EventKind;
 use crate::protocol::{
-    now_ms, Capabilities, Connection, ConnectionKind, CreatedRoom, HeartbeatResult, LoadedModel, MachineSpecs,
-    Participant, ParticipantStatus, RoomSummary, RuntimeConfig, ROOM_CODE_LEN, TUNNEL_TOKEN_TTL,
+    is_participant_id, now_ms, Capabilities, Connection, ConnectionKind, CreatedRoom, HeartbeatResult, LoadedModel,
+    MachineSpecs, Participant, ParticipantStatus, RoomSummary, RuntimeConfig, ROOM_CODE_LEN, TUNNEL_TOKEN_TTL,
 };
 
 use super::error::HubError;
@@ -40,7 +40,8 @@ pub struct HealthRules {
     pub room_ttl: Option<Duration>,
 }
 
-/// A room as `--state` keeps it. Participants are not kept: they re-register after a restart.
+/// A room as `--state` keeps it. Participants are not kept: they re-register after a restart. Their
+/// token digests are, so a restarted hub still binds each id it knew to its owner.
 #[derive(Debug, Clone, Serialize, Deserialize)]
 #[serde(rename_all = "camelCase")]
 pub struct StoredRoom {
@@ -55,6 +56,10 @@ pub struct StoredRoom {
     pub password_hash: Option<String>,
     /// SHA-256 (hex) of the host token: the token itself is shown once and kept nowhere.
     pub host_token_sha256: String,
+    /// Participant id → SHA-256 (hex) of its participant token, for every participant the hub knew
+    /// when it wrote the file. Filled only when writing; in memory the live records hold them.
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub participant_tokens: BTreeMap<String, String>,
 }
 
 impl StoredRoom {
@@ -117,18 +122,7 @@ impl ParticipantRecord {
 
     /// True when `token` is this participant's token (constant time).
     fn token_matches(&self, token: Option<&str>) -> bool {
-        token.is_some_and(|t| {
-            !self.token_sha256.is_empty() && bool::from(sha256_hex(t).as_bytes().ct_eq(self.token_sha256.as_bytes()))
-        })
-    }
-
-    /// True while someone is demonstrably serving as this participant: its tunnel is open, or (a
-    /// direct participant, which has no tunnel) it is not offline. Replacing it then needs its token.
-    fn is_held(&self) -> bool {
-        match self.public.connection.kind {
-            ConnectionKind::Tunnel => self.public.connection.connected,
-            ConnectionKind::Direct => self.public.status != ParticipantStatus::Offline,
-        }
+        token.is_some_and(|t| digest_matches(t, &self.token_sha256))
     }
 
     /// Gives the participant a fresh token and returns it.
@@ -151,6 +145,42 @@ struct RoomRecord {
     participants: IndexMap<String, ParticipantRecord>,
     /// When the room last became empty (creation counts); `None` while it has participants.
     empty_since: Option<u64>,
+    /// Ids a previous run of the hub knew (from `--state`) that have not registered again since:
+    /// each stays bound to its owner's token until it comes back or the retention rule frees it.
+    bound: HashMap<String, Binding>,
+}
+
+/// An id bound to a token digest without a live record (see [`RoomRecord::bound`]).
+struct Binding {
+    token_sha256: String,
+    /// When this run of the hub learnt of it: the retention clock runs from there.
+    since: u64,
+}
+
+impl RoomRecord {
+    fn new(stored: StoredRoom, now: u64) -> Self {
+        let mut stored = stored;
+        let bound = std::mem::take(&mut stored.participant_tokens)
+            .into_iter()
+            .filter(|(id, digest)| is_participant_id(id) && digest.len() == 64)
+            .map(|(id, token_sha256)| (id, Binding { token_sha256, since: now }))
+            .collect();
+        RoomRecord { stored, participants: IndexMap::new(), empty_since: Some(now), bound }
+    }
+
+    /// True when `token` is this room's host token (constant time).
+    fn is_host_token(&self, token: Option<&str>) -> bool {
+        token.is_some_and(|t| bool::from(sha256_hex(t).as_bytes().ct_eq(self.stored.host_token_sha256.as_bytes())))
+    }
+
+    /// Whether `token` proves the id `id` in this room: its participant's token, or, for an id
+    /// only bound from a previous run, the token it was bound to. `None` when the id is free.
+    fn proves(&self, id: &str, token: Option<&str>) -> Option<bool> {
+        if let Some(record) = self.participants.get(id) {
+            return Some(record.token_matches(token));
+        }
+        self.bound.get(id).map(|b| token.is_some_and(|t| digest_matches(t, &b.token_sha256)))
+    }
 }
 
 impl RoomRecord {
@@ -163,6 +193,8 @@ struct TunnelGrant {
     room_code: String,
     participant_id: String,
     expires_at: u64,
+    /// Issued with the participant's token itself (see [`Registry::issue_tunnel_token`]).
+    first: bool,
 }
 
 #[derive(Default)]
@@ -229,6 +261,8 @@ pub struct SweepReport {
     pub purged_ids: Vec<(String, String)>,
     /// Codes of the rooms that expired.
     pub expired_codes: Vec<String>,
+    /// Ids bound from a previous run (`--state`) freed by the retention rule.
+    pub unbound: usize,
 }
 
 fn random_token(prefix: &str, bytes: usize) -> String {
@@ -241,15 +275,15 @@ fn sha256_hex(s: &str) -> String {
     hex::encode(Sha256::digest(s.as_bytes()))
 }
 
+/// True when `token` hashes to `digest` (constant time); an empty digest matches nothing.
+fn digest_matches(token: &str, digest: &str) -> bool {
+    !digest.is_empty() && bool::from(sha256_hex(token).as_bytes().ct_eq(digest.as_bytes()))
+}
+
 impl Registry {
     pub fn new(bus: EventBus, rules: HealthRules, rooms: Vec<StoredRoom>) -> Self {
         let now = now_ms();
-        let rooms = rooms
-            .into_iter()
-            .map(|stored| {
-                (stored.code.clone(), RoomRecord { stored, participants: IndexMap::new(), empty_since: Some(now) })
-            })
-            .collect();
+        let rooms = rooms.into_iter().map(|stored| (stored.code.clone(), RoomRecord::new(stored, now))).collect();
         Registry {
             inner: Arc::new(Inner {
                 state: Mutex::new(State { rooms, ..State::default() }),
@@ -329,8 +363,9 @@ impl Registry {
             defaults,
             password_hash,
             host_token_sha256: sha256_hex(&host_token),
+            participant_tokens: BTreeMap::new(),
         };
-        let record = RoomRecord { stored, participants: IndexMap::new(), empty_since: Some(now) };
+        let record = RoomRecord::new(stored, now);
         let summary = record.summary();
         let host_id = record.stored.host_id.clone();
         state.rooms.insert(code.clone(), record);
@@ -395,10 +430,13 @@ impl Registry {
         self.upsert_as(code, id, reg, kind, Claim::default())
     }
 
-    /// Registers or updates a participant. The caller has checked the password. A new participant
-    /// gets a token. Under strict rules, replacing a participant that is held (live tunnel, or a
-    /// direct one still online) needs its token, else `PARTICIPANT_CONFLICT`; replacing one that is
-    /// not held without its token makes the caller its new owner, with a new token.
+    /// Registers or updates a participant. The caller has checked the password (or holds the
+    /// participant's token, see [`Registry::proves_participant`]). A new participant gets a token.
+    /// Under strict rules the token binds the id for as long as the hub knows it — online or
+    /// offline, tunnel open or not, and across restarts with `--state` — so registering a known id
+    /// again needs its token or the room's host token: without one `PARTICIPANT_CONFLICT`, with a
+    /// wrong one `INVALID_PARTICIPANT_TOKEN`. The host token makes the caller the id's new owner,
+    /// with a new token. Under compat rules anyone may replace anyone.
     pub fn upsert_as(
         &self,
         code: &str,
@@ -419,16 +457,28 @@ impl Registry {
             });
         }
         let mut participant_token = None;
-        if let Some(existing) = room.participants.get_mut(id) {
-            if !existing.token_matches(claim.token) {
-                if claim.strict && existing.is_held() {
-                    return Err(HubError::ParticipantConflict { id: id.into() });
-                }
-                if claim.strict || existing.token_sha256.is_empty() {
-                    participant_token = Some(existing.issue_token());
-                }
+        let mut host_takeover = false;
+        if claim.strict && room.proves(id, claim.token) == Some(false) {
+            host_takeover = true;
+            if !room.is_host_token(claim.token) {
+                return Err(match claim.token {
+                    None => HubError::ParticipantConflict { id: id.into() },
+                    Some(_) => HubError::ParticipantTokenInvalid,
+                });
+            }
+            // The host takes the id over: whoever held it loses it.
+            if let Some(existing) = room.participants.get_mut(id) {
+                participant_token = Some(existing.issue_token());
             }
         }
+        if let Some(existing) = room.participants.get_mut(id) {
+            if !claim.strict && existing.token_sha256.is_empty() {
+                participant_token = Some(existing.issue_token());
+            }
+        }
+        // A bound id that comes back keeps the token it was bound to (its owner still holds it),
+        // unless the host took it over.
+        let rebound = room.bound.remove(id).filter(|_| claim.strict && !host_takeover);
         let record = match room.participants.get_mut(id) {
             Some(existing) => {
                 let p = &mut existing.public;
@@ -481,7 +531,10 @@ impl Registry {
                     },
                     reg.config,
                 );
-                participant_token = Some(record.issue_token());
+                match rebound {
+                    Some(binding) => record.token_sha256 = binding.token_sha256,
+                    None => participant_token = Some(record.issue_token()),
+                }
                 room.participants.insert(id.to_string(), record.clone());
                 room.empty_since = None;
                 record
@@ -498,16 +551,35 @@ impl Registry {
         Ok(Upserted { participant, created, room_id, participant_token })
     }
 
-    /// Records a heartbeat; an offline participant comes back online.
+    /// Records a heartbeat (as the seed has it, an empty one needs no token); an offline
+    /// participant comes back online.
     pub fn heartbeat(
         &self,
         code: &str,
         id: &str,
         loaded_models: Option<Vec<LoadedModel>>,
     ) -> Result<HeartbeatResult, HubError> {
+        self.heartbeat_as(code, id, loaded_models, Claim::default())
+    }
+
+    /// Records a heartbeat. One that carries news about the participant (its loaded models) changes
+    /// what the room routes on, so under strict rules it needs the participant's token.
+    pub fn heartbeat_as(
+        &self,
+        code: &str,
+        id: &str,
+        loaded_models: Option<Vec<LoadedModel>>,
+        claim: Claim<'_>,
+    ) -> Result<HeartbeatResult, HubError> {
         let mut state = self.state();
         let room = state.rooms.get_mut(code).ok_or_else(|| not_found(code))?;
         let record = room.participants.get_mut(id).ok_or_else(|| HubError::ParticipantNotFound { id: id.into() })?;
+        if claim.strict && loaded_models.is_some() && !record.token_matches(claim.token) {
+            return Err(match claim.token {
+                None => HubError::ParticipantTokenRequired,
+                Some(_) => HubError::ParticipantTokenInvalid,
+            });
+        }
         let now = now_ms();
         let p = &mut record.public;
         p.last_seen = now;
@@ -548,16 +620,11 @@ impl Registry {
         let mut state = self.state();
         let room = state.rooms.get_mut(code).ok_or_else(|| not_found(code))?;
         let record = room.participants.get(id).ok_or_else(|| HubError::ParticipantNotFound { id: id.into() })?;
-        if claim.strict && !record.token_matches(claim.token) {
-            let host = claim
-                .token
-                .is_some_and(|t| bool::from(sha256_hex(t).as_bytes().ct_eq(room.stored.host_token_sha256.as_bytes())));
-            if !host {
-                return Err(match claim.token {
-                    None => HubError::ParticipantTokenRequired,
-                    Some(_) => HubError::ParticipantTokenInvalid,
-                });
-            }
+        if claim.strict && !record.token_matches(claim.token) && !room.is_host_token(claim.token) {
+            return Err(match claim.token {
+                None => HubError::ParticipantTokenRequired,
+                Some(_) => HubError::ParticipantTokenInvalid,
+            });
         }
         room.participants.shift_remove(id).ok_or_else(|| HubError::ParticipantNotFound { id: id.into() })?;
         if room.participants.is_empty() {
@@ -606,44 +673,57 @@ impl Registry {
         Ok(out)
     }
 
-    /// Checks that the claim may open a tunnel for this participant: under strict rules it must
-    /// carry the participant's token.
-    pub fn check_tunnel_claim(&self, code: &str, id: &str, claim: Claim<'_>) -> Result<(), HubError> {
+    /// Whether `token` proves this participant id (its token, or the one a bound id is bound to):
+    /// a share that re-registers with it needs no password check.
+    pub fn proves_participant(&self, code: &str, id: &str, token: Option<&str>) -> bool {
         let state = self.state();
-        let room = state.rooms.get(code).ok_or_else(|| not_found(code))?;
-        let record = room.participants.get(id).ok_or_else(|| HubError::ParticipantNotFound { id: id.into() })?;
-        if !claim.strict || record.token_matches(claim.token) {
-            return Ok(());
-        }
-        Err(match claim.token {
-            None => HubError::ParticipantTokenRequired,
-            Some(_) => HubError::ParticipantTokenInvalid,
-        })
+        state.rooms.get(code).and_then(|room| room.proves(id, token)).unwrap_or(false)
     }
 
     /// A single-use token that opens one tunnel for this participant within [`TUNNEL_TOKEN_TTL`].
-    pub fn issue_tunnel_token(&self, code: &str, id: &str) -> String {
+    /// `first` says the registration that asked for it also handed the caller the participant's
+    /// token (a new participant, or a new owner): that answer went to the opener alone, so the
+    /// tunnel token proves the opener by itself, as clients that predate participant tokens expect.
+    pub fn issue_tunnel_token(&self, code: &str, id: &str, first: bool) -> String {
         let token = random_token("gt_", 24);
         let grant = TunnelGrant {
             room_code: code.into(),
             participant_id: id.into(),
             expires_at: now_ms() + self.inner.tunnel_token_ttl_ms.load(Ordering::Relaxed),
+            first,
         };
         self.state().tunnel_grants.insert(token.clone(), grant);
         token
     }
 
-    /// Spends a tunnel token: true only if it was issued for this participant, unused and unexpired.
-    pub fn redeem_tunnel_token(&self, code: &str, id: &str, token: &str) -> bool {
+    /// Spends a tunnel token for this participant. It must have been issued for it, be unused and
+    /// unexpired (`TunnelTokenInvalid`). Under strict rules a tunnel after the first one of a
+    /// registration also needs the participant's token; a claim that lacks it is refused without
+    /// spending the tunnel token.
+    pub fn redeem_tunnel_token(&self, code: &str, id: &str, token: &str, claim: Claim<'_>) -> Result<(), HubError> {
         let mut state = self.state();
-        match state.tunnel_grants.get(token) {
+        let first = match state.tunnel_grants.get(token) {
             Some(g) if g.room_code == code && g.participant_id == id => {
-                let fresh = g.expires_at > now_ms();
-                state.tunnel_grants.remove(token);
-                fresh
+                if g.expires_at <= now_ms() {
+                    state.tunnel_grants.remove(token);
+                    return Err(HubError::TunnelTokenInvalid);
+                }
+                g.first
             }
-            _ => false,
+            _ => return Err(HubError::TunnelTokenInvalid),
+        };
+        if claim.strict && !first {
+            let room = state.rooms.get(code).ok_or_else(|| not_found(code))?;
+            let record = room.participants.get(id).ok_or_else(|| HubError::ParticipantNotFound { id: id.into() })?;
+            if !record.token_matches(claim.token) {
+                return Err(match claim.token {
+                    None => HubError::ParticipantTokenRequired,
+                    Some(_) => HubError::ParticipantTokenInvalid,
+                });
+            }
         }
+        state.tunnel_grants.remove(token);
+        Ok(())
     }
 
     /// One pass of the health rules at time `now` (ms): silent participants go offline (one event),
@@ -672,6 +752,9 @@ impl Registry {
                     _ => {}
                 }
             }
+            let before = room.bound.len();
+            room.bound.retain(|_, b| now.saturating_sub(b.since) < retention);
+            report.unbound += before - room.bound.len();
             for id in purge {
                 room.participants.shift_remove(&id);
                 report.purged += 1;
@@ -709,7 +792,25 @@ impl Registry {
     /// Every room as `--state` keeps it.
     pub fn stored_rooms(&self) -> Vec<StoredRoom> {
         let state = self.state();
-        let mut rooms: Vec<_> = state.rooms.values().map(|r| r.stored.clone()).collect();
+        let mut rooms: Vec<_> = state
+            .rooms
+            .values()
+            .map(|r| {
+                let mut stored = r.stored.clone();
+                stored.participant_tokens = r
+                    .bound
+                    .iter()
+                    .map(|(id, b)| (id.clone(), b.token_sha256.clone()))
+                    .chain(
+                        r.participants
+                            .iter()
+                            .filter(|(_, p)| !p.token_sha256.is_empty())
+                            .map(|(id, p)| (id.clone(), p.token_sha256.clone())),
+                    )
+                    .collect();
+                stored
+            })
+            .collect();
         rooms.sort_by(|a, b| a.created_at.cmp(&b.created_at).then_with(|| a.code.cmp(&b.code)));
         rooms
     }
@@ -1118,27 +1219,45 @@ mod tests {
     const STRICT: Claim<'static> = Claim { token: None, strict: true };
 
     #[test]
-    fn participant_tokens_guard_a_held_participant() {
+    fn participant_tokens_guard_a_participant_tunnels_and_leaving() {
         let r = registry(30_000, 60_000, None);
         let created = r.create_room("x".into(), None, None);
         let code = created.room.code;
         let first = r.upsert_as(&code, "w1", reg("A"), ConnectionKind::Tunnel, STRICT).unwrap();
         let token = first.participant_token.expect("a new participant gets a token");
         assert!(token.starts_with("gp_"));
-        // Held (tunnel open): replacing needs the token; with it, the token is kept (none issued).
+        // Replacing needs the token; with it, the token is kept (none issued).
         assert!(r.set_tunnel(&code, "w1", true));
         assert!(!r.set_tunnel(&code, "nobody", true), "no participant, no tunnel to mark");
         let err = r.upsert_as(&code, "w1", reg("B"), ConnectionKind::Tunnel, STRICT).err();
         assert!(matches!(err, Some(HubError::ParticipantConflict { .. })), "{err:?}");
         let wrong = Claim { token: Some("gp_wrong"), strict: true };
-        assert!(r.upsert_as(&code, "w1", reg("B"), ConnectionKind::Tunnel, wrong).is_err());
+        let err = r.upsert_as(&code, "w1", reg("B"), ConnectionKind::Tunnel, wrong).err();
+        assert!(matches!(err, Some(HubError::ParticipantTokenInvalid)), "{err:?}");
         let owner = Claim { token: Some(&token), strict: true };
         let again = r.upsert_as(&code, "w1", reg("B"), ConnectionKind::Tunnel, owner).unwrap();
         assert!(again.participant_token.is_none());
-        // Tunnels and leaving: the token, or for leaving the room's host token.
-        assert!(matches!(r.check_tunnel_claim(&code, "w1", STRICT), Err(HubError::ParticipantTokenRequired)));
-        assert!(matches!(r.check_tunnel_claim(&code, "w1", wrong), Err(HubError::ParticipantTokenInvalid)));
-        assert!(r.check_tunnel_claim(&code, "w1", owner).is_ok());
+        assert!(r.proves_participant(&code, "w1", Some(&token)));
+        assert!(!r.proves_participant(&code, "w1", Some("gp_wrong")) && !r.proves_participant(&code, "w1", None));
+        // The first tunnel of a registration that handed out the token needs nothing more; a
+        // later one needs the token, and a refused claim does not spend the tunnel token.
+        let t = r.issue_tunnel_token(&code, "w1", true);
+        assert!(r.redeem_tunnel_token(&code, "w1", &t, STRICT).is_ok());
+        assert!(matches!(r.redeem_tunnel_token(&code, "w1", &t, owner), Err(HubError::TunnelTokenInvalid)));
+        let t = r.issue_tunnel_token(&code, "w1", false);
+        assert!(matches!(r.redeem_tunnel_token(&code, "w1", &t, STRICT), Err(HubError::ParticipantTokenRequired)));
+        assert!(matches!(r.redeem_tunnel_token(&code, "w1", &t, wrong), Err(HubError::ParticipantTokenInvalid)));
+        assert!(matches!(r.redeem_tunnel_token(&code, "w2", &t, owner), Err(HubError::TunnelTokenInvalid)));
+        assert!(r.redeem_tunnel_token(&code, "w1", &t, owner).is_ok());
+        // A heartbeat with news needs the token; an empty one does not.
+        let loaded = Some(vec![LoadedModel { name: "m".into(), ..Default::default() }]);
+        let err = r.heartbeat_as(&code, "w1", loaded.clone(), STRICT).err();
+        assert!(matches!(err, Some(HubError::ParticipantTokenRequired)), "{err:?}");
+        assert!(r.heartbeat_as(&code, "w1", loaded.clone(), wrong).is_err());
+        assert!(r.heartbeat_as(&code, "w1", None, STRICT).is_ok());
+        assert!(r.heartbeat_as(&code, "w1", loaded, owner).is_ok());
+        assert_eq!(r.participant(&code, "w1").unwrap().public.loaded_models.len(), 1);
+        // Leaving: the token, or the room's host token.
         assert!(matches!(r.leave_as(&code, "w1", STRICT), Err(HubError::ParticipantTokenRequired)));
         assert!(matches!(r.leave_as(&code, "w1", wrong), Err(HubError::ParticipantTokenInvalid)));
         let host = created.host_token.unwrap();
@@ -1148,24 +1267,90 @@ mod tests {
         r.set_tunnel(&code, "w2", true);
         let compat = Claim::default();
         assert!(r.upsert_as(&code, "w2", reg("D"), ConnectionKind::Tunnel, compat).is_ok());
-        assert!(r.check_tunnel_claim(&code, "w2", compat).is_ok());
+        let t = r.issue_tunnel_token(&code, "w2", false);
+        assert!(r.redeem_tunnel_token(&code, "w2", &t, compat).is_ok());
         assert!(r.leave_as(&code, "w2", compat).is_ok());
     }
 
+    /// The reconnect hijack: a participant whose tunnel closed (or that went offline) used to be
+    /// free for anyone to register again without its token.
     #[test]
-    fn an_unheld_participant_gets_a_new_owner_and_a_direct_one_is_held_while_online() {
-        let r = registry(30_000, 60_000, None);
-        let code = r.create_room("x".into(), None, None).room.code;
-        let old = r.upsert_as(&code, "w1", reg("A"), ConnectionKind::Tunnel, STRICT).unwrap().participant_token;
-        let new = r.upsert_as(&code, "w1", reg("B"), ConnectionKind::Tunnel, STRICT).unwrap().participant_token;
-        assert!(new.is_some() && new != old, "the tunnel is closed: the caller becomes the owner");
-        let old = old.unwrap();
-        let stale = Claim { token: Some(&old), strict: true };
-        assert!(matches!(r.leave_as(&code, "w1", stale), Err(HubError::ParticipantTokenInvalid)));
-        // A direct participant has no tunnel: it is held while it is online.
-        r.upsert_as(&code, "d1", reg("D"), ConnectionKind::Direct, STRICT).unwrap();
-        let err = r.upsert_as(&code, "d1", reg("E"), ConnectionKind::Direct, STRICT).err();
+    fn a_participant_whose_tunnel_closed_or_that_went_offline_stays_bound_to_its_token() {
+        let r = registry(100, 60_000, None);
+        let created = r.create_room("x".into(), None, None);
+        let code = created.room.code;
+        let token = r.upsert_as(&code, "w1", reg("A"), ConnectionKind::Tunnel, STRICT).unwrap().participant_token;
+        let token = token.unwrap();
+        r.set_tunnel(&code, "w1", true);
+        r.set_tunnel(&code, "w1", false);
+        let err = r.upsert_as(&code, "w1", reg("B"), ConnectionKind::Tunnel, STRICT).err();
         assert!(matches!(err, Some(HubError::ParticipantConflict { .. })), "{err:?}");
+        // Offline too; and a direct participant likewise.
+        r.upsert_as(&code, "d1", reg("D"), ConnectionKind::Direct, STRICT).unwrap();
+        let t = r.participant(&code, "d1").unwrap().public.last_seen;
+        r.sweep(t + 150);
+        assert_eq!(r.participant(&code, "w1").unwrap().public.status, ParticipantStatus::Offline);
+        for id in ["w1", "d1"] {
+            let err = r.upsert_as(&code, id, reg("E"), ConnectionKind::Direct, STRICT).err();
+            assert!(matches!(err, Some(HubError::ParticipantConflict { .. })), "{id}: {err:?}");
+        }
+        assert_eq!(r.participant(&code, "w1").unwrap().public.nickname, "A", "nothing changed");
+        // Its owner comes back with the token; the host may take the id over (new token).
+        let owner = Claim { token: Some(&token), strict: true };
+        assert!(r.upsert_as(&code, "w1", reg("A"), ConnectionKind::Tunnel, owner).unwrap().participant_token.is_none());
+        let host = created.host_token.unwrap();
+        let host = Claim { token: Some(&host), strict: true };
+        let new = r.upsert_as(&code, "d1", reg("H"), ConnectionKind::Direct, host).unwrap().participant_token;
+        assert!(new.is_some());
+    }
+
+    /// With `--state`, a restarted hub still binds the ids it knew: only their tokens register
+    /// them again, until the retention rule frees them.
+    #[test]
+    fn ids_known_before_a_restart_stay_bound_until_retention_frees_them() {
+        let r = registry(30_000, 1_000, None);
+        let code = r.create_room("x".into(), None, None).room.code;
+        let token = r.upsert_as(&code, "w1", reg("A"), ConnectionKind::Tunnel, STRICT).unwrap().participant_token;
+        let token = token.unwrap();
+        let stored = r.stored_rooms();
+        assert_eq!(stored[0].participant_tokens.len(), 1);
+        assert!(!serde_json::to_string(&stored).unwrap().contains(&token), "only the digest is kept");
+        let restarted = Registry::new(
+            EventBus::new(64, 64),
+            HealthRules {
+                participant_timeout: Duration::from_secs(30),
+                offline_retention: Duration::from_secs(1),
+                room_ttl: None,
+            },
+            stored,
+        );
+        assert!(restarted.participants(&code).unwrap().is_empty(), "participants re-register after a restart");
+        let err = restarted.upsert_as(&code, "w1", reg("X"), ConnectionKind::Tunnel, STRICT).err();
+        assert!(matches!(err, Some(HubError::ParticipantConflict { .. })), "{err:?}");
+        let wrong = Claim { token: Some("gp_nope"), strict: true };
+        assert!(restarted.upsert_as(&code, "w1", reg("X"), ConnectionKind::Tunnel, wrong).is_err());
+        assert!(restarted.upsert_as(&code, "w2", reg("Y"), ConnectionKind::Tunnel, STRICT).is_ok(), "other ids");
+        let owner = Claim { token: Some(&token), strict: true };
+        assert!(restarted.proves_participant(&code, "w1", Some(&token)));
+        let back = restarted.upsert_as(&code, "w1", reg("A"), ConnectionKind::Tunnel, owner).unwrap();
+        assert!(back.participant_token.is_none(), "the owner keeps its token");
+        assert!(restarted.leave_as(&code, "w1", owner).is_ok());
+        // Bound but never back: freed once the retention has passed since the restart.
+        let again = Registry::new(
+            EventBus::new(64, 64),
+            HealthRules {
+                participant_timeout: Duration::from_secs(30),
+                offline_retention: Duration::from_secs(1),
+                room_ttl: None,
+            },
+            r.stored_rooms(),
+        );
+        assert_eq!(again.sweep(now_ms() + 2_000).unbound, 1);
+        assert!(again
+            .upsert_as(&code, "w1", reg("Z"), ConnectionKind::Tunnel, STRICT)
+            .unwrap()
+            .participant_token
+            .is_some());
     }
 
     #[test]
@@ -1282,10 +1467,10 @@ mod tests {
     fn tunnel_tokens_are_single_use_and_bound() {
         let r = registry(1000, 1000, None);
         let code = r.create_room("x".into(), None, None).room.code;
-        let t = r.issue_tunnel_token(&code, "w1");
-        assert!(!r.redeem_tunnel_token(&code, "w2", &t), "bound to its participant");
-        let t = r.issue_tunnel_token(&code, "w1");
-        assert!(r.redeem_tunnel_token(&code, "w1", &t));
-        assert!(!r.redeem_tunnel_token(&code, "w1", &t), "single use");
+        let t = r.issue_tunnel_token(&code, "w1", true);
+        assert!(r.redeem_tunnel_token(&code, "w2", &t, STRICT).is_err(), "bound to its participant");
+        let t = r.issue_tunnel_token(&code, "w1", true);
+        assert!(r.redeem_tunnel_token(&code, "w1", &t, STRICT).is_ok());
+        assert!(r.redeem_tunnel_token(&code, "w1", &t, STRICT).is_err(), "single use");
     }
 }

@@ -57,6 +57,10 @@ pub struct SessionOptions {
     /// Report the provider's loaded models (Ollama `/api/ps`) at registration and with each
     /// heartbeat, when `loaded_models` is not given.
     pub auto_loaded_models: bool,
+    /// When the hub says the id is someone else's (`PARTICIPANT_CONFLICT`) and this share holds no
+    /// token for it, a supervisor takes a fresh id instead of waiting for the old one to be freed.
+    /// The desktop app sets it: its id outlives a crash, the token (never written down) does not.
+    pub rename_on_conflict: bool,
 }
 
 impl SessionOptions {
@@ -76,6 +80,7 @@ impl SessionOptions {
             loaded_models: None,
             auth_headers: BTreeMap::new(),
             participant_token: None,
+            rename_on_conflict: false,
             heartbeat_interval: HEARTBEAT_INTERVAL,
             ping_interval: HEARTBEAT_INTERVAL,
             auto_specs: true,
@@ -336,6 +341,8 @@ impl ParticipantSession {
             let id = id.clone();
             let every = options.heartbeat_interval;
             let endpoint = options.endpoint.clone();
+            // A heartbeat that says what the provider holds proves the participant with its token.
+            let token = participant_token.clone();
             async move {
                 let failures = AtomicU32::new(0);
                 let mut last_loaded = loaded_models;
@@ -351,7 +358,7 @@ impl ParticipantSession {
                     } else {
                         None
                     };
-                    match client.heartbeat(&code, &id, loaded.clone()).await {
+                    match client.heartbeat_as(&code, &id, loaded.clone(), token.as_deref()).await {
                         Ok(_) => {
                             failures.store(0, Ordering::Relaxed);
                             if loaded.is_some() {

@@ -103,6 +103,21 @@ impl Supervisor {
     }
 }
 
+/// `id` with its random suffix (see `cli::participant::generated_participant_id`) replaced, or one
+/// added: still readable in listings, new to the hub.
+fn renamed(id: &str) -> String {
+    use rand::Rng as _;
+    const ALPHABET: &[u8] = b"abcdefghijklmnopqrstuvwxyz0123456789";
+    let mut rng = rand::rng();
+    let suffix: String = (0..6).map(|_| char::from(ALPHABET[rng.random_range(0..ALPHABET.len())])).collect();
+    let base = match id.rsplit_once('-') {
+        Some((base, tail)) if tail.len() == 6 && !base.is_empty() => base,
+        _ => id,
+    };
+    let base: String = base.chars().take(40).collect();
+    format!("{base}-{suffix}")
+}
+
 async fn run(
     mut options: SessionOptions,
     tx: watch::Sender<ShareState>,
@@ -145,6 +160,16 @@ async fn run(
                             }
                         }
                     }
+                }
+                Err(SessionError::Hub(e))
+                    if options.rename_on_conflict
+                        && options.participant_token.is_none()
+                        && e.code() == Some("PARTICIPANT_CONFLICT") =>
+                {
+                    let fresh = renamed(&options.participant_id);
+                    tracing::info!(old = %options.participant_id, new = %fresh, "participant id taken; sharing under a fresh one");
+                    options.participant_id = fresh;
+                    continue;
                 }
                 Err(e) if e.is_permanent() => {
                     let status = match &e {

@@ -58,10 +58,16 @@ pub async fn join(
     let code = room_code(&code)?;
     hub.registry().room(&code)?;
     let (registration, id) = validate::registration(&body, Surface::Classic)?;
-    hub.check_password(&code, validate::password_of(&body)?, client).await?;
     let id = id.unwrap_or_else(|| uuid::Uuid::new_v4().to_string());
-    let upserted =
-        hub.registry().upsert_as(&code, &id, registration, ConnectionKind::Direct, hub.claim(bearer(&headers)))?;
+    let claim = hub.claim(bearer(&headers));
+    // As on `/v1`: the participant's own token stands in for the password.
+    if !hub.registry().proves_participant(&code, &id, claim.token) {
+        hub.check_password(&code, validate::password_of(&body)?, client).await?;
+    }
+    let upserted = hub.registry().upsert_as(&code, &id, registration, ConnectionKind::Direct, claim)?;
+    if upserted.participant_token.is_some() {
+        hub.persist().await;
+    }
     let mut answer = json!({ "participant": upserted.participant, "roomId": upserted.room_id });
     if let Some(token) = upserted.participant_token {
         answer["participantToken"] = Value::String(token);
@@ -91,6 +97,7 @@ pub async fn leave(
 ) -> Result<Json<Value>> {
     let code = room_code(&code)?;
     hub.leave(&code, existing_id(&id)?, bearer(&headers))?;
+    hub.persist().await;
     Ok(Json(json!({ "success": true })))
 }
 

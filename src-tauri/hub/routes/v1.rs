@@ -109,10 +109,18 @@ pub async fn upsert(
         return Err(validate::invalid_id().into());
     }
     let (registration, _) = validate::registration(&body, Surface::V1)?;
-    hub.check_password(&code, validate::password_of(&body)?, client).await?;
-    let upserted =
-        hub.registry().upsert_as(&code, &id, registration, ConnectionKind::Tunnel, hub.claim(bearer(&headers)))?;
-    let token = hub.registry().issue_tunnel_token(&code, &id);
+    let claim = hub.claim(bearer(&headers));
+    // A share that proves its id with its token needs no password check: it already passed one,
+    // and a guess flood against the room must not keep it out after a reconnect.
+    if !hub.registry().proves_participant(&code, &id, claim.token) {
+        hub.check_password(&code, validate::password_of(&body)?, client).await?;
+    }
+    let upserted = hub.registry().upsert_as(&code, &id, registration, ConnectionKind::Tunnel, claim)?;
+    if upserted.participant_token.is_some() {
+        // The id is bound to a new token: a restarted hub must still know it.
+        hub.persist().await;
+    }
+    let token = hub.registry().issue_tunnel_token(&code, &id, upserted.participant_token.is_some());
     let status = if upserted.created { StatusCode::CREATED } else { StatusCode::OK };
     let registered = Registered {
         tunnel: TunnelBootstrap { url: tunnel_url(&hub, &headers, &code, &id), token },
@@ -130,17 +138,20 @@ pub async fn leave(
 ) -> Result<Response> {
     let code = room_code(&code)?;
     hub.leave(&code, existing_id(&id)?, bearer(&headers))?;
+    hub.persist().await;
     Ok(ok(StatusCode::OK, Success { success: true }))
 }
 
 pub async fn heartbeat(
     State(hub): State<Hub>,
     P { 0: (code, id), .. }: P<(String, String)>,
+    headers: HeaderMap,
     OptionalApiJson(body): OptionalApiJson,
 ) -> Result<Response> {
     let code = room_code(&code)?;
     let loaded = validate::heartbeat(body.as_ref())?;
-    Ok(ok(StatusCode::OK, hub.registry().heartbeat(&code, existing_id(&id)?, loaded)?))
+    let claim = hub.claim(bearer(&headers));
+    Ok(ok(StatusCode::OK, hub.registry().heartbeat_as(&code, existing_id(&id)?, loaded, claim)?))
 }
 
 pub async fn events(State(hub): State<Hub>, P { 0: code, .. }: P<String>, headers: HeaderMap) -> Result<Response> {
@@ -167,7 +178,7 @@ pub async fn tunnel(
 ) -> Result<Response> {
     let code = room_code(&code)?;
     let id = existing_id(&id)?.to_string();
-    hub.registry().check_tunnel_claim(&code, &id, hub.claim(bearer(&headers)))?;
+    hub.registry().participant(&code, &id)?;
     let upgrade = upgrade.map_err(|e| {
         HubError::invalid(
             format!("This endpoint is a WebSocket: {}.", e.body_text()),
@@ -175,9 +186,10 @@ pub async fn tunnel(
         )
     })?;
     let token = query.ok().and_then(|q| q.0.get("token").cloned()).unwrap_or_default();
-    if token.is_empty() || !hub.registry().redeem_tunnel_token(&code, &id, &token) {
+    if token.is_empty() {
         return Err(HubError::TunnelTokenInvalid.into());
     }
+    hub.registry().redeem_tunnel_token(&code, &id, &token, hub.claim(bearer(&headers)))?;
     Ok(upgrade
         // tungstenite zero-fills its whole read buffer on every read: keep it near a frame's size.
         .read_buffer_size(16 * 1024)
