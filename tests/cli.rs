@@ -469,23 +469,24 @@ async fn client_speaks_the_whole_management_plane() {
     assert_eq!(registered.room_id, created.room.id);
     assert!(registered.tunnel.url.starts_with("ws://") && !registered.tunnel.token.is_empty());
     registration.model = "qwen3".into();
-    let (again, created_now) = client.upsert_participant(&code, "worker-1", &registration).await.unwrap();
+    let owner = registered.participant_token.clone();
+    let (again, created_now) =
+        client.upsert_participant_as(&code, "worker-1", &registration, owner.as_deref()).await.unwrap();
     assert!(!created_now, "the second upsert updates");
     assert_eq!(again.participant.model, "qwen3");
 
-    let beat = client
-        .heartbeat(&code, "worker-1", Some(vec![LoadedModel { name: "qwen3".into(), vram: Some(4.5), size: None }]))
-        .await
-        .unwrap();
+    let news = Some(vec![LoadedModel { name: "qwen3".into(), vram: Some(4.5), size: None }]);
+    assert!(client.heartbeat(&code, "worker-1", news.clone()).await.is_err(), "news needs the participant's token");
+    let beat = client.heartbeat_as(&code, "worker-1", news, owner.as_deref()).await.unwrap();
     assert!(beat.success);
     assert_eq!(beat.status, ParticipantStatus::Online);
     assert!(client.heartbeat(&code, "worker-1", None).await.unwrap().success);
     let p = client.get_participant(&code, "worker-1").await.unwrap();
     assert_eq!(p.loaded_models.first().map(|m| m.name.as_str()), Some("qwen3"));
     assert_eq!(client.list_participants(&code).await.unwrap().len(), 1);
-    // Re-registered without its token while no tunnel held it: the caller became its owner, with a new token.
-    let participant_token = again.participant_token.clone().expect("a new owner gets a new token");
-    assert_ne!(Some(&participant_token), registered.participant_token.as_ref());
+    // The update kept the owner's token: the id stays bound to it.
+    assert_eq!(again.participant_token, None, "an update by the owner hands out no new token");
+    let participant_token = owner.expect("a registration hands out a participant token");
     assert!(client.leave(&code, "worker-1").await.is_err(), "leaving needs the participant's token");
     assert!(client.leave_as(&code, "worker-1", Some(&participant_token)).await.unwrap().success);
     assert!(client.list_participants(&code).await.unwrap().is_empty());

@@ -83,10 +83,29 @@ async fn expect_connected(surface: Surface, code: &str, sse: &mut Sse) -> (Strin
     (client_id.to_string(), event)
 }
 
+/// The participant tokens the hub handed out, by hub, room and id: an update of a participant is
+/// its owner's, with its token.
+static TOKENS: std::sync::Mutex<Option<HashMap<String, String>>> = std::sync::Mutex::new(None);
+
 async fn put(th: &TestHub, code: &str, id: &str, body: Value) -> u16 {
-    let (status, _, res) = call(http().put(th.at(&format!("/v1/rooms/{code}/participants/{id}"))).json(&body)).await;
+    let url = th.at(&format!("/v1/rooms/{code}/participants/{id}"));
+    let known = TOKENS.lock().unwrap().get_or_insert_with(HashMap::new).get(&url).cloned();
+    let mut req = http().put(&url).json(&body);
+    if let Some(token) = known {
+        req = req.bearer_auth(token);
+    }
+    let (status, _, res) = call(req).await;
     assert!(status == 200 || status == 201, "upsert {id}: {status} {res}");
+    if let Some(token) = res["data"]["participantToken"].as_str() {
+        TOKENS.lock().unwrap().get_or_insert_with(HashMap::new).insert(url, token.to_string());
+    }
     status
+}
+
+/// The participant token `put` was handed for `id`.
+fn token_of(th: &TestHub, code: &str, id: &str) -> String {
+    let url = th.at(&format!("/v1/rooms/{code}/participants/{id}"));
+    TOKENS.lock().unwrap().get_or_insert_with(HashMap::new).get(&url).cloned().expect("put handed out a token")
 }
 
 fn reg_body(nickname: &str) -> Value {
@@ -135,8 +154,13 @@ async fn both_streams_start_with_connected_then_follow_the_room_in_order() {
     let (status, _, _) = call(http().post(th.at(&format!("/rooms/{code}/health"))).json(&json!({"id": "w2"}))).await;
     assert_eq!(status, 200);
     let hb = json!({"loadedModels": [{"name": "llama3", "vram": 5.5}]});
-    let (status, _, _) =
-        call(http().post(th.at(&format!("/v1/rooms/{code}/participants/w1/heartbeat"))).json(&hb)).await;
+    let (status, _, _) = call(
+        http()
+            .post(th.at(&format!("/v1/rooms/{code}/participants/w1/heartbeat")))
+            .bearer_auth(token_of(&th, &code, "w1"))
+            .json(&hb),
+    )
+    .await;
     assert_eq!(status, 200);
     // The room's host token removes anyone from its room.
     let (status, _, _) =
@@ -402,13 +426,28 @@ async fn a_reader_that_never_reads_does_not_stop_other_readers_or_the_hub() {
         let code = code.clone();
         tokio::spawn(async move {
             let client = http();
+            // Each participant's token, from its first registration: its updates are its own.
+            let tokens = std::sync::Arc::new(std::sync::Mutex::new(vec![String::new(); PARTICIPANTS]));
             for round in 0..ROUNDS {
                 let mut batch = tokio::task::JoinSet::new();
                 for p in 0..PARTICIPANTS {
-                    let req = client
+                    let token = tokens.lock().unwrap()[p].clone();
+                    let mut req = client
                         .put(format!("{url}/v1/rooms/{code}/participants/w{p}"))
                         .json(&heavy_body(&format!("worker {p}"), round));
-                    batch.spawn(async move { req.send().await.unwrap().status().as_u16() });
+                    if !token.is_empty() {
+                        req = req.bearer_auth(token);
+                    }
+                    let tokens = tokens.clone();
+                    batch.spawn(async move {
+                        let res = req.send().await.unwrap();
+                        let status = res.status().as_u16();
+                        let v: Value = res.json().await.unwrap_or(Value::Null);
+                        if let Some(t) = v["data"]["participantToken"].as_str() {
+                            tokens.lock().unwrap()[p] = t.to_string();
+                        }
+                        status
+                    });
                     if batch.len() >= 4 {
                         let status = batch.join_next().await.unwrap().unwrap();
                         assert!(status == 200 || status == 201, "upsert: {status}");

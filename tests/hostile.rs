@@ -881,7 +881,7 @@ fn wide_table(open: &str, locked: &str) -> Vec<Case> {
 
 /// Tunnel cases: refused upgrades, then garbage frames on an open tunnel, each followed by a ping
 /// that must still be answered; an oversize frame must end in a clean close. Returns the cases run.
-async fn tunnel_cases(url: &str, code: &str, failures: &mut Vec<String>) -> usize {
+async fn tunnel_cases(url: &str, code: &str, pass: usize, failures: &mut Vec<String>) -> usize {
     use futures_util::{SinkExt, StreamExt};
     use tokio_tungstenite::tungstenite::Message;
 
@@ -893,17 +893,22 @@ async fn tunnel_cases(url: &str, code: &str, failures: &mut Vec<String>) -> usiz
             failures.push(format!("tunnel: {name}: {detail}"));
         }
     };
-    let a = register(url, code, "tun-a").await;
-    let b = register(url, code, "tun-b").await;
+    // Ids of their own in each pass: an id stays its first registrant's.
+    let (a_id, b_id) = (format!("tun-a{pass}"), format!("tun-b{pass}"));
+    let a = register(url, code, &a_id).await;
+    let b = register(url, code, &b_id).await;
+    // A later registration's tunnel token: its upgrade needs the participant token too.
+    let later = register_as(url, code, &a_id, Some(&a.participant_token)).await;
+    let a_path = format!("/{a_id}/");
     for (name, dial_url, token, participant, want) in [
         ("no tunnel token", a.url.clone(), String::new(), Some(a.participant_token.clone()), 401),
         ("a wrong tunnel token", a.url.clone(), "gt_wrong".into(), Some(a.participant_token.clone()), 401),
         ("another participant's tunnel token", a.url.clone(), b.token.clone(), Some(a.participant_token.clone()), 401),
-        ("no participant token", a.url.clone(), a.token.clone(), None, 401),
-        ("a wrong participant token", a.url.clone(), a.token.clone(), Some("gp_wrong".into()), 403),
-        ("an unknown participant", a.url.replace("/tun-a/", "/ghost/"), a.token.clone(), None, 404),
+        ("no participant token for a later tunnel", a.url.clone(), later.token.clone(), None, 401),
+        ("a wrong participant token", a.url.clone(), later.token.clone(), Some("gp_wrong".into()), 403),
+        ("an unknown participant", a.url.replace(&a_path, "/ghost/"), a.token.clone(), None, 404),
         ("an unknown room", a.url.replace(code, "ZZZZZ9"), a.token.clone(), None, 404),
-        ("an id with a path trick", a.url.replace("/tun-a/", "/%2e%2e/"), a.token.clone(), None, 404),
+        ("an id with a path trick", a.url.replace(&a_path, "/%2e%2e/"), a.token.clone(), None, 404),
     ] {
         let got = dial(&dial_url, &token, participant.as_deref()).await.err();
         expect(name, got == Some(want), format!("{got:?} instead of {want}"));
@@ -915,7 +920,7 @@ async fn tunnel_cases(url: &str, code: &str, failures: &mut Vec<String>) -> usiz
         format!("{}", plain.status()),
     );
 
-    let fresh = register_as(url, code, "tun-a", Some(&a.participant_token)).await;
+    let fresh = register_as(url, code, &a_id, Some(&a.participant_token)).await;
     let mut ws = dial(&fresh.url, &fresh.token, Some(&a.participant_token)).await.unwrap();
     let big_text = format!("{{\"type\":\"tunnel.ping\",\"pad\":\"{}\"}}", "p".repeat(1 << 20));
     let nested = format!("{}{}", "[".repeat(10_000), "]".repeat(10_000));
@@ -1007,7 +1012,7 @@ async fn over_200_hostile_cases_against_the_binary_and_its_memory_stays_put() {
     let mut failures = Vec::new();
     let mut total = 0;
     rss.push(rss_kib(hub.child.id()));
-    for _pass in 0..2 {
+    for pass in 0..2 {
         failures.clear();
         for case in &cases {
             let res = send_raw(&addr, case.request(&addr)).await;
@@ -1016,7 +1021,7 @@ async fn over_200_hostile_cases_against_the_binary_and_its_memory_stays_put() {
             }
         }
         total = cases.len();
-        total += tunnel_cases(&hub.url, &open, &mut failures).await;
+        total += tunnel_cases(&hub.url, &open, pass, &mut failures).await;
         tokio::time::sleep(Duration::from_millis(300)).await;
         rss.push(rss_kib(hub.child.id()));
     }
