@@ -170,7 +170,7 @@ async fn a_client_that_never_reads_a_big_stream_is_cut_off_and_the_rest_carries_
     let body = streamed("big", "x").to_string();
     let mut sponge = tokio::net::TcpStream::connect(hub.url.trim_start_matches("http://")).await.unwrap();
     let request = format!(
-        "POST /rooms/{code}/v1/chat/completions HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\nContent-Length: {}\r\n\r\n{body}",
+        "POST /rooms/{code}/v1/chat/completions HTTP/1.1\r\nHost: localhost\r\nContent-Type: application/json\r\nContent-Length: {}\r\n\r\n{body}",
         body.len()
     );
     sponge.write_all(request.as_bytes()).await.unwrap();

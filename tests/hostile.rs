@@ -496,16 +496,17 @@ fn table(code: &str) -> Vec<Case> {
             format!(r#"{{"nickname": {}}}"#, nested(10_000)),
         )
         .status(400),
-        // Wrong content types (the body is read as JSON whatever the header says; these are not JSON).
+        // Bodies that do not say they are JSON: 415, whatever they hold (a browser sends text/plain
+        // and forms cross-site without a preflight).
         Case::new(C, "form-encoded body (classic create)", "POST", "/rooms", "name=My+room")
             .content_type(Some("application/x-www-form-urlencoded"))
-            .status(400),
+            .status(415),
         Case::new(V, "XML body (v1 create)", "POST", "/v1/rooms", "<room name=\"x\"/>")
             .content_type(Some("application/xml"))
-            .status(400),
+            .status(415),
         Case::new(V, "form-encoded body (v1 upsert)", "PUT", put.as_str(), "nickname=a&model=b&endpoint=http://x")
             .content_type(Some("application/x-www-form-urlencoded"))
-            .status(400),
+            .status(415),
         Case::new(
             C,
             "multipart body (classic join)",
@@ -514,7 +515,22 @@ fn table(code: &str) -> Vec<Case> {
             "--b\r\nContent-Disposition: form-data; name=\"nickname\"\r\n\r\nA\r\n--b--\r\n",
         )
         .content_type(Some("multipart/form-data; boundary=b"))
-        .status(400),
+        .status(415),
+        Case::new(V, "JSON sent as text/plain (v1 create)", "POST", "/v1/rooms", r#"{"name": "x"}"#)
+            .content_type(Some("text/plain"))
+            .status(415),
+        Case::new(
+            C,
+            "JSON sent as text/plain (classic join)",
+            "POST",
+            join.as_str(),
+            r#"{"nickname": "a", "model": "m", "endpoint": "http://10.0.0.9:1"}"#,
+        )
+        .content_type(Some("text/plain;charset=UTF-8"))
+        .status(415),
+        Case::new(V, "JSON with no content type (v1 create)", "POST", "/v1/rooms", r#"{"name": "x"}"#)
+            .content_type(None)
+            .status(415),
         // Empty bodies.
         Case::new(C, "empty body (classic create)", "POST", "/rooms", "").status(400),
         Case::new(V, "empty body (v1 create)", "POST", "/v1/rooms", "").status(400),
@@ -549,7 +565,7 @@ fn table(code: &str) -> Vec<Case> {
     // A chunked body over the limit: no Content-Length to refuse it by, the limit holds while reading.
     let mut chunked = Case::new(V, "2 MiB chunked body without Content-Length (v1 create)", "", "", "").status(413);
     let mut raw = concat!(
-        "POST /v1/rooms HTTP/1.1\r\nHost: x\r\nConnection: close\r\n",
+        "POST /v1/rooms HTTP/1.1\r\nHost: localhost\r\nConnection: close\r\n",
         "Content-Type: application/json\r\nTransfer-Encoding: chunked\r\n\r\n"
     )
     .as_bytes()
@@ -568,15 +584,17 @@ fn table(code: &str) -> Vec<Case> {
     garbage.raw = Some(b"HELLO THERE\r\n\r\n".to_vec());
     cases.push(garbage);
     let mut raw_path = Case::new(P, "raw invalid UTF-8 bytes in the path", "", "", "");
-    raw_path.raw = Some(b"GET /v1/rooms/\xff\xfe\x80AB HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n".to_vec());
+    raw_path.raw =
+        Some(b"GET /v1/rooms/\xff\xfe\x80AB HTTP/1.1\r\nHost: localhost\r\nConnection: close\r\n\r\n".to_vec());
     cases.push(raw_path);
     let mut raw_ctl = Case::new(P, "a raw control character in the path", "", "", "");
-    raw_ctl.raw = Some(b"GET /rooms/AB\x01CDE/participants HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n".to_vec());
+    raw_ctl.raw =
+        Some(b"GET /rooms/AB\x01CDE/participants HTTP/1.1\r\nHost: localhost\r\nConnection: close\r\n\r\n".to_vec());
     cases.push(raw_ctl);
     let mut huge_header = Case::new(P, "a header of 1 MiB", "", "", "");
     huge_header.raw = Some(
         format!(
-            "GET /v1/health HTTP/1.1\r\nHost: x\r\nX-Junk: {}\r\nConnection: close\r\n\r\n",
+            "GET /v1/health HTTP/1.1\r\nHost: localhost\r\nX-Junk: {}\r\nConnection: close\r\n\r\n",
             "j".repeat(1024 * 1024)
         )
         .into_bytes(),
@@ -713,7 +731,7 @@ fn wide_table(open: &str, locked: &str) -> Vec<Case> {
             let mut case =
                 Case::new(O, format!("{name} ({method} locked inference)"), method, path.as_str(), body).status(401);
             if let Some(auth) = &auth {
-                let mut raw = case.request("x");
+                let mut raw = case.request("localhost");
                 let at = raw.windows(2).position(|w| w == b"\r\n").unwrap() + 2;
                 let header = format!("Authorization: {auth}\r\n");
                 raw.splice(at..at, header.into_bytes());
@@ -787,51 +805,51 @@ fn wide_table(open: &str, locked: &str) -> Vec<Case> {
             "150 headers",
             P,
             Some(431),
-            format!("GET /v1/health HTTP/1.1\r\nHost: x\r\n{many}Connection: close\r\n\r\n").into_bytes(),
+            format!("GET /v1/health HTTP/1.1\r\nHost: localhost\r\n{many}Connection: close\r\n\r\n").into_bytes(),
         ),
         raw(
             "a 100 KiB header",
             P,
             Some(431),
-            format!("GET /v1/health HTTP/1.1\r\nHost: x\r\nX-Big: {}\r\nConnection: close\r\n\r\n", "b".repeat(100 << 10))
+            format!("GET /v1/health HTTP/1.1\r\nHost: localhost\r\nX-Big: {}\r\nConnection: close\r\n\r\n", "b".repeat(100 << 10))
                 .into_bytes(),
         ),
         raw(
             "Content-Length and Transfer-Encoding both",
             P,
             None,
-            b"POST /v1/rooms HTTP/1.1\r\nHost: x\r\nContent-Length: 4\r\nTransfer-Encoding: chunked\r\nConnection: close\r\n\r\n0\r\n\r\n".to_vec(),
+            b"POST /v1/rooms HTTP/1.1\r\nHost: localhost\r\nContent-Length: 4\r\nTransfer-Encoding: chunked\r\nConnection: close\r\n\r\n0\r\n\r\n".to_vec(),
         ),
         raw(
             "two different Content-Lengths",
             P,
             None,
-            b"POST /v1/rooms HTTP/1.1\r\nHost: x\r\nContent-Length: 2\r\nContent-Length: 5\r\nConnection: close\r\n\r\n{}".to_vec(),
+            b"POST /v1/rooms HTTP/1.1\r\nHost: localhost\r\nContent-Length: 2\r\nContent-Length: 5\r\nConnection: close\r\n\r\n{}".to_vec(),
         ),
         raw(
             "Content-Length: -1",
             P,
             None,
-            b"POST /v1/rooms HTTP/1.1\r\nHost: x\r\nContent-Length: -1\r\nConnection: close\r\n\r\n".to_vec(),
+            b"POST /v1/rooms HTTP/1.1\r\nHost: localhost\r\nContent-Length: -1\r\nConnection: close\r\n\r\n".to_vec(),
         ),
         raw(
             "a NUL in a header value",
             P,
             None,
-            b"GET /v1/health HTTP/1.1\r\nHost: x\r\nX-Nul: a\x00b\r\nConnection: close\r\n\r\n".to_vec(),
+            b"GET /v1/health HTTP/1.1\r\nHost: localhost\r\nX-Nul: a\x00b\r\nConnection: close\r\n\r\n".to_vec(),
         ),
         raw(
             "a header name with a space",
             P,
             None,
-            b"GET /v1/health HTTP/1.1\r\nHost: x\r\nBad Name: v\r\nConnection: close\r\n\r\n".to_vec(),
+            b"GET /v1/health HTTP/1.1\r\nHost: localhost\r\nBad Name: v\r\nConnection: close\r\n\r\n".to_vec(),
         ),
         raw(
             "a UTF-16 body (/v1 create)",
             V,
             Some(400),
             [
-                &b"POST /v1/rooms HTTP/1.1\r\nHost: x\r\nContent-Type: application/json; charset=utf-16\r\nContent-Length: 12\r\nConnection: close\r\n\r\n"[..],
+                &b"POST /v1/rooms HTTP/1.1\r\nHost: localhost\r\nContent-Type: application/json; charset=utf-16\r\nContent-Length: 12\r\nConnection: close\r\n\r\n"[..],
                 &[0xff, 0xfe, b'{', 0, b'}', 0, b' ', 0, b' ', 0, b' ', 0][..],
             ]
             .concat(),
@@ -841,7 +859,7 @@ fn wide_table(open: &str, locked: &str) -> Vec<Case> {
             O,
             Some(413),
             format!(
-                "POST /rooms/{open}/v1/chat/completions HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{{",
+                "POST /rooms/{open}/v1/chat/completions HTTP/1.1\r\nHost: localhost\r\nContent-Type: application/json\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{{",
                 100u64 << 20
             )
             .into_bytes(),
@@ -851,7 +869,7 @@ fn wide_table(open: &str, locked: &str) -> Vec<Case> {
             V,
             Some(413),
             format!(
-                "POST /v1/rooms HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{{",
+                "POST /v1/rooms HTTP/1.1\r\nHost: localhost\r\nContent-Type: application/json\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{{",
                 100u64 << 20
             )
             .into_bytes(),
@@ -860,12 +878,12 @@ fn wide_table(open: &str, locked: &str) -> Vec<Case> {
             "an absurd Content-Length",
             P,
             None,
-            b"POST /v1/rooms HTTP/1.1\r\nHost: x\r\nContent-Length: 99999999999999999999999\r\nConnection: close\r\n\r\n".to_vec(),
+            b"POST /v1/rooms HTTP/1.1\r\nHost: localhost\r\nContent-Length: 99999999999999999999999\r\nConnection: close\r\n\r\n".to_vec(),
         ),
     ]);
     // 100 MiB really sent, as one body, to the inference plane: refused after 32 MiB.
     let mut huge = format!(
-        "POST /rooms/{open}/v1/chat/completions HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\nTransfer-Encoding: chunked\r\nConnection: close\r\n\r\n"
+        "POST /rooms/{open}/v1/chat/completions HTTP/1.1\r\nHost: localhost\r\nContent-Type: application/json\r\nTransfer-Encoding: chunked\r\nConnection: close\r\n\r\n"
     )
     .into_bytes();
     let piece = vec![b' '; 1 << 20];
@@ -1030,7 +1048,7 @@ async fn over_200_hostile_cases_against_the_binary_and_its_memory_stays_put() {
     // Slowloris: a request whose headers never finish is cut off at the deadline (1 s here).
     total += 1;
     let mut slow = TcpStream::connect(&addr).await.unwrap();
-    slow.write_all(b"GET /v1/health HTTP/1.1\r\nHost: x\r\nX-Slow: ").await.unwrap();
+    slow.write_all(b"GET /v1/health HTTP/1.1\r\nHost: localhost\r\nX-Slow: ").await.unwrap();
     let mut buf = [0u8; 256];
     let cut = tokio::time::timeout(Duration::from_secs(5), async {
         loop {

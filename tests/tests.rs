@@ -24,6 +24,7 @@ mod secrets;
 mod shutdown;
 mod specs;
 mod state;
+mod trust;
 mod tunnel;
 mod ui;
 mod v1;

@@ -27,6 +27,7 @@ pub async fn read_json<S: Send + Sync>(req: Request, state: &S, limit: usize) ->
     if limit > 0 && declared.is_some_and(|len| len > limit as u64) {
         return Err(HubError::PayloadTooLarge { limit });
     }
+    let json_type = req.headers().get(header::CONTENT_TYPE).and_then(|v| v.to_str().ok()).is_some_and(is_json_type);
     let read = tokio::time::timeout(BODY_READ_TIMEOUT, Bytes::from_request(req, state))
         .await
         .map_err(|_| HubError::invalid("The request body took too long to arrive.", "Send the whole body at once."))?;
@@ -40,8 +41,21 @@ pub async fn read_json<S: Send + Sync>(req: Request, state: &S, limit: usize) ->
     if bytes.iter().all(u8::is_ascii_whitespace) {
         return Ok(None);
     }
+    // A body that does not say it is JSON could be a browser's "simple request" (text/plain, a
+    // form), which skips the CORS preflight: refused.
+    if !json_type {
+        return Err(HubError::UnsupportedMediaType);
+    }
     super::unique_keys::check(&bytes).map_err(|cause| HubError::InvalidJson { cause })?;
     serde_json::from_slice(&bytes).map(Some).map_err(|e| HubError::InvalidJson { cause: e.to_string() })
+}
+
+/// `application/json`, `application/*+json` or `text/json`, parameters aside.
+fn is_json_type(content_type: &str) -> bool {
+    let essence = content_type.split(';').next().unwrap_or("").trim().to_ascii_lowercase();
+    essence == "application/json"
+        || essence == "text/json"
+        || (essence.starts_with("application/") && essence.ends_with("+json"))
 }
 
 /// The management body limit, as the router configured it.
@@ -84,5 +98,30 @@ impl<S: Send + Sync> FromRequest<S> for OptionalApiJson {
     async fn from_request(req: Request, state: &S) -> Result<Self, Self::Rejection> {
         let limit = req.extensions().get::<BodyLimit>().map_or(0, |l| l.0);
         Ok(OptionalApiJson(read_json(req, state, limit).await?))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn json_content_types() {
+        for ok in [
+            "application/json",
+            "application/json; charset=utf-8",
+            "Application/JSON",
+            "application/merge-patch+json",
+            "text/json",
+        ] {
+            assert!(super::is_json_type(ok), "{ok}");
+        }
+        for bad in [
+            "text/plain",
+            "application/x-www-form-urlencoded",
+            "multipart/form-data; boundary=x",
+            "",
+            "application/jsonx",
+        ] {
+            assert!(!super::is_json_type(bad), "{bad}");
+        }
     }
 }

@@ -61,6 +61,12 @@ pub enum HubError {
     Upstream { stage: String, message: String },
     #[error("the participant's provider did not answer in time ({stage})")]
     UpstreamTimeout { stage: String },
+    #[error("the hub does not answer to host name {host}")]
+    HostNotAllowed { host: String },
+    #[error("requests from web pages on {origin} are refused")]
+    OriginNotAllowed { origin: String },
+    #[error("the body must be JSON (Content-Type: application/json)")]
+    UnsupportedMediaType,
     #[error("internal error: {0}")]
     Internal(String),
 }
@@ -84,7 +90,11 @@ impl HubError {
             | HubError::HostTokenRequired
             | HubError::ParticipantTokenRequired
             | HubError::RoomKeyRequired => StatusCode::UNAUTHORIZED,
-            HubError::HostTokenInvalid | HubError::ParticipantTokenInvalid => StatusCode::FORBIDDEN,
+            HubError::HostTokenInvalid
+            | HubError::ParticipantTokenInvalid
+            | HubError::HostNotAllowed { .. }
+            | HubError::OriginNotAllowed { .. } => StatusCode::FORBIDDEN,
+            HubError::UnsupportedMediaType => StatusCode::UNSUPPORTED_MEDIA_TYPE,
             HubError::ParticipantConflict { .. } => StatusCode::CONFLICT,
             HubError::TunnelTokenInvalid => StatusCode::UNAUTHORIZED,
             HubError::InvalidJson { .. } | HubError::MissingFields { .. } | HubError::InvalidRequest { .. } => {
@@ -126,6 +136,9 @@ impl HubError {
             HubError::ParticipantUnavailable { .. } => "PARTICIPANT_TUNNEL_NOT_CONNECTED",
             HubError::Upstream { .. } => "UPSTREAM_ERROR",
             HubError::UpstreamTimeout { .. } => "UPSTREAM_TIMEOUT",
+            HubError::HostNotAllowed { .. } => "HOST_NOT_ALLOWED",
+            HubError::OriginNotAllowed { .. } => "ORIGIN_NOT_ALLOWED",
+            HubError::UnsupportedMediaType => "UNSUPPORTED_MEDIA_TYPE",
             HubError::Internal(_) => "INTERNAL_ERROR",
         }
     }
@@ -168,6 +181,15 @@ impl HubError {
             HubError::UpstreamTimeout { stage } => {
                 format!("The participant's model server did not answer in time ({stage}).")
             }
+            HubError::HostNotAllowed { host } => format!(
+                "This hub does not answer to the host name '{host}' (a guard against DNS rebinding); \
+                 if that is its name, start it with --allowed-host {host}."
+            ),
+            HubError::OriginNotAllowed { origin } => format!(
+                "Requests from web pages on {origin} are refused (a guard against cross-site requests); \
+                 to let that page in, start the hub with --cors {origin}."
+            ),
+            HubError::UnsupportedMediaType => "The body must be sent as JSON.".into(),
             HubError::Internal(_) => "Something went wrong inside the hub.".into(),
         }
     }
@@ -219,6 +241,13 @@ impl HubError {
             HubError::Upstream { .. } | HubError::UpstreamTimeout { .. } => {
                 Some("Retry; if it keeps failing, the participant's model server needs attention.".into())
             }
+            HubError::HostNotAllowed { host } => Some(format!(
+                "Reach the hub by its IP address, or start it with --allowed-host {host} (the desktop app: Settings)."
+            )),
+            HubError::OriginNotAllowed { origin } => {
+                Some(format!("Start the hub with --cors {origin} (the desktop app: Settings) if that page is yours."))
+            }
+            HubError::UnsupportedMediaType => Some("Send the header 'Content-Type: application/json'.".into()),
             HubError::Internal(_) => Some("Retry; if it keeps failing, look at the hub's log.".into()),
         }
     }

@@ -6,6 +6,8 @@
 //! token, which is what lets tests (and the desktop app) run a real hub on port 0.
 
 pub mod body;
+pub mod browser;
+pub mod egress;
 pub mod error;
 pub mod events;
 pub mod guard;
@@ -52,8 +54,11 @@ pub struct HubConfig {
     pub room_ttl: Option<Duration>,
     /// Where rooms are kept across restarts; in memory only when `None`.
     pub state_path: Option<PathBuf>,
-    /// Allowed browser origins; empty allows any (`*`), as the original hub did.
+    /// Browser origins allowed to call the hub (`--cors`); `*` allows any. Empty: only the hub's
+    /// own pages (and, on the inference plane of a room with a password, any page with its key).
     pub cors_origins: Vec<String>,
+    /// Host names the hub answers to beyond its defaults (`--allowed-host`); see `hub::browser`.
+    pub allowed_hosts: Vec<String>,
     /// Largest body accepted on the classic and `/v1` surfaces.
     pub management_body_limit: usize,
     /// SSE keep-alive comment interval.
@@ -114,6 +119,7 @@ impl Default for HubConfig {
             room_ttl: None,
             state_path: None,
             cors_origins: Vec::new(),
+            allowed_hosts: Vec::new(),
             management_body_limit: 1024 * 1024,
             keep_alive: Duration::from_secs(15),
             event_ring: 512,
@@ -153,7 +159,8 @@ struct HubInner {
     streams: Arc<std::sync::Mutex<std::collections::HashMap<String, usize>>>,
     state_file: Option<state_file::StateFile>,
     tunnels: tunnel::Tunnels,
-    http: reqwest::Client,
+    direct: egress::DirectClients,
+    browser: browser::BrowserPolicy,
     responses: inference::responses_index::ResponsesIndex,
     shutdown: CancellationToken,
     tasks: TaskTracker,
@@ -203,15 +210,10 @@ impl Hub {
         registry.set_queue_depth(config.queue_depth);
         registry.set_limits(config.max_rooms, config.max_participants_per_room);
         registry.set_tunnel_token_ttl(config.tunnel_token_ttl);
-        // Pooled connections to direct participants; no overall timeout (answers stream), but
-        // connecting is bounded.
-        let http = reqwest::Client::builder()
-            .connect_timeout(Duration::from_secs(5))
-            .pool_idle_timeout(Duration::from_secs(90))
-            .build()
-            .unwrap_or_else(|_| reqwest::Client::new());
+        let browser = browser::BrowserPolicy::new(&config.allowed_hosts, &config.cors_origins);
         Ok(Hub {
             inner: Arc::new(HubInner {
+                browser,
                 passwords: password::Passwords::new(config.password_concurrency),
                 guard: guard::Guard::new(config.guesses_per_room, config.guesses_per_address),
                 streams: Arc::default(),
@@ -219,7 +221,7 @@ impl Hub {
                 registry,
                 state_file,
                 tunnels: tunnel::Tunnels::default(),
-                http,
+                direct: egress::DirectClients::new(),
                 responses: inference::responses_index::ResponsesIndex::new(10_000),
                 shutdown: CancellationToken::new(),
                 tasks: TaskTracker::new(),
@@ -236,9 +238,14 @@ impl Hub {
         &self.inner.registry
     }
 
-    /// The HTTP client for direct participants.
-    pub fn http(&self) -> &reqwest::Client {
-        &self.inner.http
+    /// The Host and Origin rules of this hub.
+    pub fn browser_policy(&self) -> &browser::BrowserPolicy {
+        &self.inner.browser
+    }
+
+    /// The HTTP client for direct participants registered with `reach`.
+    pub fn direct_client(&self, reach: egress::Reach) -> &reqwest::Client {
+        self.inner.direct.get(reach)
     }
 
     /// Which participant created which Responses-API response.

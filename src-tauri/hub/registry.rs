@@ -88,6 +88,8 @@ pub struct Registration {
     pub capabilities: Option<Capabilities>,
     pub max_concurrency: Option<u32>,
     pub loaded_models: Option<Vec<LoadedModel>>,
+    /// Where a direct participant's endpoint may point, by where its registration came from.
+    pub reach: crate::hub::egress::Reach,
 }
 
 /// A participant with what the hub keeps beside its public form.
@@ -104,6 +106,8 @@ pub struct ParticipantRecord {
     json: bytes::Bytes,
     /// SHA-256 (hex) of the participant token: the token itself is handed out once and kept nowhere.
     token_sha256: String,
+    /// Where the hub may connect for it (direct participants), from its latest registration.
+    pub reach: crate::hub::egress::Reach,
 }
 
 impl ParticipantRecord {
@@ -115,6 +119,7 @@ impl ParticipantRecord {
             in_flight: 0,
             json: bytes::Bytes::new(),
             token_sha256: String::new(),
+            reach: crate::hub::egress::Reach::default(),
         };
         record.refresh();
         record
@@ -507,6 +512,7 @@ impl Registry {
                 p.last_seen = now;
                 p.updated_at = now;
                 existing.config = reg.config;
+                existing.reach = reg.reach;
                 existing.offline_since = None;
                 existing.refresh();
                 existing.clone()
@@ -531,6 +537,7 @@ impl Registry {
                     },
                     reg.config,
                 );
+                record.reach = reg.reach;
                 match rebound {
                     Some(binding) => record.token_sha256 = binding.token_sha256,
                     None => participant_token = Some(record.issue_token()),

@@ -206,7 +206,18 @@ pub fn registration(body: &Value, surface: Surface) -> Result<(Registration, Opt
         }
     }
     let loaded_models = loaded_models(obj)?;
-    Ok((Registration { nickname, model, endpoint, specs, config, capabilities, max_concurrency, loaded_models }, id))
+    let registration = Registration {
+        nickname,
+        model,
+        endpoint,
+        specs,
+        config,
+        capabilities,
+        max_concurrency,
+        loaded_models,
+        reach: Default::default(),
+    };
+    Ok((registration, id))
 }
 
 /// The optional `loadedModels` of a registration or heartbeat body.
@@ -243,19 +254,13 @@ pub fn invalid_id() -> HubError {
 
 fn endpoint_url(endpoint: &str) -> Result<String, HubError> {
     let endpoint = endpoint.trim();
-    let bad = || {
-        HubError::invalid(
+    if endpoint.len() > MAX_ENDPOINT || has_forbidden_chars(endpoint) {
+        return Err(HubError::invalid(
             format!("'endpoint' must be an http:// or https:// URL (got {:?}).", truncate(endpoint, 80)),
             "Give the address of the model server, like http://localhost:11434.",
-        )
-    };
-    if endpoint.len() > MAX_ENDPOINT || has_forbidden_chars(endpoint) {
-        return Err(bad());
+        ));
     }
-    let url = reqwest::Url::parse(endpoint).map_err(|_| bad())?;
-    if !matches!(url.scheme(), "http" | "https") || url.host_str().is_none_or(str::is_empty) {
-        return Err(bad());
-    }
+    crate::hub::egress::base_url(endpoint)?;
     // Kept as given (minus a trailing slash), so the participant sees back what it sent.
     Ok(endpoint.trim_end_matches('/').to_string())
 }

@@ -101,7 +101,6 @@ async fn models(State(hub): State<Hub>, P { 0: code, .. }: P<String>) -> Result<
                 "gambi": {
                     "nickname": p.nickname,
                     "model": p.model,
-                    "endpoint": p.endpoint,
                     "capabilities": p.capabilities,
                     "connection": p.connection,
                     "status": p.status,
@@ -423,7 +422,9 @@ async fn respond(job: Job, slot: Slot, mut up: Upstream, started: Instant, trans
             (false, parsed) => (body, parsed),
         };
         if job.op == Op::Responses && !translated {
-            if let Some(id) = value.as_ref().and_then(|v| v.get("id")).and_then(Value::as_str) {
+            // The id comes from the participant and goes into later paths: only a plain one is kept.
+            let id = value.as_ref().and_then(|v| v.get("id")).and_then(Value::as_str).filter(|id| is_plain_id(id));
+            if let Some(id) = id {
                 job.hub
                     .responses()
                     .remember(id, Owner::Participant { code: job.code.clone(), participant_id: p.public.id.clone() });
@@ -855,6 +856,15 @@ async fn response_call(
     }
 }
 
+/// A response id the hub may keep and call back with: 1 to 200 letters, digits, `_`, `-`, `.`, `:`
+/// (what OpenAI-compatible servers hand out, like `resp_67ccd2bed1ec8190`).
+fn is_plain_id(id: &str) -> bool {
+    (1..=200).contains(&id.len())
+        && id.chars().all(|c| c.is_ascii_alphanumeric() || matches!(c, '_' | '-' | '.' | ':'))
+        && id != "."
+        && id != ".."
+}
+
 fn not_found_response(id: &str) -> OpenAiError {
     OpenAiError(HubError::InvalidRequest {
         message: format!("No response with id '{}' was made in this room.", id.chars().take(100).collect::<String>()),
@@ -876,4 +886,17 @@ async fn cancel_response(State(hub): State<Hub>, P { 0: (code, id), .. }: P<(Str
 
 async fn input_items(State(hub): State<Hub>, P { 0: (code, id), .. }: P<(String, String)>) -> Result<Response> {
     response_call(hub, code, id, reqwest::Method::GET, "/input_items", "responses.input_items").await
+}
+
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn only_plain_response_ids_are_kept() {
+        for ok in ["resp_67ccd2bed1ec8190", "chatcmpl-123", "a.b:c"] {
+            assert!(super::is_plain_id(ok), "{ok}");
+        }
+        for bad in ["", "..", "../../containers/create", "x?y=1", "x#y", "a/b", "é", &"x".repeat(201)] {
+            assert!(!super::is_plain_id(bad), "{bad}");
+        }
+    }
 }

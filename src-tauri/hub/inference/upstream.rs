@@ -10,6 +10,7 @@ use futures_util::stream::BoxStream;
 use futures_util::StreamExt;
 use serde_json::Value;
 
+use crate::hub::egress;
 use crate::hub::error::HubError;
 use crate::hub::registry::ParticipantRecord;
 use crate::hub::tunnel::{TunnelEvent, TunnelReply};
@@ -73,7 +74,13 @@ impl Upstream {
             },
             Body::Direct(stream) => match tokio::time::timeout(idle, stream.next()).await.map_err(|_| timed_out())? {
                 Some(Ok(b)) => Ok(Some(b)),
-                Some(Err(e)) => Err(HubError::Upstream { stage: "stream".into(), message: plain(&e) }),
+                Some(Err(e)) => {
+                    tracing::debug!("a direct answer broke off: {}", plain(&e));
+                    Err(HubError::Upstream {
+                        stage: "stream".into(),
+                        message: "the model server's answer broke off".into(),
+                    })
+                }
                 None => Ok(None),
             },
         }
@@ -133,10 +140,28 @@ pub async fn open(
     first_byte: Duration,
     idle: Duration,
 ) -> Result<Upstream, OpenFailure> {
-    match p.public.connection.kind {
-        ConnectionKind::Tunnel => open_tunnel(hub, code, p, call, first_byte, idle).await,
-        ConnectionKind::Direct => open_direct(hub, p, call, first_byte, idle).await,
+    let up = match p.public.connection.kind {
+        ConnectionKind::Tunnel => open_tunnel(hub, code, p, call, first_byte, idle).await?,
+        ConnectionKind::Direct => open_direct(hub, p, call, first_byte, idle).await?,
+    };
+    // Only an OpenAI-shaped answer is relayed: anything else served on the hub's origin (HTML, a
+    // script) would run there.
+    if !up.content_type().is_some_and(relayable) {
+        // For a direct participant, in the same words as a failure to connect: what answered on
+        // its address is not told apart.
+        let stage = if p.public.connection.kind == ConnectionKind::Direct { "connect" } else { "decode" };
+        return Err(OpenFailure {
+            error: HubError::Upstream { stage: stage.into(), message: egress::NOT_OPENAI.into() },
+            retryable: true,
+        });
     }
+    Ok(up)
+}
+
+/// True for the content types the hub relays: JSON and server-sent events.
+pub fn relayable(content_type: &str) -> bool {
+    let essence = content_type.split(';').next().unwrap_or("").trim();
+    essence.eq_ignore_ascii_case("application/json") || essence.eq_ignore_ascii_case("text/event-stream")
 }
 
 async fn open_tunnel(
@@ -199,8 +224,18 @@ async fn open_direct(
     first_byte: Duration,
     idle: Duration,
 ) -> Result<Upstream, OpenFailure> {
-    let url = format!("{}{}", p.public.endpoint.trim_end_matches('/'), call.path);
-    let mut request = hub.http().request(call.method, &url);
+    // Nothing about the target (open, closed, not HTTP, refused by policy) is told apart.
+    let not_openai = |retryable: bool| OpenFailure {
+        error: HubError::Upstream { stage: "connect".into(), message: egress::NOT_OPENAI.into() },
+        retryable,
+    };
+    let base = egress::base_url(&p.public.endpoint).map_err(|_| not_openai(true))?;
+    if let Err(why) = egress::check_literal(&base, p.reach) {
+        tracing::warn!(participant = %p.public.id, "not calling a direct endpoint: {why}");
+        return Err(not_openai(true));
+    }
+    let url = egress::join(&base, &call.path);
+    let mut request = hub.direct_client(p.reach).request(call.method, url);
     if let Some(body) = &call.body {
         request = request.json(body);
     }
@@ -215,11 +250,8 @@ async fn open_direct(
             })
         }
         Ok(Err(e)) => {
-            let retryable = e.is_connect() || e.is_request();
-            return Err(OpenFailure {
-                error: HubError::Upstream { stage: "connect".into(), message: plain(&e) },
-                retryable,
-            });
+            tracing::debug!(participant = %p.public.id, "direct call failed: {}", plain(&e));
+            return Err(not_openai(e.is_connect() || e.is_request()));
         }
         Ok(Ok(r)) => r,
     };

@@ -8,6 +8,7 @@ use axum::Json;
 use serde_json::{json, Value};
 
 use crate::hub::body::ClassicJson;
+use crate::hub::egress::Reach;
 use crate::hub::error::{ClassicError, HubError};
 use crate::hub::json_list::JsonList;
 use crate::hub::sse;
@@ -57,7 +58,11 @@ pub async fn join(
 ) -> Result<Json<Value>> {
     let code = room_code(&code)?;
     hub.registry().room(&code)?;
-    let (registration, id) = validate::registration(&body, Surface::Classic)?;
+    let (mut registration, id) = validate::registration(&body, Surface::Classic)?;
+    // The hub calls a direct participant's endpoint itself: where it may point depends on where
+    // the registration comes from.
+    registration.reach = Reach::of_source(client);
+    crate::hub::egress::check_direct(&crate::hub::egress::base_url(&registration.endpoint)?, registration.reach)?;
     let id = id.unwrap_or_else(|| uuid::Uuid::new_v4().to_string());
     let claim = hub.claim(bearer(&headers));
     // As on `/v1`: the participant's own token stands in for the password.

@@ -8,13 +8,11 @@ use std::marker::PhantomData;
 
 use axum::extract::{FromRequestParts, Path, Request};
 use axum::http::request::Parts;
-use axum::http::{HeaderValue, Method};
 use axum::middleware;
 use axum::response::{IntoResponse, Response};
 use axum::routing::{delete, get, post};
 use axum::Router;
 use serde::de::DeserializeOwned;
-use tower_http::cors::{AllowOrigin, Any, CorsLayer};
 
 use crate::protocol::{is_participant_id, normalize_room_code};
 
@@ -54,21 +52,9 @@ pub fn router(hub: Hub) -> Router {
         .fallback(not_found)
         .method_not_allowed_fallback(method_not_allowed)
         .with_state(hub.clone())
-        .layer(cors(&hub.config().cors_origins))
+        .layer(super::browser::cors(&hub))
+        .layer(middleware::from_fn_with_state(hub.clone(), super::browser::middleware))
         .layer(middleware::from_fn(super::request_id::middleware))
-}
-
-fn cors(origins: &[String]) -> CorsLayer {
-    let layer = CorsLayer::new()
-        .allow_methods([Method::GET, Method::POST, Method::PUT, Method::DELETE, Method::OPTIONS])
-        .allow_headers(Any)
-        .expose_headers([axum::http::HeaderName::from_static(super::request_id::HEADER)]);
-    if origins.is_empty() || origins.iter().any(|o| o == "*") {
-        layer.allow_origin(Any)
-    } else {
-        let list: Vec<HeaderValue> = origins.iter().filter_map(|o| HeaderValue::from_str(o).ok()).collect();
-        layer.allow_origin(AllowOrigin::list(list))
-    }
 }
 
 fn is_v1(path: &str) -> bool {
