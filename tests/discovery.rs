@@ -2,10 +2,12 @@
 //!
 //! Each test builds a lab of its own: a throwaway network namespace holding a bridge (the
 //! "switch"), and one network namespace per test host, plugged into the bridge with a veth pair
-//! (`10.77.0.1/24`, `10.77.0.2/24`, ...). The test process itself never enters a namespace and never
-//! touches the machine's interfaces: it starts every program of a host with
-//! `nsenter --net=/proc/<holder>/ns/net`, where the holder is a `sh` started by `unshare --net` that
-//! keeps the namespace alive. Namespaces are anonymous (nothing named is created, nothing is
+//! (`10.77.0.1/24`, `10.77.0.2/24`, ...). Each host has a host name of its own too (`lab-host-0`,
+//! ...: a UTS namespace), so two hubs in one lab advertise distinct instance and host names, as two
+//! machines would. The test process itself never enters a namespace and never touches the machine's
+//! interfaces: it starts every program of a host with `nsenter --net=/proc/<holder>/ns/net
+//! --uts=/proc/<holder>/ns/uts`, where the holder is a `sh` started by `unshare --net --uts` that
+//! keeps the namespaces alive. Namespaces are anonymous (nothing named is created, nothing is
 //! mounted), so runs cannot collide; they vanish with their last process, which the guards kill
 //! when dropped and `setpriv --pdeathsig KILL` kills if the test itself dies.
 //!
@@ -57,10 +59,11 @@ struct Holder {
 }
 
 impl Holder {
-    fn start(what: &str) -> Holder {
+    /// A holder whose namespaces' host name is `host_name`.
+    fn start(what: &str, host_name: &str) -> Holder {
         let mut child = Command::new("unshare")
-            .args(["--net", "--", "setpriv", "--pdeathsig", "KILL", "--", "sh", "-c"])
-            .arg("ip link set lo up && echo ready && read _")
+            .args(["--net", "--uts", "--", "setpriv", "--pdeathsig", "KILL", "--", "sh", "-c"])
+            .arg(format!("ip link set lo up && echo {host_name} > /proc/sys/kernel/hostname && echo ready && read _"))
             .stdin(Stdio::piped())
             .stdout(Stdio::piped())
             .stderr(Stdio::piped())
@@ -85,6 +88,10 @@ impl Holder {
 
     fn ns(&self) -> String {
         format!("/proc/{}/ns/net", self.child.id())
+    }
+
+    fn uts(&self) -> String {
+        format!("/proc/{}/ns/uts", self.child.id())
     }
 }
 
@@ -112,8 +119,9 @@ struct Lab {
 
 impl Lab {
     fn new(n: usize) -> Lab {
-        let switch = Holder::start("switch");
-        let hosts: Vec<Holder> = (0..n).map(|i| Holder::start(&format!("host {i}"))).collect();
+        let switch = Holder::start("switch", "lab-switch");
+        let hosts: Vec<Holder> =
+            (0..n).map(|i| Holder::start(&format!("host {i}"), &format!("lab-host-{i}"))).collect();
         let lab = Lab { hosts, switch };
         // Snooping off: the bridge floods mDNS (IPv4 and IPv6) to every port, like a plain switch.
         lab.sh_in(&lab.switch.ns(), "ip link add br0 type bridge mcast_snooping 0 && ip link set br0 up");
@@ -154,6 +162,7 @@ impl Lab {
     fn command(&self, i: usize, program: &str) -> Command {
         let mut cmd = Command::new("nsenter");
         cmd.arg(format!("--net={}", self.hosts[i].ns()))
+            .arg(format!("--uts={}", self.hosts[i].uts()))
             .args(["--", "setpriv", "--pdeathsig", "KILL", "--", program])
             .env("NO_COLOR", "1")
             .env_remove("GAMBI_HUB")
