@@ -7,9 +7,10 @@
 //! machines would. The test process itself never enters a namespace and never touches the machine's
 //! interfaces: it starts every program of a host with `nsenter --net=/proc/<holder>/ns/net
 //! --uts=/proc/<holder>/ns/uts`, where the holder is a `sh` started by `unshare --net --uts` that
-//! keeps the namespaces alive. Namespaces are anonymous (nothing named is created, nothing is
-//! mounted), so runs cannot collide; they vanish with their last process, which the guards kill
-//! when dropped and `setpriv --pdeathsig KILL` kills if the test itself dies.
+//! keeps the namespaces alive. Every `gambi` of a lab keeps its files (the known hubs) in a temp
+//! folder of the lab's own (`GAMBI_CONFIG_DIR`). Namespaces are anonymous (nothing named is
+//! created, nothing is mounted), so runs cannot collide; they vanish with their last process, which
+//! the guards kill when dropped and `setpriv --pdeathsig KILL` kills if the test itself dies.
 //!
 //! Browsers in the hosts are this very test binary, re-run inside the namespace for one "inner"
 //! test (`inner_browse`, `inner_find`) with its orders in `GAMBI_DISCOVERY_INNER`; run without it
@@ -115,6 +116,8 @@ struct Lab {
     // Declared first so they are dropped first: hosts, then the switch.
     hosts: Vec<Holder>,
     switch: Holder,
+    /// `GAMBI_CONFIG_DIR` of every program in the lab.
+    config: tempfile::TempDir,
 }
 
 impl Lab {
@@ -122,7 +125,7 @@ impl Lab {
         let switch = Holder::start("switch", "lab-switch");
         let hosts: Vec<Holder> =
             (0..n).map(|i| Holder::start(&format!("host {i}"), &format!("lab-host-{i}"))).collect();
-        let lab = Lab { hosts, switch };
+        let lab = Lab { hosts, switch, config: tempfile::tempdir().unwrap() };
         // Snooping off: the bridge floods mDNS (IPv4 and IPv6) to every port, like a plain switch.
         lab.sh_in(&lab.switch.ns(), "ip link add br0 type bridge mcast_snooping 0 && ip link set br0 up");
         for (i, host) in lab.hosts.iter().enumerate() {
@@ -165,10 +168,16 @@ impl Lab {
             .arg(format!("--uts={}", self.hosts[i].uts()))
             .args(["--", "setpriv", "--pdeathsig", "KILL", "--", program])
             .env("NO_COLOR", "1")
+            .env("GAMBI_CONFIG_DIR", self.config.path())
             .env_remove("GAMBI_HUB")
             .env_remove("GAMBI_ROOM_PASSWORD")
             .env_remove(INNER_ENV);
         cmd
+    }
+
+    /// The known-hubs file the lab's `gambi participant join` keeps.
+    fn known_hubs(&self) -> std::path::PathBuf {
+        self.config.path().join("known-hubs.json")
     }
 
     /// Runs `program args` in host `i` to completion: (status, stdout, stderr).
@@ -865,6 +874,62 @@ fn a_rogue_hub_with_the_same_name_and_room_code_makes_join_refuse_to_guess() {
         let log = hub.log();
         assert!(!log.contains("/participants/") && !log.contains("/join"), "hub {i} was asked to register:\n{log}");
     }
+    assert!(!lab.known_hubs().exists(), "a hub that was not used is not remembered");
+    provider.close_stdin();
+    assert!(provider.wait(WAIT).success(), "{}", provider.report());
+}
+
+#[test]
+fn join_remembers_the_hub_it_used_and_warns_when_its_name_answers_elsewhere() {
+    let lab = Lab::new(2);
+    let (hub, _) = lab.hub(0, &["--mdns", "--name", "Lab Hub"]);
+    let (code, _) = lab.room(1, 0, "Known room");
+    hub.logged("mDNS TXT updated rooms=1", WAIT);
+    std::thread::sleep(SETTLE);
+    let (mut provider, provider_url) = lab_provider(&lab, 1);
+    let known = lab.known_hubs();
+    let read_known = || -> Value {
+        let text = std::fs::read_to_string(&known).unwrap();
+        serde_json::from_str(&text).unwrap_or_else(|e| panic!("not JSON ({e}): {text}"))
+    };
+    let share = |id: &str| -> String {
+        let mut join = spawn_join(&lab, 1, &code, &provider_url, id, &[]);
+        join.line(|l| l.starts_with("Sharing llama3 in room"), WAIT);
+        join.signal("INT");
+        assert!(join.wait(WAIT).success(), "{}", join.report());
+        join.log()
+    };
+
+    // One claimant: the join goes ahead, and remembers the hub by name and address.
+    let first = share("lab-first");
+    assert!(first.contains(&format!("Found room {code} on Lab Hub at {}", Lab::url(0))), "{first}");
+    assert!(!first.contains("warning"), "{first}");
+    let file = read_known();
+    assert_eq!(file["version"], 1, "{file}");
+    assert_eq!(file["hubs"].as_array().unwrap().len(), 1, "{file}");
+    assert_eq!(file["hubs"][0]["name"], "Lab Hub", "{file}");
+    assert_eq!(file["hubs"][0]["url"], Lab::url(0).as_str(), "{file}");
+
+    // The same name was last used elsewhere: a warning names both addresses; the join still goes
+    // ahead (it is the only claimant), and the new address is remembered.
+    let elsewhere = "http://10.77.0.99:3000";
+    let seeded =
+        json!({ "version": 1, "hubs": [{ "name": "Lab Hub", "url": elsewhere, "firstSeen": 1, "lastUsed": 1 }] });
+    std::fs::write(&known, seeded.to_string()).unwrap();
+    let moved = share("lab-moved");
+    let warning = format!("warning: hub 'Lab Hub' was at {elsewhere}, now answers at {}", Lab::url(0));
+    assert!(moved.contains(&warning), "{moved}");
+    let file = read_known();
+    assert_eq!(file["hubs"][0]["url"], Lab::url(0).as_str(), "{file}");
+    assert_eq!(file["hubs"][0]["firstSeen"], 1, "{file}");
+
+    // A damaged file is a warning and is replaced, never a failed join.
+    std::fs::write(&known, "{ not json").unwrap();
+    let damaged = share("lab-damaged");
+    assert!(damaged.contains("warning: the list of known hubs") && damaged.contains("is damaged"), "{damaged}");
+    let file = read_known();
+    assert_eq!(file["hubs"][0]["url"], Lab::url(0).as_str(), "{file}");
+
     provider.close_stdin();
     assert!(provider.wait(WAIT).success(), "{}", provider.report());
 }

@@ -14,7 +14,8 @@ use super::output::{self, Format, Output};
 use super::serve::{parse_duration, shutdown_signal};
 use super::{Failure, HubOptions};
 use crate::client::{ClientError, HubClient};
-use crate::discovery::RoomClaim;
+use crate::discovery::known::{self, KnownHubs, Sighting};
+use crate::discovery::{FoundHub, RoomClaim};
 use crate::participant::probe::{self, ProbeError};
 use crate::participant::{CloseReason, ParticipantSession, SessionError, SessionOptions, ShareState, Supervisor};
 use crate::protocol::{is_participant_id, normalize_room_code};
@@ -296,6 +297,7 @@ async fn find_hub(code: &str) -> Result<HubClient, Failure> {
         many => return Err(ambiguous(code, many)),
     };
     eprintln!("Found room {code} on {} at {}.", output::sanitize(&hub.name), output::sanitize(&hub.url));
+    remember(hub);
     Ok(HubClient::new(&hub.url)?)
 }
 
@@ -314,6 +316,41 @@ fn ambiguous(code: &str, claims: &[RoomClaim]) -> Failure {
         ),
         // No address is suggested: the first in the list is as likely to be the impostor.
         Some("Ask the room's host which address is their hub's and pass it with --hub URL (or GAMBI_HUB).".into()),
+    )
+}
+
+/// Remembers `hub` in the known hubs, and warns on stderr when a hub of its name was last used at
+/// another address. Never fails the join: a file that cannot be read is replaced, one that
+/// cannot be written is only worth a warning.
+fn remember(hub: &FoundHub) {
+    let Some(dir) = crate::cli::config_dir() else {
+        tracing::debug!("no config folder: known hubs are not remembered");
+        return;
+    };
+    let path = dir.join(known::FILE_NAME);
+    let mut hubs = match known::load(&path) {
+        Ok(hubs) => hubs,
+        Err(e) => {
+            eprintln!("warning: {}; starting a new one.", output::sanitize(&e.to_string()));
+            KnownHubs::default()
+        }
+    };
+    if let Sighting::Moved { was } = hubs.record(&hub.name, &hub.url, crate::protocol::now_ms()) {
+        eprintln!("{}", moved_warning(&hub.name, &was, &hub.url));
+    }
+    if let Err(e) = known::save(&path, &hubs) {
+        eprintln!("warning: {}", output::sanitize(&e.to_string()));
+    }
+}
+
+fn moved_warning(name: &str, was: &str, now: &str) -> String {
+    let clean = output::sanitize;
+    format!(
+        "warning: hub '{}' was at {}, now answers at {}. If it did not move, another machine may be using \
+         its name: stop sharing (Ctrl-C) and join again with --hub and the address its host gives you.",
+        clean(name),
+        clean(was),
+        clean(now)
     )
 }
 
@@ -779,6 +816,13 @@ mod tests {
             "names from the network are sanitized: {message}"
         );
         assert!(failure.hint().unwrap().contains("--hub URL"));
+    }
+
+    #[test]
+    fn a_moved_hub_is_named_with_both_addresses() {
+        let warning = moved_warning("Lab Hub", "http://10.0.0.1:3000", "http://10.0.0.2:3000");
+        assert!(warning
+            .starts_with("warning: hub 'Lab Hub' was at http://10.0.0.1:3000, now answers at http://10.0.0.2:3000."));
     }
 
     #[test]

@@ -10,6 +10,7 @@
 //! - [`room_claims`]: which hubs claim a room. A name and a room code on the LAN prove nothing (any
 //!   machine can advertise both), so a caller that must pick one hub gets every claimant and
 //!   refuses to guess when there are several.
+//! - `known`: the hubs `join` has used, by name and address, to warn when a name moves.
 //! - `txt` and `address`: the pure rules (what a TXT record says, which addresses to dial).
 //!
 //! Nothing here prints; the hub itself never knows it is advertised (the advertiser reads the
@@ -18,6 +19,7 @@
 pub mod address;
 pub mod advertise;
 pub mod browse;
+pub mod known;
 pub mod txt;
 
 use std::time::Duration;
