@@ -2,12 +2,15 @@
 //!
 //! Each test builds a lab of its own: a throwaway network namespace holding a bridge (the
 //! "switch"), and one network namespace per test host, plugged into the bridge with a veth pair
-//! (`10.77.0.1/24`, `10.77.0.2/24`, ...). The test process itself never enters a namespace and never
-//! touches the machine's interfaces: it starts every program of a host with
-//! `nsenter --net=/proc/<holder>/ns/net`, where the holder is a `sh` started by `unshare --net` that
-//! keeps the namespace alive. Namespaces are anonymous (nothing named is created, nothing is
-//! mounted), so runs cannot collide; they vanish with their last process, which the guards kill
-//! when dropped and `setpriv --pdeathsig KILL` kills if the test itself dies.
+//! (`10.77.0.1/24`, `10.77.0.2/24`, ...). Each host has a host name of its own too (`lab-host-0`,
+//! ...: a UTS namespace), so two hubs in one lab advertise distinct instance and host names, as two
+//! machines would. The test process itself never enters a namespace and never touches the machine's
+//! interfaces: it starts every program of a host with `nsenter --net=/proc/<holder>/ns/net
+//! --uts=/proc/<holder>/ns/uts`, where the holder is a `sh` started by `unshare --net --uts` that
+//! keeps the namespaces alive. Every `gambi` of a lab keeps its files (the known hubs) in a temp
+//! folder of the lab's own (`GAMBI_CONFIG_DIR`). Namespaces are anonymous (nothing named is
+//! created, nothing is mounted), so runs cannot collide; they vanish with their last process, which
+//! the guards kill when dropped and `setpriv --pdeathsig KILL` kills if the test itself dies.
 //!
 //! Browsers in the hosts are this very test binary, re-run inside the namespace for one "inner"
 //! test (`inner_browse`, `inner_find`) with its orders in `GAMBI_DISCOVERY_INNER`; run without it
@@ -23,8 +26,8 @@ use std::sync::{mpsc, Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use gambi::discovery::{
-    browse, discover, find_room, rank_addresses, validate_service_type, BrowseOptions, Candidate, FoundHub, HubChange,
-    HubTxt, SERVICE_TYPE,
+    browse, discover, find_room_all, rank_addresses, validate_service_type, BrowseOptions, Candidate, FoundHub,
+    HubChange, HubTxt, RoomClaim, SERVICE_TYPE,
 };
 use serde_json::{json, Value};
 
@@ -57,10 +60,11 @@ struct Holder {
 }
 
 impl Holder {
-    fn start(what: &str) -> Holder {
+    /// A holder whose namespaces' host name is `host_name`.
+    fn start(what: &str, host_name: &str) -> Holder {
         let mut child = Command::new("unshare")
-            .args(["--net", "--", "setpriv", "--pdeathsig", "KILL", "--", "sh", "-c"])
-            .arg("ip link set lo up && echo ready && read _")
+            .args(["--net", "--uts", "--", "setpriv", "--pdeathsig", "KILL", "--", "sh", "-c"])
+            .arg(format!("ip link set lo up && echo {host_name} > /proc/sys/kernel/hostname && echo ready && read _"))
             .stdin(Stdio::piped())
             .stdout(Stdio::piped())
             .stderr(Stdio::piped())
@@ -86,6 +90,10 @@ impl Holder {
     fn ns(&self) -> String {
         format!("/proc/{}/ns/net", self.child.id())
     }
+
+    fn uts(&self) -> String {
+        format!("/proc/{}/ns/uts", self.child.id())
+    }
 }
 
 impl Drop for Holder {
@@ -108,13 +116,16 @@ struct Lab {
     // Declared first so they are dropped first: hosts, then the switch.
     hosts: Vec<Holder>,
     switch: Holder,
+    /// `GAMBI_CONFIG_DIR` of every program in the lab.
+    config: tempfile::TempDir,
 }
 
 impl Lab {
     fn new(n: usize) -> Lab {
-        let switch = Holder::start("switch");
-        let hosts: Vec<Holder> = (0..n).map(|i| Holder::start(&format!("host {i}"))).collect();
-        let lab = Lab { hosts, switch };
+        let switch = Holder::start("switch", "lab-switch");
+        let hosts: Vec<Holder> =
+            (0..n).map(|i| Holder::start(&format!("host {i}"), &format!("lab-host-{i}"))).collect();
+        let lab = Lab { hosts, switch, config: tempfile::tempdir().unwrap() };
         // Snooping off: the bridge floods mDNS (IPv4 and IPv6) to every port, like a plain switch.
         lab.sh_in(&lab.switch.ns(), "ip link add br0 type bridge mcast_snooping 0 && ip link set br0 up");
         for (i, host) in lab.hosts.iter().enumerate() {
@@ -154,11 +165,19 @@ impl Lab {
     fn command(&self, i: usize, program: &str) -> Command {
         let mut cmd = Command::new("nsenter");
         cmd.arg(format!("--net={}", self.hosts[i].ns()))
+            .arg(format!("--uts={}", self.hosts[i].uts()))
             .args(["--", "setpriv", "--pdeathsig", "KILL", "--", program])
             .env("NO_COLOR", "1")
+            .env("GAMBI_CONFIG_DIR", self.config.path())
             .env_remove("GAMBI_HUB")
+            .env_remove("GAMBI_ROOM_PASSWORD")
             .env_remove(INNER_ENV);
         cmd
+    }
+
+    /// The known-hubs file the lab's `gambi participant join` keeps.
+    fn known_hubs(&self) -> std::path::PathBuf {
+        self.config.path().join("known-hubs.json")
     }
 
     /// Runs `program args` in host `i` to completion: (status, stdout, stderr).
@@ -207,9 +226,15 @@ impl Lab {
     /// Creates a room on the hub in host `hub` with the real CLI, run from host `from` (so the
     /// call crosses the lab network). Returns (code, host token).
     fn room(&self, from: usize, hub: usize, name: &str) -> (String, String) {
+        self.room_with(from, hub, name, &[])
+    }
+
+    /// [`Lab::room`] with more `room create` arguments (`--password`).
+    fn room_with(&self, from: usize, hub: usize, name: &str, extra: &[&str]) -> (String, String) {
         let url = Lab::url(hub);
-        let (status, out, err) =
-            self.run(from, BIN, &["room", "create", "--hub", &url, "--name", name, "--format", "json"]);
+        let mut args = vec!["room", "create", "--hub", url.as_str(), "--name", name, "--format", "json"];
+        args.extend_from_slice(extra);
+        let (status, out, err) = self.run(from, BIN, &args);
         assert!(status.success(), "gambi room create failed: {err}");
         let data: Value = serde_json::from_str(&out).unwrap_or_else(|e| panic!("not JSON ({e}): {out}"));
         (data["room"]["code"].as_str().unwrap().to_string(), data["hostToken"].as_str().unwrap().to_string())
@@ -258,6 +283,11 @@ impl LabProcess {
             }
         });
         LabProcess { name: name.to_string(), child, lines, stdout, stderr }
+    }
+
+    /// Everything the process wrote on stderr so far (a hub's log).
+    fn log(&self) -> String {
+        self.stderr.lock().unwrap().clone()
     }
 
     fn report(&self) -> String {
@@ -428,7 +458,8 @@ async fn inner_browse() {
     assert!(seen > 0, "the browser in the test host found no hub");
 }
 
-/// `discover` for three seconds, then `find_room` for the room in the orders, and for a code no hub holds.
+/// `discover` for three seconds, then `find_room_all` for the room in the orders, and for a code no
+/// hub holds.
 #[tokio::test(flavor = "multi_thread")]
 async fn inner_find() {
     let Some(orders) = orders("inner_find") else { return };
@@ -441,12 +472,11 @@ async fn inner_find() {
     let hubs = discover(Duration::from_secs(3), service_type).await.unwrap();
     emit(json!({ "event": "discovered", "elapsedMs": start.elapsed().as_millis() as u64, "hubs": hubs }));
     let start = Instant::now();
-    let found = find_room(&code.to_lowercase(), Duration::from_secs(5), service_type).await.unwrap();
-    let (hub, room) = found.expect("find_room found no hub holding the room");
-    emit(json!({ "event": "found", "elapsedMs": start.elapsed().as_millis() as u64, "hub": hub, "room": room }));
-    let missing = find_room("ZZZZZZ", Duration::from_millis(1500), service_type).await.unwrap();
-    emit(json!({ "event": "missing", "found": missing.is_some() }));
-    assert!(!hubs.is_empty() && missing.is_none());
+    let claims = find_room_all(&code.to_lowercase(), Duration::from_secs(3), service_type).await.unwrap();
+    emit(json!({ "event": "found", "elapsedMs": start.elapsed().as_millis() as u64, "claims": claims }));
+    let missing = find_room_all("ZZZZZZ", Duration::from_millis(1500), service_type).await.unwrap();
+    emit(json!({ "event": "missing", "claims": missing.len() }));
+    assert!(!hubs.is_empty() && missing.is_empty());
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -499,7 +529,7 @@ fn a_hub_in_one_host_is_found_from_another_with_its_txt_and_rooms_and_dropped_on
 }
 
 // ---------------------------------------------------------------------------------------------
-// Room count, find_room, discover, and a hub that dies without a goodbye.
+// Room count, find_room_all, discover, and a hub that dies without a goodbye.
 
 #[test]
 fn the_room_count_follows_the_rooms_and_find_room_points_at_the_hub() {
@@ -546,11 +576,14 @@ fn the_room_count_follows_the_rooms_and_find_room_points_at_the_hub() {
     assert_eq!(hubs[0].url, Lab::url(0));
     assert_eq!(hubs[0].rooms.len(), 1);
     let found = finder.event(|v| v["event"] == "found", WAIT);
-    eprintln!("find_room: room {two} located in {} ms", ms(&found));
-    assert_eq!(found_hub(&found).instance, instance);
-    assert_eq!(found["room"]["code"], two.as_str());
-    assert!(ms(&found) <= 3000, "{found}");
-    assert_eq!(finder.event(|v| v["event"] == "missing", WAIT)["found"], false);
+    eprintln!("find_room_all: room {two} looked for in {} ms", ms(&found));
+    let claims: Vec<RoomClaim> = serde_json::from_value(found["claims"].clone()).unwrap();
+    assert_eq!(claims.len(), 1, "{found}");
+    assert_eq!(claims[0].hub.instance, instance);
+    assert_eq!(claims[0].room.code, two);
+    // Every claimant is heard: the whole window is browsed, not only until the first.
+    assert!(ms(&found) >= 3000, "{found}");
+    assert_eq!(finder.event(|v| v["event"] == "missing", WAIT)["claims"], 0);
     assert!(finder.wait(WAIT).success(), "{}", finder.report());
 
     // Killed: no goodbye. The periodic re-check notices at once instead of waiting out the TTL.
@@ -756,6 +789,147 @@ fn gambi_discover_lists_the_hub_and_join_finds_the_rooms_hub_by_itself() {
     assert_eq!(room["participantCount"], 1, "{room}");
     join.signal("INT");
     assert!(join.wait(WAIT).success(), "{}", join.report());
+    provider.close_stdin();
+    assert!(provider.wait(WAIT).success(), "{}", provider.report());
+}
+
+// ---------------------------------------------------------------------------------------------
+// Issue 10 §7, a rogue hub on the LAN: an impostor advertising the real hub's name and room code
+// won the race for `join CODE` in up to half the runs, and got the room password.
+
+/// `participant join --room CODE` with no --hub, in host `i`, sharing `provider`'s llama3 as `id`.
+fn spawn_join(lab: &Lab, i: usize, code: &str, provider: &str, id: &str, extra: &[&str]) -> LabProcess {
+    let mut args = vec![
+        "participant",
+        "join",
+        "--room",
+        code,
+        "--model",
+        "llama3",
+        "--endpoint",
+        provider,
+        "--participant-id",
+        id,
+        "--format",
+        "text",
+    ];
+    args.extend_from_slice(extra);
+    lab.spawn(i, id, BIN, &args, &[])
+}
+
+/// The fake model server in host `i`, and its URL.
+fn lab_provider(lab: &Lab, i: usize) -> (LabProcess, String) {
+    let mut provider = lab.spawn_inner(i, "inner_provider", json!({ "test": "inner_provider" }));
+    let url = provider.event(|v| v["event"] == "provider", WAIT)["url"].as_str().unwrap().to_string();
+    (provider, url)
+}
+
+/// How many participants room `code` has on the hub in host `hub`, asked from host `from`.
+fn participant_count(lab: &Lab, from: usize, hub: usize, code: &str) -> Value {
+    let (status, out, err) = lab.run(from, BIN, &["room", "get", code, "--hub", &Lab::url(hub), "--format", "json"]);
+    assert!(status.success(), "{err}");
+    let room: Value = serde_json::from_str(&out).unwrap_or_else(|e| panic!("not JSON ({e}): {out}"));
+    room["participantCount"].clone()
+}
+
+#[test]
+fn a_rogue_hub_with_the_same_name_and_room_code_makes_join_refuse_to_guess() {
+    let lab = Lab::new(3);
+    let state = tempfile::tempdir().unwrap();
+    let real_state = state.path().join("real.json");
+    let rogue_state = state.path().join("rogue.json");
+    let real_state_arg = real_state.to_str().unwrap();
+    let (real, _) = lab.hub(0, &["--mdns", "--name", "Lab Hub", "--state", real_state_arg]);
+    let (code, _) = lab.room_with(2, 0, "Secret room", &["--password", "hunter2"]);
+    real.logged("mDNS TXT updated rooms=1", WAIT);
+    // The impostor: another real hub, on another machine, with the same name and the very same room
+    // (code, name, password hash), copied from the real hub's state file.
+    let deadline = Instant::now() + WAIT;
+    while !std::fs::read_to_string(&real_state).is_ok_and(|t| t.contains(&code)) {
+        assert!(Instant::now() < deadline, "the real hub never wrote room {code} to its state file");
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    std::fs::copy(&real_state, &rogue_state).unwrap();
+    let (rogue, _) = lab.hub(1, &["--mdns", "--name", "Lab Hub", "--state", rogue_state.to_str().unwrap()]);
+    assert_eq!(participant_count(&lab, 2, 1, &code), 0, "the impostor holds the room too");
+    std::thread::sleep(SETTLE);
+
+    // A provider that answers, so a join that went ahead would get as far as registering.
+    let (mut provider, provider_url) = lab_provider(&lab, 2);
+    let mut join = spawn_join(&lab, 2, &code, &provider_url, "lab-victim", &["--password", "hunter2"]);
+    let status = join.wait(Duration::from_secs(20));
+    let stderr = join.log();
+    assert_eq!(status.code(), Some(2), "join must refuse to pick a hub\n{}", join.report());
+    assert!(stderr.contains(&format!("2 hubs on this network claim room {code}")), "{stderr}");
+    for url in [Lab::url(0), Lab::url(1)] {
+        assert!(stderr.contains(&format!("'Lab Hub' at {url}")), "both claimants are listed: {stderr}");
+    }
+    assert!(stderr.contains("hint:") && stderr.contains("--hub"), "{stderr}");
+    assert!(!stderr.contains("Found room"), "{stderr}");
+    assert!(join.stdout.lock().unwrap().iter().all(|l| !l.starts_with("Sharing")), "{}", join.report());
+
+    // Neither hub heard a registration: no password went anywhere.
+    for (i, hub) in [(0, &real), (1, &rogue)] {
+        assert_eq!(participant_count(&lab, 2, i, &code), 0, "hub {i}");
+        let log = hub.log();
+        assert!(!log.contains("/participants/") && !log.contains("/join"), "hub {i} was asked to register:\n{log}");
+    }
+    assert!(!lab.known_hubs().exists(), "a hub that was not used is not remembered");
+    provider.close_stdin();
+    assert!(provider.wait(WAIT).success(), "{}", provider.report());
+}
+
+#[test]
+fn join_remembers_the_hub_it_used_and_warns_when_its_name_answers_elsewhere() {
+    let lab = Lab::new(2);
+    let (hub, _) = lab.hub(0, &["--mdns", "--name", "Lab Hub"]);
+    let (code, _) = lab.room(1, 0, "Known room");
+    hub.logged("mDNS TXT updated rooms=1", WAIT);
+    std::thread::sleep(SETTLE);
+    let (mut provider, provider_url) = lab_provider(&lab, 1);
+    let known = lab.known_hubs();
+    let read_known = || -> Value {
+        let text = std::fs::read_to_string(&known).unwrap();
+        serde_json::from_str(&text).unwrap_or_else(|e| panic!("not JSON ({e}): {text}"))
+    };
+    let share = |id: &str| -> String {
+        let mut join = spawn_join(&lab, 1, &code, &provider_url, id, &[]);
+        join.line(|l| l.starts_with("Sharing llama3 in room"), WAIT);
+        join.signal("INT");
+        assert!(join.wait(WAIT).success(), "{}", join.report());
+        join.log()
+    };
+
+    // One claimant: the join goes ahead, and remembers the hub by name and address.
+    let first = share("lab-first");
+    assert!(first.contains(&format!("Found room {code} on Lab Hub at {}", Lab::url(0))), "{first}");
+    assert!(!first.contains("warning"), "{first}");
+    let file = read_known();
+    assert_eq!(file["version"], 1, "{file}");
+    assert_eq!(file["hubs"].as_array().unwrap().len(), 1, "{file}");
+    assert_eq!(file["hubs"][0]["name"], "Lab Hub", "{file}");
+    assert_eq!(file["hubs"][0]["url"], Lab::url(0).as_str(), "{file}");
+
+    // The same name was last used elsewhere: a warning names both addresses; the join still goes
+    // ahead (it is the only claimant), and the new address is remembered.
+    let elsewhere = "http://10.77.0.99:3000";
+    let seeded =
+        json!({ "version": 1, "hubs": [{ "name": "Lab Hub", "url": elsewhere, "firstSeen": 1, "lastUsed": 1 }] });
+    std::fs::write(&known, seeded.to_string()).unwrap();
+    let moved = share("lab-moved");
+    let warning = format!("warning: hub 'Lab Hub' was at {elsewhere}, now answers at {}", Lab::url(0));
+    assert!(moved.contains(&warning), "{moved}");
+    let file = read_known();
+    assert_eq!(file["hubs"][0]["url"], Lab::url(0).as_str(), "{file}");
+    assert_eq!(file["hubs"][0]["firstSeen"], 1, "{file}");
+
+    // A damaged file is a warning and is replaced, never a failed join.
+    std::fs::write(&known, "{ not json").unwrap();
+    let damaged = share("lab-damaged");
+    assert!(damaged.contains("warning: the list of known hubs") && damaged.contains("is damaged"), "{damaged}");
+    let file = read_known();
+    assert_eq!(file["hubs"][0]["url"], Lab::url(0).as_str(), "{file}");
+
     provider.close_stdin();
     assert!(provider.wait(WAIT).success(), "{}", provider.report());
 }

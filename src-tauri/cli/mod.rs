@@ -13,6 +13,7 @@ pub mod room;
 pub mod serve;
 pub mod specs;
 
+use std::path::PathBuf;
 use std::process::ExitCode;
 
 use clap::{Parser, Subcommand};
@@ -22,6 +23,37 @@ use output::{Format, Output};
 
 /// Where operational commands look for a hub when neither `--hub` nor `GAMBI_HUB` says.
 pub const DEFAULT_HUB_URL: &str = "http://localhost:3000";
+
+/// Overrides [`config_dir`] (tests, and people who keep their files elsewhere).
+pub const CONFIG_DIR_ENV: &str = "GAMBI_CONFIG_DIR";
+
+/// The folder where the command line keeps what it remembers between runs (the known hubs):
+/// `GAMBI_CONFIG_DIR` when set, else the platform's per-user config folder with `gambi` in it
+/// (`$XDG_CONFIG_HOME/gambi` or `~/.config/gambi` on Linux, `~/Library/Application Support/gambi`
+/// on macOS, `%APPDATA%\gambi` on Windows). `None` when there is no home to put it in.
+pub fn config_dir() -> Option<PathBuf> {
+    config_dir_from(|name| std::env::var_os(name))
+}
+
+/// [`config_dir`] with the environment given, for its tests.
+fn config_dir_from(env: impl Fn(&str) -> Option<std::ffi::OsString>) -> Option<PathBuf> {
+    let var = |name: &str| env(name).filter(|v| !v.is_empty()).map(PathBuf::from);
+    if let Some(dir) = var(CONFIG_DIR_ENV) {
+        return Some(dir);
+    }
+    let base = if cfg!(windows) {
+        var("APPDATA")?
+    } else if cfg!(target_os = "macos") {
+        var("HOME")?.join("Library").join("Application Support")
+    } else {
+        // The XDG spec ignores a relative XDG_CONFIG_HOME.
+        match var("XDG_CONFIG_HOME").filter(|p| p.is_absolute()) {
+            Some(dir) => dir,
+            None => var("HOME")?.join(".config"),
+        }
+    };
+    Some(base.join("gambi"))
+}
 
 #[derive(Debug, Parser)]
 #[command(name = "gambi", version, about = "Pool the local LLM servers of everyone on one network.")]
@@ -348,6 +380,24 @@ mod tests {
         for bad in ["{bad", "[1]", "3", r#"{"temperature": "hot"}"#, r#"{"temprature": 0.5}"#] {
             let err = parse(bad).expect_err(bad);
             assert_eq!(err.exit_code(), 2, "{bad}");
+        }
+    }
+
+    #[test]
+    fn the_config_folder_follows_the_override_then_the_platform() {
+        let env = |pairs: &'static [(&'static str, &'static str)]| {
+            move |name: &str| pairs.iter().find(|(k, _)| *k == name).map(|(_, v)| std::ffi::OsString::from(v))
+        };
+        let dir = config_dir_from(env(&[(CONFIG_DIR_ENV, "/tmp/g"), ("HOME", "/home/a")]));
+        assert_eq!(dir, Some(PathBuf::from("/tmp/g")));
+        assert_eq!(config_dir_from(env(&[])), None);
+        if cfg!(all(unix, not(target_os = "macos"))) {
+            let home = config_dir_from(env(&[(CONFIG_DIR_ENV, ""), ("HOME", "/home/a")]));
+            assert_eq!(home, Some(PathBuf::from("/home/a/.config/gambi")), "an empty override is no override");
+            let xdg = config_dir_from(env(&[("HOME", "/home/a"), ("XDG_CONFIG_HOME", "/x")]));
+            assert_eq!(xdg, Some(PathBuf::from("/x/gambi")));
+            let relative = config_dir_from(env(&[("HOME", "/home/a"), ("XDG_CONFIG_HOME", "x")]));
+            assert_eq!(relative, Some(PathBuf::from("/home/a/.config/gambi")));
         }
     }
 }

@@ -14,6 +14,8 @@ use super::output::{self, Format, Output};
 use super::serve::{parse_duration, shutdown_signal};
 use super::{Failure, HubOptions};
 use crate::client::{ClientError, HubClient};
+use crate::discovery::known::{self, KnownHubs, Sighting};
+use crate::discovery::{FoundHub, RoomClaim};
 use crate::participant::probe::{self, ProbeError};
 use crate::participant::{CloseReason, ParticipantSession, SessionError, SessionOptions, ShareState, Supervisor};
 use crate::protocol::{is_participant_id, normalize_room_code};
@@ -264,29 +266,92 @@ async fn join_inner(args: JoinArgs) -> Result<(), Failure> {
 }
 
 /// The hub holding room `code` when no hub was named: the one on this machine if it has the room,
-/// else the one on the LAN that answers for it over mDNS. Says which it picked.
+/// else the one on the LAN that answers for it over mDNS. Says which it picked. Never guesses:
+/// when several hubs claim the room (an impostor can copy a hub's name and a room's code), it
+/// lists them and asks for `--hub` before anything, the password above all, is sent anywhere.
 async fn find_hub(code: &str) -> Result<HubClient, Failure> {
     let local = HubClient::new(crate::cli::DEFAULT_HUB_URL)?.with_request_timeout(Duration::from_millis(800));
     if local.get_room(code).await.is_ok() {
         return Ok(local.with_request_timeout(crate::client::REQUEST_TIMEOUT));
     }
     eprintln!("Looking for room {code} on the LAN...");
-    match crate::discovery::find_room(code, Duration::from_secs(3), crate::discovery::SERVICE_TYPE).await {
-        Ok(Some((hub, _))) => {
-            eprintln!("Found room {code} on {} at {}.", output::sanitize(&hub.name), output::sanitize(&hub.url));
-            Ok(HubClient::new(&hub.url)?)
+    let claims = match crate::discovery::find_room_all(code, DISCOVERY_WINDOW, crate::discovery::SERVICE_TYPE).await {
+        Ok(claims) => claims,
+        Err(e) => {
+            return Err(Failure::message(
+                3,
+                format!("Can't look for hubs on this network: {e}"),
+                Some("Pass the hub's address with --hub (or GAMBI_HUB).".into()),
+            ))
         }
-        Ok(None) => Err(Failure::message(
-            4,
-            format!("No hub on this machine or this network holds room {code}."),
-            Some("Check the code, or pass the hub's address with --hub (or GAMBI_HUB).".into()),
-        )),
-        Err(e) => Err(Failure::message(
-            3,
-            format!("Can't look for hubs on this network: {e}"),
-            Some("Pass the hub's address with --hub (or GAMBI_HUB).".into()),
-        )),
+    };
+    let hub = match claims.as_slice() {
+        [] => {
+            return Err(Failure::message(
+                4,
+                format!("No hub on this machine or this network holds room {code}."),
+                Some("Check the code, or pass the hub's address with --hub (or GAMBI_HUB).".into()),
+            ))
+        }
+        [one] => &one.hub,
+        many => return Err(ambiguous(code, many)),
+    };
+    eprintln!("Found room {code} on {} at {}.", output::sanitize(&hub.name), output::sanitize(&hub.url));
+    remember(hub);
+    Ok(HubClient::new(&hub.url)?)
+}
+
+/// How long `join` browses the LAN for the room's hub: all of it, to hear every claimant.
+const DISCOVERY_WINDOW: Duration = Duration::from_secs(3);
+
+/// The refusal when several hubs claim the room: each one, and how to pick.
+fn ambiguous(code: &str, claims: &[RoomClaim]) -> Failure {
+    let list: Vec<String> = claims.iter().map(|c| output::sanitize(&c.to_string())).collect();
+    Failure::message(
+        2,
+        format!(
+            "{} hubs on this network claim room {code}: {}. Not joining any of them: one may be posing as another.",
+            claims.len(),
+            list.join(", ")
+        ),
+        // No address is suggested: the first in the list is as likely to be the impostor.
+        Some("Ask the room's host which address is their hub's and pass it with --hub URL (or GAMBI_HUB).".into()),
+    )
+}
+
+/// Remembers `hub` in the known hubs, and warns on stderr when a hub of its name was last used at
+/// another address. Never fails the join: a file that cannot be read is replaced, one that
+/// cannot be written is only worth a warning.
+fn remember(hub: &FoundHub) {
+    let Some(dir) = crate::cli::config_dir() else {
+        tracing::debug!("no config folder: known hubs are not remembered");
+        return;
+    };
+    let path = dir.join(known::FILE_NAME);
+    let mut hubs = match known::load(&path) {
+        Ok(hubs) => hubs,
+        Err(e) => {
+            eprintln!("warning: {}; starting a new one.", output::sanitize(&e.to_string()));
+            KnownHubs::default()
+        }
+    };
+    if let Sighting::Moved { was } = hubs.record(&hub.name, &hub.url, crate::protocol::now_ms()) {
+        eprintln!("{}", moved_warning(&hub.name, &was, &hub.url));
     }
+    if let Err(e) = known::save(&path, &hubs) {
+        eprintln!("warning: {}", output::sanitize(&e.to_string()));
+    }
+}
+
+fn moved_warning(name: &str, was: &str, now: &str) -> String {
+    let clean = output::sanitize;
+    format!(
+        "warning: hub '{}' was at {}, now answers at {}. If it did not move, another machine may be using \
+         its name: stop sharing (Ctrl-C) and join again with --hub and the address its host gives you.",
+        clean(name),
+        clean(was),
+        clean(now)
+    )
 }
 
 /// The model server and model to share: as given, or found on this machine. Says on stderr what
@@ -720,6 +785,44 @@ mod tests {
         let failure = probe_failure(down);
         assert_eq!(failure.exit_code(), 3);
         assert!(failure.to_string().starts_with("Can't reach the model server at http://localhost:1"), "{failure}");
+    }
+
+    #[test]
+    fn several_claimants_are_refused_by_name_and_address() {
+        let claim = |name: &str, url: &str| {
+            let hub: crate::discovery::FoundHub = serde_json::from_value(serde_json::json!({
+                "instance": "i", "name": name, "url": url, "addresses": [], "host": "h.local.", "port": 3000,
+                "version": null, "protocol": null, "roomsTxt": null, "rooms": [], "hubVersion": null
+            }))
+            .unwrap();
+            let room = serde_json::from_value(serde_json::json!({
+                "id": "r", "code": "ABC234", "name": "R", "hostId": "h", "createdAt": 0, "passwordProtected": true
+            }))
+            .unwrap();
+            RoomClaim { hub, room }
+        };
+        let failure = ambiguous(
+            "ABC234",
+            &[claim("Lab Hub", "http://10.0.0.1:3000"), claim("Lab\u{1b}Hub", "http://10.0.0.2:3000")],
+        );
+        assert_eq!(failure.exit_code(), 2);
+        let message = failure.to_string();
+        assert!(
+            message.starts_with("2 hubs on this network claim room ABC234: 'Lab Hub' at http://10.0.0.1:3000, "),
+            "{message}"
+        );
+        assert!(
+            message.contains("'Lab\u{fffd}Hub' at http://10.0.0.2:3000"),
+            "names from the network are sanitized: {message}"
+        );
+        assert!(failure.hint().unwrap().contains("--hub URL"));
+    }
+
+    #[test]
+    fn a_moved_hub_is_named_with_both_addresses() {
+        let warning = moved_warning("Lab Hub", "http://10.0.0.1:3000", "http://10.0.0.2:3000");
+        assert!(warning
+            .starts_with("warning: hub 'Lab Hub' was at http://10.0.0.1:3000, now answers at http://10.0.0.2:3000."));
     }
 
     #[test]

@@ -493,8 +493,8 @@ impl AppCore {
         HubClient::new(&url).map_err(|e| AppError::from_client(&e, None))
     }
 
-    /// The hub that has room `code`: this app's own, the one the share serves, or one found on
-    /// the LAN that lists it.
+    /// The hub that has room `code`: this app's own, the one the share serves, or the one found on
+    /// the LAN that lists it; an error naming them when several do.
     async fn client_for(&self, code: &str) -> Result<HubClient, AppError> {
         let code = room_code(code)?;
         if let Some(url) = self.local_hub_url().await {
@@ -507,9 +507,21 @@ impl AppCore {
         if let Some(target) = shared.filter(|t| t.code == code) {
             return HubClient::new(&target.hub_url).map_err(|e| AppError::from_client(&e, None));
         }
-        let found = lock(&self.inner.discovered).values().find(|hub| hub.room(&code).is_some()).map(|h| h.url.clone());
-        if let Some(url) = found {
-            return HubClient::new(&url).map_err(|e| AppError::from_client(&e, None));
+        // Never the first hub that lists the room: an impostor can copy a hub's name and a room's
+        // code, and the host token goes to whichever hub this picks.
+        let claims = discovery::room_claims(&code, lock(&self.inner.discovered).values());
+        match claims.as_slice() {
+            [] => {}
+            [one] => return HubClient::new(&one.hub.url).map_err(|e| AppError::from_client(&e, None)),
+            many => {
+                let list: Vec<String> = many.iter().map(ToString::to_string).collect();
+                return Err(AppError::new(format!(
+                    "{} hubs on this network claim room {code}: {}. One may be posing as another.",
+                    many.len(),
+                    list.join(", ")
+                ))
+                .hint("Ask the room's host which address is their hub's, and open the room on that hub."));
+            }
         }
         // Let the embedded hub say the room is not there, in the usual words.
         match self.own_client().await {

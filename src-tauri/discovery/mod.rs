@@ -5,8 +5,12 @@
 //!   count, withdrawn with goodbye packets on shutdown.
 //! - [`browse`] / [`Browser`] (in `browse`): a stream of [`HubChange`]s, each hub confirmed with
 //!   `GET /v1/health` and its rooms fetched before it is reported.
-//! - [`discover`] and [`find_room`]: the one-call forms the command line uses (`gambi discover`,
+//! - [`discover`] and [`find_room_all`]: the one-call forms the command line uses (`gambi discover`,
 //!   joining a room by code with no hub given).
+//! - [`room_claims`]: which hubs claim a room. A name and a room code on the LAN prove nothing (any
+//!   machine can advertise both), so a caller that must pick one hub gets every claimant and
+//!   refuses to guess when there are several.
+//! - `known`: the hubs `join` has used, by name and address, to warn when a name moves.
 //! - `txt` and `address`: the pure rules (what a TXT record says, which addresses to dial).
 //!
 //! Nothing here prints; the hub itself never knows it is advertised (the advertiser reads the
@@ -15,9 +19,12 @@
 pub mod address;
 pub mod advertise;
 pub mod browse;
+pub mod known;
 pub mod txt;
 
 use std::time::Duration;
+
+use serde::{Deserialize, Serialize};
 
 pub use address::{rank_addresses, Candidate, HubAddress};
 pub use advertise::{AdvertiseOptions, Advertiser};
@@ -94,26 +101,59 @@ pub async fn discover(timeout: Duration, service_type: &str) -> Result<Vec<Found
     Ok(hubs)
 }
 
-/// The hub on the LAN that holds room `code` (any case), and the room, as soon as one is found;
-/// `None` when no hub answering within `timeout` holds it.
-pub async fn find_room(
+/// A hub that claims to hold a room, and the room as that hub describes it.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct RoomClaim {
+    pub hub: FoundHub,
+    pub room: RoomSummary,
+}
+
+impl std::fmt::Display for RoomClaim {
+    /// `'Lab Hub' at http://10.0.0.2:3000`: what tells two claimants apart for a person.
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "'{}' at {}", self.hub.name, self.hub.url)
+    }
+}
+
+/// The claims on room `code` (any case) among `hubs`: one per hub URL, the last one seen for each,
+/// sorted by name then URL. Two claims are two hubs however alike their names are: telling the
+/// real one from an impostor is for a person, with `--hub`.
+pub fn room_claims<'a>(code: &str, hubs: impl IntoIterator<Item = &'a FoundHub>) -> Vec<RoomClaim> {
+    let mut claims: Vec<RoomClaim> = Vec::new();
+    for hub in hubs {
+        let Some(room) = hub.room(code) else { continue };
+        claims.retain(|c| c.hub.url != hub.url);
+        claims.push(RoomClaim { hub: hub.clone(), room: room.clone() });
+    }
+    claims.sort_by(|a, b| {
+        a.hub.name.to_lowercase().cmp(&b.hub.name.to_lowercase()).then_with(|| a.hub.url.cmp(&b.hub.url))
+    });
+    claims
+}
+
+/// Every hub on the LAN that claims room `code` (any case) within `timeout`: the whole window is
+/// browsed, never only until a first claimant, since the first to answer is whoever is fastest,
+/// not whoever is genuine. A hub that claimed the room and then withdrew within the window still
+/// counts: a goodbye is as unauthenticated as an announcement, and an impostor could send one for
+/// the real hub. Empty when no hub holds the room.
+pub async fn find_room_all(
     code: &str,
     timeout: Duration,
     service_type: &str,
-) -> Result<Option<(FoundHub, RoomSummary)>, DiscoveryError> {
+) -> Result<Vec<RoomClaim>, DiscoveryError> {
     let mut browser = browse(BrowseOptions::new(service_type))?;
     let deadline = tokio::time::Instant::now() + timeout;
-    let mut found = None;
+    let mut claimants: Vec<FoundHub> = Vec::new();
     while let Ok(Some(change)) = tokio::time::timeout_at(deadline, browser.next()).await {
         if let HubChange::Appeared(hub) | HubChange::Updated(hub) = change {
-            if let Some(room) = hub.room(code).cloned() {
-                found = Some((hub, room));
-                break;
+            if hub.room(code).is_some() {
+                claimants.push(hub);
             }
         }
     }
     browser.stop().await;
-    Ok(found)
+    Ok(room_claims(code, &claimants))
 }
 
 #[cfg(test)]
@@ -136,5 +176,53 @@ mod tests {
         ] {
             assert!(validate_service_type(bad).is_err(), "{bad}");
         }
+    }
+
+    fn hub(name: &str, url: &str, codes: &[&str]) -> FoundHub {
+        FoundHub {
+            instance: format!("gambi-hub-3000-{name}"),
+            name: name.into(),
+            url: url.into(),
+            addresses: Vec::new(),
+            host: format!("{name}.local."),
+            port: 3000,
+            version: Some("1.0".into()),
+            protocol: Some("http".into()),
+            rooms_txt: Some(codes.len()),
+            rooms: codes
+                .iter()
+                .map(|code| RoomSummary {
+                    id: format!("id-{code}"),
+                    code: code.to_string(),
+                    name: "Room".into(),
+                    host_id: "host".into(),
+                    created_at: 0,
+                    password_protected: true,
+                    defaults: None,
+                    participant_count: Some(0),
+                })
+                .collect(),
+            hub_version: None,
+        }
+    }
+
+    #[test]
+    fn every_hub_claiming_a_room_is_a_claimant_once() {
+        let real = hub("Lab Hub", "http://10.0.0.1:3000", &["ABC234"]);
+        let rogue = hub("Lab Hub", "http://10.0.0.2:3000", &["ABC234", "XYZ789"]);
+        let other = hub("Other", "http://10.0.0.3:3000", &["XYZ789"]);
+        // The same hub seen twice (appeared, then updated) is one claimant, as last seen.
+        let mut updated = real.clone();
+        updated.rooms_txt = Some(1);
+        let claims = room_claims("abc234", [&rogue, &real, &other, &updated]);
+        let urls: Vec<_> = claims.iter().map(|c| c.hub.url.as_str()).collect();
+        assert_eq!(urls, ["http://10.0.0.1:3000", "http://10.0.0.2:3000"]);
+        assert_eq!(claims[0].hub, updated);
+        assert_eq!(claims[0].room.code, "ABC234");
+        assert_eq!(claims[1].to_string(), "'Lab Hub' at http://10.0.0.2:3000");
+        assert_eq!(room_claims("XYZ789", [&real, &rogue, &other]).len(), 2);
+        assert!(room_claims("QQQ222", [&real, &rogue, &other]).is_empty());
+        let one = room_claims("ABC234", [&real]);
+        assert_eq!(one.len(), 1);
     }
 }

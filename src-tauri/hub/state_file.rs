@@ -43,7 +43,9 @@ pub fn load(path: &Path) -> Result<Vec<StoredRoom>, StateError> {
     Ok(file.rooms)
 }
 
-fn write_atomic(path: &Path, bytes: &[u8]) -> std::io::Result<()> {
+/// Writes `bytes` to `path` through a temp file in the same folder (owner-only on Unix), fsync and
+/// rename; also what `discovery::known` saves with.
+pub(crate) fn write_atomic(path: &Path, bytes: &[u8]) -> std::io::Result<()> {
     let dir = path.parent().filter(|p| !p.as_os_str().is_empty()).unwrap_or(Path::new("."));
     std::fs::create_dir_all(dir)?;
     let name = path.file_name().and_then(|n| n.to_str()).unwrap_or("state");
