@@ -316,7 +316,9 @@ async fn seed_error_cases_have_the_seed_status_and_message() {
     assert_eq!((status, &body), (401, &invalid_password), "wrong password");
     let (status, _, body) = call(http().post(hub.at(&format!("/rooms/{private_code}/join"))).json(&alice())).await;
     assert_eq!((status, &body), (401, &invalid_password), "missing password");
-    let (_, _, list) = call(http().get(hub.at(&format!("/rooms/{private_code}/participants")))).await;
+    // A protected room's list needs its password or host token (the guesses above are spent).
+    let host = private["hostToken"].as_str().unwrap();
+    let (_, _, list) = call(http().get(hub.at(&format!("/rooms/{private_code}/participants"))).bearer_auth(host)).await;
     assert_eq!(list, json!({"participants": []}), "a refused join registers nobody");
 
     let missing_fields = json!({"error": "Missing required fields: id, nickname, model, endpoint"});

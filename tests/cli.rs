@@ -481,15 +481,18 @@ async fn client_speaks_the_whole_management_plane() {
     assert!(beat.success);
     assert_eq!(beat.status, ParticipantStatus::Online);
     assert!(client.heartbeat(&code, "worker-1", None).await.unwrap().success);
-    let p = client.get_participant(&code, "worker-1").await.unwrap();
+    // A protected room's participants are read with its password.
+    let err = client.list_participants(&code).await.unwrap_err();
+    assert_eq!(err.code(), Some("ROOM_PASSWORD_REQUIRED"), "{err:?}");
+    let p = client.get_participant_as(&code, "worker-1", Some("pw")).await.unwrap();
     assert_eq!(p.loaded_models.first().map(|m| m.name.as_str()), Some("qwen3"));
-    assert_eq!(client.list_participants(&code).await.unwrap().len(), 1);
+    assert_eq!(client.list_participants_as(&code, Some("pw")).await.unwrap().len(), 1);
     // The update kept the owner's token: the id stays bound to it.
     assert_eq!(again.participant_token, None, "an update by the owner hands out no new token");
     let participant_token = owner.expect("a registration hands out a participant token");
     assert!(client.leave(&code, "worker-1").await.is_err(), "leaving needs the participant's token");
     assert!(client.leave_as(&code, "worker-1", Some(&participant_token)).await.unwrap().success);
-    assert!(client.list_participants(&code).await.unwrap().is_empty());
+    assert!(client.list_participants_as(&code, Some("pw")).await.unwrap().is_empty());
 
     // Errors carry the hub's status, code, message and hint, and map to the product's exit codes.
     registration.password = Some("wrong".into());
@@ -497,7 +500,7 @@ async fn client_speaks_the_whole_management_plane() {
     assert!(matches!(err, ClientError::Api { status: 401, .. }), "{err:?}");
     assert_eq!(err.code(), Some("INVALID_PASSWORD"));
     assert_eq!(err.exit_code(), 3);
-    let err = client.get_participant(&code, "nobody").await.unwrap_err();
+    let err = client.get_participant_as(&code, "nobody", Some("pw")).await.unwrap_err();
     assert_eq!((err.status(), err.code(), err.exit_code()), (Some(404), Some("PARTICIPANT_NOT_FOUND"), 4));
     assert!(err.hint().is_some());
     let err = client.delete_room(&code, "wrong").await.unwrap_err();

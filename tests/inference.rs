@@ -26,10 +26,15 @@ pub async fn share_with(
 ) -> ParticipantSession {
     let mut options = SessionOptions::new(&hub.url, code, id, &provider.url, model);
     tweak(&mut options);
+    let key = options.password.clone();
     let session = ParticipantSession::start(options).await.unwrap();
-    // The tunnel is open once the hub says so.
+    // The tunnel is open once the hub says so (a protected room tells only with its password).
     wait_for(|| async {
-        let (_, _, v) = call(http().get(hub.at(&format!("/v1/rooms/{code}/participants/{id}")))).await;
+        let mut req = http().get(hub.at(&format!("/v1/rooms/{code}/participants/{id}")));
+        if let Some(key) = &key {
+            req = req.bearer_auth(key);
+        }
+        let (_, _, v) = call(req).await;
         v["data"]["connection"]["connected"] == true
     })
     .await;

@@ -173,7 +173,16 @@ async fn participant(hub: &str, code: &str, id: &str) -> (u16, Value) {
 }
 
 async fn participants(hub: &str, code: &str) -> Vec<Value> {
-    let (status, _, body) = call(http().get(format!("{hub}/v1/rooms/{code}/participants"))).await;
+    participants_as(hub, code, None).await
+}
+
+/// The participants of a room, with a protected room's password or host token.
+async fn participants_as(hub: &str, code: &str, key: Option<&str>) -> Vec<Value> {
+    let mut req = http().get(format!("{hub}/v1/rooms/{code}/participants"));
+    if let Some(key) = key {
+        req = req.bearer_auth(key);
+    }
+    let (status, _, body) = call(req).await;
     assert_eq!(status, 200, "{body}");
     body["data"].as_array().unwrap().clone()
 }
@@ -300,7 +309,7 @@ async fn join_refusals_exit_with_the_products_codes() {
     let hub = TestHub::start().await;
     let provider =
         FakeProvider::start(FakeOptions { models: vec!["llama3".into(), "qwen2".into()], ..Default::default() }).await;
-    let (code, _) = hub.room("locked", Some("secret")).await;
+    let (code, host) = hub.room("locked", Some("secret")).await;
 
     // Wrong password (and no password): 401 from the hub → exit 3, supervised or not.
     for extra in [&["--password", "wrong"][..], &[], &["--password", "wrong", "--no-reconnect"]] {
@@ -354,7 +363,7 @@ async fn join_refusals_exit_with_the_products_codes() {
     assert_eq!(exit, 2, "{stderr}");
 
     // Nothing was registered by any of these.
-    assert!(participants(&hub.url, &code).await.is_empty());
+    assert!(participants_as(&hub.url, &code, Some(&host)).await.is_empty());
 }
 
 #[tokio::test(flavor = "multi_thread")]

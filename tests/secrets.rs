@@ -17,7 +17,7 @@ async fn protected_rooms_refuse_wrong_or_missing_passwords_on_both_surfaces() {
         ..gambi::hub::HubConfig::default()
     })
     .await;
-    let (code, _) = hub.room("Private Room", Some("secret123")).await;
+    let (code, host) = hub.room("Private Room", Some("secret123")).await;
     let worker = |password: Option<&str>| {
         let mut body = json!({"nickname": "Alice", "model": "llama3", "endpoint": "http://localhost:11434"});
         if let Some(p) = password {
@@ -42,7 +42,7 @@ async fn protected_rooms_refuse_wrong_or_missing_passwords_on_both_surfaces() {
         assert!(body["error"]["hint"].as_str().is_some_and(|m| !m.is_empty()));
         assert_eq!(headers["x-request-id"].to_str().unwrap(), body["meta"]["requestId"].as_str().unwrap());
     }
-    let (_, _, list) = call(http().get(hub.at(&format!("/rooms/{code}/participants")))).await;
+    let (_, _, list) = call(http().get(hub.at(&format!("/rooms/{code}/participants"))).bearer_auth(&host)).await;
     assert_eq!(list, json!({"participants": []}), "refusals register nobody");
 
     // The right password gets in through both.
@@ -56,7 +56,7 @@ async fn protected_rooms_refuse_wrong_or_missing_passwords_on_both_surfaces() {
     let (status, _, body) =
         call(http().put(hub.at(&format!("/v1/rooms/{code}/participants/w1"))).json(&worker(None))).await;
     assert_eq!(status, 401, "{body}");
-    let (_, _, list) = call(http().get(hub.at(&format!("/rooms/{code}/participants")))).await;
+    let (_, _, list) = call(http().get(hub.at(&format!("/rooms/{code}/participants"))).bearer_auth(&host)).await;
     assert_eq!(list["participants"].as_array().unwrap().len(), 2);
 
     // An open room lets anyone in, with or without a password field.
@@ -115,6 +115,7 @@ async fn no_hash_and_no_password_in_any_response_event_or_log_line_of_the_real_b
         t.call(http().post(hub.at("/rooms")).json(&json!({"name": "Classic", "password": PASSWORD}))).await;
     assert_eq!(status, 201, "{created}");
     let classic_code = created["room"]["code"].as_str().unwrap().to_string();
+    let created_classic_host = created["hostToken"].as_str().unwrap().to_string();
     let (status, created) =
         t.call(http().post(hub.at("/v1/rooms")).json(&json!({"name": "Managed", "password": PASSWORD}))).await;
     assert_eq!(status, 201, "{created}");
@@ -124,9 +125,12 @@ async fn no_hash_and_no_password_in_any_response_event_or_log_line_of_the_real_b
 
     // Both streams of both rooms, opened before anything happens in them.
     let mut streams = Vec::new();
-    for c in [&code, &classic_code] {
+    // A protected room's streams need its password or host token: the host tokens, so no
+    // password check is spent before the wrong guesses below.
+    let classic_host = created_classic_host.clone();
+    for (c, key) in [(&code, &host_token), (&classic_code, &classic_host)] {
         for path in [format!("/v1/rooms/{c}/events"), format!("/rooms/{c}/events")] {
-            streams.push(Sse::connect(&hub.at(&path), None).await);
+            streams.push(Sse::connect_as(&hub.at(&path), None, Some(key)).await);
             t.requests += 1;
         }
     }
@@ -187,7 +191,8 @@ async fn no_hash_and_no_password_in_any_response_event_or_log_line_of_the_real_b
         format!("/v1/rooms/{code}/participants/w1"),
         "/v1/health".to_string(),
     ] {
-        let (status, resp) = t.call(http().get(hub.at(&path))).await;
+        // A protected room's participants are read with its password, which must not come back.
+        let (status, resp) = t.call(http().get(hub.at(&path)).bearer_auth(PASSWORD)).await;
         assert_eq!(status, 200, "{path}: {resp}");
     }
 
@@ -285,7 +290,7 @@ async fn no_secret_of_the_hardened_flows_in_any_log_line_event_or_answer() {
     let host_token = created["data"]["hostToken"].as_str().unwrap().to_string();
     let mut streams = Vec::new();
     for path in [format!("/v1/rooms/{code}/events"), format!("/rooms/{code}/events")] {
-        streams.push(Sse::connect(&hub.at(&path), None).await);
+        streams.push(Sse::connect_as(&hub.at(&path), None, Some(PASSWORD)).await);
         t.requests += 1;
     }
 

@@ -192,7 +192,8 @@ async fn state_file_keeps_codes_and_passwords_across_restarts_of_the_binary() {
         let (status, _, res) = call(http().get(hub.at(&format!("/v1/rooms/{code}")))).await;
         assert_eq!(status, 200);
         assert_eq!(res["data"]["participantCount"], 0, "participants are not kept");
-        let (_, _, list) = call(http().get(hub.at(&format!("/rooms/{code}/participants")))).await;
+        let key = if code == &locked_code { locked_token.as_str() } else { open_token.as_str() };
+        let (_, _, list) = call(http().get(hub.at(&format!("/rooms/{code}/participants"))).bearer_auth(key)).await;
         assert_eq!(list, json!({"participants": []}));
     }
     for wrong in [Some("wrong password"), None] {

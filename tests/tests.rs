@@ -28,3 +28,4 @@ mod trust;
 mod tunnel;
 mod ui;
 mod v1;
+mod web_pages;

@@ -404,3 +404,55 @@ async fn a_web_page_on_another_origin_or_host_cannot_drive_the_hub() {
     assert_eq!(body["error"]["code"], "UNSUPPORTED_MEDIA_TYPE");
     tokio::time::sleep(Duration::from_millis(10)).await;
 }
+
+#[tokio::test]
+async fn a_protected_room_shows_who_is_in_it_only_to_those_with_its_password() {
+    let th = TestHub::start().await;
+    let (code, host) = th.room("Locked", Some("room-pw-7")).await;
+    let joined = th.participant(&code, "w1", Some("room-pw-7")).await;
+    let own = joined["data"]["participantToken"].as_str().unwrap().to_string();
+    let reads = [
+        format!("/rooms/{code}/participants"),
+        format!("/v1/rooms/{code}/participants"),
+        format!("/v1/rooms/{code}/participants/w1"),
+        format!("/rooms/{code}/events"),
+        format!("/v1/rooms/{code}/events"),
+    ];
+    for path in &reads {
+        let res = http().get(th.at(path)).send().await.unwrap();
+        assert_eq!(res.status(), 401, "{path} without the password");
+        let body: Value = res.json().await.unwrap();
+        assert!(body.to_string().contains("password"), "{path}: {body}");
+        assert!(!body.to_string().contains("w1"), "{path} told who is in the room: {body}");
+        if path.starts_with("/v1/") {
+            assert_eq!(body["error"]["code"], "ROOM_PASSWORD_REQUIRED", "{path}");
+        }
+        // A wrong password is a guess like any other (and guesses are rate-limited): two of them.
+        if path.ends_with("/participants") {
+            let res = http().get(th.at(path)).bearer_auth("wrong").send().await.unwrap();
+            assert_eq!(res.status(), 401, "{path} with a wrong password");
+        }
+        for key in ["room-pw-7", host.as_str()] {
+            let res = http().get(th.at(path)).bearer_auth(key).timeout(Duration::from_secs(5)).send().await.unwrap();
+            assert_eq!(res.status(), 200, "{path} with the password or the host token");
+        }
+    }
+    // A participant reads its own record with its own token.
+    let res = http().get(th.at(&format!("/v1/rooms/{code}/participants/w1"))).bearer_auth(&own).send().await.unwrap();
+    assert_eq!(res.status(), 200);
+    // The room list still says the room exists, its name, and that it is protected.
+    let (_, _, rooms) = call(http().get(th.at("/v1/rooms"))).await;
+    let entry = rooms["data"].as_array().unwrap().iter().find(|r| r["code"] == code.as_str()).unwrap().clone();
+    assert_eq!((entry["name"].clone(), entry["passwordProtected"].clone()), (json!("Locked"), json!(true)));
+    let (status, _, summary) = call(http().get(th.at(&format!("/v1/rooms/{code}")))).await;
+    assert_eq!(status, 200);
+    assert!(!summary.to_string().contains("w1"), "{summary}");
+
+    // --compat keeps the seed's open reads.
+    let compat = TestHub::with_config(gambi::hub::HubConfig { compat: true, ..Default::default() }).await;
+    let (code, _) = compat.room("Open reads", Some("room-pw-8")).await;
+    for path in [format!("/rooms/{code}/participants"), format!("/v1/rooms/{code}/participants")] {
+        let res = http().get(compat.at(&path)).send().await.unwrap();
+        assert_eq!(res.status(), 200, "{path} on a --compat hub");
+    }
+}

@@ -114,7 +114,7 @@ impl Drop for Driver {
 /// The protocol is spoken directly over reqwest (a handful of JSON calls). fantoccini 0.22 was the
 /// first choice, but with its `rustls-tls` feature it enables rustls' aws-lc-rs provider while
 /// reqwest enables ring, and rustls then refuses to pick one and panics at session creation.
-struct Browser {
+pub(crate) struct Browser {
     session: String,
     closed: bool,
     driver: Driver,
@@ -126,7 +126,12 @@ struct Browser {
 const ELEMENT: &str = "element-6066-11e4-a52e-4f735466cecf";
 
 impl Browser {
-    async fn start() -> Browser {
+    pub(crate) async fn start() -> Browser {
+        Self::start_with(&[]).await
+    }
+
+    /// A browser with more command-line switches (host resolver rules, a proxy script...).
+    pub(crate) async fn start_with(extra: &[String]) -> Browser {
         let turn = ONE_BROWSER.lock().await;
         let chrome = chrome_binary();
         let driver = Driver::start().await;
@@ -144,6 +149,7 @@ impl Browser {
             "--window-size=1280,1000".into(),
             format!("--user-data-dir={}", profile.path().display()),
         ];
+        let args: Vec<String> = args.into_iter().chain(extra.iter().cloned()).collect();
         let caps = json!({
             "browserName": "chrome",
             "goog:chromeOptions": { "binary": chrome.to_string_lossy(), "args": args },
@@ -193,7 +199,7 @@ impl Browser {
         }
     }
 
-    async fn goto(&self, url: &str) {
+    pub(crate) async fn goto(&self, url: &str) {
         self.must("POST", "/url", Some(json!({ "url": url }))).await;
     }
 
@@ -214,12 +220,12 @@ impl Browser {
         }
     }
 
-    async fn js(&self, script: &str, args: Vec<Value>) -> Value {
+    pub(crate) async fn js(&self, script: &str, args: Vec<Value>) -> Value {
         self.must("POST", "/execute/sync", Some(json!({ "script": script, "args": args }))).await
     }
 
     /// Waits until `script` (a function body returning a value) returns something truthy.
-    async fn until(&self, what: &str, script: &str, args: Vec<Value>) -> Value {
+    pub(crate) async fn until(&self, what: &str, script: &str, args: Vec<Value>) -> Value {
         let deadline = Instant::now() + BROWSER_PATIENCE;
         loop {
             let v = self.js(script, args.clone()).await;
@@ -242,21 +248,21 @@ impl Browser {
     }
 
     /// Waits for an element matching `css`.
-    async fn element(&self, css: &str) -> Element<'_> {
+    pub(crate) async fn element(&self, css: &str) -> Element<'_> {
         self.until(&format!("`{css}`"), "return document.querySelector(arguments[0]) !== null", vec![json!(css)]).await;
         let v = self.must("POST", "/element", Some(json!({ "using": "css selector", "value": css }))).await;
         Element { browser: self, id: v[ELEMENT].as_str().unwrap().to_string() }
     }
 
     /// The text of the first element matching `css` (as `textContent`, not as rendered).
-    async fn text(&self, css: &str) -> String {
+    pub(crate) async fn text(&self, css: &str) -> String {
         self.element(css).await;
         let v = self.js("return document.querySelector(arguments[0]).textContent", vec![json!(css)]).await;
         v.as_str().unwrap_or_default().to_string()
     }
 
     /// Waits until the first element matching `css` has exactly `expected` as its text.
-    async fn until_text(&self, css: &str, expected: &str) {
+    pub(crate) async fn until_text(&self, css: &str, expected: &str) {
         self.until(
             &format!("`{css}` to read {expected:?}"),
             "const e = document.querySelector(arguments[0]); return e !== null && e.textContent === arguments[1]",
@@ -279,7 +285,7 @@ impl Browser {
         path
     }
 
-    async fn close(mut self) {
+    pub(crate) async fn close(mut self) {
         let _ = self.command("DELETE", "", None).await;
         self.closed = true;
     }
@@ -309,17 +315,17 @@ impl Drop for Browser {
 }
 
 /// An element found on the page.
-struct Element<'a> {
+pub(crate) struct Element<'a> {
     browser: &'a Browser,
     id: String,
 }
 
 impl Element<'_> {
-    async fn click(&self) {
+    pub(crate) async fn click(&self) {
         self.browser.must("POST", &format!("/element/{}/click", self.id), None).await;
     }
 
-    async fn send_keys(&self, text: &str) {
+    pub(crate) async fn send_keys(&self, text: &str) {
         self.browser.must("POST", &format!("/element/{}/value", self.id), Some(json!({ "text": text }))).await;
     }
 }
@@ -344,7 +350,7 @@ fn check_png(path: &Path) {
     assert!(bytes.len() > 20_000, "{} is {} bytes: the page looks blank", path.display(), bytes.len());
 }
 
-async fn create_room(hub_url: &str, name: &str, password: Option<&str>) -> String {
+pub(crate) async fn create_room(hub_url: &str, name: &str, password: Option<&str>) -> String {
     let mut body = json!({ "name": name });
     if let Some(p) = password {
         body["password"] = json!(p);
@@ -354,7 +360,7 @@ async fn create_room(hub_url: &str, name: &str, password: Option<&str>) -> Strin
     v["data"]["room"]["code"].as_str().unwrap().to_string()
 }
 
-async fn register(hub_url: &str, code: &str, id: &str, body: Value) {
+pub(crate) async fn register(hub_url: &str, code: &str, id: &str, body: Value) {
     let (status, _, v) = call(http().put(format!("{hub_url}/v1/rooms/{code}/participants/{id}")).json(&body)).await;
     assert!(status == 200 || status == 201, "{status} {v}");
 }

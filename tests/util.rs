@@ -203,7 +203,15 @@ pub struct Sse {
 
 impl Sse {
     pub async fn connect(url: &str, last_event_id: Option<&str>) -> Sse {
+        Self::connect_as(url, last_event_id, None).await
+    }
+
+    /// Like [`Sse::connect`], with `key` (a protected room's password or host token).
+    pub async fn connect_as(url: &str, last_event_id: Option<&str>, key: Option<&str>) -> Sse {
         let mut req = http_streaming().get(url).header("accept", "text/event-stream");
+        if let Some(key) = key {
+            req = req.bearer_auth(key);
+        }
         if let Some(id) = last_event_id {
             req = req.header("last-event-id", id);
         }

@@ -20,9 +20,10 @@
 //   list_rooms         —                                            RoomSummary[]   (as GET /v1/rooms `data`)
 //   create_room        { name: string, password: string|null }     { room: RoomSummary, hostId, hostToken }
 //   get_room           { code }                                     RoomSummary
-//   list_participants  { code }                                     Participant[]   (as GET /v1/rooms/:code/participants `data`)
+//   list_participants  { code, password: string|null }              Participant[]   (as GET /v1/rooms/:code/participants `data`)
+//                                                                    (password: a protected room's password, or its host token)
 //   delete_room        { code, hostToken }                          { success: true }
-//   subscribe_room     { code }                                     null — starts emitting "room-event" for that room
+//   subscribe_room     { code, password: string|null }              null — starts emitting "room-event" for that room
 //   unsubscribe_room   { code }                                     null
 //   share_status       —                                            ShareStatus
 //   local_models       —                                            { provider: { kind: "ollama"|"lmstudio"|"openai", url },
@@ -44,7 +45,7 @@
 //                 roomName?: string, model?: string, participantId?: string, message?: sentence }
 // Settings    = { nickname, providerEndpoint: string|null, preferredModel: string|null,
 //                 hubExposure: "lan"|"loopback"|"off", hubPort: number, notifications: bool,
-//                 shareOnStart: bool }
+//                 shareOnStart: bool, allowedHosts: string[], corsOrigins: string[] }
 // RoomSummary and Participant are the hub's public forms (shared/spec/PROTOCOL.md).
 // ---------------------------------------------------------------------------------------------
 
@@ -70,7 +71,7 @@ export const kind = tauriGlobal || tauriInternals ? "tauri" : "http";
 function tauriError(err) {
   if (err instanceof BackendError) return err;
   if (typeof err === "string") return new BackendError(err);
-  if (err && typeof err.message === "string") return new BackendError(err.message, { hint: err.hint || null });
+  if (err && typeof err.message === "string") return new BackendError(err.message, { hint: err.hint || null, code: err.code || null });
   return new BackendError("The app couldn't do that. Try again, or restart Gambi.");
 }
 
@@ -106,7 +107,7 @@ const tauri = {
   listRooms: () => invoke("list_rooms"),
   createRoom: ({ name, password }) => invoke("create_room", { name, password: password || null }),
   getRoom: (code) => invoke("get_room", { code }),
-  listParticipants: (code) => invoke("list_participants", { code }),
+  listParticipants: (code) => invoke("list_participants", { code, password: roomCredential(code) }),
   deleteRoom: (code, hostToken) => invoke("delete_room", { code, hostToken }),
   subscribe(code, onEvent, onState = () => {}) {
     let stopped = false;
@@ -120,7 +121,7 @@ const tauri = {
       .then((stop) => {
         unlisten = stop;
         if (stopped) stop();
-        return invoke("subscribe_room", { code });
+        return invoke("subscribe_room", { code, password: roomCredential(code) });
       })
       .then(() => {
         if (!stopped) onState("live");
@@ -180,6 +181,12 @@ function friendly(errorBody, status, code) {
       });
     case "INVALID_PASSWORD":
       return new BackendError("Wrong password.", { hint: hint || "Ask the room's host for the password.", code: hubCode, status });
+    case "ROOM_PASSWORD_REQUIRED":
+      return new BackendError("This room is password-protected.", {
+        hint: "Enter its password to see who is in it and what happens there.",
+        code: hubCode,
+        status,
+      });
     case "INVALID_HOST_TOKEN":
     case "HOST_TOKEN_REQUIRED":
       return new BackendError("Only the room's host can delete it, and this browser doesn't hold its host token.", {
@@ -252,49 +259,88 @@ const http = {
   listRooms: () => request("GET", "v1/rooms"),
   createRoom: ({ name, password }) => request("POST", "v1/rooms", { body: password ? { name, password } : { name } }),
   getRoom: (code) => request("GET", roomPath(code), { code }),
-  listParticipants: (code) => request("GET", `${roomPath(code)}/participants`, { code }),
+  listParticipants: (code) => request("GET", `${roomPath(code)}/participants`, { code, headers: credentialHeaders(code) }),
   deleteRoom: (code, hostToken) =>
     request("DELETE", roomPath(code), { code, headers: { Authorization: `Bearer ${hostToken}` } }),
   subscribe(code, onEvent, onState = () => {}) {
-    // EventSource reconnects by itself and sends Last-Event-ID, so the hub replays what was missed.
-    // When the browser gives up (the hub answered an error, e.g. the room is gone), try again
-    // later with a fresh stream and let the caller know it should reload its state.
-    let source = null;
+    // The stream is read with fetch, not EventSource, so a protected room's password (or host
+    // token) goes in the Authorization header. Like EventSource it reconnects by itself and sends
+    // Last-Event-ID, so the hub replays what was missed; when the hub refuses the stream (the room
+    // is gone, or its password is needed) it tells the caller and tries again later.
     let stopped = false;
     let retry = null;
-    const open = () => {
-      if (stopped) return;
-      onState("connecting");
-      source = new EventSource(`${roomPath(code)}/events`);
-      for (const type of V1_EVENT_TYPES) {
-        source.addEventListener(type, (message) => {
-          let payload;
-          try {
-            payload = JSON.parse(message.data);
-          } catch {
-            return;
-          }
-          if (!payload || typeof payload !== "object") return;
-          payload.id = message.lastEventId ? Number(message.lastEventId) : undefined;
-          if (type === "connected") onState("live");
-          onEvent(payload);
-        });
+    let controller = null;
+    let lastId = null;
+    const dispatch = (frame) => {
+      if (!frame.data) return;
+      let payload;
+      try {
+        payload = JSON.parse(frame.data);
+      } catch {
+        return;
       }
-      source.addEventListener("error", () => {
-        if (stopped) return;
-        if (source.readyState === EventSource.CLOSED) {
-          onState("closed");
-          retry = setTimeout(open, 3000);
-        } else {
-          onState("reconnecting");
+      if (!payload || typeof payload !== "object") return;
+      payload.id = frame.id ? Number(frame.id) : undefined;
+      if (frame.event === "connected") onState("live");
+      if (V1_EVENT_TYPES.includes(frame.event)) onEvent(payload);
+    };
+    const read = async () => {
+      controller = new AbortController();
+      const headers = { Accept: "text/event-stream", ...credentialHeaders(code) };
+      if (lastId) headers["Last-Event-ID"] = lastId;
+      const response = await fetch(`${roomPath(code)}/events`, { headers, cache: "no-store", signal: controller.signal });
+      if (!response.ok || !response.body) return response.status >= 400 && response.status < 500 ? "refused" : "dropped";
+      const reader = response.body.pipeThrough(new TextDecoderStream()).getReader();
+      let buffer = "";
+      let frame = { event: "message", data: "", id: null };
+      for (;;) {
+        const { value, done } = await reader.read();
+        if (done) return "dropped";
+        buffer += value;
+        let newline;
+        while ((newline = buffer.search(/\r\n|\r|\n/)) >= 0) {
+          const line = buffer.slice(0, newline);
+          buffer = buffer.slice(newline + (buffer.startsWith("\r\n", newline) ? 2 : 1));
+          if (line === "") {
+            if (frame.id !== null) lastId = frame.id;
+            dispatch(frame);
+            frame = { event: "message", data: "", id: null };
+            continue;
+          }
+          if (line.startsWith(":")) continue;
+          const colon = line.indexOf(":");
+          const field = colon < 0 ? line : line.slice(0, colon);
+          const text = colon < 0 ? "" : line.slice(colon + 1).replace(/^ /, "");
+          if (field === "event") frame.event = text;
+          else if (field === "data") frame.data = frame.data ? `${frame.data}\n${text}` : text;
+          else if (field === "id") frame.id = text;
         }
-      });
+      }
+    };
+    const open = async () => {
+      if (stopped) return;
+      onState(lastId ? "reconnecting" : "connecting");
+      let outcome;
+      try {
+        outcome = await read();
+      } catch {
+        outcome = "dropped";
+      }
+      if (stopped) return;
+      if (outcome === "refused") {
+        lastId = null;
+        onState("closed");
+        retry = setTimeout(open, 3000);
+      } else {
+        onState("reconnecting");
+        retry = setTimeout(open, 1000);
+      }
     };
     open();
     return () => {
       stopped = true;
       clearTimeout(retry);
-      if (source) source.close();
+      if (controller) controller.abort();
     };
   },
   async shareStatus() {
@@ -379,6 +425,44 @@ export function asError(err) {
   if (err instanceof BackendError) return err;
   if (err && typeof err.message === "string" && err.message) return new BackendError("Something went wrong in this page.", { hint: "Reload it and try again." });
   return new BackendError("Something went wrong.", { hint: "Reload the page and try again." });
+}
+
+// The password of protected rooms opened in this tab, asked once: a protected room's participants
+// and events need it (or its host token). Session storage, like the host tokens below.
+const ROOM_KEY = (code) => `gambi.roomKey.${normalizeCode(code)}`;
+
+export function rememberRoomKey(code, key) {
+  try {
+    sessionStorage.setItem(ROOM_KEY(code), key);
+  } catch {
+    // Storage disabled: the password is asked again next time.
+  }
+}
+
+export function roomKey(code) {
+  try {
+    return sessionStorage.getItem(ROOM_KEY(code));
+  } catch {
+    return null;
+  }
+}
+
+export function forgetRoomKey(code) {
+  try {
+    sessionStorage.removeItem(ROOM_KEY(code));
+  } catch {
+    // Nothing to forget.
+  }
+}
+
+/** What proves this tab may read a protected room: its password, else its host token. */
+function roomCredential(code) {
+  return roomKey(code) || hostToken(code) || null;
+}
+
+function credentialHeaders(code) {
+  const credential = roomCredential(code);
+  return credential ? { Authorization: `Bearer ${credential}` } : {};
 }
 
 // The host token of rooms created in this tab, so the room page can offer "Delete room". Session

@@ -22,6 +22,9 @@ pub struct WatchArgs {
     /// The room's 6-character code.
     #[arg(long, value_name = "CODE")]
     pub room: String,
+    /// The room's password (or its host token): a protected room's events need it.
+    #[arg(long, value_name = "PASSWORD", env = "GAMBI_ROOM_PASSWORD", hide_env_values = true)]
+    pub password: Option<String>,
     #[command(flatten)]
     pub hub: HubOptions,
 }
@@ -42,7 +45,7 @@ pub async fn watch(args: WatchArgs) -> Result<(), Failure> {
             Some("Room codes are 6 letters or digits, like ABC123; see 'gambi room list'.".into()),
         )
     })?;
-    let mut events = RoomEvents::new(&client, &code)?;
+    let mut events = RoomEvents::new(&client, &code)?.with_key(args.password.clone());
     let mut printer = EventPrinter::new(args.hub.output());
     tokio::select! {
         _ = &mut signal => Ok(()),

@@ -41,12 +41,12 @@ pub struct ServeArgs {
     /// Let web pages on this origin call the hub (repeatable), e.g. http://localhost:5173; `*`
     /// lets any page. Without it only the hub's own pages may (and, on a room with a password,
     /// any page that sends its key).
-    #[arg(long = "cors", value_name = "ORIGIN", value_parser = parse_origin)]
+    #[arg(long = "cors", value_name = "ORIGIN", value_parser = crate::hub::browser::parse_origin)]
     pub cors: Vec<String>,
     /// Answer requests sent to this host name too (repeatable; `*.example.com` for its
     /// subdomains). By default a hub on loopback answers localhost, 127.0.0.1 and [::1]; a hub on
     /// the LAN also its IP addresses, this machine's name and *.local names.
-    #[arg(long = "allowed-host", value_name = "NAME", value_parser = parse_host_name)]
+    #[arg(long = "allowed-host", value_name = "NAME", value_parser = crate::hub::browser::parse_host_name)]
     pub allowed_hosts: Vec<String>,
     /// Largest request body on the classic and /v1 surfaces, in bytes.
     #[arg(long, value_name = "BYTES", default_value_t = 1024 * 1024)]
@@ -243,61 +243,4 @@ pub async fn run(args: ServeArgs) -> anyhow::Result<()> {
     result?;
     tracing::info!("hub stopped");
     Ok(())
-}
-
-/// A `--cors` value: `*` or an origin (`http://` or `https://`, a host, an optional port).
-fn parse_origin(value: &str) -> Result<String, String> {
-    let value = value.trim().trim_end_matches('/');
-    if value == "*" {
-        return Ok(value.to_string());
-    }
-    let bad = || format!("'{value}' is not an origin: give scheme, host and port, like http://localhost:5173");
-    let url = reqwest::Url::parse(value).map_err(|_| bad())?;
-    let plain = matches!(url.scheme(), "http" | "https")
-        && url.host_str().is_some_and(|h| !h.is_empty())
-        && url.username().is_empty()
-        && url.password().is_none()
-        && url.path() == "/"
-        && url.query().is_none()
-        && url.fragment().is_none();
-    if !plain {
-        return Err(bad());
-    }
-    Ok(value.to_ascii_lowercase())
-}
-
-/// An `--allowed-host` value: a host name (or `*.name`, or `*`), without scheme or port.
-fn parse_host_name(value: &str) -> Result<String, String> {
-    let value = value.trim().trim_end_matches('.').to_ascii_lowercase();
-    let name = value.strip_prefix("*.").unwrap_or(&value);
-    let ok = value == "*"
-        || (!name.is_empty()
-            && name.len() <= 253
-            && name.split('.').all(|label| {
-                !label.is_empty() && label.len() <= 63 && label.chars().all(|c| c.is_ascii_alphanumeric() || c == '-')
-            }));
-    if ok {
-        Ok(value)
-    } else {
-        Err(format!("'{value}' is not a host name: give just the name, like gambi.example.org (no scheme, no port)"))
-    }
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn origins_and_host_names_are_checked_when_given() {
-        assert_eq!(parse_origin("http://LOCALHOST:5173/").unwrap(), "http://localhost:5173");
-        assert_eq!(parse_origin("*").unwrap(), "*");
-        for bad in ["localhost:5173", "http://a.example/path", "ftp://a.example", "http://u:p@a.example", "nonsense"] {
-            assert!(parse_origin(bad).is_err(), "{bad}");
-        }
-        assert_eq!(parse_host_name("Hub.Example.org.").unwrap(), "hub.example.org");
-        assert_eq!(parse_host_name("*.corp.example").unwrap(), "*.corp.example");
-        for bad in ["http://hub.example", "hub.example:3000", "", "a..b", "hub example"] {
-            assert!(parse_host_name(bad).is_err(), "{bad}");
-        }
-    }
 }

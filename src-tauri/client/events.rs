@@ -58,6 +58,9 @@ pub struct RoomEvents {
     /// The id of the last event handed out: sent as `Last-Event-ID` when reconnecting.
     last_id: Option<String>,
     connected_once: bool,
+    /// The room's password (or host token), sent on every connection: a protected room's events
+    /// need it.
+    key: Option<String>,
     attempt: u32,
     backoff: Duration,
     wait: Option<Duration>,
@@ -83,10 +86,17 @@ impl RoomEvents {
             pending: VecDeque::new(),
             last_id: None,
             connected_once: false,
+            key: None,
             attempt: 0,
             backoff: FIRST_BACKOFF,
             wait: None,
         })
+    }
+
+    /// Sends `key` (the room's password or host token) with every connection.
+    pub fn with_key(mut self, key: Option<String>) -> RoomEvents {
+        self.key = key.filter(|k| !k.is_empty());
+        self
     }
 
     /// The hub's address, as given.
@@ -172,6 +182,9 @@ impl RoomEvents {
     /// Opens the stream, resuming after the last event handed out.
     async fn open(&self) -> Result<reqwest::Response, Dropped> {
         let mut request = self.http.get(self.url.clone()).header(reqwest::header::ACCEPT, "text/event-stream");
+        if let Some(key) = &self.key {
+            request = request.bearer_auth(key);
+        }
         if let Some(id) = &self.last_id {
             request = request.header("last-event-id", id.as_str());
         }

@@ -268,14 +268,29 @@ impl HubClient {
 
     /// `GET /v1/rooms/:code/participants`.
     pub async fn list_participants(&self, code: &str) -> Result<Vec<Participant>, ClientError> {
-        self.call(Method::GET, &["v1", "rooms", code, "participants"], None::<&()>, None).await.map(|(_, data)| data)
+        self.list_participants_as(code, None).await
+    }
+
+    /// `GET /v1/rooms/:code/participants` with `key`: a protected room's password (or its host
+    /// token), which its participant list needs.
+    pub async fn list_participants_as(&self, code: &str, key: Option<&str>) -> Result<Vec<Participant>, ClientError> {
+        self.call(Method::GET, &["v1", "rooms", code, "participants"], None::<&()>, key).await.map(|(_, data)| data)
     }
 
     /// `GET /v1/rooms/:code/participants/:id`.
     pub async fn get_participant(&self, code: &str, id: &str) -> Result<Participant, ClientError> {
-        self.call(Method::GET, &["v1", "rooms", code, "participants", id], None::<&()>, None)
-            .await
-            .map(|(_, data)| data)
+        self.get_participant_as(code, id, None).await
+    }
+
+    /// `GET /v1/rooms/:code/participants/:id` with `key`: a protected room's password, its host
+    /// token, or the participant's own token.
+    pub async fn get_participant_as(
+        &self,
+        code: &str,
+        id: &str,
+        key: Option<&str>,
+    ) -> Result<Participant, ClientError> {
+        self.call(Method::GET, &["v1", "rooms", code, "participants", id], None::<&()>, key).await.map(|(_, data)| data)
     }
 
     /// `PUT /v1/rooms/:code/participants/:id`: registers or updates. The flag is true when the

@@ -41,8 +41,12 @@ pub async fn get_room(core: State<'_, AppCore>, code: String) -> Answer<RoomSumm
 }
 
 #[tauri::command]
-pub async fn list_participants(core: State<'_, AppCore>, code: String) -> Answer<Vec<Participant>> {
-    core.list_participants(&code).await
+pub async fn list_participants(
+    core: State<'_, AppCore>,
+    code: String,
+    password: Option<String>,
+) -> Answer<Vec<Participant>> {
+    core.list_participants(&code, password.as_deref()).await
 }
 
 #[tauri::command]
@@ -51,8 +55,8 @@ pub async fn delete_room(core: State<'_, AppCore>, code: String, host_token: Str
 }
 
 #[tauri::command]
-pub async fn subscribe_room(core: State<'_, AppCore>, code: String) -> Answer<()> {
-    core.subscribe_room(&code).await
+pub async fn subscribe_room(core: State<'_, AppCore>, code: String, password: Option<String>) -> Answer<()> {
+    core.subscribe_room(&code, password.as_deref()).await
 }
 
 #[tauri::command]

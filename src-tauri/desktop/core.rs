@@ -92,11 +92,14 @@ pub struct AppError {
     pub message: String,
     #[serde(skip_serializing_if = "Option::is_none")]
     pub hint: Option<String>,
+    /// The hub's error code, when the hub refused (the window tells a locked room by it).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub code: Option<String>,
 }
 
 impl AppError {
     pub fn new(message: impl Into<String>) -> AppError {
-        AppError { message: message.into(), hint: None }
+        AppError { message: message.into(), hint: None, code: None }
     }
 
     pub fn hint(mut self, hint: impl Into<String>) -> AppError {
@@ -105,6 +108,11 @@ impl AppError {
     }
 
     /// A hub client's failure in the words the window uses. `code` is the room it was about.
+    fn with_code(mut self, code: &str) -> AppError {
+        self.code = Some(code.to_string());
+        self
+    }
+
     pub fn from_client(error: &ClientError, code: Option<&str>) -> AppError {
         match error {
             ClientError::Unreachable { url, .. } => AppError::new(format!("The hub at {url} isn't answering."))
@@ -119,8 +127,9 @@ impl AppError {
                 "INVALID_HOST_TOKEN" | "HOST_TOKEN_REQUIRED" => {
                     AppError::new("Only the room's host can delete it.").hint("This app doesn't hold its host token.")
                 }
-                _ => AppError { message: sentence(message), hint: hint.clone() },
-            },
+                _ => AppError { message: sentence(message), hint: hint.clone(), code: None },
+            }
+            .with_code(api_code),
             ClientError::InvalidInput { .. } => {
                 AppError::new("That isn't a room code.").hint("Room codes are 6 letters and digits, like K7QX2M.")
             }
@@ -386,6 +395,9 @@ impl AppCore {
         };
         let port = listener.local_addr().map(|a| a.port()).unwrap_or(settings.hub_port);
         let mut config = self.inner.options.hub_config.clone();
+        // The names and origins the settings add to the hub's own (see hub::browser).
+        config.allowed_hosts.extend(settings.allowed_hosts.iter().cloned());
+        config.cors_origins.extend(settings.cors_origins.iter().cloned());
         if config.state_path.is_none() {
             config.state_path = Some(self.inner.options.config_dir.join("hub-rooms.json"));
         }
@@ -565,9 +577,10 @@ impl AppCore {
         client.get_room(&room_code(code)?).await.map_err(|e| AppError::from_client(&e, Some(code)))
     }
 
-    pub async fn list_participants(&self, code: &str) -> Result<Vec<Participant>, AppError> {
+    /// The room's participants; `key` is a protected room's password (or its host token).
+    pub async fn list_participants(&self, code: &str, key: Option<&str>) -> Result<Vec<Participant>, AppError> {
         let client = self.client_for(code).await?;
-        client.list_participants(&room_code(code)?).await.map_err(|e| AppError::from_client(&e, Some(code)))
+        client.list_participants_as(&room_code(code)?, key).await.map_err(|e| AppError::from_client(&e, Some(code)))
     }
 
     pub async fn delete_room(&self, code: &str, host_token: &str) -> Result<Value, AppError> {
@@ -578,11 +591,14 @@ impl AppCore {
         Ok(json!({ "success": true }))
     }
 
-    /// Starts forwarding room `code`'s events to the window as `room-event`.
-    pub async fn subscribe_room(&self, code: &str) -> Result<(), AppError> {
+    /// Starts forwarding room `code`'s events to the window as `room-event`; `key` is a protected
+    /// room's password (or its host token).
+    pub async fn subscribe_room(&self, code: &str, key: Option<&str>) -> Result<(), AppError> {
         let code = room_code(code)?;
         let client = self.client_for(&code).await?;
-        let mut events = RoomEvents::new(&client, &code).map_err(|e| AppError::from_client(&e, Some(&code)))?;
+        let mut events = RoomEvents::new(&client, &code)
+            .map_err(|e| AppError::from_client(&e, Some(&code)))?
+            .with_key(key.map(str::to_string));
         let token = CancellationToken::new();
         if let Some(old) = lock(&self.inner.subscriptions).insert(code.clone(), token.clone()) {
             old.cancel();
@@ -740,7 +756,7 @@ impl AppCore {
         *lock(&self.inner.own_participant) = Some(participant_id.clone());
         let supervisor = Supervisor::start(options);
         let forward = tokio::spawn(self.clone().forward_share(supervisor.subscribe(), target.clone()));
-        let room_watch = if hub.is_some() { Some(self.watch_remote_room(&client, &code)) } else { None };
+        let room_watch = if hub.is_some() { Some(self.watch_remote_room(&client, &code, password)) } else { None };
         let mut rx = supervisor.subscribe();
         *self.inner.share.lock().await = Some(Share { supervisor, target: target.clone(), forward, room_watch });
         let settled: Option<ShareState> = tokio::time::timeout(
@@ -897,17 +913,19 @@ impl AppCore {
     }
 
     /// Notifications for a room on another hub: follows its events over HTTP.
-    fn watch_remote_room(&self, client: &HubClient, code: &str) -> CancellationToken {
+    fn watch_remote_room(&self, client: &HubClient, code: &str, key: Option<&str>) -> CancellationToken {
+        let key = key.map(str::to_string);
         let token = CancellationToken::new();
         let core = self.clone();
         let client = client.clone();
         let code = code.to_string();
         let stop = token.clone();
         tokio::spawn(async move {
-            if let Ok(people) = client.list_participants(&code).await {
+            if let Ok(people) = client.list_participants_as(&code, key.as_deref()).await {
                 lock(&core.inner.tracker).seed(&code, &people);
             }
-            let Ok(mut events) = RoomEvents::new(&client, &code) else { return };
+            let Ok(events) = RoomEvents::new(&client, &code) else { return };
+            let mut events = events.with_key(key);
             loop {
                 let item = tokio::select! {
                     _ = stop.cancelled() => break,
@@ -1012,7 +1030,11 @@ impl AppCore {
             *settings = saved.clone();
             (old, saved)
         };
-        if old.hub_exposure != saved.hub_exposure || old.hub_port != saved.hub_port {
+        let restart = old.hub_exposure != saved.hub_exposure
+            || old.hub_port != saved.hub_port
+            || old.allowed_hosts != saved.allowed_hosts
+            || old.cors_origins != saved.cors_origins;
+        if restart {
             let share = self.inner.share.lock().await.as_ref().map(|s| s.target.clone());
             let follow = share.filter(|t| t.hub.is_none());
             if follow.is_some() {

@@ -56,6 +56,10 @@ pub struct Settings {
     pub hub_port: u16,
     pub notifications: bool,
     pub share_on_start: bool,
+    /// Host names the app's hub answers to beyond its own (as `--allowed-host`).
+    pub allowed_hosts: Vec<String>,
+    /// Web origins allowed to call the app's hub (as `--cors`).
+    pub cors_origins: Vec<String>,
     /// Rooms shared into, most recent first; "Share my Ollama" in the tray uses the first.
     pub rooms: Vec<RememberedRoom>,
     /// This machine's participant id, kept so a share comes back as the same participant.
@@ -73,6 +77,8 @@ impl Default for Settings {
             hub_port: DEFAULT_HUB_PORT,
             notifications: true,
             share_on_start: false,
+            allowed_hosts: Vec::new(),
+            cors_origins: Vec::new(),
             rooms: Vec::new(),
             participant_id: None,
         }
@@ -111,6 +117,12 @@ impl Settings {
                 return Err("The model server address must start with http:// or https://.".into());
             }
         }
+        for host in &self.allowed_hosts {
+            crate::hub::browser::parse_host_name(host)?;
+        }
+        for origin in &self.cors_origins {
+            crate::hub::browser::parse_origin(origin)?;
+        }
         if let Some(model) = &self.preferred_model {
             if model.chars().count() > 256 || model.chars().any(char::is_control) {
                 return Err("That model name doesn't look right — pick one from the list.".into());
@@ -125,6 +137,17 @@ impl Settings {
         let blank_to_none = |v: Option<String>| v.map(|s| s.trim().to_string()).filter(|s| !s.is_empty());
         self.provider_endpoint = blank_to_none(self.provider_endpoint);
         self.preferred_model = blank_to_none(self.preferred_model);
+        let listed = |list: Vec<String>| -> Vec<String> {
+            let mut out: Vec<String> = Vec::new();
+            for item in list.iter().map(|s| s.trim().to_string()).filter(|s| !s.is_empty()) {
+                if !out.contains(&item) {
+                    out.push(item);
+                }
+            }
+            out
+        };
+        self.allowed_hosts = listed(self.allowed_hosts);
+        self.cors_origins = listed(self.cors_origins);
         self.rooms.retain(|room| normalize_room_code(&room.code).is_some());
         self.rooms.truncate(MAX_REMEMBERED);
         self

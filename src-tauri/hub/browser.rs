@@ -204,6 +204,44 @@ pub fn cors(hub: &Hub) -> CorsLayer {
         }))
 }
 
+/// A `--cors` value: `*` or an origin (`http://` or `https://`, a host, an optional port).
+pub fn parse_origin(value: &str) -> Result<String, String> {
+    let value = value.trim().trim_end_matches('/');
+    if value == "*" {
+        return Ok(value.to_string());
+    }
+    let bad = || format!("'{value}' is not an origin: give scheme, host and port, like http://localhost:5173");
+    let url = reqwest::Url::parse(value).map_err(|_| bad())?;
+    let plain = matches!(url.scheme(), "http" | "https")
+        && url.host_str().is_some_and(|h| !h.is_empty())
+        && url.username().is_empty()
+        && url.password().is_none()
+        && url.path() == "/"
+        && url.query().is_none()
+        && url.fragment().is_none();
+    if !plain {
+        return Err(bad());
+    }
+    Ok(value.to_ascii_lowercase())
+}
+
+/// An `--allowed-host` value: a host name (or `*.name`, or `*`), without scheme or port.
+pub fn parse_host_name(value: &str) -> Result<String, String> {
+    let value = value.trim().trim_end_matches('.').to_ascii_lowercase();
+    let name = value.strip_prefix("*.").unwrap_or(&value);
+    let ok = value == "*"
+        || (!name.is_empty()
+            && name.len() <= 253
+            && name.split('.').all(|label| {
+                !label.is_empty() && label.len() <= 63 && label.chars().all(|c| c.is_ascii_alphanumeric() || c == '-')
+            }));
+    if ok {
+        Ok(value)
+    } else {
+        Err(format!("'{value}' is not a host name: give just the name, like gambi.example.org (no scheme, no port)"))
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -267,5 +305,19 @@ mod tests {
         assert_eq!(inference_room("/rooms/ABC123/v1"), Some("ABC123"));
         assert_eq!(inference_room("/rooms/ABC123/join"), None);
         assert_eq!(inference_room("/v1/rooms/ABC123"), None);
+    }
+
+    #[test]
+    fn origins_and_host_names_are_checked_when_given() {
+        assert_eq!(parse_origin("http://LOCALHOST:5173/").unwrap(), "http://localhost:5173");
+        assert_eq!(parse_origin("*").unwrap(), "*");
+        for bad in ["localhost:5173", "http://a.example/path", "ftp://a.example", "http://u:p@a.example", "nonsense"] {
+            assert!(parse_origin(bad).is_err(), "{bad}");
+        }
+        assert_eq!(parse_host_name("Hub.Example.org.").unwrap(), "hub.example.org");
+        assert_eq!(parse_host_name("*.corp.example").unwrap(), "*.corp.example");
+        for bad in ["http://hub.example", "hub.example:3000", "", "a..b", "hub example"] {
+            assert!(parse_host_name(bad).is_err(), "{bad}");
+        }
     }
 }

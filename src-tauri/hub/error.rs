@@ -39,6 +39,8 @@ pub enum HubError {
     ParticipantConflict { id: String },
     #[error("this room needs its key")]
     RoomKeyRequired,
+    #[error("a protected room's participants and events need its password")]
+    RoomPasswordRequired,
     #[error("no route for {path}")]
     RouteNotFound { path: String },
     #[error("{method} is not allowed here")]
@@ -89,7 +91,8 @@ impl HubError {
             HubError::InvalidPassword
             | HubError::HostTokenRequired
             | HubError::ParticipantTokenRequired
-            | HubError::RoomKeyRequired => StatusCode::UNAUTHORIZED,
+            | HubError::RoomKeyRequired
+            | HubError::RoomPasswordRequired => StatusCode::UNAUTHORIZED,
             HubError::HostTokenInvalid
             | HubError::ParticipantTokenInvalid
             | HubError::HostNotAllowed { .. }
@@ -125,6 +128,7 @@ impl HubError {
             HubError::ParticipantTokenInvalid => "INVALID_PARTICIPANT_TOKEN",
             HubError::ParticipantConflict { .. } => "PARTICIPANT_CONFLICT",
             HubError::RoomKeyRequired => "INVALID_API_KEY",
+            HubError::RoomPasswordRequired => "ROOM_PASSWORD_REQUIRED",
             HubError::RouteNotFound { .. } => "NOT_FOUND",
             HubError::MethodNotAllowed { .. } => "METHOD_NOT_ALLOWED",
             HubError::Capacity { .. } => "CAPACITY_EXCEEDED",
@@ -163,6 +167,9 @@ impl HubError {
             }
             HubError::RoomKeyRequired => {
                 "This room is password-protected: send the room password as the API key.".into()
+            }
+            HubError::RoomPasswordRequired => {
+                "This room is password-protected: who is in it and what happens there need its password.".into()
             }
             HubError::RouteNotFound { path } => format!("No such endpoint: {path}."),
             HubError::MethodNotAllowed { method } => format!("Method {method} is not allowed on this endpoint."),
@@ -225,6 +232,10 @@ impl HubError {
             HubError::RoomKeyRequired => {
                 Some("Send 'Authorization: Bearer <room password>' (the API key of an OpenAI client).".into())
             }
+            HubError::RoomPasswordRequired => Some(
+                "Send 'Authorization: Bearer <room password>' (or the room's host token); with the CLI, pass --password."
+                    .into(),
+            ),
             HubError::RouteNotFound { .. } => Some("See the README for the hub's endpoints.".into()),
             HubError::MethodNotAllowed { .. } => None,
             HubError::Capacity { .. } | HubError::ShuttingDown => Some("Try again later.".into()),

@@ -337,6 +337,28 @@ impl Hub {
         }
     }
 
+    /// Whether the caller may see who is in room `code` and what happens there (its participants
+    /// and event streams). Open rooms are open to all; a room with a password needs the password
+    /// (`Authorization: Bearer <password>`) or its host token, unless the hub runs with `--compat`.
+    /// A wrong password counts as a guess, like any other.
+    pub async fn check_reader(
+        &self,
+        code: &str,
+        credential: Option<&str>,
+        client: Option<std::net::IpAddr>,
+    ) -> Result<(), HubError> {
+        if self.inner.config.compat || self.inner.registry.password_hash(code)?.is_none() {
+            return Ok(());
+        }
+        if self.inner.registry.holds_host_token(code, credential) {
+            return Ok(());
+        }
+        match credential {
+            None => Err(HubError::RoomPasswordRequired),
+            Some(key) => self.check_password(code, Some(key.to_string()), client).await,
+        }
+    }
+
     /// Takes a place for one more event stream of room `code`, or refuses when the room has
     /// `max_sse_clients_per_room` already. The place is given back when the ticket drops.
     pub fn open_stream(&self, code: &str) -> Result<StreamTicket, HubError> {

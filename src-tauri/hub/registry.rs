@@ -403,6 +403,11 @@ impl Registry {
         self.state().rooms.get(code).map(|r| r.stored.defaults.clone()).ok_or_else(|| not_found(code))
     }
 
+    /// True when `token` is room `code`'s host token (constant time).
+    pub fn holds_host_token(&self, code: &str, token: Option<&str>) -> bool {
+        self.state().rooms.get(code).is_some_and(|room| room.is_host_token(token))
+    }
+
     /// Deletes a room if `host_token` is its host token: everyone in it is told they left, and its
     /// event streams end.
     pub fn delete_room(&self, code: &str, host_token: Option<&str>) -> Result<(), HubError> {

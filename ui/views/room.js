@@ -178,6 +178,10 @@ export function renderRoom(root, ctx) {
   const touched = new Map(); // participant id -> event sequence number that last changed it
   const requests = new Map(); // request id -> { at, participantId, model, state, metrics, error, row }
   let eventSeq = 0;
+  // Each try of a protected room's password is answered once: the list and the stream both refuse
+  // a wrong one, and the second refusal must not wipe what the person has started typing.
+  let tries = 0;
+  let askedFor = -1;
   let room = null;
   let stopStream = null;
   let closed = false;
@@ -235,6 +239,7 @@ export function renderRoom(root, ctx) {
 
   const reloadParticipants = async () => {
     const since = eventSeq;
+    const triesAtStart = tries;
     try {
       const fresh = await backend.listParticipants(code);
       const seen = new Set();
@@ -250,6 +255,9 @@ export function renderRoom(root, ctx) {
       renderParticipants();
       if (banner.firstChild && banner.dataset.kind === "transient") replaceChildren(banner);
     } catch (err) {
+      // A refusal of a password the person has since replaced says nothing about the new one.
+      const refusal = backend.asError(err).code;
+      if (triesAtStart !== tries && (refusal === "INVALID_PASSWORD" || refusal === "ROOM_PASSWORD_REQUIRED")) return;
       handleRoomError(err);
     }
   };
@@ -404,10 +412,14 @@ export function renderRoom(root, ctx) {
   };
 
   const setLive = (state) => {
-    const words = { connecting: "Connecting…", live: "Live", reconnecting: "Reconnecting…", closed: "Disconnected" };
+    const words = { connecting: "Connecting…", live: "Live", reconnecting: "Reconnecting…", closed: "Disconnected", locked: "Locked" };
     live.dataset.state = state;
     live.querySelector(".live-text").textContent = words[state] || state;
-    if (state === "closed" && !closed) checkRoomStillThere();
+    if (state === "closed" && !closed && banner.dataset.kind !== "locked") {
+      checkRoomStillThere();
+      // A stream refused for want of the password: the participant list tells (and asks).
+      if (room && room.passwordProtected) reloadParticipants();
+    }
   };
 
   // -- Errors
@@ -418,15 +430,72 @@ export function renderRoom(root, ctx) {
       roomGone(room ? `Room ${code} is gone — its host deleted it, or it expired.` : e.message, e.hint);
       return;
     }
+    if (e.code === "ROOM_PASSWORD_REQUIRED" || (e.code === "INVALID_PASSWORD" && room && room.passwordProtected)) {
+      askPassword(e.code === "INVALID_PASSWORD");
+      return;
+    }
     // Cleared by the next successful reload (the hub came back).
     banner.dataset.kind = "transient";
     replaceChildren(banner, errorBox(e));
   }
 
+  // A protected room shows who is in it only to those who know its password: asked once, then
+  // kept for this tab.
+  function askPassword(wrong) {
+    if (banner.dataset.kind === "locked" && askedFor === tries) return;
+    askedFor = tries;
+    backend.forgetRoomKey(code);
+    if (stopStream) stopStream();
+    stopStream = null;
+    setLive("locked");
+    const input = el("input", {
+      id: "room-password",
+      class: "input",
+      type: "password",
+      autocomplete: "current-password",
+      "aria-label": "Room password",
+    });
+    const form = el(
+      "form",
+      {
+        class: "unlock",
+        id: "unlock-room",
+        onsubmit: (ev) => {
+          ev.preventDefault();
+          const password = input.value;
+          if (!password) {
+            input.focus();
+            return;
+          }
+          tries += 1;
+          backend.rememberRoomKey(code, password);
+          banner.dataset.kind = "";
+          replaceChildren(banner);
+          reloadParticipants();
+          if (!stopStream) stopStream = backend.subscribe(code, onEvent, setLive);
+        },
+      },
+      input,
+      el("button", { class: "btn btn-primary", type: "submit" }, "Show the room"),
+    );
+    banner.dataset.kind = "locked";
+    replaceChildren(
+      banner,
+      errorBox(
+        {
+          message: wrong ? "Wrong password." : "This room is password-protected.",
+          hint: "Enter its password to see who is in it and what happens there. It is kept in this tab only.",
+        },
+        form,
+      ),
+    );
+    input.focus();
+  }
+
   async function checkRoomStillThere() {
     try {
       await backend.getRoom(code);
-      replaceChildren(banner);
+      if (banner.dataset.kind !== "locked") replaceChildren(banner);
     } catch (err) {
       handleRoomError(err);
     }

@@ -53,6 +53,10 @@ function renderApp(root) {
       );
       exposure.value = s.hubExposure || "lan";
       const port = el("input", { id: "set-port", class: "input mono", type: "number", min: "1", max: "65535", value: String(s.hubPort || 3000) });
+      const list = (values) => (Array.isArray(values) ? values.join(", ") : "");
+      const split = (text) => text.split(/[\s,]+/).map((v) => v.trim()).filter(Boolean);
+      const hosts = el("input", { id: "set-hosts", class: "input mono", value: list(s.allowedHosts), placeholder: "gambi.example.org" });
+      const origins = el("input", { id: "set-origins", class: "input mono", value: list(s.corsOrigins), placeholder: "http://localhost:5173" });
       const notifications = check("set-notifications", "Notifications", Boolean(s.notifications), "When a participant goes offline or comes back, and when your share drops or recovers.");
       const shareOnStart = check("set-share-on-start", "Share my model when Gambi starts", Boolean(s.shareOnStart));
       const slot = el("div", { class: "error-slot", role: "status" });
@@ -83,6 +87,8 @@ function renderApp(root) {
                   hubPort: portNumber,
                   notifications: notifications.input.checked,
                   shareOnStart: shareOnStart.input.checked,
+                  allowedHosts: split(hosts.value),
+                  corsOrigins: split(origins.value),
                 });
                 slot.appendChild(el("p", { class: "text-ok" }, "Saved."));
                 announce("Settings saved");
@@ -99,6 +105,18 @@ function renderApp(root) {
           el("h2", { class: "panel-title" }, "This computer's hub"),
           field("set-exposure", "Hub", exposure),
           field("set-port", "Port", port, "3000, or the next free one."),
+          field(
+            "set-hosts",
+            "Extra host names",
+            hosts,
+            "The hub answers to its addresses, this computer's name and .local names. Add other names people reach it by (comma-separated).",
+          ),
+          field(
+            "set-origins",
+            "Web pages allowed to use the hub",
+            origins,
+            "Other web pages can't drive the hub. Add the origin of a web app you trust, like http://localhost:5173 (comma-separated).",
+          ),
           notifications.node,
           slot,
           el("div", { class: "actions" }, el("button", { class: "btn btn-primary", type: "submit" }, "Save")),

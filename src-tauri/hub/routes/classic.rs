@@ -106,15 +106,27 @@ pub async fn leave(
     Ok(Json(json!({ "success": true })))
 }
 
-pub async fn participants(State(hub): State<Hub>, P { 0: code, .. }: P<String>) -> Result<Response> {
+pub async fn participants(
+    State(hub): State<Hub>,
+    P { 0: code, .. }: P<String>,
+    ClientAddr(client): ClientAddr,
+    headers: HeaderMap,
+) -> Result<Response> {
     let code = room_code(&code)?;
+    hub.check_reader(&code, bearer(&headers), client).await?;
     let items = hub.registry().participant_pieces(&code)?;
     Ok(JsonList::new(&b"{\"participants\":"[..], items, &b"}"[..]).into_response())
 }
 
-pub async fn events(State(hub): State<Hub>, P { 0: code, .. }: P<String>, headers: HeaderMap) -> Result<Response> {
+pub async fn events(
+    State(hub): State<Hub>,
+    P { 0: code, .. }: P<String>,
+    ClientAddr(client): ClientAddr,
+    headers: HeaderMap,
+) -> Result<Response> {
     let code = room_code(&code)?;
     hub.registry().room(&code)?;
+    hub.check_reader(&code, bearer(&headers), client).await?;
     let ticket = hub.open_stream(&code)?;
     Ok(sse::room_stream(hub, code, sse::last_event_id(&headers), Surface::Classic, ticket).into_response())
 }

@@ -64,16 +64,31 @@ pub async fn delete_room(State(hub): State<Hub>, P { 0: code, .. }: P<String>, h
     Ok(ok(StatusCode::OK, Success { success: true }))
 }
 
-pub async fn participants(State(hub): State<Hub>, P { 0: code, .. }: P<String>) -> Result<Response> {
+pub async fn participants(
+    State(hub): State<Hub>,
+    P { 0: code, .. }: P<String>,
+    ClientAddr(client): ClientAddr,
+    headers: HeaderMap,
+) -> Result<Response> {
     let code = room_code(&code)?;
+    hub.check_reader(&code, bearer(&headers), client).await?;
     let items = hub.registry().participant_pieces(&code)?;
     let meta = serde_json::to_string(&Meta { request_id: request_id::current() })
         .map_err(|e| HubError::Internal(e.to_string()))?;
     Ok(JsonList::new(&b"{\"data\":"[..], items, format!(",\"meta\":{meta}}}")).into_response())
 }
 
-pub async fn participant(State(hub): State<Hub>, P { 0: (code, id), .. }: P<(String, String)>) -> Result<Response> {
+pub async fn participant(
+    State(hub): State<Hub>,
+    P { 0: (code, id), .. }: P<(String, String)>,
+    ClientAddr(client): ClientAddr,
+    headers: HeaderMap,
+) -> Result<Response> {
     let code = room_code(&code)?;
+    // The participant itself may always read its own record.
+    if !hub.registry().proves_participant(&code, &id, bearer(&headers)) {
+        hub.check_reader(&code, bearer(&headers), client).await?;
+    }
     let record = hub.registry().participant(&code, existing_id(&id)?)?;
     Ok(ok(StatusCode::OK, record.public))
 }
@@ -154,9 +169,15 @@ pub async fn heartbeat(
     Ok(ok(StatusCode::OK, hub.registry().heartbeat_as(&code, existing_id(&id)?, loaded, claim)?))
 }
 
-pub async fn events(State(hub): State<Hub>, P { 0: code, .. }: P<String>, headers: HeaderMap) -> Result<Response> {
+pub async fn events(
+    State(hub): State<Hub>,
+    P { 0: code, .. }: P<String>,
+    ClientAddr(client): ClientAddr,
+    headers: HeaderMap,
+) -> Result<Response> {
     let code = room_code(&code)?;
     hub.registry().room(&code)?;
+    hub.check_reader(&code, bearer(&headers), client).await?;
     let ticket = hub.open_stream(&code)?;
     Ok(sse::room_stream(hub, code, sse::last_event_id(&headers), Surface::V1, ticket).into_response())
 }
