@@ -213,10 +213,11 @@ fn chat(base: &str, key: Option<&str>, text: &str) -> (u16, Value) {
     })
 }
 
-fn participants(hub: &str, code: &str) -> Vec<Value> {
+/// The participants of room `code`, read with `key` (a protected room's password).
+fn participants(hub: &str, code: &str, key: &str) -> Vec<Value> {
     block(async {
-        let v: Value =
-            http().get(format!("{hub}/v1/rooms/{code}/participants")).send().await.unwrap().json().await.unwrap();
+        let req = http().get(format!("{hub}/v1/rooms/{code}/participants")).bearer_auth(key);
+        let v: Value = req.send().await.unwrap().json().await.unwrap();
         v["data"].as_array().cloned().unwrap_or_default()
     })
 }
@@ -292,6 +293,12 @@ fn every_command_answers_on_the_mock_runtime_with_sentences_for_errors() {
     // Refusals, in words.
     let locked = app.ok("create_room", json!({ "name": "Locked", "password": "s3cret-pw" }));
     let locked_code = locked["room"]["code"].as_str().unwrap().to_string();
+    // A protected room's participants and events need its password; the window tells by the code.
+    let refused = app.invoke("list_participants", json!({ "code": locked_code })).expect_err("needs the password");
+    assert_eq!(refused["code"], "ROOM_PASSWORD_REQUIRED", "{refused}");
+    assert_eq!(app.ok("list_participants", json!({ "code": locked_code, "password": "s3cret-pw" })), json!([]));
+    assert_eq!(app.ok("subscribe_room", json!({ "code": locked_code, "password": "s3cret-pw" })), Value::Null);
+    assert_eq!(app.ok("unsubscribe_room", json!({ "code": locked_code })), Value::Null);
     let share = |password: Value| json!({ "hub": null, "code": locked_code, "password": password, "nickname": "alice", "model": "llama3" });
     assert_eq!(app.err("start_share", share(json!("wrong"))), "Wrong password.");
     assert_eq!(
@@ -442,7 +449,7 @@ fn sharing_from_a_command_survives_a_hub_restart_and_turning_it_off_leaves_the_r
     );
     assert_eq!(status["state"], "live", "{status}");
     let id = status["participantId"].as_str().unwrap().to_string();
-    let people = participants(&hub, &code);
+    let people = participants(&hub, &code, "pw-lab");
     assert_eq!(people.len(), 1, "{people:?}");
     let me = &people[0];
     assert_eq!(me["id"], id.as_str());
@@ -482,7 +489,7 @@ fn sharing_from_a_command_survives_a_hub_restart_and_turning_it_off_leaves_the_r
     });
     assert!(!process.log.lock().unwrap().contains("pw-lab"), "the password is not in the hub's log");
     eventually(Duration::from_secs(15), "the same participant is back", || {
-        let people = participants(&hub, &code);
+        let people = participants(&hub, &code, "pw-lab");
         people.len() == 1 && people[0]["id"] == id.as_str() && people[0]["connection"]["connected"] == true
     });
     eprintln!("hub restarted: the share was back {:?} later", restarted.elapsed());
@@ -502,7 +509,7 @@ fn sharing_from_a_command_survives_a_hub_restart_and_turning_it_off_leaves_the_r
 
     // Off: the participant leaves the room.
     assert_eq!(app.ok("stop_share", json!({}))["state"], "off");
-    assert!(participants(&hub, &code).is_empty(), "left the room");
+    assert!(participants(&hub, &code, "pw-lab").is_empty(), "left the room");
 
     // The tray's "Share my Ollama" shares into the remembered room again, with the kept password.
     let core = app.core();
@@ -510,10 +517,10 @@ fn sharing_from_a_command_survives_a_hub_restart_and_turning_it_off_leaves_the_r
         ToggleOutcome::Started(status) => assert_eq!(status.state, "live", "{status:?}"),
         other => panic!("toggle did not share: {other:?}"),
     }
-    assert_eq!(participants(&hub, &code).len(), 1);
+    assert_eq!(participants(&hub, &code, "pw-lab").len(), 1);
     assert!(core.room_url().unwrap().ends_with(&format!("/rooms/{code}/v1")));
     assert_eq!(block(core.toggle_share()), ToggleOutcome::Stopped);
-    assert!(participants(&hub, &code).is_empty());
+    assert!(participants(&hub, &code, "pw-lab").is_empty());
     drop(process);
 }
 
