@@ -344,6 +344,25 @@ mod tests {
     }
 
     #[test]
+    fn extra_hosts_and_origins_are_checked_and_tidied() {
+        let ok = Settings {
+            allowed_hosts: vec![" gambi.example.org ".into(), "".into(), "gambi.example.org".into()],
+            cors_origins: vec!["http://localhost:5173".into()],
+            ..Settings::default()
+        }
+        .normalized();
+        assert_eq!(ok.allowed_hosts, ["gambi.example.org"]);
+        assert!(ok.validate().is_ok());
+        let bad_host = Settings { allowed_hosts: vec!["http://x.example".into()], ..Settings::default() };
+        assert!(bad_host.validate().unwrap_err().contains("not a host name"));
+        let bad_origin = Settings { cors_origins: vec!["localhost:5173".into()], ..Settings::default() };
+        assert!(bad_origin.validate().unwrap_err().contains("not an origin"));
+        // A settings file from before these fields reads as none.
+        let old: Settings = serde_json::from_str(r#"{"nickname": "bob"}"#).unwrap();
+        assert!(old.allowed_hosts.is_empty() && old.cors_origins.is_empty());
+    }
+
+    #[test]
     fn remembering_moves_a_room_to_the_front_without_duplicates() {
         let mut settings = Settings::default();
         for code in ["AAAAAA", "BBBBBB", "AAAAAA"] {
