@@ -28,4 +28,5 @@ mod trust;
 mod tunnel;
 mod ui;
 mod v1;
+mod ways_down;
 mod web_pages;

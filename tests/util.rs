@@ -311,7 +311,19 @@ impl BinHub {
     }
 
     pub fn start_with_env(args: &[&str], env: &[(&str, &str)]) -> BinHub {
-        let mut cmd = Command::new(BIN);
+        Self::start_under(&[], args, env)
+    }
+
+    /// Like [`BinHub::start_with_env`], run under `wrapper` (e.g. `prlimit --nofile=1024:1024 --`).
+    pub fn start_under(wrapper: &[&str], args: &[&str], env: &[(&str, &str)]) -> BinHub {
+        let mut cmd = match wrapper.split_first() {
+            Some((program, rest)) => {
+                let mut cmd = Command::new(program);
+                cmd.args(rest).arg(BIN);
+                cmd
+            }
+            None => Command::new(BIN),
+        };
         cmd.args(["hub", "serve", "--host", "127.0.0.1", "--port", "0"]).args(args);
         cmd.env("RUST_LOG", "debug").env("NO_COLOR", "1");
         for (k, v) in env {

@@ -11,6 +11,17 @@ use tokio_util::sync::CancellationToken;
 use crate::hub::{Hub, HubConfig};
 
 /// Parses durations like `30s`, `10m`, `1h 30m`, `250ms`.
+/// A `--room-ttl`: a duration, or `off`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Ttl(pub Option<Duration>);
+
+pub fn parse_ttl(s: &str) -> Result<Ttl, String> {
+    match s.trim() {
+        "off" | "never" | "none" => Ok(Ttl(None)),
+        other => parse_duration(other).map(|d| Ttl(Some(d))),
+    }
+}
+
 pub fn parse_duration(s: &str) -> Result<Duration, String> {
     humantime::parse_duration(s.trim()).map_err(|e| format!("{e} (try 30s, 10m or 1h)"))
 }
@@ -26,9 +37,9 @@ pub struct ServeArgs {
     /// Keep rooms (not participants) in this file across restarts.
     #[arg(long, value_name = "PATH")]
     pub state: Option<PathBuf>,
-    /// Expire rooms that have had no participant for this long (off by default).
-    #[arg(long, value_name = "DURATION", value_parser = parse_duration)]
-    pub room_ttl: Option<Duration>,
+    /// Expire rooms that have had no participant for this long (`off`: keep them forever).
+    #[arg(long, value_name = "DURATION", default_value = "24h", value_parser = parse_ttl)]
+    pub room_ttl: Ttl,
     /// Remove offline participants after this long.
     #[arg(long, value_name = "DURATION", default_value = "10m", value_parser = parse_duration)]
     pub offline_retention: Duration,
@@ -105,6 +116,26 @@ pub struct ServeArgs {
     /// Most open event streams (SSE) per room, both surfaces together.
     #[arg(long, value_name = "N", default_value_t = 256)]
     pub max_sse_clients: usize,
+    /// Most open event streams of one client address (this machine's are not counted).
+    #[arg(long = "max-sse-per-address", value_name = "N", default_value_t = 32)]
+    pub max_sse_per_address: usize,
+    /// Most open event streams in all [default: from the open-file limit].
+    #[arg(long = "max-sse-total", value_name = "N")]
+    pub max_sse_total: Option<usize>,
+    /// Most open connections of one client address (this machine's are not counted).
+    #[arg(long, value_name = "N", default_value_t = 256)]
+    pub max_connections_per_address: usize,
+    /// Most open connections in all [default: from the open-file limit].
+    #[arg(long, value_name = "N")]
+    pub max_connections: Option<usize>,
+    /// Rooms one client address may create a minute (in a burst of --rooms-burst).
+    #[arg(long, value_name = "N", default_value_t = 10)]
+    pub rooms_per_minute: u32,
+    #[arg(long, value_name = "N", default_value_t = 5)]
+    pub rooms_burst: u32,
+    /// Count this machine's own addresses (loopback) per address too, like any other client.
+    #[arg(long)]
+    pub limit_loopback: bool,
     /// Most requests in flight on one participant's tunnel.
     #[arg(long, value_name = "N", default_value_t = 256)]
     pub max_in_flight_per_tunnel: usize,
@@ -119,7 +150,7 @@ impl ServeArgs {
             sweep_interval: self.sweep_interval.max(Duration::from_millis(10)),
             participant_timeout: self.participant_timeout,
             offline_retention: self.offline_retention,
-            room_ttl: self.room_ttl,
+            room_ttl: self.room_ttl.0,
             state_path: self.state.clone(),
             cors_origins: self.cors.clone(),
             allowed_hosts: self.allowed_hosts.clone(),
@@ -139,6 +170,13 @@ impl ServeArgs {
             max_rooms: self.max_rooms,
             max_participants_per_room: self.max_participants,
             max_sse_clients_per_room: self.max_sse_clients,
+            max_sse_clients_per_address: self.max_sse_per_address,
+            max_sse_clients_total: self.max_sse_total,
+            max_connections_per_address: self.max_connections_per_address,
+            max_connections: self.max_connections,
+            rooms_per_minute: self.rooms_per_minute,
+            rooms_burst: self.rooms_burst,
+            limit_loopback: self.limit_loopback,
             max_in_flight_per_tunnel: self.max_in_flight_per_tunnel,
             malformed_frame_limit: self.malformed_frame_limit,
             ..HubConfig::default()
@@ -200,6 +238,9 @@ fn shown_url(addr: SocketAddr) -> String {
 
 /// Runs a hub until a signal. Logs go to stderr; stdout gets one line saying where it listens.
 pub async fn run(args: ServeArgs) -> anyhow::Result<()> {
+    // One descriptor per connection: start from the most the system allows this process.
+    let fd_limit = crate::hub::quota::raise_fd_limit();
+    tracing::debug!(?fd_limit, "open-file limit");
     let hub = Hub::new(args.config())?;
     let addr = SocketAddr::new(args.host, args.port);
     let listener = tokio::net::TcpListener::bind(addr)

@@ -209,6 +209,8 @@ pub fn run(show: bool, quit_running: bool) -> ExitCode {
         eprintln!("hint: to run the hub on this machine without one: gambi hub serve");
         return ExitCode::from(2);
     }
+    // The embedded hub holds one descriptor per connection: start from the most allowed.
+    let _ = crate::hub::quota::raise_fd_limit();
     let app = builder(
         tauri::Builder::default(),
         |app| {

@@ -4,8 +4,10 @@
 //! Only checks that need argon2 take from the buckets: a guess costs a token from its room's bucket
 //! and from its address's bucket, and is refused (429 with `Retry-After`) when either is empty.
 //! A key already verified for a room passes without a token, so a flood of wrong guesses cannot
-//! lock out the people who know the password once they have used it. The argon2 work itself is
-//! capped in `hub::password`.
+//! lock out the people who know the password once they have used it. Nor those who have not used
+//! it yet: part of each room's rate is kept for addresses that have not guessed wrong lately, so
+//! addresses flooding wrong guesses empty only the rest (and their own buckets). The argon2 work
+//! itself is capped in `hub::password`.
 
 use std::collections::HashMap;
 use std::hash::Hash;
@@ -21,6 +23,8 @@ use subtle::ConstantTimeEq;
 const MAX_BUCKETS: usize = 8192;
 /// Most rooms whose verified key is remembered.
 const MAX_VERIFIED: usize = 4096;
+/// How long an address that guessed wrong counts as a guesser.
+const FAILED_MEMORY: std::time::Duration = std::time::Duration::from_secs(600);
 
 #[derive(Debug, Clone, Copy)]
 struct Bucket {
@@ -81,7 +85,12 @@ impl<K: Hash + Eq + Clone> Buckets<K> {
 }
 
 struct State {
+    /// The part of each room's rate any address may use.
     rooms: Buckets<String>,
+    /// The part kept for addresses that have not guessed wrong within [`FAILED_MEMORY`].
+    reserved: Buckets<String>,
+    /// When each address last guessed wrong.
+    failed: HashMap<IpAddr, Instant>,
     addresses: Buckets<IpAddr>,
     /// Per stored password hash (unique per room: it has a random salt), SHA-256 of the key last
     /// verified against it. Keyed by hash, not code, so a code reused by a new room never inherits
@@ -95,11 +104,16 @@ pub struct Guard {
 }
 
 impl Guard {
-    /// `per_room` and `per_address` guesses a second (each also the burst).
+    /// `per_room` and `per_address` guesses a second (each also the burst). Half the room's rate
+    /// (at least one a second) is kept for addresses that have not guessed wrong lately.
     pub fn new(per_room: u32, per_address: u32) -> Self {
+        let reserved = (per_room / 2).max(1);
+        let shared = per_room.saturating_sub(reserved).max(1);
         Guard {
             state: Mutex::new(State {
-                rooms: Buckets::new(per_room),
+                rooms: Buckets::new(shared),
+                reserved: Buckets::new(reserved),
+                failed: HashMap::new(),
                 addresses: Buckets::new(per_address),
                 verified: HashMap::new(),
             }),
@@ -126,23 +140,59 @@ impl Guard {
         state.verified.insert(hash.to_string(), digest);
     }
 
-    /// Takes one guess for `room` from `address`, or says how many whole seconds to wait.
+    /// Takes one guess for `room` from `address`, or says how many whole seconds to wait. The
+    /// address's own bucket first; then the room's shared part, or, for an address with no recent
+    /// wrong guess, the room's reserved part.
     pub fn take(&self, room: &str, address: Option<IpAddr>) -> Result<(), u64> {
-        let now = Instant::now();
+        self.take_at(room, address, Instant::now())
+    }
+
+    fn take_at(&self, room: &str, address: Option<IpAddr>, now: Instant) -> Result<(), u64> {
         let mut state = self.state();
         let room_key = room.to_string();
-        let mut wait = state.rooms.wait(&room_key, now);
         if let Some(a) = address {
-            wait = wait.max(state.addresses.wait(&a, now));
+            let wait = state.addresses.wait(&a, now);
+            if wait > 0.0 {
+                return Err((wait.ceil() as u64).max(1));
+            }
         }
-        if wait > 0.0 {
-            return Err((wait.ceil() as u64).max(1));
+        let clean = address
+            .is_some_and(|a| state.failed.get(&a).is_none_or(|at| now.saturating_duration_since(*at) >= FAILED_MEMORY));
+        let shared_wait = state.rooms.wait(&room_key, now);
+        let from_reserve = shared_wait > 0.0 && clean;
+        if shared_wait > 0.0 && !from_reserve {
+            return Err((shared_wait.ceil() as u64).max(1));
         }
-        state.rooms.take(&room_key, now);
+        if from_reserve {
+            let wait = state.reserved.wait(&room_key, now);
+            if wait > 0.0 {
+                return Err((wait.min(shared_wait).ceil() as u64).max(1));
+            }
+            state.reserved.take(&room_key, now);
+        } else {
+            state.rooms.take(&room_key, now);
+        }
         if let Some(a) = address {
             state.addresses.take(&a, now);
         }
         Ok(())
+    }
+
+    /// Notes that `address` guessed wrong: for a while it draws only on the rooms' shared part.
+    pub fn failed(&self, address: Option<IpAddr>) {
+        self.failed_at(address, Instant::now());
+    }
+
+    fn failed_at(&self, address: Option<IpAddr>, now: Instant) {
+        let Some(address) = address else { return };
+        let mut state = self.state();
+        if state.failed.len() >= MAX_BUCKETS && !state.failed.contains_key(&address) {
+            state.failed.retain(|_, at| now.saturating_duration_since(*at) < FAILED_MEMORY);
+            if state.failed.len() >= MAX_BUCKETS {
+                state.failed.clear();
+            }
+        }
+        state.failed.insert(address, now);
     }
 }
 
@@ -165,6 +215,34 @@ mod tests {
         let c: IpAddr = [10, 0, 0, 3].into();
         assert!(guard.take("ROOM01", Some(c)).is_err(), "the room is out of guesses, whoever asks");
         assert!(guard.take("ROOM02", Some(c)).is_ok(), "other rooms are not affected");
+    }
+
+    #[test]
+    fn a_flood_of_wrong_guesses_leaves_room_for_an_address_that_never_guessed_wrong() {
+        let guard = Guard::new(10, 5);
+        let start = Instant::now();
+        let attackers: Vec<IpAddr> = (1..=20u8).map(|i| [10, 0, 0, i].into()).collect();
+        let mut admitted_after_first_second = 0;
+        // Twenty addresses guess wrong as fast as they are let, for five seconds.
+        for tick in 0..50u32 {
+            let now = start + std::time::Duration::from_millis(100 * u64::from(tick));
+            for a in &attackers {
+                if guard.take_at("ROOM01", Some(*a), now).is_ok() {
+                    guard.failed_at(Some(*a), now);
+                    if tick >= 10 {
+                        admitted_after_first_second += 1;
+                    }
+                }
+            }
+            // Once every guesser has guessed wrong (each had one clean try), people who know the
+            // password (and have never guessed wrong) come along.
+            if tick >= 30 && tick % 5 == 0 {
+                let person: IpAddr = [192, 168, 1, tick as u8].into();
+                assert!(guard.take_at("ROOM01", Some(person), now).is_ok(), "locked out at tick {tick}");
+            }
+        }
+        // The guessers still get the shared part: about 5 a second.
+        assert!((15..=35).contains(&admitted_after_first_second), "{admitted_after_first_second}");
     }
 
     #[test]

@@ -14,6 +14,7 @@ pub mod guard;
 pub mod inference;
 pub mod json_list;
 pub mod password;
+pub mod quota;
 pub mod registry;
 pub mod request_id;
 pub mod routes;
@@ -50,7 +51,7 @@ pub struct HubConfig {
     pub participant_timeout: Duration,
     /// Offline for this long: removed.
     pub offline_retention: Duration,
-    /// Empty for this long: the room expires. Off by default.
+    /// Empty for this long: the room expires (24 h by default; `None` keeps rooms forever).
     pub room_ttl: Option<Duration>,
     /// Where rooms are kept across restarts; in memory only when `None`.
     pub state_path: Option<PathBuf>,
@@ -102,6 +103,20 @@ pub struct HubConfig {
     pub max_participants_per_room: usize,
     /// Most open event streams (both surfaces together) per room.
     pub max_sse_clients_per_room: usize,
+    /// Most open event streams of one client address (this machine's are not counted, see
+    /// `hub::quota`).
+    pub max_sse_clients_per_address: usize,
+    /// Most open event streams in all; `None`: from the open-file limit.
+    pub max_sse_clients_total: Option<usize>,
+    /// Most open connections of one client address.
+    pub max_connections_per_address: usize,
+    /// Most open connections in all; `None`: from the open-file limit.
+    pub max_connections: Option<usize>,
+    /// Rooms one client address may create a minute, and in a burst.
+    pub rooms_per_minute: u32,
+    pub rooms_burst: u32,
+    /// Count this machine's (loopback) addresses per address too, like any other client.
+    pub limit_loopback: bool,
     /// Most requests in flight on one participant's tunnel.
     pub max_in_flight_per_tunnel: usize,
     /// Frames from a participant that do not parse (or name no request) tolerated within
@@ -116,7 +131,7 @@ impl Default for HubConfig {
             sweep_interval: HEARTBEAT_INTERVAL,
             participant_timeout: PARTICIPANT_TIMEOUT,
             offline_retention: Duration::from_secs(600),
-            room_ttl: None,
+            room_ttl: Some(Duration::from_secs(24 * 3600)),
             state_path: None,
             cors_origins: Vec::new(),
             allowed_hosts: Vec::new(),
@@ -143,6 +158,13 @@ impl Default for HubConfig {
             max_rooms: 1000,
             max_participants_per_room: 1000,
             max_sse_clients_per_room: 256,
+            max_sse_clients_per_address: 32,
+            max_sse_clients_total: None,
+            max_connections_per_address: 256,
+            max_connections: None,
+            rooms_per_minute: 10,
+            rooms_burst: 5,
+            limit_loopback: false,
             max_in_flight_per_tunnel: 256,
             malformed_frame_limit: 100,
             malformed_frame_window: Duration::from_secs(10),
@@ -157,6 +179,7 @@ struct HubInner {
     guard: guard::Guard,
     /// Open event streams per room, for `max_sse_clients_per_room`.
     streams: Arc<std::sync::Mutex<std::collections::HashMap<String, usize>>>,
+    quotas: quota::Quotas,
     state_file: Option<state_file::StateFile>,
     tunnels: tunnel::Tunnels,
     direct: egress::DirectClients,
@@ -171,6 +194,8 @@ struct HubInner {
 pub struct StreamTicket {
     streams: Arc<std::sync::Mutex<std::collections::HashMap<String, usize>>>,
     code: String,
+    /// Its place in the client's and the hub's counts.
+    _slot: quota::Slot,
 }
 
 impl Drop for StreamTicket {
@@ -211,9 +236,21 @@ impl Hub {
         registry.set_limits(config.max_rooms, config.max_participants_per_room);
         registry.set_tunnel_token_ttl(config.tunnel_token_ttl);
         let browser = browser::BrowserPolicy::new(&config.allowed_hosts, &config.cors_origins);
+        let fd_limit = rlimit::getrlimit(rlimit::Resource::NOFILE).map(|(soft, _)| soft).unwrap_or(1024);
+        let (connections, streams) = quota::totals_for(fd_limit);
+        let quotas = quota::Quotas::new(quota::QuotaConfig {
+            connections_per_address: config.max_connections_per_address,
+            connections_total: config.max_connections.unwrap_or(connections),
+            streams_per_address: config.max_sse_clients_per_address,
+            streams_total: config.max_sse_clients_total.unwrap_or(streams),
+            rooms_per_minute: config.rooms_per_minute,
+            rooms_burst: config.rooms_burst,
+            limit_loopback: config.limit_loopback,
+        });
         Ok(Hub {
             inner: Arc::new(HubInner {
                 browser,
+                quotas,
                 passwords: password::Passwords::new(config.password_concurrency),
                 guard: guard::Guard::new(config.guesses_per_room, config.guesses_per_address),
                 streams: Arc::default(),
@@ -333,6 +370,7 @@ impl Hub {
             self.inner.guard.remember(&hash, &password);
             Ok(())
         } else {
+            self.inner.guard.failed(client);
             Err(HubError::InvalidPassword)
         }
     }
@@ -359,9 +397,16 @@ impl Hub {
         }
     }
 
-    /// Takes a place for one more event stream of room `code`, or refuses when the room has
-    /// `max_sse_clients_per_room` already. The place is given back when the ticket drops.
-    pub fn open_stream(&self, code: &str) -> Result<StreamTicket, HubError> {
+    /// What each client may hold (connections, streams, new rooms).
+    pub fn quotas(&self) -> &quota::Quotas {
+        &self.inner.quotas
+    }
+
+    /// Takes a place for one more event stream of room `code` from `client`, or refuses when the
+    /// room has `max_sse_clients_per_room` already, or the client or the hub is at its cap. The
+    /// places are given back when the ticket drops.
+    pub fn open_stream(&self, code: &str, client: Option<std::net::IpAddr>) -> Result<StreamTicket, HubError> {
+        let slot = self.inner.quotas.stream(client)?;
         let limit = self.inner.config.max_sse_clients_per_room;
         let mut streams = self.inner.streams.lock().unwrap_or_else(|p| p.into_inner());
         let open = streams.entry(code.to_string()).or_insert(0);
@@ -371,7 +416,7 @@ impl Hub {
             });
         }
         *open += 1;
-        Ok(StreamTicket { streams: self.inner.streams.clone(), code: code.to_string() })
+        Ok(StreamTicket { streams: self.inner.streams.clone(), code: code.to_string(), _slot: slot })
     }
 
     /// The router of every surface, with its layers.
@@ -399,7 +444,7 @@ impl Hub {
             max_headers: config.max_headers,
             max_header_bytes: config.max_header_bytes,
         };
-        let server = server::serve(listener, self.router(), own.clone(), limits);
+        let server = server::serve(listener, self.router(), own.clone(), limits, self.inner.quotas.clone());
         let grace = config.shutdown_grace;
         self.inner.tasks.spawn({
             let own = own.clone();

@@ -29,7 +29,13 @@ pub struct ConnLimits {
 }
 
 /// Serves `app` on `listener` until `stop`, then drains the connections (see the module docs).
-pub async fn serve(listener: TcpListener, app: axum::Router, stop: CancellationToken, limits: ConnLimits) {
+pub async fn serve(
+    listener: TcpListener,
+    app: axum::Router,
+    stop: CancellationToken,
+    limits: ConnLimits,
+    quotas: super::quota::Quotas,
+) {
     let connections = TaskTracker::new();
     let mut http = hyper::server::conn::http1::Builder::new();
     http.timer(TokioTimer::new())
@@ -54,6 +60,12 @@ pub async fn serve(listener: TcpListener, app: axum::Router, stop: CancellationT
                 continue;
             }
         };
+        // One client may hold so many connections, and the hub so many in all: past that, a short
+        // 503 and the connection is closed, before a byte of the request is read.
+        let Some(slot) = quotas.connection(addr.ip()) else {
+            connections.spawn(refuse(tcp));
+            continue;
+        };
         // Answers and tunnel frames are many small writes: without TCP_NODELAY each waits on the
         // peer's delayed ACK (~40 ms) instead of leaving at once.
         if let Err(e) = tcp.set_nodelay(true) {
@@ -68,6 +80,7 @@ pub async fn serve(listener: TcpListener, app: axum::Router, stop: CancellationT
         let conn = http.serve_connection(TokioIo::new(tcp), service).with_upgrades();
         let stop = stop.clone();
         connections.spawn(async move {
+            let _slot = slot;
             let mut conn = std::pin::pin!(conn);
             tokio::select! {
                 result = conn.as_mut() => {
@@ -84,4 +97,21 @@ pub async fn serve(listener: TcpListener, app: axum::Router, stop: CancellationT
     }
     connections.close();
     connections.wait().await;
+}
+
+/// Answers a connection over the caps with 503 and closes it, within a second whatever the client
+/// does.
+async fn refuse(mut tcp: tokio::net::TcpStream) {
+    use tokio::io::AsyncWriteExt;
+    let body = r#"{"error":{"code":"CAPACITY_EXCEEDED","message":"Too many open connections from this address (or to this hub); try again shortly.","hint":"Close idle connections (each event stream holds one)."}}"#;
+    let answer = format!(
+        "HTTP/1.1 503 Service Unavailable\r\ncontent-type: application/json\r\nretry-after: {}\r\ncontent-length: {}\r\nconnection: close\r\n\r\n{body}",
+        super::quota::CONNECTION_RETRY.as_secs(),
+        body.len()
+    );
+    let _ = tokio::time::timeout(Duration::from_secs(1), async {
+        let _ = tcp.write_all(answer.as_bytes()).await;
+        let _ = tcp.shutdown().await;
+    })
+    .await;
 }

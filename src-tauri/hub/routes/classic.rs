@@ -27,8 +27,13 @@ pub async fn list(State(hub): State<Hub>) -> Json<Value> {
 }
 
 /// Creates a room (shared by both surfaces: they differ only in how they wrap the answer).
-pub async fn create_room(hub: &Hub, body: &Value) -> std::result::Result<CreatedRoom, HubError> {
+pub async fn create_room(
+    hub: &Hub,
+    body: &Value,
+    client: Option<std::net::IpAddr>,
+) -> std::result::Result<CreatedRoom, HubError> {
     let request = validate::create_room(body)?;
+    hub.quotas().create_room(client)?;
     // Refused before any argon2 work; the registry checks again under its lock.
     let limit = hub.config().max_rooms;
     if hub.registry().room_count() >= limit {
@@ -44,8 +49,12 @@ pub async fn create_room(hub: &Hub, body: &Value) -> std::result::Result<Created
     Ok(created)
 }
 
-pub async fn create(State(hub): State<Hub>, ClassicJson(body): ClassicJson) -> Result<Response> {
-    let created = create_room(&hub, &body).await?;
+pub async fn create(
+    State(hub): State<Hub>,
+    ClientAddr(client): ClientAddr,
+    ClassicJson(body): ClassicJson,
+) -> Result<Response> {
+    let created = create_room(&hub, &body, client).await?;
     Ok((StatusCode::CREATED, Json(created)).into_response())
 }
 
@@ -127,6 +136,6 @@ pub async fn events(
     let code = room_code(&code)?;
     hub.registry().room(&code)?;
     hub.check_reader(&code, bearer(&headers), client).await?;
-    let ticket = hub.open_stream(&code)?;
+    let ticket = hub.open_stream(&code, client)?;
     Ok(sse::room_stream(hub, code, sse::last_event_id(&headers), Surface::Classic, ticket).into_response())
 }

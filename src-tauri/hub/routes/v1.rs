@@ -38,8 +38,12 @@ pub async fn list(State(hub): State<Hub>) -> Response {
     ok(StatusCode::OK, hub.registry().list_rooms())
 }
 
-pub async fn create(State(hub): State<Hub>, ApiJson(body): ApiJson) -> Result<Response> {
-    let created = super::classic::create_room(&hub, &body).await?;
+pub async fn create(
+    State(hub): State<Hub>,
+    ClientAddr(client): ClientAddr,
+    ApiJson(body): ApiJson,
+) -> Result<Response> {
+    let created = super::classic::create_room(&hub, &body, client).await?;
     Ok(ok(StatusCode::CREATED, created))
 }
 
@@ -178,7 +182,7 @@ pub async fn events(
     let code = room_code(&code)?;
     hub.registry().room(&code)?;
     hub.check_reader(&code, bearer(&headers), client).await?;
-    let ticket = hub.open_stream(&code)?;
+    let ticket = hub.open_stream(&code, client)?;
     Ok(sse::room_stream(hub, code, sse::last_event_id(&headers), Surface::V1, ticket).into_response())
 }
 
