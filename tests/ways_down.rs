@@ -180,3 +180,117 @@ async fn a_guess_flood_does_not_lock_out_people_who_know_the_password() {
     eprintln!("guess flood: {guesses} wrong guesses from 20 addresses; the person: {outcomes:?}");
     assert!(outcomes.iter().all(|(status, _)| *status == 201), "locked out by the flood: {outcomes:?}");
 }
+
+/// Sends the head of a request declaring `declared` bytes and then `sent` bytes of `fill` (after
+/// `prefix`), from `source`, and leaves it there. `None` when the hub refused or closed at once.
+async fn stalled_body(
+    hub: SocketAddr,
+    source: IpAddr,
+    path: String,
+    declared: usize,
+    prefix: &[u8],
+    sent: usize,
+    fill: u8,
+) -> Option<tokio::net::TcpStream> {
+    let socket = tokio::net::TcpSocket::new_v4().ok()?;
+    socket.bind(SocketAddr::new(source, 0)).ok()?;
+    let mut tcp = socket.connect(hub).await.ok()?;
+    let head = format!("POST {path} HTTP/1.1\r\nHost: 127.0.0.1\r\nContent-Type: application/json\r\nContent-Length: {declared}\r\n\r\n");
+    tcp.write_all(head.as_bytes()).await.ok()?;
+    tcp.write_all(prefix).await.ok()?;
+    let chunk = vec![fill; 1 << 20];
+    let mut left = sent.saturating_sub(prefix.len());
+    while left > 0 {
+        let n = left.min(chunk.len());
+        // A refused body is answered and closed while we write: stop there.
+        match tokio::time::timeout(Duration::from_secs(5), tcp.write_all(&chunk[..n])).await {
+            Ok(Ok(())) => left -= n,
+            _ => return None,
+        }
+    }
+    Some(tcp)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn bodies_in_flight_and_bodies_that_parse_huge_cannot_spend_the_hub_s_memory() {
+    let hub = BinHub::start(&["--limit-loopback"]);
+    let addr: SocketAddr = hub.url.trim_start_matches("http://").parse().unwrap();
+    let pid = hub.child.id();
+    let start = crate::util::rss_kib(pid);
+    let (status, _, created) = call(from("127.0.0.1").post(hub.at("/v1/rooms")).json(&json!({"name": "Mem"}))).await;
+    assert_eq!(status, 201);
+    let code = created["data"]["room"]["code"].as_str().unwrap().to_string();
+    let path = format!("/rooms/{code}/v1/chat/completions");
+    let mut peak = start;
+
+    // 64 connections each sending 30 MiB of a declared 32 MiB body, then stalling.
+    let attacker: IpAddr = "127.0.0.2".parse().unwrap();
+    let uploads: Vec<_> = (0..64)
+        .map(|_| {
+            tokio::spawn(stalled_body(
+                addr,
+                attacker,
+                path.clone(),
+                32 << 20,
+                b"{\"model\":\"*\",\"pad\":\"",
+                30 << 20,
+                b'a',
+            ))
+        })
+        .collect();
+    let mut stalled = Vec::new();
+    for upload in uploads {
+        if let Ok(Some(tcp)) = upload.await {
+            stalled.push(tcp);
+        }
+        peak = peak.max(crate::util::rss_kib(pid));
+    }
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    let stalled_rss = crate::util::rss_kib(pid);
+    peak = peak.max(stalled_rss);
+    // The hub still answers, from another address too.
+    let (status, _, _) = call(from("127.0.0.3").get(hub.at("/v1/health"))).await;
+    assert_eq!(status, 200);
+    drop(stalled);
+
+    // Four 32 MiB bodies of `0,0,0,…` (each ~1.1 GB as a tree), from four addresses.
+    let zeros = {
+        let mut body = b"{\"model\":\"*\",\"messages\":[{\"role\":\"user\",\"content\":\"hi\"}],\"pad\":[".to_vec();
+        while body.len() < (32 << 20) - 16 {
+            body.extend_from_slice(b"0,");
+        }
+        body.extend_from_slice(b"0]}");
+        body
+    };
+    let mut statuses = Vec::new();
+    for n in 0..4 {
+        let client = from(&format!("127.0.0.{}", 10 + n));
+        let res =
+            client.post(hub.at(&path)).header("content-type", "application/json").body(zeros.clone()).send().await;
+        statuses.push(res.map(|r| r.status().as_u16()).unwrap_or(0));
+        peak = peak.max(crate::util::rss_kib(pid));
+    }
+    let end = crate::util::rss_kib(pid);
+    eprintln!(
+        "body memory: RSS start {} MiB, with 64 stalled 30 MiB uploads {} MiB, peak {} MiB, end {} MiB; zero-array bodies answered {statuses:?}",
+        start / 1024,
+        stalled_rss / 1024,
+        peak / 1024,
+        end / 1024
+    );
+    assert!(peak < 400 * 1024, "peak RSS {} MiB (target: under 400)", peak / 1024);
+    assert!(statuses.iter().all(|s| *s == 413), "{statuses:?}");
+
+    // Room defaults as OpenAI bounds them: an 836 KB `stop` is refused, and the listing stays small.
+    let big = "s".repeat(836 * 1024);
+    for i in 0..60 {
+        let body = json!({"name": format!("Big {i}"), "defaults": {"stop": [big]}});
+        let (status, _, _) = call(from("127.0.0.1").post(hub.at("/v1/rooms")).json(&body)).await;
+        assert_eq!(status, 400);
+    }
+    let listing = from("127.0.0.1").get(hub.at("/v1/rooms")).send().await.unwrap().bytes().await.unwrap();
+    let after_config = crate::util::rss_kib(pid);
+    eprintln!("config attack: RSS {} MiB, GET /v1/rooms {} bytes", after_config / 1024, listing.len());
+    assert!(after_config < 200 * 1024, "RSS {} MiB after the config attack", after_config / 1024);
+    assert!(listing.len() < 64 * 1024);
+}

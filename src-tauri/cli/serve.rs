@@ -133,6 +133,10 @@ pub struct ServeArgs {
     pub rooms_per_minute: u32,
     #[arg(long, value_name = "N", default_value_t = 5)]
     pub rooms_burst: u32,
+    /// Memory all request bodies may hold at once, read and parsed, in bytes (a quarter of it per
+    /// client address).
+    #[arg(long, value_name = "BYTES", default_value_t = 256 * 1024 * 1024)]
+    pub body_memory: usize,
     /// Count this machine's own addresses (loopback) per address too, like any other client.
     #[arg(long)]
     pub limit_loopback: bool,
@@ -177,6 +181,7 @@ impl ServeArgs {
             rooms_per_minute: self.rooms_per_minute,
             rooms_burst: self.rooms_burst,
             limit_loopback: self.limit_loopback,
+            body_memory: self.body_memory,
             max_in_flight_per_tunnel: self.max_in_flight_per_tunnel,
             malformed_frame_limit: self.malformed_frame_limit,
             ..HubConfig::default()

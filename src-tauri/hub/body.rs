@@ -2,14 +2,16 @@
 //! (axum's `DefaultBodyLimit` stops reading past it, nothing larger is buffered) and parsed as a
 //! JSON value; every failure becomes a [`HubError`] that the surface renders in its own shape.
 
-use axum::body::Bytes;
 use axum::extract::{FromRequest, Request};
+use bytes::BytesMut;
+use futures_util::StreamExt;
 use std::time::Duration;
 
-use axum::http::{header, StatusCode};
+use axum::http::header;
 use serde_json::Value;
 
 use super::error::{ApiError, ClassicError, HubError};
+use super::memory::{BodyBudget, BodyHold};
 
 /// How long a body may take to arrive once its headers have: a client that declares a body and
 /// then trickles it (or never sends it) is not allowed to hold a connection and a task forever.
@@ -17,8 +19,19 @@ pub const BODY_READ_TIMEOUT: Duration = Duration::from_secs(30);
 
 /// Reads and parses a JSON body. An empty body is `None`. A declared `Content-Length` over the
 /// limit is refused before a byte is read; a body without one is refused as soon as it passes the
-/// limit.
+/// limit. The memory it takes is held against the hub's body budget only while it is read and
+/// parsed; see [`read_json_held`] to keep holding it.
 pub async fn read_json<S: Send + Sync>(req: Request, state: &S, limit: usize) -> Result<Option<Value>, HubError> {
+    read_json_held(req, state, limit).await.map(|(value, _hold)| value)
+}
+
+/// Like [`read_json`], and returns the hold on the body budget (see `hub::memory`): what the body
+/// took to read and what its parsed tree takes, given back when the hold drops.
+pub async fn read_json_held<S: Send + Sync>(
+    req: Request,
+    _state: &S,
+    limit: usize,
+) -> Result<(Option<Value>, BodyHold), HubError> {
     let declared = req
         .headers()
         .get(header::CONTENT_LENGTH)
@@ -28,26 +41,44 @@ pub async fn read_json<S: Send + Sync>(req: Request, state: &S, limit: usize) ->
         return Err(HubError::PayloadTooLarge { limit });
     }
     let json_type = req.headers().get(header::CONTENT_TYPE).and_then(|v| v.to_str().ok()).is_some_and(is_json_type);
-    let read = tokio::time::timeout(BODY_READ_TIMEOUT, Bytes::from_request(req, state))
-        .await
-        .map_err(|_| HubError::invalid("The request body took too long to arrive.", "Send the whole body at once."))?;
-    let bytes = read.map_err(|rejection| {
-        if rejection.status() == StatusCode::PAYLOAD_TOO_LARGE {
-            HubError::PayloadTooLarge { limit }
-        } else {
-            HubError::InvalidJson { cause: rejection.body_text() }
+    let client = req.extensions().get::<axum::extract::ConnectInfo<std::net::SocketAddr>>().map(|c| c.0.ip());
+    let mut hold = match req.extensions().get::<BodyBudget>() {
+        Some(budget) => budget.hold(client),
+        None => BodyHold::none(),
+    };
+    // What the client says it will send is held before a byte is read.
+    if let Some(len) = declared {
+        hold.grow_to(usize::try_from(len).unwrap_or(usize::MAX))?;
+    }
+    let read = tokio::time::timeout(BODY_READ_TIMEOUT, async {
+        let mut stream = req.into_body().into_data_stream();
+        let mut bytes = BytesMut::new();
+        while let Some(chunk) = stream.next().await {
+            let chunk = chunk.map_err(|e| HubError::InvalidJson { cause: e.to_string() })?;
+            if limit > 0 && bytes.len() + chunk.len() > limit {
+                return Err(HubError::PayloadTooLarge { limit });
+            }
+            hold.grow_to(bytes.len() + chunk.len())?;
+            bytes.extend_from_slice(&chunk);
         }
-    })?;
+        Ok(bytes.freeze())
+    })
+    .await
+    .map_err(|_| HubError::invalid("The request body took too long to arrive.", "Send the whole body at once."))?;
+    let bytes = read?;
     if bytes.iter().all(u8::is_ascii_whitespace) {
-        return Ok(None);
+        return Ok((None, hold));
     }
     // A body that does not say it is JSON could be a browser's "simple request" (text/plain, a
     // form), which skips the CORS preflight: refused.
     if !json_type {
         return Err(HubError::UnsupportedMediaType);
     }
-    super::unique_keys::check(&bytes).map_err(|cause| HubError::InvalidJson { cause })?;
-    serde_json::from_slice(&bytes).map(Some).map_err(|e| HubError::InvalidJson { cause: e.to_string() })
+    let shape = super::unique_keys::measure(&bytes).map_err(|cause| HubError::InvalidJson { cause })?;
+    // The tree is built while the text is still held: both count.
+    hold.grow_to(bytes.len().saturating_add(shape.parsed_bytes()))?;
+    let value = serde_json::from_slice(&bytes).map_err(|e| HubError::InvalidJson { cause: e.to_string() })?;
+    Ok((Some(value), hold))
 }
 
 /// `application/json`, `application/*+json` or `text/json`, parameters aside.

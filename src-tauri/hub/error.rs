@@ -27,6 +27,8 @@ pub enum HubError {
     InvalidRequest { message: String, hint: Option<String> },
     #[error("the request body is larger than {limit} bytes")]
     PayloadTooLarge { limit: usize },
+    #[error("the request body would take {bytes} bytes to hold, over the {budget} this hub allows")]
+    BodyTooLarge { bytes: usize, budget: usize },
     #[error("this call needs the room's host token")]
     HostTokenRequired,
     #[error("the host token does not match this room")]
@@ -103,7 +105,7 @@ impl HubError {
             HubError::InvalidJson { .. } | HubError::MissingFields { .. } | HubError::InvalidRequest { .. } => {
                 StatusCode::BAD_REQUEST
             }
-            HubError::PayloadTooLarge { .. } => StatusCode::PAYLOAD_TOO_LARGE,
+            HubError::PayloadTooLarge { .. } | HubError::BodyTooLarge { .. } => StatusCode::PAYLOAD_TOO_LARGE,
             HubError::MethodNotAllowed { .. } => StatusCode::METHOD_NOT_ALLOWED,
             HubError::Capacity { .. } | HubError::ShuttingDown => StatusCode::SERVICE_UNAVAILABLE,
             HubError::RateLimited { .. } => StatusCode::TOO_MANY_REQUESTS,
@@ -121,7 +123,7 @@ impl HubError {
             HubError::InvalidJson { .. } | HubError::MissingFields { .. } | HubError::InvalidRequest { .. } => {
                 "INVALID_REQUEST"
             }
-            HubError::PayloadTooLarge { .. } => "PAYLOAD_TOO_LARGE",
+            HubError::PayloadTooLarge { .. } | HubError::BodyTooLarge { .. } => "PAYLOAD_TOO_LARGE",
             HubError::HostTokenRequired => "HOST_TOKEN_REQUIRED",
             HubError::HostTokenInvalid => "INVALID_HOST_TOKEN",
             HubError::ParticipantTokenRequired => "PARTICIPANT_TOKEN_REQUIRED",
@@ -158,6 +160,11 @@ impl HubError {
             HubError::MissingFields { fields, .. } => format!("Missing required fields: {fields}."),
             HubError::InvalidRequest { message, .. } => message.clone(),
             HubError::PayloadTooLarge { limit } => format!("Request body too large (the limit is {limit} bytes)."),
+            HubError::BodyTooLarge { bytes, budget } => format!(
+                "Request body too large to hold: read, it would take about {} MiB of the {} MiB this hub keeps for one client's bodies.",
+                bytes.div_ceil(1 << 20),
+                budget / (1 << 20)
+            ),
             HubError::HostTokenRequired => "Deleting a room needs its host token.".into(),
             HubError::HostTokenInvalid => "That host token does not match this room.".into(),
             HubError::ParticipantTokenRequired => "This call needs the participant's token.".into(),
@@ -215,6 +222,9 @@ impl HubError {
             HubError::MissingFields { hint, .. } => Some((*hint).into()),
             HubError::InvalidRequest { hint, .. } => hint.clone(),
             HubError::PayloadTooLarge { .. } => Some("Send a smaller body.".into()),
+            HubError::BodyTooLarge { .. } => {
+                Some("Send a smaller body, or one with fewer values (long arrays of numbers cost the most).".into())
+            }
             HubError::HostTokenRequired => Some(
                 "Send 'Authorization: Bearer <hostToken>' with the token returned when the room was created.".into(),
             ),

@@ -13,6 +13,7 @@ pub mod events;
 pub mod guard;
 pub mod inference;
 pub mod json_list;
+pub mod memory;
 pub mod password;
 pub mod quota;
 pub mod registry;
@@ -74,6 +75,9 @@ pub struct HubConfig {
     pub shutdown_grace: Duration,
     /// Largest body accepted on the inference plane.
     pub inference_body_limit: usize,
+    /// Memory all request bodies may hold at once, read and parsed (a quarter of it per client
+    /// address); see `hub::memory`.
+    pub body_memory: usize,
     /// Requests that may wait per room for a busy participant.
     pub queue_depth: usize,
     /// How long a request may wait for a free participant.
@@ -144,6 +148,7 @@ impl Default for HubConfig {
             password_concurrency: std::thread::available_parallelism().map_or(1, |n| (n.get() / 2).clamp(1, 4)),
             shutdown_grace: Duration::from_secs(10),
             inference_body_limit: 32 * 1024 * 1024,
+            body_memory: 256 * 1024 * 1024,
             queue_depth: 256,
             queue_wait: Duration::from_secs(60),
             first_byte_timeout: Duration::from_secs(120),
@@ -180,6 +185,7 @@ struct HubInner {
     /// Open event streams per room, for `max_sse_clients_per_room`.
     streams: Arc<std::sync::Mutex<std::collections::HashMap<String, usize>>>,
     quotas: quota::Quotas,
+    bodies: memory::BodyBudget,
     state_file: Option<state_file::StateFile>,
     tunnels: tunnel::Tunnels,
     direct: egress::DirectClients,
@@ -251,6 +257,7 @@ impl Hub {
             inner: Arc::new(HubInner {
                 browser,
                 quotas,
+                bodies: memory::BodyBudget::new(config.body_memory, config.limit_loopback),
                 passwords: password::Passwords::new(config.password_concurrency),
                 guard: guard::Guard::new(config.guesses_per_room, config.guesses_per_address),
                 streams: Arc::default(),
@@ -395,6 +402,11 @@ impl Hub {
             None => Err(HubError::RoomPasswordRequired),
             Some(key) => self.check_password(code, Some(key.to_string()), client).await,
         }
+    }
+
+    /// The memory request bodies may hold.
+    pub fn body_budget(&self) -> &memory::BodyBudget {
+        &self.inner.bodies
     }
 
     /// What each client may hold (connections, streams, new rooms).

@@ -16,6 +16,13 @@ pub const MAX_MODEL: usize = 256;
 pub const MAX_ENDPOINT: usize = 2048;
 pub const MAX_PASSWORD: usize = 1024;
 pub const MAX_INSTRUCTIONS: usize = 64 * 1024;
+/// `stop`: at most 4 sequences, as OpenAI takes, each of bounded length.
+pub const MAX_STOPS: usize = 4;
+pub const MAX_STOP_BYTES: usize = 1024;
+/// The largest `max_tokens` a room or participant may set.
+pub const MAX_MAX_TOKENS: u64 = 10_000_000;
+/// A `defaults` or `config` object as shown to anyone: 16 KiB at most.
+pub const MAX_PUBLIC_CONFIG: usize = 16 * 1024;
 pub const MAX_SPEC_TEXT: usize = 256;
 pub const MAX_CONCURRENCY: u32 = 1024;
 pub const MAX_LOADED_MODELS: usize = 64;
@@ -91,10 +98,44 @@ fn runtime_config(obj: &Map<String, Value>, name: &str) -> Result<Option<Runtime
                 "Use shorter instructions.",
             ));
         }
-        for (key, value) in [("temperature", c.temperature), ("top_p", c.top_p)] {
-            if value.is_some_and(|v| !v.is_finite()) {
-                return Err(HubError::invalid(format!("'{name}.{key}' must be a finite number."), "Send a number."));
+        // The ranges OpenAI accepts.
+        for (key, value, low, high) in [
+            ("temperature", c.temperature, 0.0, 2.0),
+            ("top_p", c.top_p, 0.0, 1.0),
+            ("frequency_penalty", c.frequency_penalty, -2.0, 2.0),
+            ("presence_penalty", c.presence_penalty, -2.0, 2.0),
+        ] {
+            if value.is_some_and(|v| !v.is_finite() || v < low || v > high) {
+                return Err(HubError::invalid(
+                    format!("'{name}.{key}' must be a number from {low} to {high}."),
+                    "Send a number in that range.",
+                ));
             }
+        }
+        if c.max_tokens.is_some_and(|m| m == 0 || m > MAX_MAX_TOKENS) {
+            return Err(HubError::invalid(
+                format!("'{name}.max_tokens' must be a whole number from 1 to {MAX_MAX_TOKENS}."),
+                "Send a smaller number.",
+            ));
+        }
+        let stops: Vec<&String> = match &c.stop {
+            None => Vec::new(),
+            Some(crate::protocol::Stop::One(s)) => vec![s],
+            Some(crate::protocol::Stop::Many(v)) => v.iter().collect(),
+        };
+        if stops.len() > MAX_STOPS || stops.iter().any(|s| s.len() > MAX_STOP_BYTES) {
+            return Err(HubError::invalid(
+                format!("'{name}.stop' takes at most {MAX_STOPS} strings of at most {MAX_STOP_BYTES} bytes each."),
+                "Send up to four short stop sequences, as OpenAI does.",
+            ));
+        }
+        // What is shown to anyone (everything but the instructions, which stay on the hub).
+        let public = serde_json::to_vec(&c.public()).map(|v| v.len()).unwrap_or(usize::MAX);
+        if public > MAX_PUBLIC_CONFIG {
+            return Err(HubError::invalid(
+                format!("'{name}' is too large (at most {MAX_PUBLIC_CONFIG} bytes besides 'instructions')."),
+                "Send a smaller object.",
+            ));
         }
     }
     Ok(config)
@@ -273,6 +314,27 @@ fn truncate(s: &str, max: usize) -> String {
 mod tests {
     use super::*;
     use serde_json::json;
+
+    #[test]
+    fn room_defaults_and_participant_config_are_bounded_as_openai_does() {
+        let ok = json!({"name": "x", "defaults": {"stop": ["\n", "END", "###", "</s>"], "temperature": 0.7, "max_tokens": 512}});
+        assert!(create_room(&ok).is_ok());
+        let big_stop = "s".repeat(836 * 1024);
+        for bad in [
+            json!({"name": "x", "defaults": {"stop": ["a", "b", "c", "d", "e"]}}),
+            json!({"name": "x", "defaults": {"stop": [big_stop]}}),
+            json!({"name": "x", "defaults": {"stop": "x".repeat(2000)}}),
+            json!({"name": "x", "defaults": {"temperature": 3}}),
+            json!({"name": "x", "defaults": {"top_p": -0.1}}),
+            json!({"name": "x", "defaults": {"presence_penalty": 2.5}}),
+            json!({"name": "x", "defaults": {"max_tokens": 0}}),
+        ] {
+            let err = create_room(&bad).err().unwrap_or_else(|| panic!("accepted {bad:.80}"));
+            assert!(err.to_string().contains("defaults"), "{err}");
+        }
+        let config = json!({"nickname": "A", "model": "m", "endpoint": "http://x", "config": {"stop": ["a", "b", "c", "d", "e"]}});
+        assert!(registration(&config, Surface::V1).is_err());
+    }
 
     #[test]
     fn room_names_are_trimmed_and_bounded() {

@@ -20,7 +20,7 @@ use bytes::Bytes;
 use futures_util::FutureExt as _;
 use serde_json::{json, Map, Value};
 
-use crate::hub::body::read_json;
+use crate::hub::body::read_json_held;
 use crate::hub::error::{HubError, OpenAiError};
 use crate::hub::registry::{Acquire, ParticipantRecord, Selector, Slot};
 use crate::hub::routes::v1::bearer;
@@ -148,6 +148,8 @@ struct Job {
     /// The client asked for the usage chunk itself (else the hub asks and hides it).
     client_wants_usage: bool,
     request_id: String,
+    /// The request body's share of the hub's body memory, given back with the job.
+    _body: crate::hub::memory::BodyHold,
 }
 
 impl Job {
@@ -169,8 +171,9 @@ impl Job {
 async fn infer(hub: Hub, code: String, op: Op, req: Request) -> Result<Response> {
     let code = room_code(&code)?;
     let limit = hub.config().inference_body_limit;
-    let body =
-        read_json(req, &(), limit).await?.ok_or_else(|| bad("The request body is empty; send a JSON object."))?;
+    // The body's memory stays held until the answer has been relayed (the request is kept that long).
+    let (body, body_hold) = read_json_held(req, &(), limit).await?;
+    let body = body.ok_or_else(|| bad("The request body is empty; send a JSON object."))?;
     let Value::Object(request) = body else {
         return Err(bad("The request body must be a JSON object.").into());
     };
@@ -205,6 +208,7 @@ async fn infer(hub: Hub, code: String, op: Op, req: Request) -> Result<Response>
         stream,
         client_wants_usage,
         request_id: format!("chatreq_{}", uuid::Uuid::new_v4().simple()),
+        _body: body_hold,
     };
     // Failover only where the client let the hub choose: never away from a participant it named.
     let may_fail_over = !matches!(&selector, Selector::Named(n) if *n == slot.participant().public.id);

@@ -52,6 +52,7 @@ pub fn router(hub: Hub) -> Router {
         .fallback(not_found)
         .method_not_allowed_fallback(method_not_allowed)
         .with_state(hub.clone())
+        .layer(axum::Extension(hub.body_budget().clone()))
         .layer(super::browser::cors(&hub))
         .layer(middleware::from_fn_with_state(hub.clone(), super::browser::middleware))
         .layer(middleware::from_fn(super::request_id::middleware))
