@@ -193,11 +193,16 @@ pub struct Hub {
 
 impl Hub {
     /// Builds a hub, loading its rooms from `state_path` when one is set. Nothing runs until
-    /// [`Hub::serve`].
+    /// [`Hub::serve`]. A hub with a state file holds the file's lock until it has served and
+    /// stopped (or, never served, until it is dropped): a second hub on the same file fails here,
+    /// with [`StateError::InUse`].
     pub fn new(config: HubConfig) -> Result<Self, StateError> {
-        let rooms = match &config.state_path {
-            Some(path) => state_file::load(path)?,
-            None => Vec::new(),
+        let (state_file, rooms) = match &config.state_path {
+            Some(path) => {
+                let (file, rooms) = state_file::StateFile::open(path.clone())?;
+                (Some(file), rooms)
+            }
+            None => (None, Vec::new()),
         };
         let bus = EventBus::new(config.event_channel, config.event_ring);
         let rules = HealthRules {
@@ -206,7 +211,6 @@ impl Hub {
             room_ttl: config.room_ttl,
         };
         let registry = Registry::new(bus, rules, rooms);
-        let state_file = config.state_path.clone().map(state_file::StateFile::new);
         registry.set_queue_depth(config.queue_depth);
         registry.set_limits(config.max_rooms, config.max_participants_per_room);
         registry.set_tunnel_token_ttl(config.tunnel_token_ttl);
@@ -421,6 +425,11 @@ impl Hub {
         self.inner.tasks.close();
         self.persist().await;
         self.inner.tasks.wait().await;
+        // The last write is done: the file is free for the next hub, even while handles on this
+        // one live on (the desktop app restarts its hub on the same file).
+        if let Some(file) = &self.inner.state_file {
+            file.release().await;
+        }
         result
     }
 
