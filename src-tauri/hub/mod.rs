@@ -108,6 +108,9 @@ pub struct HubConfig {
     /// [`HubConfig::malformed_frame_window`]; one more closes the tunnel with a reason.
     pub malformed_frame_limit: u32,
     pub malformed_frame_window: Duration,
+    /// Most bytes of the Responses-API responses the hub translated itself (for providers without
+    /// `/v1/responses`) and keeps for later `GET`s, all rooms together; one room may hold a quarter.
+    pub responses_store_bytes: usize,
 }
 
 impl Default for HubConfig {
@@ -146,6 +149,7 @@ impl Default for HubConfig {
             max_in_flight_per_tunnel: 256,
             malformed_frame_limit: 100,
             malformed_frame_window: Duration::from_secs(10),
+            responses_store_bytes: 64 * 1024 * 1024,
         }
     }
 }
@@ -215,6 +219,7 @@ impl Hub {
         registry.set_limits(config.max_rooms, config.max_participants_per_room);
         registry.set_tunnel_token_ttl(config.tunnel_token_ttl);
         let browser = browser::BrowserPolicy::new(&config.allowed_hosts, &config.cors_origins);
+        let responses = inference::responses_index::ResponsesIndex::new(10_000, config.responses_store_bytes);
         Ok(Hub {
             inner: Arc::new(HubInner {
                 browser,
@@ -226,7 +231,7 @@ impl Hub {
                 state_file,
                 tunnels: tunnel::Tunnels::default(),
                 direct: egress::DirectClients::new(),
-                responses: inference::responses_index::ResponsesIndex::new(10_000),
+                responses,
                 shutdown: CancellationToken::new(),
                 tasks: TaskTracker::new(),
                 local_addr: OnceLock::new(),
