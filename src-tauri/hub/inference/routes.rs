@@ -305,16 +305,17 @@ async fn start_fallback(
     p: &ParticipantRecord,
     config: &crate::protocol::RuntimeConfig,
 ) -> std::result::Result<Upstream, OpenFailure> {
-    let adapted = merge::responses_body(&job.request, &p.public.model, config);
-    let chat = responses_compat::request_to_chat(&Value::Object(adapted)).map_err(|e| OpenFailure {
-        error: HubError::InvalidRequest {
-            message: format!(
-                "This participant's model server has no Responses API, and the request cannot be translated: {e}"
-            ),
-            hint: Some("Use /chat/completions, or pick a participant whose server supports /v1/responses.".into()),
-        },
-        retryable: false,
-    })?;
+    let adapted = merge::responses_body(&settings_of(&job.request), &p.public.model, config);
+    let chat =
+        responses_compat::request_parts_to_chat(&adapted, job.request.get("input")).map_err(|e| OpenFailure {
+            error: HubError::InvalidRequest {
+                message: format!(
+                    "This participant's model server has no Responses API, and the request cannot be translated: {e}"
+                ),
+                hint: Some("Use /chat/completions, or pick a participant whose server supports /v1/responses.".into()),
+            },
+            retryable: false,
+        })?;
     let call = Call {
         operation: "chat.completions",
         method: reqwest::Method::POST,
@@ -402,7 +403,8 @@ async fn respond(job: Job, slot: Slot, mut up: Upstream, started: Instant, trans
         let (body, value) = match (translated, parsed) {
             (true, Some(chat)) => {
                 let id = responses_compat::new_response_id();
-                let response = responses_compat::chat_to_response(&chat, &Value::Object(job.request.clone()), &id);
+                let response =
+                    responses_compat::chat_to_response(&chat, &Value::Object(settings_of(&job.request)), &id);
                 let body = Bytes::from(response.to_string());
                 job.hub
                     .responses()
@@ -441,7 +443,7 @@ async fn respond(job: Job, slot: Slot, mut up: Upstream, started: Instant, trans
     let content_type = if translated { None } else { up.content_type().map(str::to_string) };
     let mode = if translated {
         let translator = StreamTranslator::new(
-            &Value::Object(job.request.clone()),
+            &Value::Object(settings_of(&job.request)),
             responses_compat::new_response_id(),
             now_ms() / 1000,
         );
@@ -471,6 +473,13 @@ async fn respond(job: Job, slot: Slot, mut up: Upstream, started: Instant, trans
     let mut response = (status, body).into_response();
     headers_for(&mut response, content_type.as_deref(), true);
     response
+}
+
+/// A Responses request without its `input`: the settings a translation reads and a response object
+/// echoes. The input is the part that grows with a conversation, to many megabytes; copying the
+/// request whole for these cost a copy of it each time.
+fn settings_of(request: &Map<String, Value>) -> Map<String, Value> {
+    request.iter().filter(|(k, _)| k.as_str() != "input").map(|(k, v)| (k.clone(), v.clone())).collect()
 }
 
 /// The items of a Responses request's input, borrowed where they are already items (they can be
