@@ -335,6 +335,8 @@ fn router(state: Arc<FakeState>) -> Router {
         .route("/api/tags", get(ollama_tags))
         .route("/api/ps", get(ollama_ps))
         .fallback(not_found)
+        // A local model server takes whole long conversations: no 2 MB cap on what it reads.
+        .layer(axum::extract::DefaultBodyLimit::disable())
         .layer(middleware::from_fn_with_state(state.clone(), record))
         .with_state(state)
 }

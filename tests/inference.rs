@@ -9,7 +9,7 @@ use gambi::participant::{ParticipantSession, SessionOptions};
 use serde_json::{json, Value};
 
 use crate::fake_provider::{FakeOptions, FakeProvider, Mode};
-use crate::util::{call, http, Sse, SseEvent, TestHub, PATIENCE};
+use crate::util::{call, http, rss_kib, BinHub, Sse, SseEvent, TestHub, PATIENCE};
 
 /// A tunnel participant sharing `provider` into room `code`.
 pub async fn share(hub: &TestHub, code: &str, id: &str, provider: &FakeProvider, model: &str) -> ParticipantSession {
@@ -576,4 +576,115 @@ async fn bad_json_and_a_missing_model_are_400_in_openai_shape() {
     let (status, _, v) = call(http().get(hub.at(&format!("/rooms/{code}/v1/nope")))).await;
     assert_eq!(status, 404);
     assert!(v["error"]["message"].is_string());
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn translated_responses_the_hub_keeps_are_bounded_in_bytes_and_its_memory_stays_put() {
+    // Regression (issue 11, the Responses store): for a provider without /v1/responses the hub
+    // kept each translated response and its input items, 10,000 of them, whole and parsed; large
+    // requests piled up hundreds of megabytes. Now the store holds at most 64 MiB of JSON (a
+    // quarter per room, the oldest going first), and the request is not copied whole to translate.
+    const TURNS: usize = 20_000;
+    const REQUESTS: usize = 8;
+    let hub = BinHub::start_with_env(&[], &[("RUST_LOG", "info")]);
+    let provider = FakeProvider::start(FakeOptions {
+        responses_api: false,
+        reply: Some("ok".into()),
+        record: false,
+        ..Default::default()
+    })
+    .await;
+    let (status, _, v) = call(http().post(hub.at("/v1/rooms")).json(&json!({"name": "Big inputs"}))).await;
+    assert_eq!(status, 201, "{v}");
+    let code = v["data"]["room"]["code"].as_str().unwrap().to_string();
+    let body = json!({"id": "old-ollama", "nickname": "old", "model": "llama3", "endpoint": provider.url});
+    let (status, _, v) = call(http().post(hub.at(&format!("/rooms/{code}/join"))).json(&body)).await;
+    assert_eq!(status, 200, "{v}");
+
+    // A long conversation: 20,000 turns of a few hundred bytes, 7.4 MB in all.
+    let filler = "and then some more words about the code under review ".repeat(6);
+    let items: Vec<Value> = (0..TURNS)
+        .map(|i| {
+            let role = if i % 2 == 0 { "user" } else { "assistant" };
+            json!({"type": "message", "role": role, "content": format!("turn {i:06}: {filler}")})
+        })
+        .collect();
+    let request = serde_json::to_vec(&json!({"model": "*", "input": items})).unwrap();
+    assert!((7_000_000..8_000_000).contains(&request.len()), "{} bytes", request.len());
+    let request = bytes::Bytes::from(request);
+
+    let pid = hub.child.id();
+    let before = rss_kib(pid);
+    let done = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let sampler = std::thread::spawn({
+        let done = done.clone();
+        move || {
+            let mut peak = 0;
+            while !done.load(std::sync::atomic::Ordering::Relaxed) {
+                peak = peak.max(rss_kib(pid));
+                std::thread::sleep(Duration::from_millis(10));
+            }
+            peak
+        }
+    });
+    let base = hub.at(&format!("/rooms/{code}/v1/responses"));
+    let mut ids = Vec::new();
+    for n in 0..REQUESTS {
+        let res = http()
+            .post(&base)
+            .header("content-type", "application/json")
+            .body(request.clone())
+            .timeout(Duration::from_secs(60))
+            .send()
+            .await
+            .unwrap();
+        let status = res.status();
+        let v: Value = res.json().await.unwrap();
+        assert_eq!(status, 200, "request {n}: {v}");
+        assert_eq!(v["output_text"], "ok", "request {n}: translated by the hub");
+        ids.push(v["id"].as_str().unwrap().to_string());
+    }
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    let after = rss_kib(pid);
+    done.store(true, std::sync::atomic::Ordering::Relaxed);
+    let peak = sampler.join().unwrap().max(after);
+    eprintln!(
+        "{REQUESTS} translated Responses requests of {:.1} MB ({TURNS} input items) each: hub RSS {before} KiB \
+         before, peak {peak} KiB, {after} KiB after",
+        request.len() as f64 / 1e6
+    );
+    assert!(after < 200 * 1024, "the hub kept {after} KiB after {REQUESTS} large translated responses");
+
+    // The newest is still served whole; the oldest went to make room, and answers as any unknown id.
+    let newest = ids.last().unwrap();
+    let (status, headers, v) = call(http().get(format!("{base}/{newest}"))).await;
+    assert_eq!(status, 200, "{v}");
+    assert_eq!(headers["content-type"], "application/json");
+    assert_eq!(v["id"], newest.as_str());
+    assert_eq!(v["output_text"], "ok");
+    let (status, _, v) = call(http().get(format!("{base}/{newest}/input_items"))).await;
+    assert_eq!(status, 200);
+    assert_eq!(v["object"], "list");
+    assert_eq!(v["data"].as_array().unwrap().len(), TURNS);
+    assert_eq!(v["data"][TURNS - 1], items[TURNS - 1]);
+    let (status, _, v) = call(http().get(format!("{base}/{}", ids[0]))).await;
+    assert_eq!(status, 400, "{v}");
+    assert_eq!(v["error"]["message"], format!("No response with id '{}' was made in this room.", ids[0]));
+
+    // A streamed translation is kept the same way, and deleted on request.
+    let (status, events) = post_sse(&base, &json!({"model": "*", "input": "stream it", "stream": true})).await;
+    assert_eq!(status, 200);
+    let completed = events.iter().find(|e| e.event == "response.completed").unwrap().json();
+    let id = completed["response"]["id"].as_str().unwrap();
+    let (status, _, v) = call(http().get(format!("{base}/{id}"))).await;
+    assert_eq!(status, 200, "{v}");
+    assert_eq!(v, completed["response"]);
+    let (status, _, v) = call(http().get(format!("{base}/{id}/input_items"))).await;
+    assert_eq!(status, 200);
+    assert_eq!(v["data"][0]["content"][0]["text"], "stream it");
+    assert_eq!(v["first_id"], v["data"][0]["id"]);
+    let (status, _, v) = call(http().delete(format!("{base}/{id}"))).await;
+    assert_eq!((status, v), (200, json!({"id": id, "object": "response.deleted", "deleted": true})));
+    let (status, _, _) = call(http().get(format!("{base}/{id}"))).await;
+    assert_eq!(status, 400);
 }

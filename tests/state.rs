@@ -1,7 +1,9 @@
 //! Room lifecycle through the real `gambi` binary (acceptance 6): the host token deletes a room and
 //! nothing else does; `--state PATH` keeps room codes, names, ids, passwords and host tokens (never
 //! participants) across restarts, written on every change and holding no plaintext secret; a
-//! corrupt state file stops the hub with a clear message and is left as it was; SIGTERM exits 0.
+//! corrupt state file stops the hub with a clear message and is left as it was; one hub at a time
+//! on a state file (a second refuses to start, naming the first one's pid), and the temp files a
+//! killed writer left are removed at start; SIGTERM exits 0.
 
 use std::path::Path;
 use std::process::{Command, Stdio};
@@ -85,12 +87,28 @@ fn terminate_ok(hub: &mut BinHub) {
     assert!(started.elapsed() < PATIENCE, "shutdown took {:?}", started.elapsed());
 }
 
+/// The names in `dir`, sorted.
+fn names_in(dir: &Path) -> Vec<String> {
+    let mut names: Vec<_> =
+        std::fs::read_dir(dir).unwrap().map(|e| e.unwrap().file_name().to_string_lossy().to_string()).collect();
+    names.sort();
+    names
+}
+
 fn no_temp_files_beside(path: &Path) {
-    let names: Vec<_> = std::fs::read_dir(path.parent().unwrap())
-        .unwrap()
-        .map(|e| e.unwrap().file_name().to_string_lossy().to_string())
-        .collect();
-    assert_eq!(names, [path.file_name().unwrap().to_string_lossy().to_string()], "only the state file is left");
+    let name = path.file_name().unwrap().to_string_lossy().to_string();
+    assert_eq!(
+        names_in(path.parent().unwrap()),
+        [name.clone(), format!("{name}.lock")],
+        "only the state file and its lock are left"
+    );
+}
+
+/// The lock file beside a state file holds a pid and nothing else.
+fn lock_holds_a_pid(state: &Path) {
+    let lock = format!("{}.lock", state.display());
+    let text = std::fs::read_to_string(&lock).unwrap();
+    assert!(text.trim().parse::<u32>().is_ok(), "{lock}: {text:?}");
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -301,15 +319,110 @@ fn a_corrupt_state_file_stops_the_hub_and_is_left_untouched() {
         assert!(!lower.contains("panicked") && !stderr.contains("RUST_BACKTRACE"), "{name}: no panic: {stderr}");
         assert_eq!(std::fs::read(&path).unwrap(), bytes, "{name}: the file is left as it was");
     }
-    let mut names: Vec<_> =
-        std::fs::read_dir(dir.path()).unwrap().map(|e| e.unwrap().file_name().to_string_lossy().to_string()).collect();
-    names.sort();
-    assert_eq!(names, ["binary.json", "future.json", "garbage.json", "truncated.json"], "no files written beside");
+    // Beside each file only its lock (taken before the file is read), holding the pid of a hub gone.
+    let names = names_in(dir.path());
+    let files = ["binary.json", "future.json", "garbage.json", "truncated.json"];
+    let want: Vec<String> = files.iter().flat_map(|f| [f.to_string(), format!("{f}.lock")]).collect();
+    assert_eq!(names, want, "no other files written beside");
+    for f in files {
+        lock_holds_a_pid(&dir.path().join(f));
+    }
 
     // A folder where the file should be cannot be read either.
     let (code, stderr) = serve_expecting_exit(dir.path());
     assert_ne!(code, Some(0));
     assert!(stderr.contains("state file"), "{stderr}");
+}
+
+/// A temp file named as the state file's writer names them (`.NAME.PID.tmp`), by a writer killed
+/// mid-write; the pid is past any Linux pid, so no running process can be writing it.
+fn plant_stale_temp(state: &Path) -> std::path::PathBuf {
+    let name = state.file_name().unwrap().to_string_lossy();
+    let stale = state.with_file_name(format!(".{name}.999999999.tmp"));
+    std::fs::write(&stale, r#"{"version": 1, "rooms": [{"passwordHash": "$argon2id$v=19$half a write"#).unwrap();
+    stale
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_second_hub_on_one_state_file_refuses_to_start_and_the_first_keeps_its_rooms() {
+    // Regression (issue 11): two hubs on one --state file both ran, and the last to write won,
+    // silently dropping the other's rooms.
+    let dir = tempfile::tempdir().unwrap();
+    let state = dir.path().join("rooms.json");
+    let state_arg = state.to_str().unwrap();
+    let mut first = BinHub::start(&["--state", state_arg]);
+    let (kept, _) = create(&first, "First hub's room", Some(PASSWORD), false).await;
+    let written = std::fs::read(&state).unwrap();
+    let stale = plant_stale_temp(&state);
+
+    for attempt in 0..2 {
+        let (code, stderr) = serve_expecting_exit(&state);
+        assert!(code.is_some_and(|c| c != 0), "attempt {attempt}: the second hub must exit non-zero: {code:?}");
+        assert!(stderr.contains(&state.display().to_string()), "the message names the file: {stderr}");
+        assert!(stderr.contains("in use by another Gambi hub"), "the message says why: {stderr}");
+        assert!(stderr.contains(&format!("(pid {})", first.child.id())), "and names the first hub's pid: {stderr}");
+        assert!(!stderr.to_lowercase().contains("panicked"), "{stderr}");
+        assert_eq!(std::fs::read(&state).unwrap(), written, "the refused hub wrote nothing");
+        assert!(stale.exists(), "the refused hub removed nothing either");
+    }
+    lock_holds_a_pid(&state);
+
+    // The first hub keeps serving, and keeps writing its file.
+    let (status, _, _) = call(http().get(first.at(&format!("/v1/rooms/{}", kept["code"].as_str().unwrap())))).await;
+    assert_eq!(status, 200);
+    let (later, _) = create(&first, "Made after the refusal", None, true).await;
+    let mut expected = vec![public(&kept), public(&later)];
+    expected.sort_by_key(|r| r["code"].as_str().unwrap().to_string());
+    assert_eq!(rooms(&first).await, expected);
+    terminate_ok(&mut first);
+
+    // Stopped, it has let the file go: a new hub starts on it, with both rooms.
+    let mut next = BinHub::start(&["--state", state_arg]);
+    assert_eq!(rooms(&next).await, expected, "the first hub's rooms survive its restart");
+    assert_eq!(join(&next, kept["code"].as_str().unwrap(), "w1", Some(PASSWORD)).await.0, 200);
+    // Killed, the operating system frees the lock all the same.
+    next.child.kill().unwrap();
+    next.child.wait().unwrap();
+    let mut last = BinHub::start(&["--state", state_arg]);
+    assert_eq!(rooms(&last).await, expected);
+    terminate_ok(&mut last);
+    no_temp_files_beside(&state);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn stale_temp_files_of_the_state_file_are_removed_at_start_and_no_other_file() {
+    // Regression (issue 11): a hub killed during a write left `.NAME.PID.tmp` (with password
+    // hashes) beside its state file for good.
+    let dir = tempfile::tempdir().unwrap();
+    let state = dir.path().join("rooms.json");
+    let state_arg = state.to_str().unwrap();
+    let mut hub = BinHub::start(&["--state", state_arg]);
+    let (room, _) = create(&hub, "Kept", Some(PASSWORD), false).await;
+    terminate_ok(&mut hub);
+
+    let stale = plant_stale_temp(&state);
+    let unrelated = [
+        "notes.txt",
+        ".other.json.999999999.tmp",
+        ".rooms.json.tmp",
+        ".rooms.json.999999999.tmp.bak",
+        "rooms.json.999999999.tmp",
+        ".rooms.json.old.999999999.tmp",
+    ];
+    for name in unrelated {
+        std::fs::write(dir.path().join(name), name).unwrap();
+    }
+    let mut hub = BinHub::start(&["--state", state_arg]);
+    assert!(!stale.exists(), "the stale temp file is gone");
+    for name in unrelated {
+        assert_eq!(std::fs::read_to_string(dir.path().join(name)).unwrap(), name, "{name} is left as it was");
+    }
+    assert_eq!(rooms(&hub).await, vec![public(&room)], "the state file itself is read as before");
+    terminate_ok(&mut hub);
+    let mut want: Vec<String> = unrelated.iter().map(|s| s.to_string()).collect();
+    want.extend(["rooms.json".to_string(), "rooms.json.lock".to_string()]);
+    want.sort();
+    assert_eq!(names_in(dir.path()), want);
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

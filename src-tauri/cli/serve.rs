@@ -146,6 +146,11 @@ pub struct ServeArgs {
     /// Malformed tunnel frames tolerated per 10 s; one more closes that tunnel.
     #[arg(long, value_name = "N", default_value_t = 100)]
     pub malformed_frame_limit: u32,
+    /// Most bytes of the Responses-API answers the hub translated itself (for model servers without
+    /// /v1/responses) kept for later reads, all rooms together; one room may hold a quarter, the
+    /// oldest go first. 0 keeps none.
+    #[arg(long, value_name = "BYTES", default_value_t = 64 * 1024 * 1024)]
+    pub responses_memory: usize,
 }
 
 impl ServeArgs {
@@ -184,6 +189,7 @@ impl ServeArgs {
             body_memory: self.body_memory,
             max_in_flight_per_tunnel: self.max_in_flight_per_tunnel,
             malformed_frame_limit: self.malformed_frame_limit,
+            responses_store_bytes: self.responses_memory,
             ..HubConfig::default()
         }
     }

@@ -127,6 +127,9 @@ pub struct HubConfig {
     /// [`HubConfig::malformed_frame_window`]; one more closes the tunnel with a reason.
     pub malformed_frame_limit: u32,
     pub malformed_frame_window: Duration,
+    /// Most bytes of the Responses-API responses the hub translated itself (for providers without
+    /// `/v1/responses`) and keeps for later `GET`s, all rooms together; one room may hold a quarter.
+    pub responses_store_bytes: usize,
 }
 
 impl Default for HubConfig {
@@ -173,6 +176,7 @@ impl Default for HubConfig {
             max_in_flight_per_tunnel: 256,
             malformed_frame_limit: 100,
             malformed_frame_window: Duration::from_secs(10),
+            responses_store_bytes: 64 * 1024 * 1024,
         }
     }
 }
@@ -224,11 +228,16 @@ pub struct Hub {
 
 impl Hub {
     /// Builds a hub, loading its rooms from `state_path` when one is set. Nothing runs until
-    /// [`Hub::serve`].
+    /// [`Hub::serve`]. A hub with a state file holds the file's lock until it has served and
+    /// stopped (or, never served, until it is dropped): a second hub on the same file fails here,
+    /// with [`StateError::InUse`].
     pub fn new(config: HubConfig) -> Result<Self, StateError> {
-        let rooms = match &config.state_path {
-            Some(path) => state_file::load(path)?,
-            None => Vec::new(),
+        let (state_file, rooms) = match &config.state_path {
+            Some(path) => {
+                let (file, rooms) = state_file::StateFile::open(path.clone())?;
+                (Some(file), rooms)
+            }
+            None => (None, Vec::new()),
         };
         let bus = EventBus::new(config.event_channel, config.event_ring);
         let rules = HealthRules {
@@ -237,7 +246,6 @@ impl Hub {
             room_ttl: config.room_ttl,
         };
         let registry = Registry::new(bus, rules, rooms);
-        let state_file = config.state_path.clone().map(state_file::StateFile::new);
         registry.set_queue_depth(config.queue_depth);
         registry.set_limits(config.max_rooms, config.max_participants_per_room);
         registry.set_tunnel_token_ttl(config.tunnel_token_ttl);
@@ -253,6 +261,7 @@ impl Hub {
             rooms_burst: config.rooms_burst,
             limit_loopback: config.limit_loopback,
         });
+        let responses = inference::responses_index::ResponsesIndex::new(10_000, config.responses_store_bytes);
         Ok(Hub {
             inner: Arc::new(HubInner {
                 browser,
@@ -266,7 +275,7 @@ impl Hub {
                 state_file,
                 tunnels: tunnel::Tunnels::default(),
                 direct: egress::DirectClients::new(),
-                responses: inference::responses_index::ResponsesIndex::new(10_000),
+                responses,
                 shutdown: CancellationToken::new(),
                 tasks: TaskTracker::new(),
                 local_addr: OnceLock::new(),
@@ -478,6 +487,11 @@ impl Hub {
         self.inner.tasks.close();
         self.persist().await;
         self.inner.tasks.wait().await;
+        // The last write is done: the file is free for the next hub, even while handles on this
+        // one live on (the desktop app restarts its hub on the same file).
+        if let Some(file) = &self.inner.state_file {
+            file.release().await;
+        }
         result
     }
 

@@ -65,6 +65,13 @@ pub fn new_response_id() -> String {
 /// the hub's metrics need.
 pub fn request_to_chat(body: &Value) -> Result<Value, CompatError> {
     let body = body.as_object().ok_or_else(|| invalid("body", "the request body must be a JSON object"))?;
+    request_parts_to_chat(body, body.get("input"))
+}
+
+/// [`request_to_chat`] with the `input` given apart from the other fields of the body (any `input`
+/// among them is ignored), so a caller that adapts the settings need not copy an input of many
+/// megabytes to do it.
+pub fn request_parts_to_chat(body: &Map<String, Value>, input: Option<&Value>) -> Result<Value, CompatError> {
     refuse_stateful_fields(body)?;
 
     let mut messages: Vec<Value> = Vec::new();
@@ -82,7 +89,7 @@ pub fn request_to_chat(body: &Value) -> Result<Value, CompatError> {
         }
         Some(_) => return Err(invalid("instructions", "expected a string or an array of input items")),
     }
-    match body.get("input") {
+    match input {
         None | Some(Value::Null) => {}
         Some(Value::String(text)) => messages.push(json!({"role": "user", "content": text})),
         Some(Value::Array(items)) => {
@@ -1358,6 +1365,17 @@ mod tests {
     fn request_string_input_becomes_user_message() {
         let chat = request_to_chat(&json!({"model": "m", "input": "Hello"})).unwrap();
         assert_eq!(chat, json!({"model": "m", "messages": [{"role": "user", "content": "Hello"}]}));
+    }
+
+    #[test]
+    fn the_input_given_apart_is_the_one_translated() {
+        let whole = json!({"model": "m", "instructions": "Be brief.", "input": [{"role": "user", "content": "Hi"}]});
+        let mut settings = whole.as_object().unwrap().clone();
+        let input = settings.remove("input");
+        assert_eq!(request_parts_to_chat(&settings, input.as_ref()).unwrap(), request_to_chat(&whole).unwrap());
+        // An `input` left among the settings is not read.
+        let chat = request_parts_to_chat(whole.as_object().unwrap(), Some(&json!("Other"))).unwrap();
+        assert_eq!(chat["messages"][1], json!({"role": "user", "content": "Other"}));
     }
 
     #[test]

@@ -309,16 +309,17 @@ async fn start_fallback(
     p: &ParticipantRecord,
     config: &crate::protocol::RuntimeConfig,
 ) -> std::result::Result<Upstream, OpenFailure> {
-    let adapted = merge::responses_body(&job.request, &p.public.model, config);
-    let chat = responses_compat::request_to_chat(&Value::Object(adapted)).map_err(|e| OpenFailure {
-        error: HubError::InvalidRequest {
-            message: format!(
-                "This participant's model server has no Responses API, and the request cannot be translated: {e}"
-            ),
-            hint: Some("Use /chat/completions, or pick a participant whose server supports /v1/responses.".into()),
-        },
-        retryable: false,
-    })?;
+    let adapted = merge::responses_body(&settings_of(&job.request), &p.public.model, config);
+    let chat =
+        responses_compat::request_parts_to_chat(&adapted, job.request.get("input")).map_err(|e| OpenFailure {
+            error: HubError::InvalidRequest {
+                message: format!(
+                    "This participant's model server has no Responses API, and the request cannot be translated: {e}"
+                ),
+                hint: Some("Use /chat/completions, or pick a participant whose server supports /v1/responses.".into()),
+            },
+            retryable: false,
+        })?;
     let call = Call {
         operation: "chat.completions",
         method: reqwest::Method::POST,
@@ -406,16 +407,13 @@ async fn respond(job: Job, slot: Slot, mut up: Upstream, started: Instant, trans
         let (body, value) = match (translated, parsed) {
             (true, Some(chat)) => {
                 let id = responses_compat::new_response_id();
-                let response = responses_compat::chat_to_response(&chat, &Value::Object(job.request.clone()), &id);
-                job.hub.responses().remember(
-                    &id,
-                    Owner::Local {
-                        code: job.code.clone(),
-                        response: response.clone(),
-                        input_items: input_items_of(&job.request),
-                    },
-                );
-                (Bytes::from(response.to_string()), Some(response))
+                let response =
+                    responses_compat::chat_to_response(&chat, &Value::Object(settings_of(&job.request)), &id);
+                let body = Bytes::from(response.to_string());
+                job.hub
+                    .responses()
+                    .remember(&id, Owner::local(job.code.clone(), body.clone(), &input_items_of(&job.request)));
+                (body, Some(response))
             }
             // A success that is not JSON is never an OpenAI answer: a clean 502, not garbage.
             (_, None) => {
@@ -449,7 +447,7 @@ async fn respond(job: Job, slot: Slot, mut up: Upstream, started: Instant, trans
     let content_type = if translated { None } else { up.content_type().map(str::to_string) };
     let mode = if translated {
         let translator = StreamTranslator::new(
-            &Value::Object(job.request.clone()),
+            &Value::Object(settings_of(&job.request)),
             responses_compat::new_response_id(),
             now_ms() / 1000,
         );
@@ -481,17 +479,26 @@ async fn respond(job: Job, slot: Slot, mut up: Upstream, started: Instant, trans
     response
 }
 
-fn input_items_of(request: &Map<String, Value>) -> Vec<Value> {
+/// A Responses request without its `input`: the settings a translation reads and a response object
+/// echoes. The input is the part that grows with a conversation, to many megabytes; copying the
+/// request whole for these cost a copy of it each time.
+fn settings_of(request: &Map<String, Value>) -> Map<String, Value> {
+    request.iter().filter(|(k, _)| k.as_str() != "input").map(|(k, v)| (k.clone(), v.clone())).collect()
+}
+
+/// The items of a Responses request's input, borrowed where they are already items (they can be
+/// megabytes; the store keeps them serialized, not cloned).
+fn input_items_of(request: &Map<String, Value>) -> std::borrow::Cow<'_, [Value]> {
     match request.get("input") {
-        Some(Value::String(text)) => vec![json!({
+        Some(Value::String(text)) => std::borrow::Cow::Owned(vec![json!({
             "id": format!("msg_{}", uuid::Uuid::new_v4().simple()),
             "type": "message",
             "role": "user",
             "status": "completed",
             "content": [{"type": "input_text", "text": text}],
-        })],
-        Some(Value::Array(items)) => items.clone(),
-        _ => Vec::new(),
+        })]),
+        Some(Value::Array(items)) => std::borrow::Cow::Borrowed(items),
+        _ => std::borrow::Cow::Borrowed(&[]),
     }
 }
 
@@ -692,11 +699,11 @@ impl Relay {
                         if let Some(response) = event.data.get("response") {
                             self.job.hub.responses().remember(
                                 translator.response_id(),
-                                Owner::Local {
-                                    code: self.job.code.clone(),
-                                    response: response.clone(),
-                                    input_items: input_items_of(&self.job.request),
-                                },
+                                Owner::local(
+                                    self.job.code.clone(),
+                                    Bytes::from(response.to_string()),
+                                    &input_items_of(&self.job.request),
+                                ),
                             );
                         }
                     }
@@ -824,16 +831,14 @@ async fn response_call(
             let body = match (method.as_str(), suffix) {
                 ("DELETE", "") => {
                     hub.responses().forget(&id);
-                    json!({"id": id, "object": "response.deleted", "deleted": true})
+                    Bytes::from(json!({"id": id, "object": "response.deleted", "deleted": true}).to_string())
                 }
-                (_, "/input_items") => {
-                    let first = input_items.first().and_then(|i| i.get("id")).cloned().unwrap_or(Value::Null);
-                    let last = input_items.last().and_then(|i| i.get("id")).cloned().unwrap_or(Value::Null);
-                    json!({"object": "list", "data": input_items, "first_id": first, "last_id": last, "has_more": false})
-                }
+                (_, "/input_items") => input_items,
                 _ => response,
             };
-            Ok(Json(body).into_response())
+            let mut response = body.into_response();
+            headers_for(&mut response, Some("application/json"), false);
+            Ok(response)
         }
         Owner::Participant { participant_id, .. } => {
             let p = hub.registry().participant(&code, &participant_id).map_err(|_| {
