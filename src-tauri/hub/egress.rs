@@ -16,6 +16,7 @@ use reqwest::dns::{Addrs, Name, Resolve, Resolving};
 use reqwest::Url;
 
 use crate::hub::error::HubError;
+use crate::hub::quota::canonical;
 
 /// Who registered an endpoint, which bounds where it may point.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
@@ -56,14 +57,6 @@ fn refusal(ip: IpAddr, reach: Reach) -> Option<&'static str> {
 /// True when the hub may connect to `ip` for an endpoint of `reach`.
 pub fn allowed(ip: IpAddr, reach: Reach) -> bool {
     refusal(ip, reach).is_none()
-}
-
-/// IPv4-mapped IPv6 addresses (`::ffff:127.0.0.1`) are judged as the IPv4 address they carry.
-fn canonical(ip: IpAddr) -> IpAddr {
-    match ip {
-        IpAddr::V6(v6) => v6.to_ipv4_mapped().map(IpAddr::V4).unwrap_or(IpAddr::V6(v6)),
-        v4 => v4,
-    }
 }
 
 fn is_link_local(ip: IpAddr) -> bool {

@@ -47,7 +47,7 @@ impl BodyBudget {
 
     /// An empty hold for a request from `address`.
     pub fn hold(&self, address: Option<IpAddr>) -> BodyHold {
-        let address = address.map(canonical).filter(|a| self.limit_loopback || !a.is_loopback());
+        let address = super::quota::per_address(address, self.limit_loopback);
         BodyHold { budget: Some(self.clone()), address, held: 0 }
     }
 }
@@ -105,13 +105,6 @@ impl Drop for BodyHold {
                 }
             }
         }
-    }
-}
-
-fn canonical(ip: IpAddr) -> IpAddr {
-    match ip {
-        IpAddr::V6(v6) => v6.to_ipv4_mapped().map(IpAddr::V4).unwrap_or(IpAddr::V6(v6)),
-        v4 => v4,
     }
 }
 

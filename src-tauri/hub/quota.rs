@@ -105,10 +105,8 @@ impl Quotas {
         self.counts.lock().unwrap_or_else(|p| p.into_inner())
     }
 
-    /// The address a per-address count is kept for: none for this machine (unless limited).
     fn counted(&self, address: Option<IpAddr>) -> Option<IpAddr> {
-        let address = address.map(canonical)?;
-        (self.config.limit_loopback || !address.is_loopback()).then_some(address)
+        per_address(address, self.config.limit_loopback)
     }
 
     fn take(&self, kind: Kind, address: Option<IpAddr>) -> Result<Slot, &'static str> {
@@ -185,11 +183,18 @@ impl Quotas {
 }
 
 /// IPv4-mapped IPv6 addresses count as the IPv4 address they carry.
-fn canonical(ip: IpAddr) -> IpAddr {
+pub(crate) fn canonical(ip: IpAddr) -> IpAddr {
     match ip {
         IpAddr::V6(v6) => v6.to_ipv4_mapped().map(IpAddr::V4).unwrap_or(IpAddr::V6(v6)),
         v4 => v4,
     }
+}
+
+/// The address a per-address count is kept for: none for an unknown source, and none for this
+/// machine's own addresses unless `limit_loopback`.
+pub(crate) fn per_address(address: Option<IpAddr>, limit_loopback: bool) -> Option<IpAddr> {
+    let address = address.map(canonical)?;
+    (limit_loopback || !address.is_loopback()).then_some(address)
 }
 
 /// This process's open-file limit (the soft one), raised first to the hard limit: a hub holds one
