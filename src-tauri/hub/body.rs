@@ -3,7 +3,7 @@
 //! JSON value; every failure becomes a [`HubError`] that the surface renders in its own shape.
 
 use axum::extract::{FromRequest, Request};
-use bytes::BytesMut;
+use bytes::{Bytes, BytesMut};
 use futures_util::StreamExt;
 use std::time::Duration;
 
@@ -12,6 +12,7 @@ use serde_json::Value;
 
 use super::error::{ApiError, ClassicError, HubError};
 use super::memory::{BodyBudget, BodyHold};
+use super::unique_keys::Shape;
 
 /// How long a body may take to arrive once its headers have: a client that declares a body and
 /// then trickles it (or never sends it) is not allowed to hold a connection and a task forever.
@@ -29,9 +30,25 @@ pub async fn read_json<S: Send + Sync>(req: Request, state: &S, limit: usize) ->
 /// took to read and what its parsed tree takes, given back when the hold drops.
 pub async fn read_json_held<S: Send + Sync>(
     req: Request,
-    _state: &S,
+    state: &S,
     limit: usize,
 ) -> Result<(Option<Value>, BodyHold), HubError> {
+    let (bytes, shape, mut hold) = read_body_held(req, state, limit).await?;
+    let Some(bytes) = bytes else { return Ok((None, hold)) };
+    // The tree is built while the text is still held: both count.
+    hold.grow_to(bytes.len().saturating_add(shape.parsed_bytes()))?;
+    let value = serde_json::from_slice(&bytes).map_err(|e| HubError::InvalidJson { cause: e.to_string() })?;
+    Ok((Some(value), hold))
+}
+
+/// Reads a JSON body without parsing it: its bytes (`None` when empty), checked to be JSON with no
+/// repeated key, what it holds ([`Shape`]), and the hold on the body budget for the bytes read.
+/// For callers that keep the body as text (the inference plane) rather than as a value tree.
+pub async fn read_body_held<S: Send + Sync>(
+    req: Request,
+    _state: &S,
+    limit: usize,
+) -> Result<(Option<Bytes>, Shape, BodyHold), HubError> {
     let declared = req
         .headers()
         .get(header::CONTENT_LENGTH)
@@ -52,7 +69,11 @@ pub async fn read_json_held<S: Send + Sync>(
     }
     let read = tokio::time::timeout(BODY_READ_TIMEOUT, async {
         let mut stream = req.into_body().into_data_stream();
-        let mut bytes = BytesMut::new();
+        // The declared length, reserved at once: the body is kept as it came (the inference plane
+        // keeps this buffer), so it should not carry a doubling's spare room.
+        let cap = if limit > 0 { limit } else { 1 << 20 };
+        let reserve = declared.map_or(0, |len| usize::try_from(len).unwrap_or(0).min(cap));
+        let mut bytes = BytesMut::with_capacity(reserve);
         while let Some(chunk) = stream.next().await {
             let chunk = chunk.map_err(|e| HubError::InvalidJson { cause: e.to_string() })?;
             if limit > 0 && bytes.len() + chunk.len() > limit {
@@ -67,7 +88,7 @@ pub async fn read_json_held<S: Send + Sync>(
     .map_err(|_| HubError::invalid("The request body took too long to arrive.", "Send the whole body at once."))?;
     let bytes = read?;
     if bytes.iter().all(u8::is_ascii_whitespace) {
-        return Ok((None, hold));
+        return Ok((None, Shape::default(), hold));
     }
     // A body that does not say it is JSON could be a browser's "simple request" (text/plain, a
     // form), which skips the CORS preflight: refused.
@@ -75,10 +96,7 @@ pub async fn read_json_held<S: Send + Sync>(
         return Err(HubError::UnsupportedMediaType);
     }
     let shape = super::unique_keys::measure(&bytes).map_err(|cause| HubError::InvalidJson { cause })?;
-    // The tree is built while the text is still held: both count.
-    hold.grow_to(bytes.len().saturating_add(shape.parsed_bytes()))?;
-    let value = serde_json::from_slice(&bytes).map_err(|e| HubError::InvalidJson { cause: e.to_string() })?;
-    Ok((Some(value), hold))
+    Ok((Some(bytes), shape, hold))
 }
 
 /// `application/json`, `application/*+json` or `text/json`, parameters aside.

@@ -53,6 +53,11 @@ impl BodyBudget {
 }
 
 impl BodyHold {
+    /// Bytes held now.
+    pub fn held(&self) -> usize {
+        self.held
+    }
+
     /// A hold that counts nothing (no budget configured).
     pub fn none() -> BodyHold {
         BodyHold { budget: None, address: None, held: 0 }

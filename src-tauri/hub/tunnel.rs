@@ -100,6 +100,11 @@ impl TunnelConn {
     /// before its end cancels the request on the participant.
     pub async fn send(self: &Arc<Self>, request: TunnelMessage) -> Result<TunnelReply, String> {
         let request_id = request.request_id().unwrap_or_default().to_string();
+        self.send_text(request_id, request.encode()).await
+    }
+
+    /// Sends a `tunnel.request` frame already written as `text` (with its body's text in place).
+    pub async fn send_text(self: &Arc<Self>, request_id: String, text: String) -> Result<TunnelReply, String> {
         let (tx, rx) = mpsc::unbounded_channel();
         let queued = Arc::new(AtomicUsize::new(0));
         if self.closed.is_cancelled() {
@@ -113,7 +118,7 @@ impl TunnelConn {
             pending.insert(request_id.clone(), Pending { tx, queued: queued.clone() });
         }
         let reply = TunnelReply { conn: self.clone(), request_id, rx, queued, finished: false };
-        if self.outgoing.send(Message::Text(request.encode().into())).await.is_err() {
+        if self.outgoing.send(Message::Text(text.into())).await.is_err() {
             return Err("the participant's tunnel is closed".into());
         }
         Ok(reply)

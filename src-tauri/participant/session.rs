@@ -26,6 +26,9 @@ use super::tunnel_client::Executor;
 
 /// Heartbeats that may fail in a row before the session gives up on the hub.
 const HEARTBEAT_FAILURES: u32 = 3;
+/// Largest frame the hub may send: a request with its body whole (the hub accepts bodies of 32 MiB
+/// by default, and more when configured).
+const MAX_REQUEST_FRAME: usize = 256 * 1024 * 1024;
 
 /// Everything a session needs to know.
 #[derive(Clone)]
@@ -240,7 +243,14 @@ impl ParticipantSession {
             tokio_tungstenite::connect_async_with_config(
                 request,
                 // tungstenite zero-fills its whole read buffer on every read: keep it near a frame's size.
-                Some(tokio_tungstenite::tungstenite::protocol::WebSocketConfig::default().read_buffer_size(16 * 1024)),
+                // A request comes as one frame holding its body whole: up to the hub's inference body
+                // limit (32 MiB by default), past tungstenite's default frame limit of 16 MiB.
+                Some(
+                    tokio_tungstenite::tungstenite::protocol::WebSocketConfig::default()
+                        .read_buffer_size(16 * 1024)
+                        .max_frame_size(Some(MAX_REQUEST_FRAME))
+                        .max_message_size(Some(MAX_REQUEST_FRAME)),
+                ),
                 true,
             ),
         )

@@ -10,7 +10,7 @@ use reqwest::header::HeaderMap;
 use tokio::sync::mpsc;
 use tokio_util::sync::CancellationToken;
 
-use crate::protocol::tunnel::{Decoded, TunnelMessage};
+use crate::protocol::tunnel::{Decoded, RequestFrame, TunnelMessage};
 
 /// Largest piece of an answer put in one chunk frame.
 const MAX_CHUNK: usize = 256 * 1024;
@@ -52,18 +52,15 @@ impl Executor {
 
     /// Handles one text frame from the hub.
     pub fn handle(&self, text: &str, stop: &CancellationToken) {
+        // Requests are read with their body as text: it goes to the provider as it came.
+        if let Some(RequestFrame { request_id, method, path, headers, body, .. }) = RequestFrame::decode(text) {
+            let body = body.map(|b| String::from(Box::<str>::from(b)));
+            self.start(request_id, method, path, headers, body, stop);
+            return;
+        }
         match TunnelMessage::decode(text) {
             Decoded::Message(TunnelMessage::Request { request_id, method, path, headers, body, .. }) => {
-                let token = stop.child_token();
-                self.calls().insert(request_id.clone(), token.clone());
-                let this = self.clone();
-                tokio::spawn(async move {
-                    tokio::select! {
-                        _ = token.cancelled() => {}
-                        _ = this.run(&request_id, &method, &path, &headers, body) => {}
-                    }
-                    this.calls().remove(&request_id);
-                });
+                self.start(request_id, method, path, headers, body.map(|b| b.to_string()), stop);
             }
             Decoded::Message(TunnelMessage::Cancel { request_id }) => {
                 if let Some(token) = self.calls().remove(&request_id) {
@@ -82,6 +79,27 @@ impl Executor {
         }
     }
 
+    fn start(
+        &self,
+        request_id: String,
+        method: String,
+        path: String,
+        headers: BTreeMap<String, String>,
+        body: Option<String>,
+        stop: &CancellationToken,
+    ) {
+        let token = stop.child_token();
+        self.calls().insert(request_id.clone(), token.clone());
+        let this = self.clone();
+        tokio::spawn(async move {
+            tokio::select! {
+                _ = token.cancelled() => {}
+                _ = this.run(&request_id, &method, &path, &headers, body) => {}
+            }
+            this.calls().remove(&request_id);
+        });
+    }
+
     /// Calls in flight now.
     pub fn in_flight(&self) -> usize {
         self.calls().len()
@@ -97,7 +115,7 @@ impl Executor {
         method: &str,
         path: &str,
         headers: &BTreeMap<String, String>,
-        body: Option<serde_json::Value>,
+        body: Option<String>,
     ) {
         let error = |stage: &str, message: String| TunnelMessage::ResponseError {
             request_id: request_id.to_string(),
@@ -122,7 +140,10 @@ impl Executor {
         }
         request = request.headers(self.auth.clone());
         if let Some(body) = body {
-            request = request.json(&body);
+            if !headers.keys().any(|k| k.eq_ignore_ascii_case("content-type")) {
+                request = request.header(reqwest::header::CONTENT_TYPE, "application/json");
+            }
+            request = request.body(body);
         }
         let response = match request.send().await {
             Ok(r) => r,

@@ -76,6 +76,42 @@ pub enum TunnelMessage {
     },
 }
 
+/// A `tunnel.request` with its body kept as the JSON text it came as. [`TunnelMessage`] is read
+/// through serde's buffered tagged form, which builds the whole body as a tree first: a request
+/// frame of 32 MiB would take a gigabyte that way. A participant reads requests with this.
+#[derive(Debug, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct RequestFrame {
+    pub request_id: String,
+    #[serde(default)]
+    pub operation: String,
+    pub method: String,
+    pub path: String,
+    #[serde(default)]
+    pub headers: BTreeMap<String, String>,
+    #[serde(default)]
+    pub body: Option<Box<serde_json::value::RawValue>>,
+    #[serde(default)]
+    pub stream: bool,
+}
+
+impl RequestFrame {
+    /// `Some` when `text` is a `tunnel.request` frame with the fields a request needs; anything
+    /// else is for [`TunnelMessage::decode`].
+    pub fn decode(text: &str) -> Option<RequestFrame> {
+        #[derive(Deserialize)]
+        struct Kind<'a> {
+            #[serde(rename = "type", borrow)]
+            kind: std::borrow::Cow<'a, str>,
+        }
+        let kind: Kind<'_> = serde_json::from_str(text).ok()?;
+        if kind.kind != "tunnel.request" {
+            return None;
+        }
+        serde_json::from_str(text).ok()
+    }
+}
+
 /// What a received frame turned out to be.
 #[derive(Debug, Clone, PartialEq)]
 pub enum Decoded {
@@ -147,7 +183,13 @@ mod tests {
         assert_eq!(v["type"], "tunnel.request");
         assert_eq!(v["requestId"], "r1");
         assert_eq!(v["body"]["model"], "llama3", "body is the JSON value itself");
-        assert_eq!(TunnelMessage::decode(&m.encode()), Decoded::Message(m));
+        assert_eq!(TunnelMessage::decode(&m.encode()), Decoded::Message(m.clone()));
+        let raw = RequestFrame::decode(&m.encode()).expect("a request frame");
+        assert_eq!(raw.request_id, "r1");
+        assert_eq!(raw.body.as_deref().map(|b| b.get()), Some(r#"{"model":"llama3"}"#));
+        assert!(raw.stream);
+        assert!(RequestFrame::decode(&TunnelMessage::Cancel { request_id: "r1".into() }.encode()).is_none());
+        assert!(RequestFrame::decode(r#"{"type":"tunnel.request","requestId":"r"}"#).is_none(), "no method");
     }
 
     #[test]

@@ -7,6 +7,8 @@ use serde_json::{json, Map, Value};
 
 use crate::protocol::{RuntimeConfig, Stop};
 
+use super::request::RawObject;
+
 /// Room defaults overlaid with the participant's config (the participant's values win).
 pub fn layered(room: Option<&RuntimeConfig>, participant: &RuntimeConfig) -> RuntimeConfig {
     let base = room.cloned().unwrap_or_default();
@@ -22,14 +24,59 @@ pub fn layered(room: Option<&RuntimeConfig>, participant: &RuntimeConfig) -> Run
     }
 }
 
-fn absent(body: &Map<String, Value>, key: &str) -> bool {
-    body.get(key).is_none_or(Value::is_null)
+/// A request body the merge can fill in: a value tree (the Responses fallback's settings) or the
+/// raw fields of a request as the client sent it (see `request`).
+pub trait Fields: Clone {
+    /// The field is missing or `null`.
+    fn absent(&self, key: &str) -> bool;
+    fn put(&mut self, key: &str, value: Value);
+    /// Some message of `messages` is a system or developer message.
+    fn has_system_message(&self) -> bool;
+    /// Puts `message` first in `messages`, if that is an array.
+    fn prepend_message(&mut self, message: Value);
 }
 
-fn set_default(body: &mut Map<String, Value>, key: &str, value: Option<Value>) {
+impl Fields for Map<String, Value> {
+    fn absent(&self, key: &str) -> bool {
+        self.get(key).is_none_or(Value::is_null)
+    }
+    fn put(&mut self, key: &str, value: Value) {
+        self.insert(key.to_string(), value);
+    }
+    fn has_system_message(&self) -> bool {
+        let Some(Value::Array(messages)) = self.get("messages") else { return false };
+        messages.iter().any(|m| is_system(m.get("role").and_then(Value::as_str)))
+    }
+    fn prepend_message(&mut self, message: Value) {
+        if let Some(Value::Array(messages)) = self.get_mut("messages") {
+            messages.insert(0, message);
+        }
+    }
+}
+
+impl Fields for RawObject {
+    fn absent(&self, key: &str) -> bool {
+        RawObject::absent(self, key)
+    }
+    fn put(&mut self, key: &str, value: Value) {
+        self.set(key, &value);
+    }
+    fn has_system_message(&self) -> bool {
+        self.message_roles().iter().any(|r| is_system(r.as_deref()))
+    }
+    fn prepend_message(&mut self, message: Value) {
+        RawObject::prepend_message(self, &message);
+    }
+}
+
+fn is_system(role: Option<&str>) -> bool {
+    matches!(role, Some("system") | Some("developer"))
+}
+
+fn set_default<F: Fields>(body: &mut F, key: &str, value: Option<Value>) {
     if let Some(v) = value {
-        if absent(body, key) {
-            body.insert(key.to_string(), v);
+        if body.absent(key) {
+            body.put(key, v);
         }
     }
 }
@@ -42,12 +89,12 @@ fn stop_value(stop: &Stop) -> Value {
 }
 
 /// A chat completions body for `model`, with `config` filled in where the request is silent.
-pub fn chat_body(request: &Map<String, Value>, model: &str, config: &RuntimeConfig) -> Map<String, Value> {
+pub fn chat_body<F: Fields>(request: &F, model: &str, config: &RuntimeConfig) -> F {
     let mut body = request.clone();
-    body.insert("model".into(), json!(model));
+    body.put("model", json!(model));
     set_default(&mut body, "temperature", config.temperature.map(Value::from));
     set_default(&mut body, "top_p", config.top_p.map(Value::from));
-    if absent(&body, "max_completion_tokens") {
+    if body.absent("max_completion_tokens") {
         set_default(&mut body, "max_tokens", config.max_tokens.map(Value::from));
     }
     set_default(&mut body, "stop", config.stop.as_ref().map(stop_value));
@@ -55,22 +102,17 @@ pub fn chat_body(request: &Map<String, Value>, model: &str, config: &RuntimeConf
     set_default(&mut body, "presence_penalty", config.presence_penalty.map(Value::from));
     set_default(&mut body, "seed", config.seed.map(Value::from));
     if let Some(instructions) = config.instructions.as_deref().filter(|s| !s.is_empty()) {
-        if let Some(Value::Array(messages)) = body.get_mut("messages") {
-            let has_system = messages
-                .iter()
-                .any(|m| matches!(m.get("role").and_then(Value::as_str), Some("system") | Some("developer")));
-            if !has_system {
-                messages.insert(0, json!({"role": "system", "content": instructions}));
-            }
+        if !body.has_system_message() {
+            body.prepend_message(json!({"role": "system", "content": instructions}));
         }
     }
     body
 }
 
 /// A Responses body for `model`, with `config` filled in where the request is silent.
-pub fn responses_body(request: &Map<String, Value>, model: &str, config: &RuntimeConfig) -> Map<String, Value> {
+pub fn responses_body<F: Fields>(request: &F, model: &str, config: &RuntimeConfig) -> F {
     let mut body = request.clone();
-    body.insert("model".into(), json!(model));
+    body.put("model", json!(model));
     set_default(&mut body, "temperature", config.temperature.map(Value::from));
     set_default(&mut body, "top_p", config.top_p.map(Value::from));
     set_default(&mut body, "max_output_tokens", config.max_tokens.map(Value::from));
@@ -124,5 +166,26 @@ mod tests {
         assert_eq!(body["max_output_tokens"], 50);
         let own = responses_body(&obj(json!({"input": "hi", "instructions": "Mine."})), "m", &config);
         assert_eq!(own["instructions"], "Mine.");
+    }
+
+    #[test]
+    fn raw_requests_merge_as_value_trees_do() {
+        let config = RuntimeConfig {
+            instructions: Some("Be brief.".into()),
+            temperature: Some(0.5),
+            max_tokens: Some(9),
+            ..Default::default()
+        };
+        for request in [
+            json!({"model": "*", "messages": [{"role": "user", "content": "hi"}], "seed": null}),
+            json!({"model": "*", "messages": [{"role": "developer", "content": "x"}], "max_completion_tokens": 3}),
+            json!({"model": "*", "messages": [], "temperature": 1}),
+        ] {
+            let raw = RawObject::parse(bytes::Bytes::from(request.to_string())).expect("object");
+            let merged: Value = serde_json::from_slice(&chat_body(&raw, "m", &config).encode()).expect("JSON");
+            assert_eq!(merged, Value::Object(chat_body(&obj(request.clone()), "m", &config)), "{request}");
+            let merged: Value = serde_json::from_slice(&responses_body(&raw, "m", &config).encode()).expect("JSON");
+            assert_eq!(merged, Value::Object(responses_body(&obj(request.clone()), "m", &config)), "{request}");
+        }
     }
 }

@@ -2,6 +2,7 @@
 //! the proxy to tunnel and direct participants, and the Responses API fallback.
 
 pub mod merge;
+pub mod request;
 pub mod responses_compat;
 pub mod responses_index;
 pub mod routes;

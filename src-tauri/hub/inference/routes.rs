@@ -20,7 +20,7 @@ use bytes::Bytes;
 use futures_util::FutureExt as _;
 use serde_json::{json, Map, Value};
 
-use crate::hub::body::read_json_held;
+use crate::hub::body::read_body_held;
 use crate::hub::error::{HubError, OpenAiError};
 use crate::hub::registry::{Acquire, ParticipantRecord, Selector, Slot};
 use crate::hub::routes::v1::bearer;
@@ -30,6 +30,7 @@ use crate::protocol::events::{EventKind, LlmMetrics};
 use crate::protocol::{now_ms, Capabilities, Capability, ParticipantStatus};
 
 use super::merge;
+use super::request::RawObject;
 use super::responses_compat::{self, StreamTranslator};
 use super::responses_index::Owner;
 use super::sse_parse::{self, SseParser};
@@ -143,16 +144,55 @@ struct Job {
     hub: Hub,
     code: String,
     op: Op,
-    request: Map<String, Value>,
+    /// The request as the client sent it, field by field as text (see `request`).
+    request: RawObject,
+    /// For the Responses fallback: the request's settings and input as value trees, built once
+    /// when a participant first needs the translation (and its memory held with the body's).
+    tree: std::sync::OnceLock<Tree>,
     stream: bool,
     /// The client asked for the usage chunk itself (else the hub asks and hides it).
     client_wants_usage: bool,
     request_id: String,
     /// The request body's share of the hub's body memory, given back with the job.
-    _body: crate::hub::memory::BodyHold,
+    body: std::sync::Mutex<crate::hub::memory::BodyHold>,
+}
+
+/// A Responses request parsed for translation: every field but `input`, and `input`.
+struct Tree {
+    settings: Map<String, Value>,
+    input: Option<Value>,
 }
 
 impl Job {
+    /// The request as value trees, parsed the first time it is asked for. What the trees take is
+    /// held against the body budget first: a request that would not fit is refused, not parsed.
+    fn tree(&self) -> std::result::Result<&Tree, HubError> {
+        if let Some(tree) = self.tree.get() {
+            return Ok(tree);
+        }
+        let settings_text = self.request.text_except("input");
+        let input_text = self.request.raw("input").unwrap_or("null");
+        let measure =
+            |text: &[u8]| crate::hub::unique_keys::measure(text).map(|s| s.parsed_bytes()).unwrap_or(text.len());
+        let cost = measure(&settings_text).saturating_add(measure(input_text.as_bytes()));
+        {
+            let mut hold = self.body.lock().unwrap_or_else(|p| p.into_inner());
+            let held = hold.held();
+            hold.grow_to(held.saturating_add(cost))?;
+        }
+        let tree = Tree { settings: self.request.values_except("input"), input: self.request.value("input") };
+        Ok(self.tree.get_or_init(|| tree))
+    }
+
+    /// The settings of a translated request (empty before [`Job::tree`] was built).
+    fn settings(&self) -> Value {
+        Value::Object(self.tree.get().map(|t| t.settings.clone()).unwrap_or_default())
+    }
+
+    fn input_items(&self) -> std::borrow::Cow<'_, [Value]> {
+        input_items_of(self.tree.get().and_then(|t| t.input.as_ref()))
+    }
+
     fn publish(&self, kind: EventKind) {
         self.hub.registry().bus().publish(&self.code, kind);
     }
@@ -172,28 +212,38 @@ async fn infer(hub: Hub, code: String, op: Op, req: Request) -> Result<Response>
     let code = room_code(&code)?;
     let limit = hub.config().inference_body_limit;
     // The body's memory stays held until the answer has been relayed (the request is kept that long).
-    let (body, body_hold) = read_json_held(req, &(), limit).await?;
-    let body = body.ok_or_else(|| bad("The request body is empty; send a JSON object."))?;
-    let Value::Object(request) = body else {
-        return Err(bad("The request body must be a JSON object.").into());
-    };
-    let model = match request.get("model") {
-        Some(Value::String(m)) if !m.trim().is_empty() => m.trim().to_string(),
-        Some(Value::String(_)) | None | Some(Value::Null) => {
-            return Err(bad("You must provide a model parameter ('*', 'model:<name>' or a participant id).").into())
+    let (bytes, _shape, mut body_hold) = read_body_held(req, &(), limit).await?;
+    let bytes = bytes.ok_or_else(|| bad("The request body is empty; send a JSON object."))?;
+    // Kept as text, field by field: no tree of the whole body is built (see `request`).
+    let request = RawObject::parse(bytes).map_err(|_| bad("The request body must be a JSON object."))?;
+    body_hold.grow_to(request.held_bytes())?;
+    let model = match request.raw("model") {
+        None | Some("null") => None,
+        Some(text) if text.starts_with('"') => {
+            serde_json::from_str::<String>(text).ok().map(|m| m.trim().to_string()).filter(|m| !m.is_empty())
         }
         Some(_) => return Err(bad("'model' must be a string.").into()),
     };
-    if op == Op::Chat && !matches!(request.get("messages"), Some(Value::Array(_))) {
+    let model =
+        model.ok_or_else(|| bad("You must provide a model parameter ('*', 'model:<name>' or a participant id)."))?;
+    if op == Op::Chat && !request.is_array("messages") {
         return Err(bad("'messages' must be an array of chat messages.").into());
     }
-    let stream = match request.get("stream") {
-        None | Some(Value::Null) => false,
-        Some(Value::Bool(b)) => *b,
+    let stream = match request.raw("stream") {
+        None | Some("null") | Some("false") => false,
+        Some("true") => true,
         Some(_) => return Err(bad("'stream' must be true or false.").into()),
     };
-    let client_wants_usage =
-        request.get("stream_options").and_then(|o| o.get("include_usage")).and_then(Value::as_bool).unwrap_or(false);
+    #[derive(serde::Deserialize)]
+    struct StreamOptions {
+        #[serde(default)]
+        include_usage: Option<bool>,
+    }
+    let client_wants_usage = request
+        .get::<StreamOptions>("stream_options")
+        .and_then(std::result::Result::ok)
+        .and_then(|o| o.include_usage)
+        .unwrap_or(false);
     let defaults = hub.registry().room_defaults(&code)?;
     let selector = Selector::parse(&model);
     let mut slot = match hub.registry().acquire(&code, &selector)? {
@@ -205,10 +255,11 @@ async fn infer(hub: Hub, code: String, op: Op, req: Request) -> Result<Response>
         code,
         op,
         request,
+        tree: std::sync::OnceLock::new(),
         stream,
         client_wants_usage,
         request_id: format!("chatreq_{}", uuid::Uuid::new_v4().simple()),
-        _body: body_hold,
+        body: std::sync::Mutex::new(body_hold),
     };
     // Failover only where the client let the hub choose: never away from a participant it named.
     let may_fail_over = !matches!(&selector, Selector::Named(n) if *n == slot.participant().public.id);
@@ -287,16 +338,15 @@ async fn start_direct_op(
     if job.op == Op::Chat && job.stream && !job.client_wants_usage {
         // Ask for the final usage chunk so the room's metrics have token counts; the relay hides it
         // from a client that did not ask for it.
-        let options = body.entry("stream_options").or_insert_with(|| json!({}));
-        if let Value::Object(o) = options {
-            o.insert("include_usage".into(), Value::Bool(true));
-        }
+        let mut options = body.field_object("stream_options").unwrap_or_default();
+        options.set("include_usage", &Value::Bool(true));
+        body.set_object("stream_options", &options);
     }
     let call = Call {
         operation: job.op.operation(),
         method: reqwest::Method::POST,
         path: path.into(),
-        body: Some(Value::Object(body)),
+        body: Some(body.encode()),
         stream: job.stream,
     };
     let (first_byte, idle) = call_timeouts(&job.hub);
@@ -309,22 +359,22 @@ async fn start_fallback(
     p: &ParticipantRecord,
     config: &crate::protocol::RuntimeConfig,
 ) -> std::result::Result<Upstream, OpenFailure> {
-    let adapted = merge::responses_body(&settings_of(&job.request), &p.public.model, config);
-    let chat =
-        responses_compat::request_parts_to_chat(&adapted, job.request.get("input")).map_err(|e| OpenFailure {
-            error: HubError::InvalidRequest {
-                message: format!(
-                    "This participant's model server has no Responses API, and the request cannot be translated: {e}"
-                ),
-                hint: Some("Use /chat/completions, or pick a participant whose server supports /v1/responses.".into()),
-            },
-            retryable: false,
-        })?;
+    let tree = job.tree().map_err(|error| OpenFailure { error, retryable: false })?;
+    let adapted = merge::responses_body(&tree.settings, &p.public.model, config);
+    let chat = responses_compat::request_parts_to_chat(&adapted, tree.input.as_ref()).map_err(|e| OpenFailure {
+        error: HubError::InvalidRequest {
+            message: format!(
+                "This participant's model server has no Responses API, and the request cannot be translated: {e}"
+            ),
+            hint: Some("Use /chat/completions, or pick a participant whose server supports /v1/responses.".into()),
+        },
+        retryable: false,
+    })?;
     let call = Call {
         operation: "chat.completions",
         method: reqwest::Method::POST,
         path: "/v1/chat/completions".into(),
-        body: Some(chat),
+        body: Some(Bytes::from(chat.to_string())),
         stream: job.stream,
     };
     let (first_byte, idle) = call_timeouts(&job.hub);
@@ -407,12 +457,9 @@ async fn respond(job: Job, slot: Slot, mut up: Upstream, started: Instant, trans
         let (body, value) = match (translated, parsed) {
             (true, Some(chat)) => {
                 let id = responses_compat::new_response_id();
-                let response =
-                    responses_compat::chat_to_response(&chat, &Value::Object(settings_of(&job.request)), &id);
+                let response = responses_compat::chat_to_response(&chat, &job.settings(), &id);
                 let body = Bytes::from(response.to_string());
-                job.hub
-                    .responses()
-                    .remember(&id, Owner::local(job.code.clone(), body.clone(), &input_items_of(&job.request)));
+                job.hub.responses().remember(&id, Owner::local(job.code.clone(), body.clone(), &job.input_items()));
                 (body, Some(response))
             }
             // A success that is not JSON is never an OpenAI answer: a clean 502, not garbage.
@@ -446,11 +493,7 @@ async fn respond(job: Job, slot: Slot, mut up: Upstream, started: Instant, trans
     }
     let content_type = if translated { None } else { up.content_type().map(str::to_string) };
     let mode = if translated {
-        let translator = StreamTranslator::new(
-            &Value::Object(settings_of(&job.request)),
-            responses_compat::new_response_id(),
-            now_ms() / 1000,
-        );
+        let translator = StreamTranslator::new(&job.settings(), responses_compat::new_response_id(), now_ms() / 1000);
         Mode::Translate { parser: SseParser::new(), translator: Box::new(translator), started: false }
     } else {
         Mode::Pass { parser: SseParser::new(), strip_usage: job.op == Op::Chat && !job.client_wants_usage }
@@ -479,17 +522,10 @@ async fn respond(job: Job, slot: Slot, mut up: Upstream, started: Instant, trans
     response
 }
 
-/// A Responses request without its `input`: the settings a translation reads and a response object
-/// echoes. The input is the part that grows with a conversation, to many megabytes; copying the
-/// request whole for these cost a copy of it each time.
-fn settings_of(request: &Map<String, Value>) -> Map<String, Value> {
-    request.iter().filter(|(k, _)| k.as_str() != "input").map(|(k, v)| (k.clone(), v.clone())).collect()
-}
-
 /// The items of a Responses request's input, borrowed where they are already items (they can be
 /// megabytes; the store keeps them serialized, not cloned).
-fn input_items_of(request: &Map<String, Value>) -> std::borrow::Cow<'_, [Value]> {
-    match request.get("input") {
+fn input_items_of(input: Option<&Value>) -> std::borrow::Cow<'_, [Value]> {
+    match input {
         Some(Value::String(text)) => std::borrow::Cow::Owned(vec![json!({
             "id": format!("msg_{}", uuid::Uuid::new_v4().simple()),
             "type": "message",
@@ -702,7 +738,7 @@ impl Relay {
                                 Owner::local(
                                     self.job.code.clone(),
                                     Bytes::from(response.to_string()),
-                                    &input_items_of(&self.job.request),
+                                    &self.job.input_items(),
                                 ),
                             );
                         }
@@ -848,7 +884,7 @@ async fn response_call(
                 operation,
                 method: method.clone(),
                 path: format!("/v1/responses/{id}{suffix}"),
-                body: (method == reqwest::Method::POST).then(|| json!({})),
+                body: (method == reqwest::Method::POST).then(|| Bytes::from_static(b"{}")),
                 stream: false,
             };
             let (first_byte, idle) = call_timeouts(&hub);

@@ -8,14 +8,12 @@ use std::time::Duration;
 use bytes::Bytes;
 use futures_util::stream::BoxStream;
 use futures_util::StreamExt;
-use serde_json::Value;
 
 use crate::hub::egress;
 use crate::hub::error::HubError;
 use crate::hub::registry::ParticipantRecord;
 use crate::hub::tunnel::{TunnelEvent, TunnelReply};
 use crate::hub::Hub;
-use crate::protocol::tunnel::TunnelMessage;
 use crate::protocol::ConnectionKind;
 
 /// One call to make on a participant's provider.
@@ -25,7 +23,8 @@ pub struct Call {
     pub method: reqwest::Method,
     /// Path on the provider, e.g. `/v1/chat/completions`.
     pub path: String,
-    pub body: Option<Value>,
+    /// The JSON body as text, sent as it is (the hub never holds a request as a value tree).
+    pub body: Option<Bytes>,
     pub stream: bool,
 }
 
@@ -183,17 +182,41 @@ async fn open_tunnel(
         headers.insert("content-type".to_string(), "application/json".to_string());
     }
     headers.insert("accept".to_string(), if call.stream { "text/event-stream" } else { "application/json" }.into());
-    let message = TunnelMessage::Request {
-        request_id: format!("tr_{}", uuid::Uuid::new_v4().simple()),
-        operation: call.operation.to_string(),
-        method: call.method.to_string(),
-        path: call.path,
-        headers,
-        body: call.body,
+    // A `tunnel.request` frame, written with the body's text in place.
+    #[derive(serde::Serialize)]
+    #[serde(rename_all = "camelCase")]
+    struct RequestFrame<'a> {
+        #[serde(rename = "type")]
+        kind: &'static str,
+        request_id: &'a str,
+        operation: &'a str,
+        method: &'a str,
+        path: &'a str,
+        headers: &'a BTreeMap<String, String>,
+        stream: bool,
+    }
+    let request_id = format!("tr_{}", uuid::Uuid::new_v4().simple());
+    let frame = RequestFrame {
+        kind: "tunnel.request",
+        request_id: &request_id,
+        operation: call.operation,
+        method: call.method.as_str(),
+        path: &call.path,
+        headers: &headers,
         stream: call.stream,
-        metadata: None,
     };
-    let mut reply = conn.send(message).await.map_err(|reason| unavailable(&reason))?;
+    let mut text = serde_json::to_vec(&frame).map_err(|e| unavailable(&e.to_string()))?;
+    if let Some(body) = &call.body {
+        // The frame's fields, then the body's JSON text in place as `body`.
+        text.pop();
+        text.reserve(body.len() + 9);
+        text.extend_from_slice(b",\"body\":");
+        text.extend_from_slice(body);
+        text.push(b'}');
+    }
+    drop(call);
+    let text = String::from_utf8(text).map_err(|_| unavailable("the request body is not UTF-8"))?;
+    let mut reply = conn.send_text(request_id, text).await.map_err(|reason| unavailable(&reason))?;
     let start = tokio::time::timeout(first_byte, reply.next()).await.map_err(|_| OpenFailure {
         error: HubError::UpstreamTimeout { stage: "first_byte".into() },
         retryable: false,
@@ -236,8 +259,8 @@ async fn open_direct(
     }
     let url = egress::join(&base, &call.path);
     let mut request = hub.direct_client(p.reach).request(call.method, url);
-    if let Some(body) = &call.body {
-        request = request.json(body);
+    if let Some(body) = call.body {
+        request = request.header(reqwest::header::CONTENT_TYPE, "application/json").body(body);
     }
     if call.stream {
         request = request.header(reqwest::header::ACCEPT, "text/event-stream");
