@@ -18,6 +18,7 @@ const COMMANDS: &[&str] = &[
     "share_status",
     "local_models",
     "start_share",
+    "share_now",
     "stop_share",
     "discovered_hubs",
     "get_settings",

@@ -300,12 +300,23 @@ fn every_command_answers_on_the_mock_runtime_with_sentences_for_errors() {
     assert_eq!(app.ok("subscribe_room", json!({ "code": locked_code, "password": "s3cret-pw" })), Value::Null);
     assert_eq!(app.ok("unsubscribe_room", json!({ "code": locked_code })), Value::Null);
     let share = |password: Value| json!({ "hub": null, "code": locked_code, "password": password, "nickname": "alice", "model": "llama3" });
-    assert_eq!(app.err("start_share", share(json!("wrong"))), "Wrong password.");
-    assert_eq!(
-        app.err("start_share", share(Value::Null)),
-        format!("Room {locked_code} has a password — type it to join.")
-    );
+    // The app made this room: it is the host, and it keeps the password.
+    let wrong = app.invoke("start_share", share(json!("wrong"))).expect_err("a wrong password");
+    assert_eq!(wrong["message"], "That password isn't right.", "{wrong}");
+    assert!(!wrong["hint"].as_str().unwrap_or("").contains("Ask"), "no one to ask when you are the host: {wrong}");
     assert_eq!(app.ok("share_status", json!({}))["state"], "error");
+    let shared = app.ok("start_share", share(Value::Null));
+    assert!(["live", "starting"].contains(&shared["state"].as_str().unwrap()), "no password asked again: {shared}");
+    assert_eq!(app.ok("stop_share", json!({}))["state"], "off");
+    // A protected room someone else made on this hub: the password is asked for.
+    let theirs = create_room(&hub, json!({ "name": "Theirs", "password": "other-pw-1" }));
+    assert_eq!(
+        app.err(
+            "start_share",
+            json!({ "hub": null, "code": theirs, "password": null, "nickname": "alice", "model": "llama3" })
+        ),
+        format!("Room {theirs} has a password — type it to share into it.")
+    );
     assert_eq!(
         app.err(
             "start_share",
@@ -952,4 +963,184 @@ fn the_tray_menu_says_what_runs_opens_the_share_screen_and_quits_with_0() {
     assert!(std::fs::read_to_string(&log).unwrap().contains("quit"));
     let _ = tray.kill();
     let _ = tray.wait();
+}
+
+/// A process and all its descendants (WebKit's web and network processes are the app's
+/// children): (pid, name, VmRSS in KiB) of each.
+fn process_tree(root: u32) -> Vec<(u32, String, u64)> {
+    let mut parents = Vec::new();
+    for entry in std::fs::read_dir("/proc").unwrap().flatten() {
+        let Ok(pid) = entry.file_name().to_string_lossy().parse::<u32>() else { continue };
+        let Ok(stat) = std::fs::read_to_string(format!("/proc/{pid}/stat")) else { continue };
+        // The parent is the second field after the command name, which is in parentheses.
+        let ppid = stat.rsplit_once(')').and_then(|(_, rest)| rest.split_whitespace().nth(1)?.parse::<u32>().ok());
+        if let Some(ppid) = ppid {
+            parents.push((pid, ppid));
+        }
+    }
+    let mut tree = vec![root];
+    let mut i = 0;
+    while i < tree.len() {
+        let parent = tree[i];
+        tree.extend(parents.iter().filter(|(_, p)| *p == parent).map(|(pid, _)| *pid));
+        i += 1;
+    }
+    tree.into_iter()
+        .filter_map(|pid| {
+            let status = std::fs::read_to_string(format!("/proc/{pid}/status")).ok()?;
+            let field = |name: &str| status.lines().find_map(|l| l.strip_prefix(name)).map(|v| v.trim().to_string());
+            let rss = field("VmRSS:").and_then(|v| v.split_whitespace().next()?.parse().ok()).unwrap_or(0);
+            Some((pid, field("Name:").unwrap_or_default(), rss))
+        })
+        .collect()
+}
+
+fn describe(tree: &[(u32, String, u64)]) -> String {
+    let total: u64 = tree.iter().map(|p| p.2).sum();
+    let parts: Vec<String> =
+        tree.iter().map(|(_, name, rss)| format!("{name} {} MB", rss * 1024 / 1_000_000)).collect();
+    format!("{} MB in all ({})", total * 1024 / 1_000_000, parts.join(", "))
+}
+
+/// The app's visible top-level window, if it has one.
+fn visible_window(desktop: &Desktop) -> Option<String> {
+    xdotool(&desktop.display, &["search", "--onlyvisible", "--name", "^Gambi$"]).lines().next().map(str::to_string)
+}
+
+#[test]
+fn the_app_in_the_tray_holds_no_webview_and_its_window_opens_fast_and_closes_for_good() {
+    let desktop = match Desktop::start() {
+        Ok(desktop) => desktop,
+        Err(reason) => {
+            eprintln!("SKIPPED: no X server could be started here: {reason}");
+            return;
+        }
+    };
+    let home = tempfile::tempdir().unwrap();
+    let port = free_port();
+    let config = home.path().join("config");
+    write_settings(
+        &config.join("dev.gambi.desktop"),
+        json!({ "nickname": "light", "hubExposure": "loopback", "hubPort": port }),
+    );
+    let log = home.path().join("app.log");
+    // A later launch: settings exist, no --show, so the app starts in the tray only.
+    let mut app =
+        desktop.command(&config).stdout(Stdio::null()).stderr(std::fs::File::create(&log).unwrap()).spawn().unwrap();
+    let hub = format!("http://127.0.0.1:{port}");
+    eventually(Duration::from_secs(60), "the app's hub answers", || {
+        block(async { http().get(format!("{hub}/v1/health")).send().await.is_ok_and(|r| r.status() == 200) })
+    });
+    std::thread::sleep(Duration::from_secs(3));
+    let tray_only = process_tree(app.id());
+    let tray_total: u64 = tray_only.iter().map(|p| p.2).sum();
+    eprintln!("tray only: {}", describe(&tray_only));
+    assert!(tray_only.iter().all(|p| !p.1.contains("WebKit")), "no webview before the window opens: {tray_only:?}");
+    assert!(visible_window(&desktop).is_none(), "no window in the tray-only launch");
+    assert!(tray_total * 1024 <= 80_000_000, "the app in the tray holds {}", describe(&tray_only));
+
+    // Opening (a second launch with --show, as the launcher or the tray's Open does): timed to the
+    // window's mapping, and to its page drawn.
+    let open = |what: &str| -> (Duration, Duration) {
+        let started = Instant::now();
+        let second = desktop.command(&config).arg("--show").output().unwrap();
+        assert_eq!(second.status.code(), Some(0), "{}", String::from_utf8_lossy(&second.stderr));
+        eventually(Duration::from_secs(20), "the window is shown", || visible_window(&desktop).is_some());
+        let mapped = started.elapsed();
+        let shot = screenshot_dir().join(format!("desktop-{what}.png"));
+        let colours = desktop.screenshot_until(&shot, 64, Duration::from_secs(30));
+        assert!(colours > 64, "the window looks blank ({colours} colours); see {}", shot.display());
+        (mapped, started.elapsed())
+    };
+    let (mapped, drawn) = open("window-first-open");
+    std::thread::sleep(Duration::from_secs(2));
+    let open_tree = process_tree(app.id());
+    eprintln!("window open: {}; shown {mapped:?} after asking, drawn within {drawn:?}", describe(&open_tree));
+    assert!(open_tree.iter().any(|p| p.1.contains("WebKit")), "the window has its webview: {open_tree:?}");
+
+    // Closing the window (the window manager's close) destroys it and its webview; the app stays.
+    let id = visible_window(&desktop).unwrap();
+    let python = std::env::var("GAMBI_TEST_PYTHON").unwrap_or_else(|_| "python3".into());
+    let script = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/python/x11_close.py");
+    let closed = Command::new(&python).arg(&script).arg(&id).env("DISPLAY", &desktop.display).status().unwrap();
+    assert!(closed.success(), "x11_close.py failed");
+    eventually(Duration::from_secs(10), "the window is gone", || visible_window(&desktop).is_none());
+    eventually(Duration::from_secs(20), "WebKit's web process ends with the window", || {
+        !process_tree(app.id()).iter().any(|p| p.1.contains("WebKitWebProces"))
+    });
+    std::thread::sleep(Duration::from_secs(2));
+    assert!(
+        app.try_wait().unwrap().is_none(),
+        "the app quit with its window: {}",
+        std::fs::read_to_string(&log).unwrap()
+    );
+    let after_close = process_tree(app.id());
+    eprintln!("window closed: {}", describe(&after_close));
+    assert!(block(async { http().get(format!("{hub}/v1/health")).send().await.is_ok_and(|r| r.status() == 200) }));
+
+    let (mapped, drawn) = open("window-reopened");
+    eprintln!("reopened: shown {mapped:?} after asking, drawn within {drawn:?}");
+    assert!(mapped < Duration::from_secs(5), "the window took {mapped:?} to reopen");
+    desktop.quit(&config, &mut app, &log);
+}
+
+/// The participants of `code` on `hub` (an open room).
+fn people(hub: &str, code: &str) -> Vec<Value> {
+    block(async {
+        let v: Value =
+            http().get(format!("{hub}/v1/rooms/{code}/participants")).send().await.unwrap().json().await.unwrap();
+        v["data"].as_array().cloned().unwrap_or_default()
+    })
+}
+
+#[test]
+fn share_my_ollama_is_one_call_first_time_returning_and_moving_and_urls_name_the_room_s_hub() {
+    let fake = block(FakeProvider::start(ollama()));
+    let app = MockApp::start(&fake.url);
+    let hub = app.hub_url();
+
+    // First time, no room anywhere: one call makes a room on this computer's hub, named after the
+    // person, and shares into it.
+    let first = app.ok("share_now", json!({}));
+    let status = &first["shared"];
+    let code = status["code"].as_str().unwrap_or_else(|| panic!("shared into a room: {first}")).to_string();
+    assert_eq!(status["ownHub"], true, "{first}");
+    assert_eq!(status["roomName"], "alice's room", "{first}");
+    eventually(Duration::from_secs(10), "the share is live in the new room", || {
+        people(&hub, &code).iter().any(|p| p["status"] == "online")
+    });
+    let info = app.ok("hub_info", json!({}));
+    let own_url = info["url"].as_str().unwrap().to_string();
+    assert_eq!(app.core().room_url(), Some(format!("{own_url}/rooms/{code}/v1")));
+    // Again while sharing: nothing new.
+    assert_eq!(app.ok("share_now", json!({}))["shared"]["code"], code.as_str());
+
+    // Returning: the last room, at once.
+    assert_eq!(app.ok("stop_share", json!({}))["state"], "off");
+    let again = app.ok("share_now", json!({}));
+    assert_eq!(again["shared"]["code"], code.as_str(), "{again}");
+
+    // Moving to a room on another hub on this machine (another port): one call, and every URL is
+    // that hub's.
+    let (other, other_url) = HubProcess::serve(&["--port", "0", "--name", "Lab hub"]);
+    let lab = create_room(&other_url, json!({ "name": "Lab GPUs" }));
+    let moved = app.ok(
+        "start_share",
+        json!({ "hub": other_url, "code": lab, "password": null, "nickname": "alice", "model": "" }),
+    );
+    assert_eq!(moved["code"], lab.as_str(), "{moved}");
+    assert_eq!(moved["ownHub"], false, "{moved}");
+    eventually(Duration::from_secs(10), "the share is in the lab room and left the first", || {
+        people(&other_url, &lab).iter().any(|p| p["status"] == "online") && people(&hub, &code).is_empty()
+    });
+    assert_eq!(app.core().room_url(), Some(format!("{}/rooms/{lab}/v1", other_url.trim_end_matches('/'))));
+    assert_eq!(app.ok("stop_share", json!({}))["state"], "off");
+
+    // A new room on this computer when asked for one, whatever was shared before.
+    let fresh = app.ok("share_now", json!({ "newRoom": true }));
+    assert_eq!(fresh["shared"]["ownHub"], true, "{fresh}");
+    assert_ne!(fresh["shared"]["code"], code.as_str(), "{fresh}");
+    app.ok("stop_share", json!({}));
+    drop(other);
+    block(fake.stop());
 }

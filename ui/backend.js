@@ -31,6 +31,10 @@
 //                                                                    (rejects with "Ollama isn't running …" when no server answers)
 //   start_share        { hub: string|null, code, password: string|null, nickname, model }
 //                                                                   ShareStatus     (hub null = this app's own hub)
+//   share_now          { newRoom: bool }                            { shared: ShareStatus } | { pick: true }
+//                                                                    "Share my Ollama" in one click: the last room, or a
+//                                                                    new room on this app's hub (newRoom: always that);
+//                                                                    pick: rooms found on the LAN are to be offered first
 //   stop_share         —                                            ShareStatus
 //   discovered_hubs    —                                            [{ url, name?, version?, rooms: RoomSummary[] }]
 //   get_settings       —                                            Settings
@@ -42,7 +46,8 @@
 //   "share-status"  payload ShareStatus, whenever it changes
 //
 // ShareStatus = { state: "off"|"starting"|"live"|"reconnecting"|"error", hub?: url, code?: string,
-//                 roomName?: string, model?: string, participantId?: string, message?: sentence }
+//                 roomName?: string, model?: string, participantId?: string, message?: sentence,
+//                 ownHub: bool (the room is on this app's hub) }
 // Settings    = { nickname, providerEndpoint: string|null, preferredModel: string|null,
 //                 hubExposure: "lan"|"loopback"|"off", hubPort: number, notifications: bool,
 //                 shareOnStart: bool, allowedHosts: string[], corsOrigins: string[] }
@@ -139,6 +144,7 @@ const tauri = {
   localModels: () => invoke("local_models"),
   startShare: ({ hub = null, code, password = null, nickname, model }) =>
     invoke("start_share", { hub, code, password: password || null, nickname, model }),
+  shareNow: ({ newRoom = false } = {}) => invoke("share_now", { newRoom }),
   stopShare: () => invoke("stop_share"),
   onShareStatus(handler) {
     let unlisten = null;
@@ -354,6 +360,11 @@ const http = {
       hint: "Or run gambi participant join on the computer whose model you want to share.",
     });
   },
+  async shareNow() {
+    throw new BackendError("Sharing needs the Gambi desktop app.", {
+      hint: "Or run gambi participant join on the computer whose model you want to share.",
+    });
+  },
   async stopShare() {
     return { state: "off" };
   },
@@ -404,6 +415,8 @@ export const shareStatus = () => impl.shareStatus();
 export const localModels = () => impl.localModels();
 export const startShare = (args) => impl.startShare({ ...args, code: normalizeCode(args.code) });
 export const stopShare = () => impl.stopShare();
+/** "Share my Ollama" in one click: `{ shared: ShareStatus }` or `{ pick: true }`. */
+export const shareNow = (args) => impl.shareNow(args);
 /** Calls `handler(ShareStatus)` on every change; returns a function that stops. */
 export const onShareStatus = (handler) => impl.onShareStatus(handler);
 export const discoveredHubs = () => impl.discoveredHubs();

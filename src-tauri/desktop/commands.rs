@@ -4,7 +4,7 @@
 use serde_json::{json, Value};
 use tauri::State;
 
-use super::core::{AppCore, AppError, HubInfo, ShareStatus};
+use super::core::{AppCore, AppError, HubInfo, ShareStatus, ToggleOutcome};
 use super::settings::Settings;
 use crate::protocol::{CreatedRoom, Health, Participant, RoomSummary};
 
@@ -84,6 +84,19 @@ pub async fn start_share(
     model: Option<String>,
 ) -> Answer<ShareStatus> {
     core.start_share(hub.as_deref(), &code, password.as_deref(), &nickname, model.as_deref().unwrap_or_default()).await
+}
+
+/// "Share my Ollama" in one click (see [`AppCore::share_now`]): `{"shared": ShareStatus}`, or
+/// `{"pick": true}` when rooms found on the LAN are to be offered first; an error says why not.
+#[tauri::command]
+pub async fn share_now(core: State<'_, AppCore>, new_room: Option<bool>) -> Answer<Value> {
+    let outcome = if new_room == Some(true) { core.share_in_new_room().await } else { core.share_now().await };
+    match outcome {
+        ToggleOutcome::Started(status) => Ok(json!({ "shared": status })),
+        ToggleOutcome::NeedsRoom => Ok(json!({ "pick": true })),
+        ToggleOutcome::Stopped => Ok(json!({ "shared": core.share_status() })),
+        ToggleOutcome::Failed(e) => Err(e),
+    }
 }
 
 #[tauri::command]

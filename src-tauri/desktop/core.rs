@@ -189,6 +189,9 @@ pub struct ShareStatus {
     pub participant_id: Option<String>,
     #[serde(skip_serializing_if = "Option::is_none")]
     pub message: Option<String>,
+    /// The room is on this app's own hub (whose address for others is `HubInfo::url`, not the
+    /// loopback address the share dials).
+    pub own_hub: bool,
 }
 
 impl ShareStatus {
@@ -712,10 +715,16 @@ impl AppCore {
         };
         let client = HubClient::new(&hub_url).map_err(|e| AppError::from_client(&e, None))?;
         let room = client.get_room(&code).await.map_err(|e| AppError::from_client(&e, Some(&code)))?;
-        let password = password.filter(|p| !p.is_empty());
+        // A room this app keeps the password of (one it made, or shared into before) does not ask
+        // for it again.
+        let kept = match password.filter(|p| !p.is_empty()) {
+            None if room.password_protected => self.kept_password(hub.as_deref(), &code).await,
+            _ => None,
+        };
+        let password = password.filter(|p| !p.is_empty()).or(kept.as_deref());
         if room.password_protected && password.is_none() {
-            return Err(AppError::new(format!("Room {code} has a password — type it to join."))
-                .hint("Ask the room's host for the password."));
+            let asked = AppError::new(format!("Room {code} has a password — type it to share into it."));
+            return Err(if hub.is_none() { asked } else { asked.hint("Ask the room's host for the password.") });
         }
         let settings = self.settings();
         let detection = provider::detect_at(
@@ -768,7 +777,7 @@ impl AppCore {
         .and_then(|r| r.ok().map(|state| state.clone()));
         let state = settled.unwrap_or_else(|| rx.borrow().clone());
         if let ShareState::Failed { error, status } = &state {
-            let failure = share_failure(error, *status, &code);
+            let failure = share_failure(error, *status, &code, hub.is_none());
             self.stop_share_inner().await;
             self.publish_share(ShareStatus {
                 state: "error",
@@ -826,6 +835,46 @@ impl AppCore {
         self.share_remembered().await
     }
 
+    /// "Share my Ollama", in one click (the window's button and the tray's item): a share that is
+    /// on stays on; else it goes into the last room; with none, into a new room on this machine's
+    /// hub named after the person — unless rooms on other hubs of the LAN are there to be picked
+    /// first (`NeedsRoom`: the window offers them).
+    pub async fn share_now(&self) -> ToggleOutcome {
+        let status = self.share_status();
+        if status.is_on() {
+            return ToggleOutcome::Started(status);
+        }
+        if !self.settings().rooms.is_empty() {
+            return self.share_remembered().await;
+        }
+        if self.lan_rooms_elsewhere() {
+            return ToggleOutcome::NeedsRoom;
+        }
+        self.share_in_new_room().await
+    }
+
+    /// Rooms found on the LAN on hubs other than this app's own.
+    fn lan_rooms_elsewhere(&self) -> bool {
+        let own = self.hub_info().url;
+        lock(&self.inner.discovered).values().any(|hub| Some(&hub.url) != own.as_ref() && !hub.rooms.is_empty())
+    }
+
+    /// A room on this machine's hub, named after the person, with this machine's model in it.
+    pub async fn share_in_new_room(&self) -> ToggleOutcome {
+        let settings = self.settings();
+        let nickname = settings.nickname.trim().to_string();
+        let name: String = format!("{nickname}'s room").chars().take(64).collect();
+        let created = match self.create_room(&name, None).await {
+            Ok(created) => created,
+            Err(e) => return ToggleOutcome::Failed(e),
+        };
+        let model = settings.preferred_model.clone().unwrap_or_default();
+        match self.start_share(None, &created.room.code, None, &nickname, &model).await {
+            Ok(status) => ToggleOutcome::Started(status),
+            Err(e) => ToggleOutcome::Failed(e),
+        }
+    }
+
     async fn share_remembered(&self) -> ToggleOutcome {
         let settings = self.settings();
         let Some(room) = settings.rooms.first().cloned() else {
@@ -848,6 +897,13 @@ impl AppCore {
             Ok(status) => ToggleOutcome::Started(status),
             Err(e) => ToggleOutcome::Failed(e),
         }
+    }
+
+    /// The password kept for room `code` on `hub`, if any.
+    async fn kept_password(&self, hub: Option<&str>, code: &str) -> Option<String> {
+        let inner = self.inner.clone();
+        let (hub, code) = (hub.map(str::to_string), code.to_string());
+        tokio::task::spawn_blocking(move || inner.secrets.get(hub.as_deref(), &code)).await.ok().flatten()
     }
 
     async fn keep_password(&self, hub: Option<&str>, code: &str, password: &str) -> SecretStorage {
@@ -899,7 +955,7 @@ impl AppCore {
                     lost = was_live || lost;
                 }
                 ShareState::Failed { error, status } if was_live => {
-                    let failure = share_failure(error, *status, &target.code);
+                    let failure = share_failure(error, *status, &target.code, target.hub.is_none());
                     self.inner.coalescer.push(Transition::ShareDropped { reason: failure.message });
                 }
                 _ => {}
@@ -951,10 +1007,9 @@ impl AppCore {
         let info = self.hub_info();
         let own_base = info.url.clone();
         let (hub, code) = match (status.is_on(), status.hub, status.code) {
-            (true, Some(hub), Some(code)) => {
-                let own = own_base.is_some() && hub.starts_with("http://127.0.0.1:");
-                (if own { own_base } else { Some(hub) }, code)
-            }
+            // Built from the hub that holds the room: another hub on this machine (another port)
+            // is not this app's.
+            (true, Some(hub), Some(code)) => (if status.own_hub { own_base } else { Some(hub) }, code),
             _ => {
                 let room = self.settings().rooms.first().cloned()?;
                 (room.hub.or(own_base), room.code)
@@ -996,9 +1051,12 @@ impl AppCore {
     }
 
     /// The hubs found on the LAN (`discovered_hubs`).
+    /// This app's own hub is not among them: it is "This computer".
     pub fn discovered_hubs(&self) -> Vec<Value> {
+        let own = self.hub_info().url;
         lock(&self.inner.discovered)
             .values()
+            .filter(|hub| Some(&hub.url) != own.as_ref())
             .map(|hub| {
                 json!({
                     "url": hub.url,
@@ -1060,6 +1118,7 @@ impl AppCore {
 fn status_of(state: &ShareState, target: &ShareTarget) -> ShareStatus {
     let base = ShareStatus {
         hub: Some(target.hub_url.clone()),
+        own_hub: target.hub.is_none(),
         code: Some(target.code.clone()),
         room_name: target.room_name.clone(),
         model: Some(target.model.clone()),
@@ -1083,9 +1142,11 @@ fn status_of(state: &ShareState, target: &ShareTarget) -> ShareStatus {
             ..base
         },
         ShareState::Stopped => ShareStatus::off(),
-        ShareState::Failed { error, status } => {
-            ShareStatus { state: "error", message: Some(share_failure(error, *status, &target.code).message), ..base }
-        }
+        ShareState::Failed { error, status } => ShareStatus {
+            state: "error",
+            message: Some(share_failure(error, *status, &target.code, target.hub.is_none()).message),
+            ..base
+        },
     }
 }
 
@@ -1106,17 +1167,23 @@ fn room_code(code: &str) -> Result<String, AppError> {
 
 /// "Ollama isn't running — start it, then try again", from what detection tried.
 fn not_running(detection: &provider::Detection) -> AppError {
+    let hint = "Get Ollama at https://ollama.com/download, or use LM Studio (https://lmstudio.ai) with its \
+                server on. Gambi looks for Ollama on port 11434 and LM Studio on port 1234, or the address in \
+                Settings, and notices it as soon as it starts.";
     match detection.errors().first() {
-        Some(error) => AppError::new(sentence(&error.to_string()))
-            .hint("Gambi looks for Ollama on port 11434 and LM Studio on port 1234, or the address in Settings."),
-        None => AppError::new("No model server found on this computer — start Ollama or LM Studio, then try again."),
+        Some(error) => AppError::new(sentence(&error.to_string())).hint(hint),
+        None => AppError::new("Ollama isn't running on this computer.").hint(hint),
     }
 }
 
 /// A share the hub refused, in the window's words.
-fn share_failure(error: &str, status: Option<u16>, code: &str) -> AppError {
+/// `own`: the room is on this app's hub, so the person is its host (no one to ask).
+fn share_failure(error: &str, status: Option<u16>, code: &str, own: bool) -> AppError {
     match status {
-        Some(401) => AppError::new("Wrong password.").hint("Ask the room's host for the password."),
+        Some(401) if own => {
+            AppError::new("That password isn't right.").hint("It is the one you chose when you made the room.")
+        }
+        Some(401) => AppError::new("That password isn't right.").hint("Ask the room's host for the password."),
         Some(404) => AppError::new(format!("Room {code} isn't on this hub — check the code.")),
         _ => AppError::new(sentence(error)),
     }

@@ -88,6 +88,7 @@ pub fn builder<R: Runtime>(
             commands::share_status,
             commands::local_models,
             commands::start_share,
+            commands::share_now,
             commands::stop_share,
             commands::discovered_hubs,
             commands::get_settings,
@@ -104,14 +105,19 @@ pub fn builder<R: Runtime>(
             Ok(())
         })
         .on_window_event(|window, event| {
-            if let WindowEvent::CloseRequested { api, .. } = event {
-                // Closing the window leaves the app in the tray; Quit ends it.
-                if window.label() == MAIN_WINDOW {
-                    api.prevent_close();
-                    let _ = window.hide();
-                }
+            if let WindowEvent::Destroyed = event {
+                // Closing the window destroys it and its webview (WebKit's processes with it): the
+                // app lives on in the tray, with its hub, share and notifications, until Quit.
+                tracing::info!(window = window.label(), "window closed");
             }
         })
+}
+
+/// What keeps the app running with no window: only Quit (an exit with a code) ends it.
+pub fn on_run_event<R: Runtime>(_app: &AppHandle<R>, event: tauri::RunEvent) {
+    if let tauri::RunEvent::ExitRequested { code: None, api, .. } = event {
+        api.prevent_exit();
+    }
 }
 
 /// The app's context: `tauri.conf.json`, the capabilities, and `ui/` embedded.
@@ -119,21 +125,52 @@ pub fn context<R: Runtime>() -> tauri::Context<R> {
     tauri::generate_context!()
 }
 
-/// Shows, unminimizes and focuses the window.
+/// Shows, unminimizes and focuses the window, making it first if it is closed.
 pub fn show_window<R: Runtime>(app: &AppHandle<R>) {
+    open_window(app, None);
+}
+
+/// Shows the window on `route` (`/join`), or where `GAMBI_WINDOW_ROUTE` says, or home. The window
+/// and its webview exist only while the window is open: the app in the tray holds no WebKit.
+fn open_window<R: Runtime>(app: &AppHandle<R>, route: Option<&str>) {
     if let Some(window) = app.get_webview_window(MAIN_WINDOW) {
         let _ = window.show();
         let _ = window.unminimize();
         let _ = window.set_focus();
+        if let Some(route) = route {
+            let _ = window.eval(format!("location.hash = '#{route}'"));
+        }
+        return;
+    }
+    let started = std::time::Instant::now();
+    let route = route.map(str::to_string).or_else(window_route);
+    let page = match &route {
+        Some(route) => format!("index.html#{route}"),
+        None => "index.html".to_string(),
+    };
+    let mut config = app
+        .config()
+        .app
+        .windows
+        .iter()
+        .find(|w| w.label == MAIN_WINDOW)
+        .cloned()
+        .unwrap_or_else(|| tauri::utils::config::WindowConfig { label: MAIN_WINDOW.into(), ..Default::default() });
+    config.url = tauri::WebviewUrl::App(page.into());
+    config.visible = true;
+    let built = tauri::WebviewWindowBuilder::from_config(app, &config).and_then(|b| b.build());
+    match built {
+        Ok(window) => {
+            let _ = window.set_focus();
+            tracing::info!(took = ?started.elapsed(), "window opened");
+        }
+        Err(e) => tracing::warn!(error = %e, "the window could not be opened"),
     }
 }
 
 /// Opens the window on the Share screen (nothing remembered to share yet).
 fn show_share_screen<R: Runtime>(app: &AppHandle<R>) {
-    show_window(app);
-    if let Some(window) = app.get_webview_window(MAIN_WINDOW) {
-        let _ = window.eval("location.hash = '#/join'");
-    }
+    open_window(app, Some("/join"));
 }
 
 /// Quit: leaves the room (if sharing), unregisters from the LAN, stops the hub, exits 0.
@@ -160,8 +197,18 @@ fn on_tray_action<R: Runtime>(app: &AppHandle<R>, action: &str) {
             let app = app.clone();
             tauri::async_runtime::spawn(async move {
                 let Some(core) = app.try_state::<AppCore>().map(|c| (*c).clone()) else { return };
-                match core.toggle_share().await {
+                // Off: the same one click as the window's button; on: stops.
+                let first_room = core.settings().rooms.is_empty();
+                let outcome =
+                    if core.share_status().is_on() { core.toggle_share().await } else { core.share_now().await };
+                match outcome {
                     ToggleOutcome::NeedsRoom => show_share_screen(&app),
+                    // A room made for this share: show it, with its invite.
+                    ToggleOutcome::Started(status) if first_room => {
+                        if let Some(code) = status.code {
+                            open_window(&app, Some(&format!("/room/{code}")));
+                        }
+                    }
                     ToggleOutcome::Failed(e) => {
                         use tauri_plugin_notification::NotificationExt as _;
                         let _ = app.notification().builder().title(&e.message).body(e.hint.unwrap_or_default()).show();
@@ -251,15 +298,6 @@ pub fn run(show: bool, quit_running: bool) -> ExitCode {
     }))
     .plugin(tauri_plugin_notification::init())
     .plugin(tauri_plugin_clipboard_manager::init())
-    .on_page_load(|webview, payload| {
-        // `GAMBI_WINDOW_ROUTE=/room/ABC123` opens the window on that screen (screenshots, demos).
-        if payload.event() != tauri::webview::PageLoadEvent::Finished {
-            return;
-        }
-        if let Some(route) = window_route() {
-            let _ = webview.eval(format!("if (location.hash !== '#{route}') location.hash = '#{route}'"));
-        }
-    })
     .build(context());
     let app = match app {
         Ok(app) => app,
@@ -269,6 +307,6 @@ pub fn run(show: bool, quit_running: bool) -> ExitCode {
             return ExitCode::from(1);
         }
     };
-    let code = app.run_return(|_app, _event| {});
+    let code = app.run_return(on_run_event);
     ExitCode::from(u8::try_from(code).unwrap_or(1))
 }

@@ -54,14 +54,17 @@ pub fn create<R: Runtime>(
 }
 
 impl<R: Runtime> Tray<R> {
-    /// Shows what the core says now.
+    /// Shows what the core says now: the menu and the icon from one reading of the share state,
+    /// one refresh at a time. Refreshes come from several tasks at once (the share's states, the
+    /// hub's, the menu's own actions); each reads the state under the lock, so the last to run
+    /// shows the newest state and an older reading never repaints the icon after a newer one.
     pub fn refresh(&self, core: &AppCore) {
+        let mut shown = self.live.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
         let (line, live, on) = status_line(core);
         let _ = self.status.set_text(&line);
         let _ = self.share.set_checked(on);
         let _ = self.copy.set_enabled(core.room_url().is_some());
         let _ = self.icon.set_tooltip(Some(format!("Gambi — {line}")));
-        let mut shown = self.live.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
         if *shown != Some(live) {
             if let Ok(image) = Image::from_bytes(if live { LIVE_ICON } else { IDLE_ICON }) {
                 let _ = self.icon.set_icon(Some(image));
@@ -78,31 +81,29 @@ pub fn refresh<R: Runtime>(app: &AppHandle<R>) {
     }
 }
 
-/// "Hub on 192.168.1.20:3000 · 2 rooms · sharing llama3 in K7QX2M"; whether the share is live;
+/// "Sharing llama3 in Lab GPUs · 2 rooms on 192.168.1.20:3000": what this machine shares (the
+/// room by its name), then this machine's hub, short enough for a menu; whether the share is live;
 /// whether it is on at all (live, starting or reconnecting).
 pub fn status_line(core: &AppCore) -> (String, bool, bool) {
     let info = core.hub_info();
     let hub = match (info.state, &info.url) {
-        ("off", _) if info.error.is_some() => "Hub stopped (port taken)".to_string(),
-        ("off", _) => "Hub off".to_string(),
+        ("off", _) if info.error.is_some() => "Gambi stopped here (its port is taken)".to_string(),
+        ("off", _) => "No rooms served here".to_string(),
         (_, Some(url)) => {
             let rooms = core.room_count().unwrap_or(0);
             let address = url.trim_start_matches("http://");
-            format!("Hub on {address} · {rooms} room{}", if rooms == 1 { "" } else { "s" })
+            format!("{rooms} room{} on {address}", if rooms == 1 { "" } else { "s" })
         }
-        _ => "Hub starting".to_string(),
+        _ => "Starting".to_string(),
     };
     let share = core.share_status();
+    let room = share.room_name.clone().or(share.code.clone()).unwrap_or_else(|| "a room".into());
     let what = match share.state {
-        "live" => format!(
-            "sharing {} in {}",
-            share.model.as_deref().unwrap_or("a model"),
-            share.code.as_deref().unwrap_or("a room")
-        ),
-        "starting" => "starting the share".into(),
-        "reconnecting" => "share reconnecting".into(),
-        "error" => "share stopped".into(),
-        _ => "not sharing".into(),
+        "live" => format!("Sharing {} in {room}", share.model.as_deref().unwrap_or("a model")),
+        "starting" => format!("Starting to share in {room}"),
+        "reconnecting" => format!("Reconnecting to {room}"),
+        "error" => "Share stopped".into(),
+        _ => "Not sharing".into(),
     };
-    (format!("{hub} · {what}"), share.state == "live", share.is_on())
+    (format!("{what} · {hub}"), share.state == "live", share.is_on())
 }

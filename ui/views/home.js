@@ -100,7 +100,44 @@ function browserShareNote(ctx) {
   );
 }
 
-function shareCard() {
+/** Shares in one click, then shows where: the room (with its invite), or the picker of rooms found
+ * on the LAN when there are some to choose from first. */
+export async function shareInOneClick(ctx, slot, args) {
+  try {
+    const result = await backend.shareNow(args);
+    if (result && result.pick) {
+      ctx.navigate("#/join");
+      return;
+    }
+    const status = result && result.shared;
+    if (status && status.code) {
+      announce(`Sharing into ${status.roomName || status.code}`);
+      ctx.navigate(`#/room/${encodeURIComponent(status.code)}`);
+    }
+  } catch (err) {
+    if (slot) slot.appendChild(errorBox(backend.asError(err)));
+  }
+}
+
+/** Shares into `room` on the LAN hub `hub` in one click (moving a running share there); a room with
+ * a password opens the Share screen to ask for it. */
+export async function shareInto(ctx, hub, room, slot) {
+  if (room.passwordProtected) {
+    preselectHub(hub.url);
+    ctx.navigate(`#/join/${room.code}`);
+    return;
+  }
+  try {
+    const settings = await backend.getSettings();
+    const status = await backend.startShare({ hub: hub.url, code: room.code, password: null, nickname: settings.nickname, model: "" });
+    announce(`Sharing into ${room.name}`);
+    if (status && status.code) ctx.navigate(`#/room/${encodeURIComponent(status.code)}`);
+  } catch (err) {
+    if (slot) slot.appendChild(errorBox(backend.asError(err)));
+  }
+}
+
+function shareCard(ctx) {
   const body = el("div", { class: "share-body" }, el("p", { class: "muted" }, "Checking…"));
   const section = el(
     "section",
@@ -120,7 +157,21 @@ function shareCard() {
         : null,
       s.message ? el("p", { class: "muted" }, s.message) : null,
       s.state === "off" || s.state === "error"
-        ? el("a", { class: "btn btn-primary", href: "#/join" }, icon("share"), "Share my Ollama")
+        ? el(
+            "button",
+            {
+              class: "btn btn-primary",
+              type: "button",
+              id: "share-now",
+              onclick: async (e) => {
+                e.currentTarget.disabled = true;
+                await shareInOneClick(ctx, body);
+                e.currentTarget.disabled = false;
+              },
+            },
+            icon("share"),
+            "Share my Ollama",
+          )
         : el(
             "button",
             {
@@ -154,7 +205,8 @@ function lanCard(ctx) {
   );
   const load = async () => {
     try {
-      const hubs = await backend.discoveredHubs();
+      const [hubs, share] = await Promise.all([backend.discoveredHubs(), backend.shareStatus().catch(() => ({ state: "off" }))]);
+      const sharing = share && ["live", "starting", "reconnecting"].includes(share.state);
       if (!hubs.length) {
         replaceChildren(list, el("p", { class: "muted" }, "No other hubs found yet. They appear here when someone on your network runs Gambi."));
         return;
@@ -178,18 +230,20 @@ function lanCard(ctx) {
                         "li",
                         null,
                         el("span", null, room.name, " ", el("span", { class: "code-badge mono" }, room.code)),
-                        el(
-                          "button",
-                          {
-                            class: "btn btn-sm",
-                            type: "button",
-                            onclick: () => {
-                              preselectHub(hub.url);
-                              ctx.navigate(`#/join/${room.code}`);
-                            },
-                          },
-                          "Join",
-                        ),
+                        sharing && share.code === room.code && share.hub === hub.url
+                          ? el("span", { class: "muted small" }, "Your share is here")
+                          : el(
+                              "button",
+                              {
+                                class: "btn btn-sm",
+                                type: "button",
+                                onclick: (e) => {
+                                  e.currentTarget.disabled = true;
+                                  shareInto(ctx, hub, room, list);
+                                },
+                              },
+                              sharing ? "Move my share here" : "Share here",
+                            ),
                       ),
                     ),
                   )
@@ -222,7 +276,7 @@ export function renderHome(root, ctx) {
   const extras = el("div", { class: "grid-2" });
   const stops = [];
   if (ctx.caps.share) {
-    const card = shareCard();
+    const card = shareCard(ctx);
     extras.appendChild(card.section);
     stops.push(card.stop);
   }

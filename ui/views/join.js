@@ -3,6 +3,7 @@
 
 import * as backend from "../backend.js";
 import { announce, codeBlock, el, errorBox, gib, icon, replaceChildren } from "../dom.js";
+import { shareInOneClick, shareInto } from "./home.js";
 
 // A hub picked on Home ("Join" on a room found on the LAN), for the next render of this screen.
 let pendingHub = null;
@@ -118,7 +119,7 @@ function renderBrowser(root, ctx) {
 }
 
 function renderApp(root, ctx) {
-  const hubSelect = el("select", { id: "join-hub", class: "input" }, el("option", { value: "" }, "This computer's hub"));
+  const hubSelect = el("select", { id: "join-hub", class: "input" }, el("option", { value: "" }, "This computer"));
   const code = codeInput(backend.normalizeCode(ctx.params[0] || ""));
   const password = el("input", { id: "join-password", class: "input", type: "password", autocomplete: "current-password" });
   const nickname = el("input", { id: "join-nickname", class: "input", autocomplete: "nickname", required: true });
@@ -129,9 +130,17 @@ function renderApp(root, ctx) {
   const submit = el("button", { class: "btn btn-primary", type: "submit" }, icon("share"), "Start sharing");
   const wantedHub = pendingHub;
   pendingHub = null;
+  // Until a model server answers, it is looked for again every few seconds: one started after
+  // the window opened is noticed without a click.
+  let modelRetry = null;
+  const pickerSlot = el("div", { class: "error-slot" });
+  const picker = el("section", { class: "panel", "aria-labelledby": "pick-title", hidden: true });
 
   const loadModels = async () => {
-    replaceChildren(modelSlot);
+    clearTimeout(modelRetry);
+    modelRetry = null;
+    const quiet = model.options.length === 1 && model.options[0].textContent === "Model server not found";
+    if (!quiet) replaceChildren(modelSlot);
     model.disabled = true;
     try {
       const found = await backend.localModels();
@@ -157,10 +166,83 @@ function renderApp(root, ctx) {
       model.disabled = false;
     } catch (err) {
       replaceChildren(model, el("option", { value: "" }, "Model server not found"));
-      modelSlot.appendChild(
-        errorBox(backend.asError(err), el("button", { class: "btn btn-sm", type: "button", onclick: loadModels }, icon("refresh"), "Try again")),
+      const e = backend.asError(err);
+      replaceChildren(
+        modelSlot,
+        errorBox(
+          e,
+          el(
+            "p",
+            { class: "help" },
+            el("a", { href: "https://ollama.com/download", target: "_blank", rel: "noopener" }, "Get Ollama"),
+            " or ",
+            el("a", { href: "https://lmstudio.ai", target: "_blank", rel: "noopener" }, "LM Studio"),
+            " — this screen notices it as soon as it runs.",
+          ),
+        ),
       );
+      modelRetry = setTimeout(loadModels, 3000);
     }
+  };
+
+  // One click: a room found on the LAN, or a new room on this computer.
+  const loadPicker = async () => {
+    let hubs = [];
+    try {
+      hubs = await backend.discoveredHubs();
+    } catch (_) {
+      hubs = [];
+    }
+    const choices = [];
+    for (const hub of hubs) for (const room of hub.rooms || []) choices.push({ hub, room });
+    replaceChildren(
+      picker,
+      el("h2", { id: "pick-title", class: "panel-title" }, icon("share"), "Share in one click"),
+      choices.length
+        ? el(
+            "ul",
+            { class: "lan-rooms pick-list" },
+            choices.map(({ hub, room }) =>
+              el(
+                "li",
+                null,
+                el(
+                  "button",
+                  {
+                    class: "btn btn-primary pick-room",
+                    type: "button",
+                    onclick: (e) => {
+                      e.currentTarget.disabled = true;
+                      shareInto(ctx, hub, room, pickerSlot);
+                    },
+                  },
+                  icon("share"),
+                  `Share into ${room.name} on ${hub.name || hub.url.replace(/^https?:\/\//, "")}`,
+                  room.passwordProtected ? el("span", { class: "sr-only" }, " (needs its password)") : null,
+                ),
+              ),
+            ),
+          )
+        : null,
+      el(
+        "button",
+        {
+          class: choices.length ? "btn" : "btn btn-primary",
+          type: "button",
+          id: "share-new-room",
+          onclick: async (e) => {
+            e.currentTarget.disabled = true;
+            await shareInOneClick(ctx, pickerSlot, { newRoom: true });
+            e.currentTarget.disabled = false;
+          },
+        },
+        icon("plus"),
+        "Share into a new room on this computer",
+      ),
+      pickerSlot,
+      el("p", { class: "help" }, "Or type a room code below."),
+    );
+    picker.hidden = false;
   };
 
   const showStatus = (s) => {
@@ -263,6 +345,7 @@ function renderApp(root, ctx) {
       { class: "narrow" },
       pageHead("Share my model"),
       statusSlot,
+      picker,
       form,
     ),
   );
@@ -283,7 +366,11 @@ function renderApp(root, ctx) {
   backend.shareStatus().then(showStatus, () => {});
   const stop = backend.onShareStatus(showStatus);
   loadModels();
-  return stop;
+  if (!backend.normalizeCode(ctx.params[0] || "")) loadPicker();
+  return () => {
+    clearTimeout(modelRetry);
+    stop();
+  };
 }
 
 export function renderJoin(root, ctx) {
