@@ -100,6 +100,7 @@ pub fn status_line(core: &AppCore) -> (String, bool, bool) {
             share.code.as_deref().unwrap_or("a room")
         ),
         "starting" => "starting the share".into(),
+        "paused" => "share paused (model server stopped)".into(),
         "reconnecting" => "share reconnecting".into(),
         "error" => "share stopped".into(),
         _ => "not sharing".into(),
