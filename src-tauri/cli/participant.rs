@@ -731,7 +731,7 @@ impl ShareView {
                 let wait = wait_text(*retry_in_ms);
                 let error = clean(error);
                 match &self.last {
-                    Some(ShareState::Live { .. }) => {
+                    Some(ShareState::Live { .. } | ShareState::Paused { .. }) => {
                         format!("Connection lost ({error}); reconnecting in {wait} (attempt {attempt})...")
                     }
                     _ if !self.was_live => {
