@@ -183,6 +183,32 @@ pub struct FakeProvider {
 impl FakeProvider {
     pub async fn start(options: FakeOptions) -> FakeProvider {
         let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.expect("bind the fake provider");
+        Self::serve(listener, options)
+    }
+
+    /// A provider on `127.0.0.1:port`, such as the port of one stopped before: the same model
+    /// server coming back. Retries the bind for a moment while the old socket goes away.
+    pub async fn start_on(port: u16, options: FakeOptions) -> FakeProvider {
+        let deadline = Instant::now() + Duration::from_secs(5);
+        loop {
+            let socket = tokio::net::TcpSocket::new_v4().expect("a socket for the fake provider");
+            socket.set_reuseaddr(true).expect("SO_REUSEADDR");
+            let bound =
+                socket.bind(std::net::SocketAddr::from(([127, 0, 0, 1], port))).and_then(|()| socket.listen(1024));
+            match bound {
+                Ok(listener) => return Self::serve(listener, options),
+                Err(_) if Instant::now() < deadline => tokio::time::sleep(Duration::from_millis(20)).await,
+                Err(e) => panic!("cannot bind the fake provider on port {port} again: {e}"),
+            }
+        }
+    }
+
+    /// The port it listens on.
+    pub fn port(&self) -> u16 {
+        self.url.rsplit(':').next().and_then(|p| p.parse().ok()).expect("the fake provider's port")
+    }
+
+    fn serve(listener: tokio::net::TcpListener, options: FakeOptions) -> FakeProvider {
         let url = format!("http://{}", listener.local_addr().expect("fake provider address"));
         let state = Arc::new(FakeState::new(options));
         let app = router(state.clone());

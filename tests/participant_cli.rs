@@ -25,13 +25,13 @@ use crate::util::{self, call, http, Sse, TestHub, BIN};
 
 /// Generous: a debug build on a slow two-core machine starts a process, probes a provider and
 /// registers in well under this, but not always in one second.
-const STARTUP: Duration = Duration::from_secs(30);
+pub const STARTUP: Duration = Duration::from_secs(30);
 /// How long an event or a line that should come at once may take.
-const SOON: Duration = Duration::from_secs(10);
+pub const SOON: Duration = Duration::from_secs(10);
 
 /// A running `gambi` process; killed (and reaped) when dropped.
-struct Proc {
-    child: Child,
+pub struct Proc {
+    pub child: Child,
     stdout: mpsc::UnboundedReceiver<String>,
     stderr: mpsc::UnboundedReceiver<String>,
     /// Everything it printed so far, for failure messages.
@@ -39,11 +39,11 @@ struct Proc {
 }
 
 impl Proc {
-    fn spawn(args: &[&str]) -> Proc {
+    pub fn spawn(args: &[&str]) -> Proc {
         Self::spawn_env(args, &[])
     }
 
-    fn spawn_env(args: &[&str], env: &[(&str, &str)]) -> Proc {
+    pub fn spawn_env(args: &[&str], env: &[(&str, &str)]) -> Proc {
         let mut child = Command::new(BIN)
             .args(args)
             .envs(env.iter().copied())
@@ -62,27 +62,27 @@ impl Proc {
         Proc { child, stdout, stderr, log }
     }
 
-    fn pid(&self) -> String {
+    pub fn pid(&self) -> String {
         self.child.id().to_string()
     }
 
-    fn log(&self) -> String {
+    pub fn log(&self) -> String {
         self.log.lock().unwrap().clone()
     }
 
     /// The next stdout line that satisfies `want`, skipping others; panics after `within`.
-    async fn line(&mut self, within: Duration, want: impl Fn(&str) -> bool) -> String {
+    pub async fn line(&mut self, within: Duration, want: impl Fn(&str) -> bool) -> String {
         Self::wait(&mut self.stdout, within, want)
             .await
             .unwrap_or_else(|| panic!("no such stdout line; log:\n{}", self.log()))
     }
 
     /// The next stdout line, or `None` if none comes within `within`.
-    async fn next_line(&mut self, within: Duration) -> Option<String> {
+    pub async fn next_line(&mut self, within: Duration) -> Option<String> {
         tokio::time::timeout(within, self.stdout.recv()).await.ok().flatten()
     }
 
-    async fn stderr_line(&mut self, within: Duration, want: impl Fn(&str) -> bool) -> String {
+    pub async fn stderr_line(&mut self, within: Duration, want: impl Fn(&str) -> bool) -> String {
         Self::wait(&mut self.stderr, within, want)
             .await
             .unwrap_or_else(|| panic!("no such stderr line; log:\n{}", self.log()))
@@ -104,18 +104,18 @@ impl Proc {
     }
 
     /// The next stdout line as JSON whose `state` is `state` (ndjson output of `join`).
-    async fn state(&mut self, state: &str, within: Duration) -> Value {
+    pub async fn state(&mut self, state: &str, within: Duration) -> Value {
         let line = self.line(within, |l| serde_json::from_str::<Value>(l).is_ok_and(|v| v["state"] == state)).await;
         serde_json::from_str(&line).unwrap()
     }
 
-    fn signal(&self, name: &str) {
+    pub fn signal(&self, name: &str) {
         let status = Command::new("kill").args([&format!("-{name}"), &self.pid()]).status().unwrap();
         assert!(status.success(), "kill -{name} failed");
     }
 
     /// Waits for the process to end; panics after `within`.
-    async fn exit(&mut self, within: Duration) -> ExitStatus {
+    pub async fn exit(&mut self, within: Duration) -> ExitStatus {
         let deadline = Instant::now() + within;
         loop {
             if let Some(status) = self.child.try_wait().unwrap() {
@@ -160,19 +160,19 @@ async fn run(args: &[&str]) -> (i32, String, String) {
 }
 
 /// `participant join` arguments for a room on `hub`, sharing `provider`'s llama3.
-fn join_args<'a>(hub: &'a str, code: &'a str, provider: &'a FakeProvider, extra: &[&'a str]) -> Vec<&'a str> {
+pub fn join_args<'a>(hub: &'a str, code: &'a str, provider: &'a FakeProvider, extra: &[&'a str]) -> Vec<&'a str> {
     let mut args = vec!["participant", "join", "--room", code, "--model", "llama3", "--endpoint", &provider.url];
     args.extend_from_slice(extra);
     args.extend(["--hub", hub]);
     args
 }
 
-async fn participant(hub: &str, code: &str, id: &str) -> (u16, Value) {
+pub async fn participant(hub: &str, code: &str, id: &str) -> (u16, Value) {
     let (status, _, body) = call(http().get(format!("{hub}/v1/rooms/{code}/participants/{id}"))).await;
     (status, body["data"].clone())
 }
 
-async fn participants(hub: &str, code: &str) -> Vec<Value> {
+pub async fn participants(hub: &str, code: &str) -> Vec<Value> {
     participants_as(hub, code, None).await
 }
 
@@ -188,7 +188,7 @@ async fn participants_as(hub: &str, code: &str, key: Option<&str>) -> Vec<Value>
 }
 
 /// Polls `check` every 20 ms until it holds; panics after `within`, saying what was waited for.
-async fn eventually<F, Fut>(within: Duration, what: &str, check: F)
+pub async fn eventually<F, Fut>(within: Duration, what: &str, check: F)
 where
     F: Fn() -> Fut,
     Fut: std::future::Future<Output = bool>,
@@ -200,7 +200,7 @@ where
     }
 }
 
-async fn connected(hub: &str, code: &str, id: &str) -> bool {
+pub async fn connected(hub: &str, code: &str, id: &str) -> bool {
     let (status, p) = participant(hub, code, id).await;
     status == 200 && p["connection"]["connected"] == true && p["status"] != "offline"
 }
@@ -214,7 +214,7 @@ async fn chat(base: &str, model: &str, text: &str) -> String {
 }
 
 /// Reads the room's event stream until `kind` about `id` (or panics after `within`).
-async fn expect_event(sse: &mut Sse, kind: &str, id: &str, within: Duration) -> Value {
+pub async fn expect_event(sse: &mut Sse, kind: &str, id: &str, within: Duration) -> Value {
     let deadline = tokio::time::Instant::now() + within;
     loop {
         let left = deadline.saturating_duration_since(tokio::time::Instant::now());
@@ -672,7 +672,7 @@ async fn a_participant_process_killed_mid_stream_fails_only_its_own_stream() {
     assert!(done, "B's stream ended without [DONE]");
     assert_eq!(got, echo(&text));
 
-    // A goes offline (no heartbeats), B stays online.
+    // A is offline (its tunnel closed with its process), B stays online.
     eventually(Duration::from_secs(5), "A is offline", || async {
         participant(&hub.url, &code, "part-a").await.1["status"] == "offline"
     })

@@ -21,6 +21,7 @@ mod properties;
 mod provider;
 mod room_key;
 mod secrets;
+mod share_health;
 mod shutdown;
 mod specs;
 mod state;

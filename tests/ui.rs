@@ -548,6 +548,53 @@ async fn a_participant_goes_online_then_offline_without_a_reload() {
     browser.close().await;
 }
 
+/// Issue 12, false statement 2: the room showed a share whose model server had died "Online".
+#[tokio::test]
+async fn a_paused_participant_says_why_and_comes_back_without_a_reload() {
+    let hub = TestHub::start().await;
+    let (code, _) = hub.room("Paused room", None).await;
+    let reg = crate::tunnel::register(&hub.url, &code, "alice-p").await;
+    let browser = Browser::start().await;
+    browser.goto(&hub.at(&format!("/#/room/{code}"))).await;
+    until_live(&browser).await;
+    mark_page(&browser).await;
+    let card = "[data-participant-id=\"alice-p\"]";
+    let beat = hub.at(&format!("/v1/rooms/{code}/participants/alice-p/heartbeat"));
+    let tell = |body: Value| {
+        let (beat, token) = (beat.clone(), reg.participant_token.clone());
+        async move {
+            let (status, _, v) = call(http().post(beat).bearer_auth(token).json(&body)).await;
+            assert_eq!(status, 200, "{v}");
+        }
+    };
+
+    tell(json!({"paused": true, "pauseReason": "provider"})).await;
+    browser
+        .until(
+            "the participant paused",
+            &format!("return document.querySelector('{card}[data-status=\"paused\"]') !== null"),
+            vec![],
+        )
+        .await;
+    assert_eq!(browser.text(&format!("{card} .status")).await, "Paused — model server stopped");
+    let dot = browser.js(&format!("return document.querySelector('{card} .dot').className"), vec![]).await;
+    assert!(dot.as_str().unwrap().contains("dot-paused"), "{dot}");
+    assert!(browser.text("#event-log").await.contains("alice-p is paused (model server stopped)"));
+
+    tell(json!({"paused": false})).await;
+    browser
+        .until(
+            "the participant back",
+            &format!("return document.querySelector('{card}[data-status=\"online\"]') !== null"),
+            vec![],
+        )
+        .await;
+    assert_eq!(browser.text(&format!("{card} .status")).await, "Online");
+    assert!(browser.text("#event-log").await.contains("alice-p is serving again"));
+    assert_same_page(&browser).await;
+    browser.close().await;
+}
+
 #[tokio::test]
 async fn the_room_shows_activity_after_a_completion() {
     let hub = TestHub::start().await;

@@ -45,7 +45,7 @@
 //                   plus "connected" when forwarding starts and "stream.lagged" when events were lost
 //   "share-status"  payload ShareStatus, whenever it changes
 //
-// ShareStatus = { state: "off"|"starting"|"live"|"reconnecting"|"error", hub?: url, code?: string,
+// ShareStatus = { state: "off"|"starting"|"live"|"paused"|"reconnecting"|"error", hub?: url, code?: string,
 //                 roomName?: string, model?: string, participantId?: string, message?: sentence,
 //                 ownHub: bool (the room is on this app's hub) }
 // Settings    = { nickname, providerEndpoint: string|null, preferredModel: string|null,

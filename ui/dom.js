@@ -277,6 +277,6 @@ export function errorBox(error, extra) {
 
 /** A status badge: a coloured dot and a word (the word is what assistive tech reads). */
 export function statusDot(status) {
-  const known = ["online", "busy", "offline"].includes(status) ? status : "offline";
+  const known = ["online", "busy", "paused", "offline"].includes(status) ? status : "offline";
   return el("span", { class: `dot dot-${known}`, "aria-hidden": "true" });
 }

@@ -137,7 +137,11 @@ impl EventPrinter {
                     (_, Some(true)) => "tunnel connected",
                     _ => "tunnel not connected",
                 };
-                format!("{} {verb}: {}, {}, {connection}", self.who(&id), s("model"), s("status"))
+                let status = match (data["status"].as_str(), data["pausedReason"].as_str()) {
+                    (Some("paused"), Some(reason)) => format!("paused ({reason})"),
+                    _ => s("status"),
+                };
+                format!("{} {verb}: {}, {status}, {connection}", self.who(&id), s("model"))
             }
             "participant.left" => format!("{} left", self.who(&s("participantId"))),
             "participant.offline" => format!("{} went offline", self.who(&s("participantId"))),
@@ -226,6 +230,14 @@ mod tests {
             "01:02:03Z  llm.complete         r1 done by alice (alice-x7k2q9) (llama3): ttft 120 ms, total 900 ms, \
              42 tokens out, 35.1 tokens/s"
         );
+        let paused = json!({
+            "id": "alice-x7k2q9", "nickname": "alice", "model": "llama3", "status": "paused",
+            "pausedReason": "model server stopped", "connection": {"kind": "tunnel", "connected": true},
+        });
+        assert!(printer
+            .text(&envelope("participant.updated", paused))
+            .unwrap()
+            .ends_with("alice (alice-x7k2q9) updated: llama3, paused (model server stopped), tunnel connected"));
         let left = printer.text(&envelope("participant.left", json!({"participantId": "bob"}))).unwrap();
         assert!(left.ends_with("participant.left     bob left"), "{left}");
     }

@@ -17,8 +17,11 @@ use crate::client::{ClientError, HubClient};
 use crate::discovery::known::{self, KnownHubs, Sighting};
 use crate::discovery::{FoundHub, RoomClaim};
 use crate::participant::probe::{self, ProbeError};
-use crate::participant::{CloseReason, ParticipantSession, SessionError, SessionOptions, ShareState, Supervisor};
-use crate::protocol::{is_participant_id, normalize_room_code};
+use crate::participant::{
+    CloseEvent, CloseReason, ParticipantSession, ProviderHealth, SessionError, SessionOptions, ShareState, Supervisor,
+};
+use crate::protocol::{is_participant_id, normalize_room_code, PauseReason};
+use crate::provider::ProviderKind;
 
 /// Where Ollama listens out of the box: the model server most people share.
 pub const DEFAULT_ENDPOINT: &str = "http://localhost:11434";
@@ -236,7 +239,7 @@ async fn join_inner(args: JoinArgs) -> Result<(), Failure> {
         }
         None => generated_participant_id(&nickname),
     };
-    let (endpoint, model) = resolve_provider(&share).await?;
+    let (endpoint, model, provider) = resolve_provider(&share).await?;
     let mut options = SessionOptions::new(client.base_url(), &code, &id, &endpoint, &model);
     options.auto_specs = !share.no_specs;
     options.nickname = nickname.clone();
@@ -254,6 +257,7 @@ async fn join_inner(args: JoinArgs) -> Result<(), Failure> {
         nickname,
         model,
         endpoint,
+        provider,
         was_live: false,
         last: None,
     };
@@ -354,11 +358,12 @@ fn moved_warning(name: &str, was: &str, now: &str) -> String {
     )
 }
 
-/// The model server and model to share: as given, or found on this machine. Says on stderr what
-/// it picked, so a person knows what they are sharing.
-async fn resolve_provider(share: &ShareOptions) -> Result<(String, String), Failure> {
+/// The model server and model to share, and what kind of server it is when that was looked at:
+/// as given, or found on this machine. Says on stderr what it picked, so a person knows what they
+/// are sharing.
+async fn resolve_provider(share: &ShareOptions) -> Result<(String, String, Option<ProviderKind>), Failure> {
     if let (Some(endpoint), Some(model)) = (&share.endpoint, &share.model) {
-        return Ok((endpoint.clone(), model.clone()));
+        return Ok((endpoint.clone(), model.clone(), None));
     }
     let found = match &share.endpoint {
         Some(url) => {
@@ -392,7 +397,7 @@ async fn resolve_provider(share: &ShareOptions) -> Result<(String, String), Fail
     if share.model.is_none() {
         eprintln!("Sharing {} from {}.", output::sanitize(&model), output::sanitize(&found.endpoint));
     }
-    Ok((found.endpoint, model))
+    Ok((found.endpoint, model, Some(found.kind)))
 }
 
 /// Asks which model to share when a person is at the terminal; `None` when nobody can answer.
@@ -469,7 +474,7 @@ async fn run_supervised(
                 supervisor.stop().await;
                 // Between two attempts there is no session to leave through, but the hub may still
                 // list this participant from before the connection broke: remove it by hand.
-                if view.was_live && !matches!(last, Some(ShareState::Live { .. })) {
+                if view.was_live && !matches!(last, Some(ShareState::Live { .. } | ShareState::Paused { .. })) {
                     let leave = client.leave_as(&view.room, &view.id, token.as_deref());
                     let _ = tokio::time::timeout(LEAVE_TIMEOUT, leave).await;
                 }
@@ -516,36 +521,59 @@ async fn run_once(
         }
         started = ParticipantSession::start(options) => started.map_err(session_failure)?,
     };
-    view.show(&ShareState::Live {
+    let live = ShareState::Live {
         room_code: session.room_code().to_string(),
         participant_id: session.participant().id.clone(),
         hub_url: session.hub_url().to_string(),
         model: session.participant().model.clone(),
-    })?;
-    tokio::select! {
-        _ = &mut signal => {
-            view.note(&format!("Leaving room {}...", view.room));
-            session.close().await;
-            view.show(&ShareState::Stopped)?;
-            Ok(())
-        }
-        event = session.wait_until_closed() => {
-            let why = match event.reason {
-                CloseReason::Closed => {
-                    view.show(&ShareState::Stopped)?;
-                    return Ok(());
-                }
-                CloseReason::TunnelClosed => "the tunnel to the hub closed",
-                CloseReason::HeartbeatFailed => "the hub stopped answering heartbeats",
-            };
-            let detail = event.error.map(|e| format!(": {e}")).unwrap_or_default();
-            Err(Failure::message(
-                3,
-                format!("the share ended: {why}{detail}"),
-                Some("Run without --no-reconnect to reconnect by itself.".into()),
-            ))
+    };
+    let mut health = session.provider_health();
+    let mut watching = true;
+    loop {
+        // The provider watch pauses and resumes the share; the session goes on either way.
+        let state = match (&*health.borrow_and_update(), &live) {
+            (
+                ProviderHealth::NotAnswering { error },
+                ShareState::Live { room_code, participant_id, hub_url, model },
+            ) => ShareState::Paused {
+                room_code: room_code.clone(),
+                participant_id: participant_id.clone(),
+                hub_url: hub_url.clone(),
+                model: model.clone(),
+                reason: PauseReason::Provider,
+                error: error.clone(),
+            },
+            _ => live.clone(),
+        };
+        view.show(&state)?;
+        tokio::select! {
+            changed = health.changed(), if watching => watching = changed.is_ok(),
+            _ = &mut signal => break,
+            event = session.wait_until_closed() => return once_ended(event, view),
         }
     }
+    view.note(&format!("Leaving room {}...", view.room));
+    session.close().await;
+    view.show(&ShareState::Stopped)?;
+    Ok(())
+}
+
+/// How a `--no-reconnect` session that ended by itself ends the command.
+fn once_ended(event: CloseEvent, view: &mut ShareView) -> Result<(), Failure> {
+    let why = match event.reason {
+        CloseReason::Closed => {
+            view.show(&ShareState::Stopped)?;
+            return Ok(());
+        }
+        CloseReason::TunnelClosed => "the tunnel to the hub closed",
+        CloseReason::HeartbeatFailed => "the hub stopped answering heartbeats",
+    };
+    let detail = event.error.map(|e| format!(": {e}")).unwrap_or_default();
+    Err(Failure::message(
+        3,
+        format!("the share ended: {why}{detail}"),
+        Some("Run without --no-reconnect to reconnect by itself.".into()),
+    ))
 }
 
 /// The exit code and words for a session that could not start.
@@ -620,6 +648,8 @@ struct ShareView {
     nickname: String,
     model: String,
     endpoint: String,
+    /// What kind of model server it is, when that was looked at: its name reads better than a URL.
+    provider: Option<ProviderKind>,
     /// Whether the share has been live once: a reconnection reads differently from a first join.
     was_live: bool,
     last: Option<ShareState>,
@@ -658,9 +688,23 @@ impl ShareView {
         }
     }
 
+    /// The model server, as a sentence starts with it: "Ollama", or "The model server at URL".
+    fn provider_name(&self) -> String {
+        match self.provider {
+            Some(kind @ (ProviderKind::Ollama | ProviderKind::LmStudio)) => kind.to_string(),
+            _ => format!("The model server at {}", output::sanitize(&self.endpoint)),
+        }
+    }
+
     fn text(&self, state: &ShareState) -> String {
         let clean = output::sanitize;
         match state {
+            ShareState::Paused { .. } => {
+                format!("{} stopped answering — your share is paused until it is back.", self.provider_name())
+            }
+            ShareState::Live { .. } if matches!(self.last, Some(ShareState::Paused { .. })) => {
+                format!("{} is answering again — your share is back on.", self.provider_name())
+            }
             ShareState::Starting => format!(
                 "Joining room {} on {} as {} ({}), sharing {} from {}...",
                 self.room,
@@ -687,7 +731,7 @@ impl ShareView {
                 let wait = wait_text(*retry_in_ms);
                 let error = clean(error);
                 match &self.last {
-                    Some(ShareState::Live { .. }) => {
+                    Some(ShareState::Live { .. } | ShareState::Paused { .. }) => {
                         format!("Connection lost ({error}); reconnecting in {wait} (attempt {attempt})...")
                     }
                     _ if !self.was_live => {
@@ -836,6 +880,7 @@ mod tests {
             nickname: "alice".into(),
             model: "llama3".into(),
             endpoint: DEFAULT_ENDPOINT.into(),
+            provider: Some(ProviderKind::Ollama),
             was_live: false,
             last: None,
         };
@@ -855,5 +900,18 @@ mod tests {
         view.last = Some(lost.clone());
         assert!(view.text(&lost).starts_with("Still not connected"));
         assert!(view.text(&live).starts_with("Back online"));
+        let paused = ShareState::Paused {
+            room_code: "ABC123".into(),
+            participant_id: "alice-x7k2q9".into(),
+            hub_url: "http://h:1".into(),
+            model: "llama3".into(),
+            reason: PauseReason::Provider,
+            error: "connection refused".into(),
+        };
+        assert_eq!(view.text(&paused), "Ollama stopped answering — your share is paused until it is back.");
+        view.last = Some(paused);
+        assert_eq!(view.text(&live), "Ollama is answering again — your share is back on.");
+        view.provider = None;
+        assert!(view.text(&live).starts_with("The model server at http://localhost:11434 is answering again"));
     }
 }

@@ -12,8 +12,8 @@ use serde::de::DeserializeOwned;
 use serde::Serialize;
 
 use crate::protocol::{
-    Capabilities, CreatedRoom, Envelope, ErrorEnvelope, Health, HeartbeatResult, LoadedModel, MachineSpecs,
-    Participant, Registered, RoomSummary, RuntimeConfig, Success,
+    Capabilities, CreatedRoom, Envelope, ErrorEnvelope, Health, HeartbeatNews, HeartbeatResult, LoadedModel,
+    MachineSpecs, Participant, Registered, RoomSummary, RuntimeConfig, Success,
 };
 
 /// How long to wait for a TCP (and TLS) connection to the hub: a LAN hub answers in milliseconds,
@@ -169,13 +169,6 @@ struct CreateRoomBody<'a> {
     password: Option<&'a str>,
     #[serde(skip_serializing_if = "Option::is_none")]
     defaults: Option<RuntimeConfig>,
-}
-
-/// `POST /v1/rooms/:code/participants/:id/heartbeat` body, sent only when there is news.
-#[derive(Serialize)]
-#[serde(rename_all = "camelCase")]
-struct HeartbeatBody {
-    loaded_models: Vec<LoadedModel>,
 }
 
 /// A client of one hub. Cheap to clone: clones share one connection pool.
@@ -339,15 +332,23 @@ impl HubClient {
         loaded_models: Option<Vec<LoadedModel>>,
         participant_token: Option<&str>,
     ) -> Result<HeartbeatResult, ClientError> {
-        let body = loaded_models.map(|loaded_models| HeartbeatBody { loaded_models });
-        self.call(
-            Method::POST,
-            &["v1", "rooms", code, "participants", id, "heartbeat"],
-            body.as_ref(),
-            participant_token,
-        )
-        .await
-        .map(|(_, data)| data)
+        self.heartbeat_news(code, id, &HeartbeatNews { loaded_models, ..HeartbeatNews::default() }, participant_token)
+            .await
+    }
+
+    /// A heartbeat carrying `news` (loaded models, a pause or its end) with the participant's
+    /// token; one without news has no body, as the seed's participants send it.
+    pub async fn heartbeat_news(
+        &self,
+        code: &str,
+        id: &str,
+        news: &HeartbeatNews,
+        participant_token: Option<&str>,
+    ) -> Result<HeartbeatResult, ClientError> {
+        let body = (!news.is_empty()).then_some(news);
+        self.call(Method::POST, &["v1", "rooms", code, "participants", id, "heartbeat"], body, participant_token)
+            .await
+            .map(|(_, data)| data)
     }
 
     /// `DELETE /v1/rooms/:code/participants/:id` without a token (enough only on a `--compat` hub).

@@ -200,7 +200,7 @@ impl ShareStatus {
     }
 
     pub fn is_on(&self) -> bool {
-        matches!(self.state, "starting" | "live" | "reconnecting")
+        matches!(self.state, "starting" | "live" | "paused" | "reconnecting")
     }
 }
 
@@ -770,7 +770,15 @@ impl AppCore {
         *self.inner.share.lock().await = Some(Share { supervisor, target: target.clone(), forward, room_watch });
         let settled: Option<ShareState> = tokio::time::timeout(
             SHARE_START_WAIT,
-            rx.wait_for(|s| matches!(s, ShareState::Live { .. } | ShareState::Failed { .. } | ShareState::Stopped)),
+            rx.wait_for(|s| {
+                matches!(
+                    s,
+                    ShareState::Live { .. }
+                        | ShareState::Paused { .. }
+                        | ShareState::Failed { .. }
+                        | ShareState::Stopped
+                )
+            }),
         )
         .await
         .ok()
@@ -1130,6 +1138,13 @@ fn status_of(state: &ShareState, target: &ShareTarget) -> ShareStatus {
             state: "live",
             participant_id: Some(participant_id.clone()),
             model: Some(model.clone()),
+            ..base
+        },
+        ShareState::Paused { participant_id, model, .. } => ShareStatus {
+            state: "paused",
+            participant_id: Some(participant_id.clone()),
+            model: Some(model.clone()),
+            message: Some("The model server stopped answering — your share is paused until it is back.".into()),
             ..base
         },
         ShareState::Reconnecting { attempt, retry_in_ms, error } => ShareStatus {

@@ -101,6 +101,7 @@ pub fn status_line(core: &AppCore) -> (String, bool, bool) {
     let what = match share.state {
         "live" => format!("Sharing {} in {room}", share.model.as_deref().unwrap_or("a model")),
         "starting" => format!("Starting to share in {room}"),
+        "paused" => format!("Paused in {room} — the model server stopped"),
         "reconnecting" => format!("Reconnecting to {room}"),
         "error" => "Share stopped".into(),
         _ => "Not sharing".into(),

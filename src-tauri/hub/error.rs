@@ -61,6 +61,9 @@ pub enum HubError {
     ParticipantBusy { id: String },
     #[error("participant {id} is unavailable: {reason}")]
     ParticipantUnavailable { id: String, reason: String },
+    /// Registered and alive but not routable (additive status `paused`); `reason` is its words.
+    #[error("participant {id} is paused: {reason}")]
+    ParticipantPaused { id: String, reason: String },
     #[error("the participant's provider failed ({stage}): {message}")]
     Upstream { stage: String, message: String },
     #[error("the participant's provider did not answer in time ({stage})")]
@@ -87,7 +90,9 @@ impl HubError {
             | HubError::RouteNotFound { .. }
             | HubError::NoParticipant => StatusCode::NOT_FOUND,
             HubError::ParticipantBusy { .. } => StatusCode::CONFLICT,
-            HubError::ParticipantUnavailable { .. } => StatusCode::SERVICE_UNAVAILABLE,
+            HubError::ParticipantUnavailable { .. } | HubError::ParticipantPaused { .. } => {
+                StatusCode::SERVICE_UNAVAILABLE
+            }
             HubError::Upstream { .. } => StatusCode::BAD_GATEWAY,
             HubError::UpstreamTimeout { .. } => StatusCode::GATEWAY_TIMEOUT,
             HubError::InvalidPassword
@@ -140,6 +145,7 @@ impl HubError {
             HubError::NoParticipant => "MODEL_NOT_FOUND",
             HubError::ParticipantBusy { .. } => "PARTICIPANT_BUSY",
             HubError::ParticipantUnavailable { .. } => "PARTICIPANT_TUNNEL_NOT_CONNECTED",
+            HubError::ParticipantPaused { .. } => "PARTICIPANT_PAUSED",
             HubError::Upstream { .. } => "UPSTREAM_ERROR",
             HubError::UpstreamTimeout { .. } => "UPSTREAM_TIMEOUT",
             HubError::HostNotAllowed { .. } => "HOST_NOT_ALLOWED",
@@ -189,6 +195,7 @@ impl HubError {
             HubError::NoParticipant => "No available participant for the requested model".into(),
             HubError::ParticipantBusy { id } => format!("Participant '{id}' is busy."),
             HubError::ParticipantUnavailable { id, reason } => format!("Participant '{id}' is unavailable: {reason}."),
+            HubError::ParticipantPaused { id, reason } => format!("Participant '{id}' is paused: {reason}."),
             HubError::Upstream { stage, message } => {
                 format!("The participant's model server failed ({stage}): {message}")
             }
@@ -259,6 +266,10 @@ impl HubError {
             }
             HubError::ParticipantBusy { .. } => Some("Retry shortly, or use model '*' to let the hub pick.".into()),
             HubError::ParticipantUnavailable { .. } => Some("Pick another participant, or use model '*'.".into()),
+            HubError::ParticipantPaused { .. } => Some(
+                "It resumes by itself once it can serve again; meanwhile pick another participant, or use model '*'."
+                    .into(),
+            ),
             HubError::Upstream { .. } | HubError::UpstreamTimeout { .. } => {
                 Some("Retry; if it keeps failing, the participant's model server needs attention.".into())
             }
@@ -425,6 +436,11 @@ mod tests {
             (HubError::InvalidJson { cause: String::new() }, 400, "INVALID_REQUEST"),
             (HubError::PayloadTooLarge { limit: 1 }, 413, "PAYLOAD_TOO_LARGE"),
             (HubError::HostTokenInvalid, 403, "INVALID_HOST_TOKEN"),
+            (
+                HubError::ParticipantPaused { id: "x".into(), reason: "model server stopped".into() },
+                503,
+                "PARTICIPANT_PAUSED",
+            ),
             (HubError::Internal("x".into()), 500, "INTERNAL_ERROR"),
         ];
         for (e, status, code) in cases {

@@ -19,8 +19,9 @@ use tokio::sync::oneshot;
 
 use crate::protocol::events::EventKind;
 use crate::protocol::{
-    is_participant_id, now_ms, Capabilities, Connection, ConnectionKind, CreatedRoom, HeartbeatResult, LoadedModel,
-    MachineSpecs, Participant, ParticipantStatus, RoomSummary, RuntimeConfig, ROOM_CODE_LEN, TUNNEL_TOKEN_TTL,
+    is_participant_id, now_ms, Capabilities, Connection, ConnectionKind, CreatedRoom, HeartbeatNews, HeartbeatResult,
+    LoadedModel, MachineSpecs, Participant, ParticipantStatus, PauseReason, RoomSummary, RuntimeConfig, ROOM_CODE_LEN,
+    TUNNEL_TOKEN_TTL,
 };
 
 use super::error::HubError;
@@ -101,6 +102,13 @@ pub struct ParticipantRecord {
     offline_since: Option<u64>,
     /// Requests being served now; `status` is `busy` while this equals `max_concurrency`.
     pub in_flight: u32,
+    /// Why the participant paused itself (its heartbeat said so), if it did. Kept apart from
+    /// `status` because `status` is recomputed as requests come and go, and a pause outlives that
+    /// (and an offline spell).
+    paused: Option<PauseReason>,
+    /// Its tunnel closed and no registration or tunnel has come since: it is offline for that, and
+    /// a heartbeat alone (a session that has not noticed yet) does not make it routable again.
+    tunnel_lost: bool,
     /// `public` as JSON, redone on every change of it: listing 10,000 participants then copies
     /// bytes under the lock instead of serializing them there.
     json: bytes::Bytes,
@@ -117,6 +125,8 @@ impl ParticipantRecord {
             config,
             offline_since: None,
             in_flight: 0,
+            paused: None,
+            tunnel_lost: false,
             json: bytes::Bytes::new(),
             token_sha256: String::new(),
             reach: crate::hub::egress::Reach::default(),
@@ -135,6 +145,18 @@ impl ParticipantRecord {
         let token = random_token("gp_", 24);
         self.token_sha256 = sha256_hex(&token);
         token
+    }
+
+    /// What `status` is while the participant is not offline: paused, busy (every place taken) or
+    /// online.
+    fn live_status(&self) -> ParticipantStatus {
+        if self.paused.is_some() {
+            ParticipantStatus::Paused
+        } else if self.in_flight >= self.public.max_concurrency {
+            ParticipantStatus::Busy
+        } else {
+            ParticipantStatus::Online
+        }
     }
 
     /// Re-encodes the cached JSON; called after every change of `public`.
@@ -509,13 +531,14 @@ impl Registry {
                 if p.connection.kind != kind {
                     p.connection = fresh_connection(kind);
                 }
-                p.status = if existing.in_flight >= p.max_concurrency {
-                    ParticipantStatus::Busy
-                } else {
-                    ParticipantStatus::Online
-                };
+                // A registration comes after its session found the provider answering: whatever
+                // paused it is over. Routing still waits for its tunnel.
+                p.paused_reason = None;
                 p.last_seen = now;
                 p.updated_at = now;
+                existing.paused = None;
+                existing.tunnel_lost = false;
+                existing.public.status = existing.live_status();
                 existing.config = reg.config;
                 existing.reach = reg.reach;
                 existing.offline_since = None;
@@ -539,6 +562,7 @@ impl Registry {
                         updated_at: now,
                         max_concurrency: reg.max_concurrency.unwrap_or(1),
                         loaded_models: reg.loaded_models.unwrap_or_default(),
+                        paused_reason: None,
                     },
                     reg.config,
                 );
@@ -574,8 +598,7 @@ impl Registry {
         self.heartbeat_as(code, id, loaded_models, Claim::default())
     }
 
-    /// Records a heartbeat. One that carries news about the participant (its loaded models) changes
-    /// what the room routes on, so under strict rules it needs the participant's token.
+    /// Records a heartbeat that may carry news about the loaded models (see [`Registry::heartbeat_news`]).
     pub fn heartbeat_as(
         &self,
         code: &str,
@@ -583,26 +606,50 @@ impl Registry {
         loaded_models: Option<Vec<LoadedModel>>,
         claim: Claim<'_>,
     ) -> Result<HeartbeatResult, HubError> {
+        self.heartbeat_news(code, id, HeartbeatNews { loaded_models, ..HeartbeatNews::default() }, claim)
+    }
+
+    /// Records a heartbeat. One that carries news about the participant (its loaded models, a
+    /// pause or its end) changes what the room routes on, so under strict rules it needs the
+    /// participant's token. An offline participant comes back, unless it went offline because its
+    /// tunnel closed: only a registration or a new tunnel brings that one back.
+    pub fn heartbeat_news(
+        &self,
+        code: &str,
+        id: &str,
+        news: HeartbeatNews,
+        claim: Claim<'_>,
+    ) -> Result<HeartbeatResult, HubError> {
         let mut state = self.state();
         let room = state.rooms.get_mut(code).ok_or_else(|| not_found(code))?;
         let record = room.participants.get_mut(id).ok_or_else(|| HubError::ParticipantNotFound { id: id.into() })?;
-        if claim.strict && loaded_models.is_some() && !record.token_matches(claim.token) {
+        if claim.strict && !news.is_empty() && !record.token_matches(claim.token) {
             return Err(match claim.token {
                 None => HubError::ParticipantTokenRequired,
                 Some(_) => HubError::ParticipantTokenInvalid,
             });
         }
         let now = now_ms();
-        let p = &mut record.public;
-        p.last_seen = now;
+        record.public.last_seen = now;
         let mut changed = false;
-        if p.status == ParticipantStatus::Offline {
-            p.status =
-                if record.in_flight >= p.max_concurrency { ParticipantStatus::Busy } else { ParticipantStatus::Online };
+        if let Some(paused) = news.paused {
+            let reason = paused.then(|| news.pause_reason.unwrap_or(PauseReason::Provider));
+            if reason != record.paused {
+                record.paused = reason;
+                record.public.paused_reason = reason.map(|r| r.describe().to_string());
+                if record.public.status != ParticipantStatus::Offline {
+                    record.public.status = record.live_status();
+                }
+                changed = true;
+            }
+        }
+        if record.public.status == ParticipantStatus::Offline && !record.tunnel_lost {
+            record.public.status = record.live_status();
             record.offline_since = None;
             changed = true;
         }
-        if let Some(models) = loaded_models {
+        let p = &mut record.public;
+        if let Some(models) = news.loaded_models {
             if models != p.loaded_models {
                 p.loaded_models = models;
                 changed = true;
@@ -942,7 +989,14 @@ enum Choice {
 }
 
 fn available(r: &ParticipantRecord) -> bool {
-    r.public.status != ParticipantStatus::Offline && r.public.connection.connected
+    !matches!(r.public.status, ParticipantStatus::Offline | ParticipantStatus::Paused) && r.public.connection.connected
+}
+
+fn paused_error(r: &ParticipantRecord) -> HubError {
+    HubError::ParticipantPaused {
+        id: r.public.id.clone(),
+        reason: r.paused.map_or("paused", PauseReason::describe).to_string(),
+    }
 }
 
 fn choose(room: &RoomRecord, selector: &Selector, exclude: &[String]) -> Result<Choice, HubError> {
@@ -955,6 +1009,9 @@ fn choose(room: &RoomRecord, selector: &Selector, exclude: &[String]) -> Result<
             if r.public.status == ParticipantStatus::Offline {
                 return Err(HubError::ParticipantUnavailable { id, reason: "it is offline".into() });
             }
+            if r.public.status == ParticipantStatus::Paused {
+                return Err(paused_error(r));
+            }
             if !r.public.connection.connected {
                 return Err(HubError::ParticipantUnavailable { id, reason: "its tunnel is not connected".into() });
             }
@@ -965,14 +1022,17 @@ fn choose(room: &RoomRecord, selector: &Selector, exclude: &[String]) -> Result<
         Selector::Any => None,
         Selector::Model(m) | Selector::Named(m) => Some(m.as_str()),
     };
-    let usable: Vec<&ParticipantRecord> = room
-        .participants
-        .values()
-        .filter(|r| model.is_none_or(|m| same_model(&r.public.model, m)))
-        .filter(|r| available(r) && !exclude.contains(&r.public.id))
-        .collect();
+    let matching = || {
+        room.participants
+            .values()
+            .filter(|r| model.is_none_or(|m| same_model(&r.public.model, m)))
+            .filter(|r| !exclude.contains(&r.public.id))
+    };
+    let usable: Vec<&ParticipantRecord> = matching().filter(|r| available(r)).collect();
     if usable.is_empty() {
-        return Err(HubError::NoParticipant);
+        // Say why when the only ones that could serve are paused: they come back by themselves.
+        let paused = matching().find(|r| r.public.status == ParticipantStatus::Paused && r.public.connection.connected);
+        return Err(paused.map_or(HubError::NoParticipant, paused_error));
     }
     let load = |r: &ParticipantRecord| f64::from(r.in_flight) / f64::from(r.public.max_concurrency.max(1));
     let free: Vec<&ParticipantRecord> = usable.into_iter().filter(|r| r.in_flight < r.public.max_concurrency).collect();
@@ -982,14 +1042,6 @@ fn choose(room: &RoomRecord, selector: &Selector, exclude: &[String]) -> Result<
     let ties: Vec<&&ParticipantRecord> = free.iter().filter(|r| load(r) <= least).collect();
     let pick = ties[rand::rng().random_range(0..ties.len())];
     Ok(Choice::Free(pick.public.id.clone()))
-}
-
-fn live_status(r: &ParticipantRecord) -> ParticipantStatus {
-    if r.in_flight >= r.public.max_concurrency {
-        ParticipantStatus::Busy
-    } else {
-        ParticipantStatus::Online
-    }
 }
 
 impl Registry {
@@ -1058,7 +1110,7 @@ impl Registry {
         let mut snapshot = None;
         if let Some(r) = state.rooms.get_mut(code).and_then(|room| room.participants.get_mut(id)) {
             r.in_flight += 1;
-            let status = live_status(r);
+            let status = r.live_status();
             if r.public.status != status && r.public.status != ParticipantStatus::Offline {
                 r.public.status = status;
                 r.public.updated_at = now_ms();
@@ -1085,7 +1137,7 @@ impl Registry {
     fn release_locked(&self, state: &mut State, code: &str, id: &str) {
         if let Some(r) = state.rooms.get_mut(code).and_then(|room| room.participants.get_mut(id)) {
             r.in_flight = r.in_flight.saturating_sub(1);
-            let status = live_status(r);
+            let status = r.live_status();
             if r.public.status == ParticipantStatus::Busy && status != ParticipantStatus::Busy {
                 r.public.status = status;
                 r.public.updated_at = now_ms();
@@ -1139,18 +1191,38 @@ impl Registry {
 
     /// A tunnel opened or closed for a participant: updates `connection` and tells the room. False
     /// when the room has no such participant (it left, or was removed, while its tunnel opened).
+    ///
+    /// A tunnel participant has no other way to serve, so the moment its tunnel closes it is
+    /// `offline` (`participant.offline`), not left `online` until its heartbeats run out; the
+    /// retention rule counts from there. Its tunnel opening again brings it back.
     pub fn set_tunnel(&self, code: &str, id: &str, connected: bool) -> bool {
         let mut state = self.state();
         let Some(r) = state.rooms.get_mut(code).and_then(|room| room.participants.get_mut(id)) else { return false };
         let now = now_ms();
         r.public.connection.connected = connected;
-        if connected {
-            r.public.connection.last_tunnel_seen_at = Some(now);
-        }
         r.public.updated_at = now;
+        let kind = if connected {
+            r.public.connection.last_tunnel_seen_at = Some(now);
+            r.tunnel_lost = false;
+            if r.public.status == ParticipantStatus::Offline {
+                r.public.status = r.live_status();
+                r.offline_since = None;
+            }
+            EventKind::ParticipantUpdated(r.public.clone())
+        } else if r.public.connection.kind == ConnectionKind::Tunnel {
+            r.tunnel_lost = true;
+            if r.public.status == ParticipantStatus::Offline {
+                EventKind::ParticipantUpdated(r.public.clone())
+            } else {
+                r.public.status = ParticipantStatus::Offline;
+                r.offline_since = Some(now);
+                EventKind::ParticipantOffline { participant_id: id.to_string() }
+            }
+        } else {
+            EventKind::ParticipantUpdated(r.public.clone())
+        };
         r.refresh();
-        let public = r.public.clone();
-        self.inner.bus.publish(code, EventKind::ParticipantUpdated(public));
+        self.inner.bus.publish(code, kind);
         self.dispatch_locked(&mut state, code);
         true
     }
@@ -1190,6 +1262,7 @@ fn placeholder_participant(id: &str) -> Participant {
         updated_at: 0,
         max_concurrency: 1,
         loaded_models: Vec::new(),
+        paused_reason: None,
     }
 }
 
@@ -1363,6 +1436,109 @@ mod tests {
             .unwrap()
             .participant_token
             .is_some());
+    }
+
+    /// Issue 12, false statement 3: a participant killed with `kill -9` stayed "online" (and was
+    /// routed to) for ~26 s, until its heartbeats ran out.
+    #[test]
+    fn a_tunnel_that_closes_takes_its_participant_offline_at_once_until_it_reopens() {
+        let r = registry(30_000, 1_000, None);
+        let code = r.create_room("x".into(), None, None).room.code;
+        r.upsert(&code, "w1", reg("A"), ConnectionKind::Tunnel).unwrap();
+        r.set_tunnel(&code, "w1", true);
+        assert!(r.try_acquire(&code, &Selector::Any, &[]).is_some());
+        let mut events = r.bus().subscribe();
+        r.set_tunnel(&code, "w1", false);
+        let closed = r.participant(&code, "w1").unwrap();
+        assert_eq!(closed.public.status, ParticipantStatus::Offline);
+        assert!(!closed.public.connection.connected);
+        assert!(matches!(events.try_recv().unwrap().kind, EventKind::ParticipantOffline { .. }));
+        assert!(r.try_acquire(&code, &Selector::Any, &[]).is_none());
+        assert!(matches!(
+            r.acquire(&code, &Selector::Named("w1".into())),
+            Err(HubError::ParticipantUnavailable { .. })
+        ));
+        // A heartbeat from a session that has not noticed yet does not make it routable again.
+        assert_eq!(r.heartbeat(&code, "w1", None).unwrap().status, ParticipantStatus::Offline);
+        // Its tunnel opening again does.
+        r.set_tunnel(&code, "w1", true);
+        assert_eq!(r.participant(&code, "w1").unwrap().public.status, ParticipantStatus::Online);
+        assert!(matches!(events.try_recv().unwrap().kind, EventKind::ParticipantUpdated(_)));
+        // And a closed tunnel left so is the retention rule's, counted from the close.
+        r.set_tunnel(&code, "w1", false);
+        assert_eq!(r.sweep(now_ms() + 1_500).purged, 1);
+        // A direct participant has no tunnel to lose.
+        r.upsert(&code, "d1", reg("D"), ConnectionKind::Direct).unwrap();
+        r.set_tunnel(&code, "d1", false);
+        assert_eq!(r.participant(&code, "d1").unwrap().public.status, ParticipantStatus::Online);
+        assert_cache_fresh(&r, &code);
+    }
+
+    fn pause(paused: bool) -> HeartbeatNews {
+        HeartbeatNews {
+            paused: Some(paused),
+            pause_reason: paused.then_some(PauseReason::Provider),
+            ..Default::default()
+        }
+    }
+
+    /// Issue 12, false statement 2: a share whose model server died still showed "Online" and took
+    /// requests that all failed.
+    #[test]
+    fn a_paused_participant_is_not_routed_and_says_why_until_it_resumes() {
+        let r = registry(100, 60_000, None);
+        let code = r.create_room("x".into(), None, None).room.code;
+        let token = r.upsert_as(&code, "w1", reg("A"), ConnectionKind::Tunnel, STRICT).unwrap().participant_token;
+        let owner = Claim { token: token.as_deref(), strict: true };
+        r.set_tunnel(&code, "w1", true);
+        // Pausing changes what the room routes on: under strict rules only the owner may.
+        let err = r.heartbeat_news(&code, "w1", pause(true), STRICT).err();
+        assert!(matches!(err, Some(HubError::ParticipantTokenRequired)), "{err:?}");
+        let mut events = r.bus().subscribe();
+        assert_eq!(r.heartbeat_news(&code, "w1", pause(true), owner).unwrap().status, ParticipantStatus::Paused);
+        let EventKind::ParticipantUpdated(public) = events.try_recv().unwrap().kind.clone() else {
+            panic!("a pause is a participant.updated")
+        };
+        assert_eq!(
+            (public.status, public.paused_reason.as_deref()),
+            (ParticipantStatus::Paused, Some("model server stopped"))
+        );
+        assert_cache_fresh(&r, &code);
+        assert!(r.try_acquire(&code, &Selector::Any, &[]).is_none());
+        for selector in [Selector::Named("w1".into()), Selector::Model("llama3".into()), Selector::Any] {
+            let err = r.acquire(&code, &selector).err();
+            let Some(HubError::ParticipantPaused { id, reason }) = err else { panic!("{selector:?}: {err:?}") };
+            assert_eq!((id.as_str(), reason.as_str()), ("w1", "model server stopped"));
+        }
+        // Another participant of the model takes the room's requests meanwhile.
+        let t2 = r.upsert_as(&code, "w2", reg("B"), ConnectionKind::Tunnel, STRICT).unwrap().participant_token;
+        r.set_tunnel(&code, "w2", true);
+        let slot = r.try_acquire(&code, &Selector::Model("llama3".into()), &[]).unwrap();
+        assert_eq!(slot.participant().public.id, "w2");
+        drop(slot);
+        // The same news twice is no news.
+        while events.try_recv().is_ok() {}
+        assert!(r.heartbeat_news(&code, "w1", pause(true), owner).is_ok());
+        assert!(events.try_recv().is_err());
+        // Offline and back: still paused.
+        let t = r.participant(&code, "w1").unwrap().public.last_seen;
+        r.heartbeat(&code, "w2", None).unwrap();
+        r.sweep(t + 150);
+        assert_eq!(r.participant(&code, "w1").unwrap().public.status, ParticipantStatus::Offline);
+        assert_eq!(r.heartbeat(&code, "w1", None).unwrap().status, ParticipantStatus::Paused);
+        // Resumed: routable again, the reason gone.
+        assert_eq!(r.heartbeat_news(&code, "w1", pause(false), owner).unwrap().status, ParticipantStatus::Online);
+        assert_eq!(r.participant(&code, "w1").unwrap().public.paused_reason, None);
+        let slot = r.try_acquire(&code, &Selector::Named("w1".into()), &[]).unwrap();
+        // Paused while busy: paused it stays when the request ends.
+        r.heartbeat_news(&code, "w1", pause(true), owner).unwrap();
+        drop(slot);
+        assert_eq!(r.participant(&code, "w1").unwrap().public.status, ParticipantStatus::Paused);
+        // A registration (its session found the provider answering) ends the pause.
+        let again = r.upsert_as(&code, "w1", reg("A"), ConnectionKind::Tunnel, owner).unwrap();
+        assert_eq!((again.participant.status, again.participant.paused_reason), (ParticipantStatus::Online, None));
+        let _ = t2;
+        assert_cache_fresh(&r, &code);
     }
 
     #[test]

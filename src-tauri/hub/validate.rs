@@ -5,7 +5,7 @@
 use serde::de::DeserializeOwned;
 use serde_json::{Map, Value};
 
-use crate::protocol::{Capabilities, LoadedModel, MachineSpecs, RuntimeConfig};
+use crate::protocol::{Capabilities, HeartbeatNews, LoadedModel, MachineSpecs, PauseReason, RuntimeConfig};
 
 use super::error::HubError;
 use super::registry::Registration;
@@ -278,12 +278,16 @@ pub fn loaded_models(obj: &Map<String, Value>) -> Result<Option<Vec<LoadedModel>
     Ok(models)
 }
 
-/// A heartbeat's optional body.
-pub fn heartbeat(body: Option<&Value>) -> Result<Option<Vec<LoadedModel>>, HubError> {
-    match body {
-        None => Ok(None),
-        Some(v) => loaded_models(object(v)?),
-    }
+/// A heartbeat's optional body: the loaded models, and (additive) `paused` with its `pauseReason`.
+pub fn heartbeat(body: Option<&Value>) -> Result<HeartbeatNews, HubError> {
+    let Some(v) = body else { return Ok(HeartbeatNews::default()) };
+    let obj = object(v)?;
+    Ok(HeartbeatNews {
+        loaded_models: loaded_models(obj)?,
+        paused: typed(obj, "paused", "true (pause the participant) or false (resume it)")?,
+        // Any code is taken: one this hub does not know reads as a pause in general words.
+        pause_reason: typed::<PauseReason>(obj, "pauseReason", "a reason code such as \"provider\"")?,
+    })
 }
 
 pub fn invalid_id() -> HubError {

@@ -1,6 +1,7 @@
 //! One participant session: probe the provider, register, open the tunnel, keep the heartbeat and
-//! ping loops going, serve tunnel requests, and report how it ended. Several sessions in one process
-//! are independent: each has its own client, tunnel, loops and identity.
+//! ping loops going, watch the provider (pausing the participant on the hub while it does not
+//! answer, see [`super::provider_watch`]), serve tunnel requests, and report how it ended. Several
+//! sessions in one process are independent: each has its own client, tunnel, loops and identity.
 
 use std::collections::BTreeMap;
 use std::sync::atomic::{AtomicU32, Ordering};
@@ -17,11 +18,12 @@ use tokio_util::task::TaskTracker;
 use crate::client::{ClientError, HubClient, Registration};
 use crate::protocol::tunnel::TunnelMessage;
 use crate::protocol::{
-    is_participant_id, normalize_room_code, now_ms, Capabilities, LoadedModel, MachineSpecs, Participant,
-    RuntimeConfig, HEARTBEAT_INTERVAL,
+    is_participant_id, normalize_room_code, now_ms, Capabilities, HeartbeatNews, LoadedModel, MachineSpecs,
+    Participant, PauseReason, RuntimeConfig, HEARTBEAT_INTERVAL,
 };
 
 use super::probe::{self, ProbeError};
+use super::provider_watch::{self, ProviderHealth};
 use super::tunnel_client::Executor;
 
 /// Heartbeats that may fail in a row before the session gives up on the hub.
@@ -55,6 +57,8 @@ pub struct SessionOptions {
     pub participant_token: Option<String>,
     pub heartbeat_interval: Duration,
     pub ping_interval: Duration,
+    /// How often the provider watch looks at the provider (default 2 s).
+    pub provider_check_interval: Duration,
     /// Read this machine's specs when `specs` is not given (`--no-specs` turns it off).
     pub auto_specs: bool,
     /// Report the provider's loaded models (Ollama `/api/ps`) at registration and with each
@@ -86,6 +90,7 @@ impl SessionOptions {
             rename_on_conflict: false,
             heartbeat_interval: HEARTBEAT_INTERVAL,
             ping_interval: HEARTBEAT_INTERVAL,
+            provider_check_interval: provider_watch::CHECK_INTERVAL,
             auto_specs: true,
             auto_loaded_models: true,
         }
@@ -160,6 +165,8 @@ pub struct ParticipantSession {
     executor: Executor,
     /// This participant's token, from the hub's answer or, when it handed out none, from the options.
     participant_token: Option<String>,
+    /// What the provider watch last found; the heartbeat loop tells the hub each change.
+    health: watch::Receiver<ProviderHealth>,
 }
 
 fn set_closed(
@@ -266,8 +273,20 @@ impl ParticipantSession {
         let close_tx = Arc::new(close_tx);
         let tasks = TaskTracker::new();
         let (outgoing, mut outbox) = mpsc::channel::<String>(256);
-        let executor = Executor::new(provider, options.endpoint.clone(), auth, outgoing.clone());
+        let executor = Executor::new(provider.clone(), options.endpoint.clone(), auth.clone(), outgoing.clone());
         let (mut sink, mut stream) = socket.split();
+
+        // Provider watch: the probe just found the provider answering.
+        let (health_tx, health) = watch::channel(ProviderHealth::Answering);
+        tasks.spawn(provider_watch::run(
+            provider,
+            options.endpoint.clone(),
+            auth,
+            options.provider_check_interval,
+            executor.provider_trouble(),
+            health_tx,
+            stop.clone(),
+        ));
 
         // Writer: the only task that writes to the socket.
         tasks.spawn({
@@ -342,7 +361,8 @@ impl ParticipantSession {
             }
         });
 
-        // Heartbeat: keeps the participant online; repeated failures end the session.
+        // Heartbeat: keeps the participant online, and tells the hub at once when the provider
+        // watch pauses or resumes the share; repeated failures end the session.
         tasks.spawn({
             let stop = stop.clone();
             let close_tx = close_tx.clone();
@@ -351,29 +371,48 @@ impl ParticipantSession {
             let id = id.clone();
             let every = options.heartbeat_interval;
             let endpoint = options.endpoint.clone();
-            // A heartbeat that says what the provider holds proves the participant with its token.
+            // A heartbeat with news (loaded models, a pause) proves the participant with its token.
             let token = participant_token.clone();
+            let mut health = health.clone();
             async move {
                 let failures = AtomicU32::new(0);
                 let mut last_loaded = loaded_models;
+                // What the hub was last told: a registration starts unpaused.
+                let mut hub_thinks_paused = false;
+                let mut watching = true;
                 let mut tick = tokio::time::interval_at(tokio::time::Instant::now() + every, every);
                 loop {
-                    tokio::select! {
+                    let periodic = tokio::select! {
                         _ = stop.cancelled() => return,
-                        _ = tick.tick() => {}
-                    }
-                    // Tell the room what the provider holds in memory now, when that changed.
-                    let loaded = if track_loaded {
+                        _ = tick.tick() => true,
+                        changed = health.changed(), if watching => {
+                            watching = changed.is_ok();
+                            false
+                        }
+                    };
+                    let paused = !health.borrow_and_update().is_answering();
+                    // Tell the room what the provider holds in memory now, when that changed (not
+                    // while it does not answer, and not on a heartbeat that must go out at once).
+                    let loaded = if track_loaded && periodic && !paused {
                         crate::provider::loaded_models(&endpoint).await.filter(|l| Some(l) != last_loaded.as_ref())
                     } else {
                         None
                     };
-                    match client.heartbeat_as(&code, &id, loaded.clone(), token.as_deref()).await {
+                    let news = HeartbeatNews {
+                        loaded_models: loaded.clone(),
+                        paused: (paused != hub_thinks_paused).then_some(paused),
+                        pause_reason: (paused && !hub_thinks_paused).then_some(PauseReason::Provider),
+                    };
+                    if !periodic && news.is_empty() {
+                        continue;
+                    }
+                    match client.heartbeat_news(&code, &id, &news, token.as_deref()).await {
                         Ok(_) => {
                             failures.store(0, Ordering::Relaxed);
                             if loaded.is_some() {
                                 last_loaded = loaded;
                             }
+                            hub_thinks_paused = paused;
                         }
                         // The hub no longer knows this participant (or room): no point waiting.
                         Err(ClientError::Api { status: 404, message, .. }) => {
@@ -402,7 +441,14 @@ impl ParticipantSession {
             tasks,
             executor,
             participant_token,
+            health,
         })
+    }
+
+    /// What the provider watch last found, followed as it changes: `NotAnswering` while the
+    /// participant is paused on the hub.
+    pub fn provider_health(&self) -> watch::Receiver<ProviderHealth> {
+        self.health.clone()
     }
 
     /// The token that proves this participant to the hub (leaving, re-registering, re-tunnelling).

@@ -1,8 +1,9 @@
 //! Keeps a participant session alive: when the tunnel closes or the heartbeat fails (a hub restart,
 //! a network blip, a laptop waking up), it registers again with the same participant id after a
 //! backoff (1 s doubling to 30 s). Re-registering the same id is an update on the hub, so no
-//! duplicate participant is ever left behind. Each transition is published as a [`ShareState`] the
-//! CLI and the desktop app show.
+//! duplicate participant is ever left behind. While a session runs, its provider watch may pause the
+//! share (the model server stopped answering) and resume it, without a new registration. Each
+//! transition is published as a [`ShareState`] the CLI and the desktop app show.
 
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
@@ -11,6 +12,9 @@ use serde::Serialize;
 use tokio::sync::watch;
 use tokio_util::sync::CancellationToken;
 
+use crate::protocol::PauseReason;
+
+use super::provider_watch::ProviderHealth;
 use super::session::{CloseReason, ParticipantSession, SessionError, SessionOptions};
 
 const FIRST_BACKOFF: Duration = Duration::from_secs(1);
@@ -27,6 +31,19 @@ pub enum ShareState {
         participant_id: String,
         hub_url: String,
         model: String,
+    },
+    /// Registered and connected, but the room does not route to it (`status: "paused"` on the hub):
+    /// the model server stopped answering. It goes back to `Live` by itself when it answers again
+    /// (that change is the "resumed" moment), with no new registration.
+    #[serde(rename_all = "camelCase")]
+    Paused {
+        room_code: String,
+        participant_id: String,
+        hub_url: String,
+        model: String,
+        reason: PauseReason,
+        /// What the last look at the model server got ("connection refused").
+        error: String,
     },
     #[serde(rename_all = "camelCase")]
     Reconnecting {
@@ -79,12 +96,21 @@ impl Supervisor {
         self.state.clone()
     }
 
-    /// Waits until the share is live, stopped or failed, up to `timeout`.
+    /// Waits until the share is live (or paused: registered all the same), stopped or failed, up
+    /// to `timeout`.
     pub async fn wait_live(&self, timeout: Duration) -> ShareState {
         let mut rx = self.state.clone();
         let _ = tokio::time::timeout(
             timeout,
-            rx.wait_for(|s| matches!(s, ShareState::Live { .. } | ShareState::Stopped | ShareState::Failed { .. })),
+            rx.wait_for(|s| {
+                matches!(
+                    s,
+                    ShareState::Live { .. }
+                        | ShareState::Paused { .. }
+                        | ShareState::Stopped
+                        | ShareState::Failed { .. }
+                )
+            }),
         )
         .await;
         self.state()
@@ -100,6 +126,65 @@ impl Supervisor {
     pub async fn finished(&mut self) -> ShareState {
         let _ = self.state.wait_for(|s| matches!(s, ShareState::Stopped | ShareState::Failed { .. })).await;
         self.state()
+    }
+}
+
+/// Publishes a live session's states (live, paused, live again) until it ends: `None` when it
+/// should not be retried (asked to stop, and closed here), else why it ended.
+async fn follow(
+    session: &ParticipantSession,
+    tx: &watch::Sender<ShareState>,
+    stop: &CancellationToken,
+) -> Option<String> {
+    let room_code = session.room_code().to_string();
+    let participant_id = session.participant().id.clone();
+    let hub_url = session.hub_url().to_string();
+    let model = session.participant().model.clone();
+    let live = ShareState::Live {
+        room_code: room_code.clone(),
+        participant_id: participant_id.clone(),
+        hub_url: hub_url.clone(),
+        model: model.clone(),
+    };
+    let mut health = session.provider_health();
+    let mut watching = true;
+    loop {
+        let state = match &*health.borrow_and_update() {
+            ProviderHealth::Answering => live.clone(),
+            ProviderHealth::NotAnswering { error } => ShareState::Paused {
+                room_code: room_code.clone(),
+                participant_id: participant_id.clone(),
+                hub_url: hub_url.clone(),
+                model: model.clone(),
+                reason: PauseReason::Provider,
+                error: error.clone(),
+            },
+        };
+        tx.send_if_modified(|s| {
+            let changed = *s != state;
+            *s = state;
+            changed
+        });
+        tokio::select! {
+            _ = stop.cancelled() => {
+                session.close().await;
+                return None;
+            }
+            event = session.wait_until_closed() => {
+                if event.reason == CloseReason::Closed {
+                    return None;
+                }
+                let why = match event.reason {
+                    CloseReason::TunnelClosed => "the tunnel closed",
+                    _ => "the hub stopped answering heartbeats",
+                };
+                return Some(match event.error {
+                    Some(e) => format!("{why}: {e}"),
+                    None => why.to_string(),
+                });
+            }
+            changed = health.changed(), if watching => watching = changed.is_ok(),
+        }
     }
 }
 
@@ -135,30 +220,9 @@ async fn run(
                     *token.lock().unwrap_or_else(|p| p.into_inner()) = options.participant_token.clone();
                     attempt = 0;
                     backoff = FIRST_BACKOFF;
-                    let _ = tx.send(ShareState::Live {
-                        room_code: session.room_code().to_string(),
-                        participant_id: session.participant().id.clone(),
-                        hub_url: session.hub_url().to_string(),
-                        model: session.participant().model.clone(),
-                    });
-                    tokio::select! {
-                        _ = stop.cancelled() => {
-                            session.close().await;
-                            break;
-                        }
-                        event = session.wait_until_closed() => {
-                            if event.reason == CloseReason::Closed {
-                                break;
-                            }
-                            let why = match event.reason {
-                                CloseReason::TunnelClosed => "the tunnel closed",
-                                _ => "the hub stopped answering heartbeats",
-                            };
-                            match event.error {
-                                Some(e) => format!("{why}: {e}"),
-                                None => why.to_string(),
-                            }
-                        }
+                    match follow(&session, &tx, &stop).await {
+                        Some(error) => error,
+                        None => break,
                     }
                 }
                 Err(SessionError::Hub(e))

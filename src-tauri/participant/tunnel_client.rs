@@ -7,7 +7,7 @@ use std::sync::{Arc, Mutex};
 
 use futures_util::StreamExt;
 use reqwest::header::HeaderMap;
-use tokio::sync::mpsc;
+use tokio::sync::{mpsc, Notify};
 use tokio_util::sync::CancellationToken;
 
 use crate::protocol::tunnel::{Decoded, RequestFrame, TunnelMessage};
@@ -32,6 +32,9 @@ pub struct Executor {
     calls: Arc<Mutex<HashMap<String, CancellationToken>>>,
     /// Frames that did not parse or made no sense, as the contract says to count them.
     pub ignored: Arc<std::sync::atomic::AtomicU64>,
+    /// Woken when a call cannot reach the provider, so the session's provider watch looks at once
+    /// instead of at its next round.
+    provider_trouble: Arc<Notify>,
 }
 
 impl Executor {
@@ -43,7 +46,13 @@ impl Executor {
             outgoing,
             calls: Arc::new(Mutex::new(HashMap::new())),
             ignored: Arc::default(),
+            provider_trouble: Arc::default(),
         }
+    }
+
+    /// Notified each time a call finds the provider unreachable.
+    pub fn provider_trouble(&self) -> Arc<Notify> {
+        self.provider_trouble.clone()
     }
 
     fn calls(&self) -> std::sync::MutexGuard<'_, HashMap<String, CancellationToken>> {
@@ -150,6 +159,10 @@ impl Executor {
             Err(e) => {
                 let reason =
                     if e.is_connect() { "the model server is not running or unreachable" } else { "request failed" };
+                if e.is_connect() || e.is_timeout() {
+                    self.provider_trouble.notify_one();
+                }
+                // Before any byte of an answer: the hub may still send the request elsewhere.
                 self.send(error("connect", reason.to_string())).await;
                 return;
             }

@@ -178,6 +178,9 @@ pub enum ParticipantStatus {
     Online,
     Busy,
     Offline,
+    /// Additive: registered and alive, but not routable (its model server stopped answering, or
+    /// its owner asked for the machine); `pausedReason` says why.
+    Paused,
 }
 
 impl ParticipantStatus {
@@ -186,6 +189,42 @@ impl ParticipantStatus {
             ParticipantStatus::Online => "online",
             ParticipantStatus::Busy => "busy",
             ParticipantStatus::Offline => "offline",
+            ParticipantStatus::Paused => "paused",
+        }
+    }
+}
+
+/// Why a participant paused itself, as its heartbeat says (`pauseReason`). A code, not words: the
+/// hub turns it into the sentence every listing shows (`pausedReason`), so no participant can put
+/// text of its choosing in front of the room.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum PauseReason {
+    /// Its model server stopped answering.
+    Provider,
+    /// Its owner asked for the machine.
+    Owner,
+    /// A reason this hub does not know (a newer participant): shown in general words.
+    #[serde(other)]
+    Other,
+}
+
+impl PauseReason {
+    /// The code on the wire.
+    pub fn code(self) -> &'static str {
+        match self {
+            PauseReason::Provider => "provider",
+            PauseReason::Owner => "owner",
+            PauseReason::Other => "other",
+        }
+    }
+
+    /// The words listings show as `pausedReason`.
+    pub fn describe(self) -> &'static str {
+        match self {
+            PauseReason::Provider => "model server stopped",
+            PauseReason::Owner => "its owner is using the machine",
+            PauseReason::Other => "paused by its owner",
         }
     }
 }
@@ -226,6 +265,10 @@ pub struct Participant {
     /// Additive: models loaded in the provider's memory, refreshed on heartbeat.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub loaded_models: Vec<LoadedModel>,
+    /// Additive: why the participant is paused, in words (see [`PauseReason::describe`]); present
+    /// only while it is.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub paused_reason: Option<String>,
 }
 
 pub fn default_max_concurrency() -> u32 {
@@ -278,6 +321,30 @@ pub struct Registered {
     /// tunnel send it as `Authorization: Bearer`. Absent when the caller already holds it.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub participant_token: Option<String>,
+}
+
+/// `POST /v1/rooms/:code/participants/:id/heartbeat` body. Every field is optional and a heartbeat
+/// without news has no body at all. News changes what the room routes on, so under strict rules it
+/// needs the participant's token.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct HeartbeatNews {
+    /// The models the provider holds in memory now.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub loaded_models: Option<Vec<LoadedModel>>,
+    /// Additive: `true` pauses the participant (not routable, `status: "paused"`), `false` resumes
+    /// it; absent changes nothing.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub paused: Option<bool>,
+    /// Additive, with `paused: true`: why (`provider` when absent).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub pause_reason: Option<PauseReason>,
+}
+
+impl HeartbeatNews {
+    pub fn is_empty(&self) -> bool {
+        self.loaded_models.is_none() && self.paused.is_none()
+    }
 }
 
 /// Heartbeat answer on both surfaces.
@@ -407,6 +474,7 @@ mod tests {
             updated_at: 3,
             max_concurrency: 1,
             loaded_models: vec![],
+            paused_reason: None,
         };
         let v = serde_json::to_value(&p).unwrap();
         assert_eq!(v["joinedAt"], 1);
@@ -414,6 +482,25 @@ mod tests {
         assert_eq!(v["connection"]["kind"], "tunnel");
         let back: Participant = serde_json::from_value(v).unwrap();
         assert_eq!(back, p);
+    }
+}
+
+#[cfg(test)]
+mod pause_tests {
+    use super::*;
+
+    #[test]
+    fn pause_news_is_additive_and_unknown_reasons_are_kept_general() {
+        let news =
+            HeartbeatNews { paused: Some(true), pause_reason: Some(PauseReason::Provider), ..Default::default() };
+        assert_eq!(
+            serde_json::to_value(&news).unwrap(),
+            serde_json::json!({"paused": true, "pauseReason": "provider"})
+        );
+        let newer: HeartbeatNews = serde_json::from_str(r#"{"paused": true, "pauseReason": "gaming"}"#).unwrap();
+        assert_eq!(newer.pause_reason, Some(PauseReason::Other));
+        assert!(HeartbeatNews::default().is_empty());
+        assert_eq!(serde_json::to_value(ParticipantStatus::Paused).unwrap(), "paused");
     }
 }
 

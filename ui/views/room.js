@@ -22,7 +22,13 @@ import { baseUrl } from "./create.js";
 
 const MAX_REQUESTS = 50;
 const MAX_LOG = 100;
-const STATUS_WORDS = { online: "Online", busy: "Busy", offline: "Offline" };
+const STATUS_WORDS = { online: "Online", busy: "Busy", paused: "Paused", offline: "Offline" };
+
+/** "Paused — model server stopped": a paused participant says why (the hub's words). */
+function statusWords(p, status) {
+  const reason = status === "paused" && typeof p.pausedReason === "string" ? p.pausedReason : "";
+  return reason ? `${STATUS_WORDS[status]} — ${reason}` : STATUS_WORDS[status];
+}
 
 // ---- Pieces -------------------------------------------------------------------------------------
 
@@ -60,8 +66,9 @@ function participantCard(p) {
       { class: "participant-head" },
       statusDot(status),
       el("span", { class: "nickname" }, p.nickname),
-      el("span", { class: ["status", `text-${status}`] }, STATUS_WORDS[status]),
-      connectionBadge(p),
+      el("span", { class: ["status", `text-${status}`] }, statusWords(p, status)),
+      // An offline participant's tunnel says nothing more (and may be stale from before it went).
+      status === "offline" ? null : connectionBadge(p),
     ),
     el(
       "div",
@@ -222,8 +229,8 @@ export function renderRoom(root, ctx) {
 
   const renderParticipants = () => {
     const sorted = [...participants.values()].sort((a, b) => {
-      const rank = { online: 0, busy: 0, offline: 1 };
-      return (rank[a.status] ?? 1) - (rank[b.status] ?? 1) || String(a.nickname).localeCompare(String(b.nickname));
+      const rank = { online: 0, busy: 0, paused: 1, offline: 2 };
+      return (rank[a.status] ?? 2) - (rank[b.status] ?? 2) || String(a.nickname).localeCompare(String(b.nickname));
     });
     replaceChildren(list, sorted.map(participantCard));
     listEmpty.hidden = sorted.length > 0;
@@ -353,7 +360,9 @@ export function renderRoom(root, ctx) {
         upsertParticipant(data);
         renderParticipants();
         if (before && before.status !== data.status) {
-          const words = { online: before.status === "offline" ? "is back online" : "is free again", busy: "is busy", offline: "went offline" };
+          const back = { offline: "is back online", paused: "is serving again" }[before.status] || "is free again";
+          const paused = `is paused (${typeof data.pausedReason === "string" ? data.pausedReason : "not serving"})`;
+          const words = { online: back, busy: "is busy", paused, offline: "went offline" };
           addLog(at, event.type, `${data.nickname} ${words[data.status] || `is ${data.status}`}`);
           if (before.status === "offline") announce(`${data.nickname} is back online`);
         } else {

@@ -92,7 +92,9 @@ async fn models(State(hub): State<Hub>, P { 0: code, .. }: P<String>) -> Result<
     let participants = hub.registry().participants(&code)?;
     let data: Vec<Value> = participants
         .into_iter()
-        .filter(|p| p.status != ParticipantStatus::Offline && p.connection.connected)
+        .filter(|p| {
+            !matches!(p.status, ParticipantStatus::Offline | ParticipantStatus::Paused) && p.connection.connected
+        })
         .map(|p| {
             json!({
                 "id": p.id,

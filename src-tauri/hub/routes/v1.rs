@@ -168,9 +168,9 @@ pub async fn heartbeat(
     OptionalApiJson(body): OptionalApiJson,
 ) -> Result<Response> {
     let code = room_code(&code)?;
-    let loaded = validate::heartbeat(body.as_ref())?;
+    let news = validate::heartbeat(body.as_ref())?;
     let claim = hub.claim(bearer(&headers));
-    Ok(ok(StatusCode::OK, hub.registry().heartbeat_as(&code, existing_id(&id)?, loaded, claim)?))
+    Ok(ok(StatusCode::OK, hub.registry().heartbeat_news(&code, existing_id(&id)?, news, claim)?))
 }
 
 pub async fn events(
