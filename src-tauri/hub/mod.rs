@@ -12,6 +12,7 @@ pub mod error;
 pub mod events;
 pub mod guard;
 pub mod inference;
+pub mod invite;
 pub mod json_list;
 pub mod memory;
 pub mod password;
