@@ -180,8 +180,8 @@ fn invite_page(room: &RoomSummary, origin: &str) -> String {
           <li>Click <strong>Share</strong>. That's it: the room can use your model while the app is sharing.</li>
         </ol>
         <p class="help">Prefer a terminal? This does the same:</p>
-        <pre class="code"><code id="invite-command">{command}</code></pre>
-        <p><a class="btn btn-ghost" href="/#/room/{code}">See who is in the room</a></p>
+        <div class="code"><pre tabindex="0"><code id="invite-command">{command}</code></pre></div>
+        <p><a href="/#/room/{code}">See who is in the room and what it is doing</a></p>
       </section>
       <section class="panel invite-qr-panel" aria-labelledby="qr-title">
         <h2 class="panel-title" id="qr-title">Open on another device</h2>
@@ -192,10 +192,10 @@ fn invite_page(room: &RoomSummary, origin: &str) -> String {
     <section class="panel" aria-labelledby="code-title">
       <h2 class="panel-title" id="code-title">Use the room from code</h2>
       <p>Any OpenAI client works. Base URL:</p>
-      <pre class="code"><code id="invite-base-url">{base}</code></pre>
+      <div class="code"><pre tabindex="0"><code id="invite-base-url">{base}</code></pre></div>
       <p class="help">{key_words} Model <code>*</code> picks any model in the room, <code>model:NAME</code> one that serves that model.</p>
-      <pre class="code"><code id="invite-curl">{curl}</code></pre>
-      <pre class="code"><code id="invite-python">{python}</code></pre>
+      <div class="code"><pre tabindex="0"><code id="invite-curl">{curl}</code></pre></div>
+      <div class="code"><pre tabindex="0"><code id="invite-python">{python}</code></pre></div>
     </section>
   </main>
 </body>
