@@ -587,6 +587,15 @@ async fn the_room_shows_activity_after_a_completion() {
     assert!(ttft.ends_with(" ms") || ttft.ends_with(" s"), "time to first token: {ttft}");
     let tps = browser.text(&format!("{row} .tps")).await;
     assert!(tps.ends_with("tok/s"), "tokens per second: {tps}");
+    assert_eq!(browser.text(&format!("{row} .caller")).await, "127.0.0.1", "who asked");
+    // The card says what its participant served, from the hub's counters, without a reload.
+    browser
+        .until(
+            "Bob's card to say what he served",
+            "const e = document.querySelector('[data-participant-id=\"w-direct\"] .participant-served'); return e !== null && e.textContent.startsWith('Served 1 request')",
+            vec![],
+        )
+        .await;
     browser.until_text("#stat-requests", "1").await;
     let log = browser.text("#event-log").await;
     // The log speaks words, not the events' wire names.

@@ -345,6 +345,8 @@ export function renderRoom(root, ctx) {
       } catch {
         // The stream and the participant list report a lost hub or room.
       }
+      // Each card says what its participant served, from the same counters.
+      reloadParticipants();
     }, delay);
   };
 
@@ -785,10 +787,7 @@ export function renderRoom(root, ctx) {
   );
   timers.push(
     setInterval(() => {
-      if (!closed && room) {
-        reloadParticipants();
-        refreshStats(0);
-      }
+      if (!closed && room) refreshStats(0);
     }, 15000),
   );
 
