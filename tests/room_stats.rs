@@ -129,7 +129,8 @@ async fn the_invite_page_says_how_to_share_and_use_the_room() {
     let port = hub.url.rsplit(':').next().unwrap().to_string();
 
     // Asked for by name, the page's URLs use that name.
-    let res = http().get(hub.at(&format!("/join/{code}"))).header("host", format!("localhost:{port}")).send().await.unwrap();
+    let res =
+        http().get(hub.at(&format!("/join/{code}"))).header("host", format!("localhost:{port}")).send().await.unwrap();
     assert_eq!(res.status(), 200);
     let headers = res.headers().clone();
     assert!(headers["content-type"].to_str().unwrap().starts_with("text/html"));
