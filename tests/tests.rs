@@ -20,6 +20,7 @@ mod participant_cli;
 mod properties;
 mod provider;
 mod room_key;
+mod room_stats;
 mod secrets;
 mod share_health;
 mod shutdown;

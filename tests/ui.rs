@@ -6,7 +6,7 @@
 //!
 //! Chromium and chromedriver are required, not optional: if they are missing the tests fail and
 //! say to install the Debian packages `chromium chromium-driver`. `CHROME` and `CHROMEDRIVER`
-//! override where they are. Screenshots of Home and of a Room land in
+//! override where they are. Screenshots of Home, of a Room and of the invite page land in
 //! `<target>/ui-screenshots/` for people (and the README) to look at.
 
 use std::net::TcpListener;
@@ -634,9 +634,20 @@ async fn the_room_shows_activity_after_a_completion() {
     assert!(ttft.ends_with(" ms") || ttft.ends_with(" s"), "time to first token: {ttft}");
     let tps = browser.text(&format!("{row} .tps")).await;
     assert!(tps.ends_with("tok/s"), "tokens per second: {tps}");
-    assert_eq!(browser.text("#stat-requests").await, "1");
+    assert_eq!(browser.text(&format!("{row} .caller")).await, "127.0.0.1", "who asked");
+    // The card says what its participant served, from the hub's counters, without a reload.
+    browser
+        .until(
+            "Bob's card to say what he served",
+            "const e = document.querySelector('[data-participant-id=\"w-direct\"] .participant-served'); return e !== null && e.textContent.startsWith('Served 1 request')",
+            vec![],
+        )
+        .await;
+    browser.until_text("#stat-requests", "1").await;
     let log = browser.text("#event-log").await;
-    assert!(log.contains("llm.request") && log.contains("llm.complete"), "{log}");
+    // The log speaks words, not the events' wire names.
+    assert!(log.contains("Request") && log.contains("Answered"), "{log}");
+    assert!(!log.contains("llm."), "{log}");
     assert!(log.contains("Bob answered"), "{log}");
     assert_same_page(&browser).await;
 
@@ -646,6 +657,96 @@ async fn the_room_shows_activity_after_a_completion() {
     assert!(snippet.contains("model=\"*\""), "{snippet}");
 
     browser.screenshot("room.png").await;
+    browser.close().await;
+    provider.stop().await;
+}
+
+/// Issue 12, "Room stats lie": a room that served 2 requests before the page opened says
+/// "Requests 2" (not 0), "1 online of 2" when one of its two participants can take requests, and a
+/// room whose sharers left says they shared; the Room screen hands out the invite link and its QR
+/// code, and the invite page it points to works under the dashboard's policy.
+#[tokio::test]
+async fn the_room_shows_the_hubs_counts_and_its_invite() {
+    let hub = TestHub::start().await;
+    let (code, _) = hub.room("Counted room", None).await;
+    let provider = FakeProvider::start(FakeOptions::default()).await;
+    let body = json!({"id": "w-counted", "nickname": "Bob", "model": "llama3", "endpoint": provider.url});
+    let (status, _, v) = call(http().post(hub.at(&format!("/rooms/{code}/join"))).json(&body)).await;
+    assert_eq!(status, 200, "{v}");
+    // Registered, but with no link to the hub: not one that can take requests.
+    register(
+        &hub.url,
+        &code,
+        "w-away",
+        json!({"nickname": "Alice", "model": "qwen2.5:14b", "endpoint": "http://127.0.0.1:9", "specs": specs()}),
+    )
+    .await;
+    for text in ["first question", "second question"] {
+        let chat = json!({"model": "model:llama3", "messages": [{"role": "user", "content": text}]});
+        let (status, _, v) = call(http().post(hub.at(&format!("/rooms/{code}/v1/chat/completions"))).json(&chat)).await;
+        assert_eq!(status, 200, "{v}");
+    }
+
+    let browser = Browser::start().await;
+    browser.set_window_size(1280, 1600).await;
+    browser.goto(&hub.at(&format!("/#/room/{code}"))).await;
+    until_live(&browser).await;
+    browser.until_text("#stat-requests", "2").await;
+    browser.until_text("#stat-online", "1 online of 2").await;
+    let ttft = browser.text("#stat-ttft").await;
+    assert!(ttft.ends_with(" ms") || ttft.ends_with(" s"), "the hub's average first token: {ttft}");
+    let served = browser.text("[data-participant-id=\"w-counted\"] .participant-served").await;
+    assert!(served.starts_with("Served 2 requests") && served.contains("127.0.0.1"), "{served}");
+    let hidden = browser.js("return document.querySelector('.small-empty').hidden", vec![]).await;
+    assert_eq!(hidden, json!(true), "someone is sharing: no empty state");
+
+    // The invite: the link, a copy button, and the QR code the hub drew.
+    let link = browser
+        .js(
+            "return [...document.querySelectorAll('input')].map(i => i.value).find(v => v.includes('/join/')) || ''",
+            vec![],
+        )
+        .await;
+    assert_eq!(link, json!(format!("{}/join/{code}", hub.url)));
+    browser.element("button[aria-label=\"Copy invite link\"]").await;
+    browser
+        .until(
+            "the QR code drawn",
+            "const q = document.querySelector('#room-qr'); return q !== null && !q.hidden && q.complete && q.naturalWidth > 100",
+            vec![],
+        )
+        .await;
+    browser.screenshot("room-stats.png").await;
+
+    // The page the link opens: plain words, the base URL, the QR code, the dashboard's style.
+    browser.goto(&format!("{}/join/{code}", hub.url)).await;
+    browser.until_text("#invite-title", "Join Counted room").await;
+    assert_eq!(browser.text("#invite-base-url").await, format!("{}/rooms/{code}/v1", hub.url));
+    let styled = browser
+        .js(
+            "return [document.querySelector('svg.qr') !== null, getComputedStyle(document.querySelector('.topbar')).display !== 'inline']",
+            vec![],
+        )
+        .await;
+    assert_eq!(styled, json!([true, true]), "[inline QR code, the stylesheet applies]");
+    browser.screenshot("invite.png").await;
+
+    // A room whose only sharer has left says so, not "no one yet".
+    let (left, _) = hub.room("Shared and left", None).await;
+    let body = json!({"id": "w-left", "nickname": "Carol", "model": "llama3", "endpoint": provider.url});
+    let (status, _, v) = call(http().post(hub.at(&format!("/rooms/{left}/join"))).json(&body)).await;
+    assert_eq!(status, 200, "{v}");
+    hub.hub.remove_participant(&left, "w-left").unwrap();
+    browser.goto(&hub.at(&format!("/#/room/{left}"))).await;
+    until_live(&browser).await;
+    browser
+        .until(
+            "the empty state",
+            "const e = document.querySelector('.small-empty'); return e !== null && !e.hidden && e.textContent.includes('1 person shared earlier')",
+            vec![],
+        )
+        .await;
+    browser.until_text("#stat-online", "0 online of 0").await;
     browser.close().await;
     provider.stop().await;
 }

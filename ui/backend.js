@@ -19,7 +19,10 @@
 //   hub_health         —                                            { status: "ok", timestamp: ms, version?: string }
 //   list_rooms         —                                            RoomSummary[]   (as GET /v1/rooms `data`)
 //   create_room        { name: string, password: string|null }     { room: RoomSummary, hostId, hostToken }
-//   get_room           { code }                                     RoomSummary
+//   get_room           { code }                                     RoomSummary, with `stats` (as GET /v1/rooms/:code `data`)
+//   invite_qr          { code }                                     string: the SVG of the QR code of the room's invite
+//                                                                    link, http://HUB/join/CODE (hub::invite::qr_svg);
+//                                                                    optional: without it the Room screen shows no QR code
 //   list_participants  { code, password: string|null }              Participant[]   (as GET /v1/rooms/:code/participants `data`)
 //                                                                    (password: a protected room's password, or its host token)
 //   delete_room        { code, hostToken }                          { success: true }
@@ -112,6 +115,11 @@ const tauri = {
   listRooms: () => invoke("list_rooms"),
   createRoom: ({ name, password }) => invoke("create_room", { name, password: password || null }),
   getRoom: (code) => invoke("get_room", { code }),
+  // The window may show only its own files and data: URLs, so the SVG comes back as text.
+  async inviteQr(code) {
+    const svg = await invoke("invite_qr", { code });
+    return typeof svg === "string" && svg.includes("<svg") ? `data:image/svg+xml,${encodeURIComponent(svg)}` : null;
+  },
   listParticipants: (code) => invoke("list_participants", { code, password: roomCredential(code) }),
   deleteRoom: (code, hostToken) => invoke("delete_room", { code, hostToken }),
   subscribe(code, onEvent, onState = () => {}) {
@@ -264,8 +272,11 @@ const http = {
   health: () => request("GET", "v1/health"),
   listRooms: () => request("GET", "v1/rooms"),
   createRoom: ({ name, password }) => request("POST", "v1/rooms", { body: password ? { name, password } : { name } }),
-  getRoom: (code) => request("GET", roomPath(code), { code }),
+  // With a protected room's key, the hub adds the room's `stats`; without it, the summary alone.
+  getRoom: (code) => request("GET", roomPath(code), { code, headers: credentialHeaders(code) }),
   listParticipants: (code) => request("GET", `${roomPath(code)}/participants`, { code, headers: credentialHeaders(code) }),
+  // The hub draws the invite's QR code; the page is on the hub's origin, so a relative URL is it.
+  inviteQr: async (code) => `join/${encodeURIComponent(code)}/qr.svg`,
   deleteRoom: (code, hostToken) =>
     request("DELETE", roomPath(code), { code, headers: { Authorization: `Bearer ${hostToken}` } }),
   subscribe(code, onEvent, onState = () => {}) {
@@ -404,6 +415,8 @@ export const listRooms = () => impl.listRooms();
 export const createRoom = (args) => impl.createRoom(args);
 export const getRoom = (code) => impl.getRoom(normalizeCode(code));
 export const listParticipants = (code) => impl.listParticipants(normalizeCode(code));
+/** An image URL of the QR code of room `code`'s invite link, or null when there is none to show. */
+export const inviteQr = (code) => impl.inviteQr(normalizeCode(code)).catch(() => null);
 export const deleteRoom = (code, hostToken) => impl.deleteRoom(normalizeCode(code), hostToken);
 /**
  * Follows a room's live events. `onEvent({ type, timestamp, roomCode, data, id })` for each event;

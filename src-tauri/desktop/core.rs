@@ -231,6 +231,8 @@ struct ShareTarget {
     code: String,
     room_name: Option<String>,
     model: String,
+    /// The model server shared, as people call it ("Ollama", "LM Studio").
+    server: String,
 }
 
 struct Share {
@@ -761,6 +763,7 @@ impl AppCore {
             code: code.clone(),
             room_name: Some(room.name.clone()),
             model: model.clone(),
+            server: found.kind.to_string(),
         };
         *lock(&self.inner.own_participant) = Some(participant_id.clone());
         let supervisor = Supervisor::start(options);
@@ -868,8 +871,19 @@ impl AppCore {
     }
 
     /// A room on this machine's hub, named after the person, with this machine's model in it.
+    /// With no model server running, no room is made: `NeedsRoom` opens the Share screen, which
+    /// says where to get one and notices it when it starts.
     pub async fn share_in_new_room(&self) -> ToggleOutcome {
         let settings = self.settings();
+        let detection = provider::detect_at(
+            &self.inner.options.ollama_url,
+            &self.inner.options.lmstudio_url,
+            settings.provider_endpoint.as_deref(),
+        )
+        .await;
+        if detection.found.is_none() {
+            return ToggleOutcome::NeedsRoom;
+        }
         let nickname = settings.nickname.trim().to_string();
         let name: String = format!("{nickname}'s room").chars().take(64).collect();
         let created = match self.create_room(&name, None).await {
@@ -879,7 +893,15 @@ impl AppCore {
         let model = settings.preferred_model.clone().unwrap_or_default();
         match self.start_share(None, &created.room.code, None, &nickname, &model).await {
             Ok(status) => ToggleOutcome::Started(status),
-            Err(e) => ToggleOutcome::Failed(e),
+            Err(e) => {
+                // No empty room left behind by a share that did not start.
+                if let Some(token) = created.host_token.as_deref() {
+                    if let Err(gone) = self.delete_room(&created.room.code, token).await {
+                        tracing::debug!(error = %gone.message, "the room made for the share was not removed");
+                    }
+                }
+                ToggleOutcome::Failed(e)
+            }
         }
     }
 
@@ -945,6 +967,8 @@ impl AppCore {
     async fn forward_share(self, mut states: watch::Receiver<ShareState>, target: ShareTarget) {
         let mut was_live = false;
         let mut lost = false;
+        let mut paused = false;
+        let room = target.room_name.clone().unwrap_or_else(|| target.code.clone());
         loop {
             let state = states.borrow_and_update().clone();
             match &state {
@@ -953,8 +977,19 @@ impl AppCore {
                     if lost {
                         self.inner.coalescer.push(Transition::ShareRecovered { room: target.code.clone() });
                     }
+                    if paused {
+                        self.inner
+                            .coalescer
+                            .push(Transition::ShareResumed { server: target.server.clone(), room: room.clone() });
+                    }
                     was_live = true;
                     lost = false;
+                    paused = false;
+                }
+                // Once per pause, however long it lasts.
+                ShareState::Paused { .. } if !paused => {
+                    self.inner.coalescer.push(Transition::SharePaused { server: target.server.clone(), room: room.clone() });
+                    paused = true;
                 }
                 ShareState::Reconnecting { attempt, .. } => {
                     if was_live && !lost {
@@ -1144,7 +1179,7 @@ fn status_of(state: &ShareState, target: &ShareTarget) -> ShareStatus {
             state: "paused",
             participant_id: Some(participant_id.clone()),
             model: Some(model.clone()),
-            message: Some("The model server stopped answering — your share is paused until it is back.".into()),
+            message: Some(format!("{} stopped — your share is paused until it runs again.", target.server)),
             ..base
         },
         ShareState::Reconnecting { attempt, retry_in_ms, error } => ShareStatus {

@@ -248,6 +248,17 @@ fn has_display() -> bool {
     }
 }
 
+/// WebKitGTK probes OpenGL when the app starts, window or not: on a machine without a GPU driver
+/// that loads Mesa's software renderer (LLVM), some 50 MB for an app that mostly sits in the tray.
+/// The window draws a few panels of text, which WebKit renders as well without GPU compositing.
+/// Someone who wants it sets `WEBKIT_DISABLE_COMPOSITING_MODE=0`.
+fn light_webkit() {
+    if cfg!(target_os = "linux") && std::env::var_os("WEBKIT_DISABLE_COMPOSITING_MODE").is_none() {
+        // Before any thread of the app reads the environment.
+        std::env::set_var("WEBKIT_DISABLE_COMPOSITING_MODE", "1");
+    }
+}
+
 /// `gambi` with no command: runs the desktop app until Quit. `show` opens the window even when
 /// the settings say to start in the tray; `quit` asks a running app to quit.
 pub fn run(show: bool, quit_running: bool) -> ExitCode {
@@ -258,6 +269,7 @@ pub fn run(show: bool, quit_running: bool) -> ExitCode {
     }
     // The embedded hub holds one descriptor per connection: start from the most allowed.
     let _ = crate::hub::quota::raise_fd_limit();
+    light_webkit();
     let app = builder(
         tauri::Builder::default(),
         |app| {

@@ -27,6 +27,10 @@ pub enum Transition {
     ShareDropped { reason: String },
     ShareReconnecting { attempt: u32 },
     ShareRecovered { room: String },
+    /// This machine's model server stopped answering: the share is paused (`server`: "Ollama").
+    SharePaused { server: String, room: String },
+    /// It answers again: the share is back on by itself.
+    ShareResumed { server: String, room: String },
 }
 
 impl Transition {
@@ -45,6 +49,12 @@ impl Transition {
                 },
             ),
             Transition::ShareRecovered { room } => ("Your share is back".into(), format!("Serving room {room} again")),
+            Transition::SharePaused { server, room } => {
+                (format!("{server} stopped — your share is paused"), format!("{room} gets it back as soon as {server} runs again"))
+            }
+            Transition::ShareResumed { server, room } => {
+                (format!("{server} is back — your share is on again"), format!("Serving {room} again"))
+            }
         }
     }
 
@@ -55,7 +65,9 @@ impl Transition {
             Transition::Joined { .. } => "joined",
             Transition::ShareDropped { .. }
             | Transition::ShareReconnecting { .. }
-            | Transition::ShareRecovered { .. } => "share",
+            | Transition::ShareRecovered { .. }
+            | Transition::SharePaused { .. }
+            | Transition::ShareResumed { .. } => "share",
         }
     }
 }

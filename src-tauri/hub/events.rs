@@ -9,12 +9,15 @@
 //! A slow reader cannot hold anything up or grow memory: the channel has a fixed capacity and a
 //! reader that falls behind it is `Lagged`. Such a reader then catches up from the ring, and only if
 //! the ring has moved past it too is it told it missed events.
+//!
+//! Every event is also counted by `hub::stats` as it is published.
 
 use std::collections::{HashMap, VecDeque};
 use std::sync::{Arc, Mutex, MutexGuard};
 
 use tokio::sync::broadcast;
 
+use super::stats::Stats;
 use crate::protocol::events::EventKind;
 use crate::protocol::now_ms;
 
@@ -48,6 +51,8 @@ struct BusInner {
     ring_capacity: usize,
     /// The first id of this process; a position before it comes from an earlier hub process.
     first_id: u64,
+    /// Counts what the events tell (requests, tokens, who shared), before any stream sees them.
+    stats: Stats,
 }
 
 /// Cheap to clone: a handle on the shared bus.
@@ -83,6 +88,7 @@ impl EventBus {
                 state: Mutex::new(BusState { next_id, rings: HashMap::new() }),
                 ring_capacity: ring_capacity.max(1),
                 first_id: next_id,
+                stats: Stats::default(),
             }),
         }
     }
@@ -96,6 +102,8 @@ impl EventBus {
     /// Publishes an event about a room and returns it.
     pub fn publish(&self, room_code: &str, kind: EventKind) -> Arc<HubEvent> {
         let timestamp = now_ms();
+        // Counted before it is sent: whoever reads the room after seeing the event finds it counted.
+        self.inner.stats.observe(room_code, &kind, timestamp);
         let mut state = self.state();
         let id = state.next_id;
         state.next_id += 1;
@@ -126,6 +134,11 @@ impl EventBus {
         // No receivers is fine: nobody is watching.
         let _ = self.inner.tx.send(event.clone());
         event
+    }
+
+    /// The counters the events feed.
+    pub fn stats(&self) -> &Stats {
+        &self.inner.stats
     }
 
     /// Every event of every room, live, for in-process consumers (the desktop's notifications).

@@ -12,6 +12,7 @@ pub mod error;
 pub mod events;
 pub mod guard;
 pub mod inference;
+pub mod invite;
 pub mod json_list;
 pub mod memory;
 pub mod password;
@@ -22,6 +23,7 @@ pub mod routes;
 pub mod server;
 pub mod sse;
 pub mod state_file;
+pub mod stats;
 pub mod tunnel;
 pub mod ui;
 pub mod unique_keys;
@@ -299,6 +301,11 @@ impl Hub {
     /// The HTTP client for direct participants registered with `reach`.
     pub fn direct_client(&self, reach: egress::Reach) -> &reqwest::Client {
         self.inner.direct.get(reach)
+    }
+
+    /// What each room and participant has served (see `hub::stats`).
+    pub fn stats(&self) -> &stats::Stats {
+        self.inner.registry.bus().stats()
     }
 
     /// Which participant created which Responses-API response.

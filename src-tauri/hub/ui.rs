@@ -26,7 +26,7 @@ pub const CONTENT_SECURITY_POLICY: &str = "default-src 'self'; connect-src 'self
      style-src 'self'; script-src 'self'; frame-ancestors 'none'; base-uri 'none'; form-action 'self'";
 
 /// First path segments that belong to the API: a UI file there would shadow (or clash with) a route.
-const RESERVED: &[&str] = &["rooms", "v1"];
+const RESERVED: &[&str] = &["rooms", "v1", "join"];
 
 /// One embedded file, ready to serve.
 #[derive(Clone)]

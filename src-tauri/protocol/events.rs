@@ -40,6 +40,9 @@ pub enum EventKind {
         participant_id: String,
         model: String,
         operation: String,
+        /// Additive: who sent the request (the client's address), for "who is using my GPU".
+        /// Absent from the classic stream, whose payload the seeds fix.
+        caller: Option<String>,
     },
     LlmComplete {
         request_id: String,
@@ -97,9 +100,15 @@ impl EventKind {
             EventKind::ParticipantLeft { participant_id } | EventKind::ParticipantOffline { participant_id } => {
                 json!({ "participantId": participant_id })
             }
-            EventKind::LlmRequest { request_id, participant_id, model, operation } => json!({
-                "requestId": request_id, "participantId": participant_id, "model": model, "operation": operation,
-            }),
+            EventKind::LlmRequest { request_id, participant_id, model, operation, caller } => {
+                let mut data = json!({
+                    "requestId": request_id, "participantId": participant_id, "model": model, "operation": operation,
+                });
+                if let Some(caller) = caller {
+                    data["caller"] = json!(caller);
+                }
+                data
+            }
             EventKind::LlmComplete { request_id, participant_id, model, metrics } => json!({
                 "requestId": request_id, "participantId": participant_id, "model": model, "metrics": metrics,
             }),
@@ -175,8 +184,10 @@ mod tests {
             participant_id: "w1".into(),
             model: "llama3".into(),
             operation: "chat.completions".into(),
+            caller: Some("192.168.1.7".into()),
         };
         assert_eq!(req.classic_data(), json!({"participantId": "w1", "model": "llama3"}));
         assert_eq!(req.v1_data()["requestId"], "r");
+        assert_eq!(req.v1_data()["caller"], "192.168.1.7");
     }
 }

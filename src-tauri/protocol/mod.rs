@@ -3,6 +3,7 @@
 //! desktop app all read and write these same types, so a field renamed here is renamed everywhere.
 
 pub mod events;
+pub mod stats;
 pub mod tunnel;
 
 use std::time::Duration;

@@ -147,7 +147,7 @@ function shareCard(ctx) {
   );
   const show = (status) => {
     const s = status || { state: "off" };
-    const words = { off: "Not sharing", starting: "Starting…", live: "Sharing", reconnecting: "Reconnecting…", error: "Stopped" };
+    const words = { off: "Not sharing", starting: "Starting…", live: "Sharing", paused: "Paused", reconnecting: "Reconnecting…", error: "Stopped" };
     const dot = s.state === "live" ? "online" : s.state === "off" ? "offline" : "busy";
     replaceChildren(
       body,
@@ -206,7 +206,7 @@ function lanCard(ctx) {
   const load = async () => {
     try {
       const [hubs, share] = await Promise.all([backend.discoveredHubs(), backend.shareStatus().catch(() => ({ state: "off" }))]);
-      const sharing = share && ["live", "starting", "reconnecting"].includes(share.state);
+      const sharing = share && ["live", "starting", "paused", "reconnecting"].includes(share.state);
       if (!hubs.length) {
         replaceChildren(list, el("p", { class: "muted" }, "No other hubs found yet. They appear here when someone on your network runs Gambi."));
         return;

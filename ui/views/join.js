@@ -251,7 +251,7 @@ function renderApp(root, ctx) {
       submit.hidden = false;
       return;
     }
-    const words = { starting: "Starting…", live: "Sharing", reconnecting: "Reconnecting…", error: "Stopped" };
+    const words = { starting: "Starting…", live: "Sharing", paused: "Paused", reconnecting: "Reconnecting…", error: "Stopped" };
     const dot = s.state === "live" ? "online" : s.state === "error" ? "offline" : "busy";
     submit.hidden = s.state !== "error";
     replaceChildren(

@@ -14,6 +14,7 @@ import {
   icon,
   millis,
   perSecond,
+  plural,
   relativeTime,
   replaceChildren,
   statusDot,
@@ -28,6 +29,23 @@ const STATUS_WORDS = { online: "Online", busy: "Busy", paused: "Paused", offline
 function statusWords(p, status) {
   const reason = status === "paused" && typeof p.pausedReason === "string" ? p.pausedReason : "";
   return reason ? `${STATUS_WORDS[status]} — ${reason}` : STATUS_WORDS[status];
+}
+// What the log says for each kind of event, instead of the event's wire name.
+const LOG_WORDS = {
+  "participant.joined": "Joined",
+  "participant.updated": "Changed",
+  "participant.offline": "Offline",
+  "participant.left": "Left",
+  "llm.request": "Request",
+  "llm.complete": "Answered",
+  "llm.error": "Failed",
+  "stream.lagged": "Missed",
+};
+
+/** Whether a participant can take requests now: the hub's own rule (hub::stats::is_online). */
+function isOnline(p) {
+  const c = p.connection || {};
+  return (p.status === "online" || p.status === "busy") && (c.connected === true || c.kind === "direct");
 }
 
 // ---- Pieces -------------------------------------------------------------------------------------
@@ -50,9 +68,20 @@ function specsList(p) {
 
 function connectionBadge(p) {
   const c = p.connection || {};
-  if (c.kind === "direct") return el("span", { class: "badge", title: "The hub calls this participant's server directly" }, "direct");
-  if (c.connected) return el("span", { class: "badge badge-ok", title: "Its tunnel to the hub is open" }, "tunnel up");
-  return el("span", { class: "badge badge-warn", title: "No open tunnel: the hub can't route requests to it yet" }, "no tunnel");
+  if (c.kind === "direct") return el("span", { class: "badge", title: "This hub calls its model server at its address" }, "by address");
+  if (c.connected) return null;
+  return el("span", { class: "badge badge-warn", title: "Its link to this hub is down: the room can't send it requests until it's back" }, "not connected");
+}
+
+/** "Served 2 requests · last by 192.168.1.7, 2 min ago", from the hub's counters. */
+function servedLine(p) {
+  const s = p.stats;
+  if (!s || !s.requests) return null;
+  const last = Array.isArray(s.recentCallers) ? s.recentCallers[0] : null;
+  const bits = [`Served ${plural(s.requests, "request", "requests")}`];
+  if (last) bits.push(`last by ${last.caller}, ${relativeTime(last.at)}`);
+  const callers = Array.isArray(s.recentCallers) ? s.recentCallers.map((c) => `${c.caller} · ${c.model} · ${clockTime(c.at)}`).join("\n") : "";
+  return el("p", { class: "participant-served", title: callers ? `Recent callers:\n${callers}` : null }, bits.join(" · "));
 }
 
 function participantCard(p) {
@@ -65,7 +94,7 @@ function participantCard(p) {
       "div",
       { class: "participant-head" },
       statusDot(status),
-      el("span", { class: "nickname" }, p.nickname),
+      el("span", { class: "nickname", title: `Participant id: ${p.id}` }, p.nickname),
       el("span", { class: ["status", `text-${status}`] }, statusWords(p, status)),
       // An offline participant's tunnel says nothing more (and may be stale from before it went).
       status === "offline" ? null : connectionBadge(p),
@@ -89,11 +118,11 @@ function participantCard(p) {
         )
       : null,
     specsList(p),
+    servedLine(p),
     el(
       "div",
       { class: "participant-foot" },
       el("span", null, "Last seen ", el("span", { class: "last-seen", dataset: { ts: p.lastSeen || 0 } }, relativeTime(p.lastSeen))),
-      el("span", { class: "mono muted small participant-id" }, p.id),
     ),
   );
 }
@@ -172,9 +201,9 @@ function tabs(items) {
   return el("div", { class: "tabs" }, el("div", { role: "tablist", "aria-label": "Code snippets", class: "tablist" }, tabButtons), panels);
 }
 
-function statTile(label, id) {
+function statTile(label, id, help) {
   const value = el("span", { class: "stat-value", id }, "—");
-  return { node: el("div", { class: "stat" }, el("span", { class: "stat-label" }, label), value), value };
+  return { node: el("div", { class: "stat", title: help || null }, el("span", { class: "stat-label" }, label), value), value };
 }
 
 // ---- The screen ---------------------------------------------------------------------------------
@@ -190,6 +219,12 @@ export function renderRoom(root, ctx) {
   let tries = 0;
   let askedFor = -1;
   let room = null;
+  // The hub's counters for the room (`stats` of GET /v1/rooms/:code): what it served before this
+  // page opened too. Null when the hub gives none (an older hub, or a locked room).
+  let hubStats = null;
+  let statsTimer = null;
+  // Until the first list arrives, an empty list means "not known yet", not "no one".
+  let listed = false;
   let stopStream = null;
   let closed = false;
   const timers = [];
@@ -200,12 +235,14 @@ export function renderRoom(root, ctx) {
   const headActions = el("div", { class: "page-actions" });
   const banner = el("div", { class: "banner-slot" });
   const list = el("ul", { class: "participants", id: "participants", "aria-live": "off" });
+  const emptyTitle = el("p", { class: "empty-title" }, "No one is sharing into this room yet");
   const listEmpty = el(
     "div",
     { class: "empty small-empty" },
-    el("p", { class: "empty-title" }, "No one is sharing into this room yet"),
+    emptyTitle,
     el("p", { class: "muted" }, "Share a model from the Gambi app, or with the command on the ", el("a", { href: `#/join/${code}` }, "Share a model"), " page."),
   );
+  const invite = el("section", { class: "panel", "aria-labelledby": "invite-title" });
   const activityBody = el("tbody", { id: "activity-rows" });
   const activityEmpty = el("p", { class: "muted activity-empty" }, "Requests to the room appear here as they happen.");
   const log = el("ol", { class: "log", id: "event-log" });
@@ -214,10 +251,10 @@ export function renderRoom(root, ctx) {
   const endpoint = el("section", { class: "panel endpoint", "aria-label": "How to reach this room" });
 
   const stats = {
-    online: statTile("Online", "stat-online"),
-    requests: statTile("Requests", "stat-requests"),
-    ttft: statTile("Avg. first token", "stat-ttft"),
-    tps: statTile("Avg. speed", "stat-tps"),
+    online: statTile("Sharing", "stat-online", "Participants that can take requests now, of all the participants in the room"),
+    requests: statTile("Requests", "stat-requests", "Requests this room has served since its hub started"),
+    ttft: statTile("Avg. first token", "stat-ttft", "How long a request waits for the first word of its answer, on average over the last 5 minutes"),
+    tps: statTile("Avg. speed", "stat-tps", "How fast answers are written, in tokens (pieces of words) per second, on average over the last 5 minutes"),
   };
 
   const nameOf = (id) => {
@@ -233,9 +270,16 @@ export function renderRoom(root, ctx) {
       return (rank[a.status] ?? 2) - (rank[b.status] ?? 2) || String(a.nickname).localeCompare(String(b.nickname));
     });
     replaceChildren(list, sorted.map(participantCard));
-    listEmpty.hidden = sorted.length > 0;
-    const online = sorted.filter((p) => p.status !== "offline").length;
-    stats.online.value.textContent = `${online} / ${sorted.length}`;
+    const online = sorted.filter(isOnline).length;
+    // Who shared before counts the ones that left too, as the hub remembers them.
+    const shared = Math.max(sorted.length, (hubStats && hubStats.participantsShared) || 0);
+    listEmpty.hidden = !listed || online > 0;
+    if (shared > 0) {
+      emptyTitle.textContent = `No one is sharing right now — ${plural(shared, "person", "people")} shared earlier`;
+    } else {
+      emptyTitle.textContent = "No one is sharing into this room yet";
+    }
+    replaceChildren(stats.online.value, `${online} online`, el("span", { class: "stat-of" }, ` of ${sorted.length}`));
   };
 
   const upsertParticipant = (p) => {
@@ -259,6 +303,7 @@ export function renderRoom(root, ctx) {
       for (const id of [...participants.keys()]) {
         if (!seen.has(id) && (touched.get(id) || 0) <= since) participants.delete(id);
       }
+      listed = true;
       renderParticipants();
       if (banner.firstChild && banner.dataset.kind === "transient") replaceChildren(banner);
     } catch (err) {
@@ -272,13 +317,44 @@ export function renderRoom(root, ctx) {
   // -- Activity
 
   const updateStats = () => {
+    if (hubStats) {
+      stats.requests.value.textContent = String(hubStats.requests || 0);
+      stats.ttft.value.textContent = typeof hubStats.avgTtftMs === "number" ? millis(hubStats.avgTtftMs) : "—";
+      stats.tps.value.textContent = typeof hubStats.avgTokensPerSecond === "number" ? perSecond(hubStats.avgTokensPerSecond) : "—";
+      return;
+    }
+    // A hub that keeps no counters: what this page has seen is all there is, and it says so.
     const done = [...requests.values()].filter((r) => r.state === "done" && r.metrics);
     stats.requests.value.textContent = String(requests.size);
+    stats.requests.node.title = "Requests seen since this page opened";
     const avg = (xs) => (xs.length ? xs.reduce((a, b) => a + b, 0) / xs.length : null);
     const ttft = avg(done.map((r) => r.metrics.ttftMs).filter((x) => typeof x === "number"));
     const tps = avg(done.map((r) => r.metrics.tokensPerSecond).filter((x) => typeof x === "number"));
     stats.ttft.value.textContent = ttft === null ? "—" : millis(ttft);
     stats.tps.value.textContent = tps === null ? "—" : perSecond(tps);
+  };
+
+  const applyRoom = (r) => {
+    room = r;
+    hubStats = r && r.stats && typeof r.stats === "object" ? r.stats : null;
+    updateStats();
+    renderParticipants();
+  };
+
+  // The hub's counters move with each answer; read them again shortly after (once for a burst).
+  const refreshStats = (delay = 400) => {
+    if (statsTimer || closed) return;
+    statsTimer = setTimeout(async () => {
+      statsTimer = null;
+      if (closed) return;
+      try {
+        applyRoom(await backend.getRoom(code));
+      } catch {
+        // The stream and the participant list report a lost hub or room.
+      }
+      // Each card says what its participant served, from the same counters.
+      reloadParticipants();
+    }, delay);
   };
 
   const requestRow = (r) => {
@@ -294,7 +370,8 @@ export function renderRoom(root, ctx) {
       "tr",
       { dataset: { requestId: r.id, state: r.state } },
       el("td", { class: "mono small" }, clockTime(r.at)),
-      el("td", { class: "who" }, nameOf(r.participantId)),
+      el("td", { class: "who", title: `Participant id: ${r.participantId}` }, nameOf(r.participantId)),
+      el("td", { class: "caller mono small" }, r.caller || "—"),
       el("td", { class: "mono small" }, r.model || "—"),
       el("td", null, result, r.state === "error" && r.error ? el("span", { class: "error-text small" }, ` ${r.stage ? `${r.stage}: ` : ""}${r.error}`) : null),
       el("td", { class: "num ttft" }, r.state === "done" ? millis(m.ttftMs) : "—"),
@@ -311,8 +388,10 @@ export function renderRoom(root, ctx) {
     const id = String(data.requestId || `${at}-${data.participantId}`);
     let r = requests.get(id);
     if (!r) {
-      r = { id, at, participantId: data.participantId, model: data.model, state: "pending", row: null };
+      r = { id, at, participantId: data.participantId, model: data.model, caller: null, state: "pending", row: null };
       requests.set(id, r);
+      // The hub has counted it already; show it now, and let the next read of the counters confirm.
+      if (hubStats) hubStats.requests = (hubStats.requests || 0) + 1;
       while (requests.size > MAX_REQUESTS) {
         const [oldest] = requests.keys();
         const gone = requests.get(oldest);
@@ -320,6 +399,7 @@ export function renderRoom(root, ctx) {
         requests.delete(oldest);
       }
     }
+    if (typeof data.caller === "string") r.caller = data.caller;
     change(r);
     requestRow(r);
     activityEmpty.hidden = true;
@@ -331,7 +411,7 @@ export function renderRoom(root, ctx) {
   const addLog = (at, type, text) => {
     logEmpty.hidden = true;
     log.insertBefore(
-      el("li", { class: "log-item", dataset: { type } }, el("time", { class: "mono small muted", datetime: new Date(at).toISOString() }, clockTime(at)), el("span", { class: "log-type mono small" }, type), el("span", { class: "log-text" }, text)),
+      el("li", { class: "log-item", dataset: { type } }, el("time", { class: "mono small muted", datetime: new Date(at).toISOString() }, clockTime(at)), el("span", { class: "log-type small" }, LOG_WORDS[type] || "Event"), el("span", { class: "log-text" }, text)),
       log.firstChild,
     );
     while (log.children.length > MAX_LOG) log.lastChild.remove();
@@ -389,7 +469,8 @@ export function renderRoom(root, ctx) {
       }
       case "llm.request":
         trackRequest(data, at, () => {});
-        addLog(at, event.type, `${nameOf(data.participantId)} got a request for ${data.model}`);
+        addLog(at, event.type, `${nameOf(data.participantId)} got a request for ${data.model}${typeof data.caller === "string" ? ` from ${data.caller}` : ""}`);
+        refreshStats();
         return;
       case "llm.complete":
         trackRequest(data, at, (r) => {
@@ -402,6 +483,7 @@ export function renderRoom(root, ctx) {
           if (typeof m.tokensPerSecond === "number") bits.push(perSecond(m.tokensPerSecond));
           addLog(at, event.type, bits.join(" · "));
         }
+        refreshStats();
         return;
       case "llm.error":
         trackRequest(data, at, (r) => {
@@ -410,6 +492,7 @@ export function renderRoom(root, ctx) {
           r.stage = typeof data.stage === "string" ? data.stage : null;
         });
         addLog(at, event.type, `${nameOf(data.participantId)} failed: ${data.error}`);
+        refreshStats();
         return;
       case "stream.lagged":
         addLog(at, event.type, "Some events were missed; the participant list was reloaded");
@@ -481,6 +564,7 @@ export function renderRoom(root, ctx) {
           banner.dataset.kind = "";
           replaceChildren(banner);
           reloadParticipants();
+          refreshStats(0);
           if (!stopStream) stopStream = backend.subscribe(code, onEvent, setLive);
         },
       },
@@ -596,10 +680,11 @@ export function renderRoom(root, ctx) {
           null,
           el("th", { scope: "col" }, "Time"),
           el("th", { scope: "col" }, "Participant"),
+          el("th", { scope: "col", title: "The address the request came from" }, "Caller"),
           el("th", { scope: "col" }, "Model"),
           el("th", { scope: "col" }, "Result"),
-          el("th", { scope: "col", class: "num" }, el("abbr", { title: "Time to first token" }, "TTFT")),
-          el("th", { scope: "col", class: "num" }, "Speed"),
+          el("th", { scope: "col", class: "num" }, el("abbr", { title: "How long the request waited for the first word of its answer" }, "First token")),
+          el("th", { scope: "col", class: "num" }, el("abbr", { title: "Tokens (pieces of words) written per second" }, "Speed")),
           el("th", { scope: "col", class: "num" }, "Tokens"),
           el("th", { scope: "col", class: "num" }, "Duration"),
         ),
@@ -619,6 +704,7 @@ export function renderRoom(root, ctx) {
     ),
     banner,
     endpoint,
+    invite,
     el("div", { class: "stats" }, Object.values(stats).map((s) => s.node)),
     el(
       "div",
@@ -659,12 +745,38 @@ export function renderRoom(root, ctx) {
   };
   renderConnect();
 
+  // -- The invite: a link anyone can open (the hub's /join/CODE page), and its QR code.
+
+  const inviteLink = () => `${(ctx.hub.url || window.location.origin).replace(/\/+$/, "")}/join/${code}`;
+  const qr = el("img", { class: "qr", id: "room-qr", alt: "QR code of the invite link", width: "148", height: "148", hidden: true });
+  replaceChildren(
+    invite,
+    el("h2", { id: "invite-title", class: "panel-title" }, icon("users"), "Invite people"),
+    el(
+      "div",
+      { class: "room-invite" },
+      el(
+        "div",
+        null,
+        copyField("Invite link", inviteLink(), { help: "Anyone who opens it sees how to share a model into this room, or use it from code. Scan the code with a phone or a laptop nearby." }),
+      ),
+      qr,
+    ),
+  );
+  backend.inviteQr(code).then((src) => {
+    if (closed || !src) return;
+    // Set as a property: the URL is the hub's own QR image (or a data: URL of its SVG, which an
+    // <img> shows without running anything), not text from the network.
+    qr.src = src;
+    qr.hidden = false;
+  });
+
   // -- Start
 
   backend.getRoom(code).then(
     (r) => {
       if (closed) return;
-      room = r;
+      applyRoom(r);
       replaceChildren(title, r.name);
       document.title = `${r.name} · Gambi`;
       lock.hidden = !r.passwordProtected;
@@ -684,13 +796,14 @@ export function renderRoom(root, ctx) {
   );
   timers.push(
     setInterval(() => {
-      if (!closed && room) reloadParticipants();
+      if (!closed && room) refreshStats(0);
     }, 15000),
   );
 
   return () => {
     closed = true;
     for (const t of timers) clearInterval(t);
+    if (statsTimer) clearTimeout(statsTimer);
     if (stopStream) stopStream();
     document.title = "Gambi";
   };

@@ -274,6 +274,7 @@ async fn infer(hub: Hub, code: String, op: Op, req: Request) -> Result<Response>
             participant_id: p.public.id.clone(),
             model: p.public.model.clone(),
             operation: op.operation().into(),
+            caller: crate::hub::stats::caller(),
         });
         let started = Instant::now();
         let fallback = op == Op::Responses && p.public.capabilities.open_responses == Capability::Unsupported;

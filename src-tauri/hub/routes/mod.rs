@@ -43,11 +43,13 @@ pub fn router(hub: Hub) -> Router {
         .layer(axum::Extension(BodyLimit(limit)));
     let inference = super::inference::routes::router()
         .route_layer(middleware::from_fn_with_state(hub.clone(), super::inference::routes::room_key))
+        .route_layer(middleware::from_fn(super::stats::caller_scope))
         .layer(axum::extract::DefaultBodyLimit::max(hub.config().inference_body_limit));
     Router::new()
         .merge(classic.layer(body_limit.clone()))
         .merge(management.layer(body_limit))
         .merge(inference)
+        .merge(super::invite::router())
         .merge(super::ui::router())
         .fallback(not_found)
         .method_not_allowed_fallback(method_not_allowed)

@@ -12,8 +12,10 @@ use crate::hub::error::{ApiError, HubError};
 use crate::hub::json_list::JsonList;
 use crate::hub::request_id;
 use crate::hub::sse;
+use crate::hub::stats;
 use crate::hub::validate::{self, Surface};
 use crate::hub::Hub;
+use crate::protocol::stats::{ParticipantDetails, RoomDetails};
 use crate::protocol::{
     is_participant_id, now_ms, ConnectionKind, Envelope, Health, Meta, Registered, Success, TunnelBootstrap,
 };
@@ -47,9 +49,22 @@ pub async fn create(
     Ok(ok(StatusCode::CREATED, created))
 }
 
-pub async fn room(State(hub): State<Hub>, P { 0: code, .. }: P<String>) -> Result<Response> {
+/// The room summary, with its `stats` for readers who may see its details (anyone for an open
+/// room; the key or the host token for a protected one). Without them it is the summary alone, as
+/// before: the details are left out, the room is not refused.
+pub async fn room(
+    State(hub): State<Hub>,
+    P { 0: code, .. }: P<String>,
+    ClientAddr(client): ClientAddr,
+    headers: HeaderMap,
+) -> Result<Response> {
     let code = room_code(&code)?;
-    Ok(ok(StatusCode::OK, hub.registry().room(&code)?))
+    let room = hub.registry().room(&code)?;
+    let stats = match hub.check_reader(&code, bearer(&headers), client).await {
+        Ok(()) => Some(stats::room_stats(&hub, &code)?),
+        Err(_) => None,
+    };
+    Ok(ok(StatusCode::OK, RoomDetails { room, stats }))
 }
 
 /// The token of an `Authorization: Bearer <token>` header.
@@ -76,7 +91,15 @@ pub async fn participants(
 ) -> Result<Response> {
     let code = room_code(&code)?;
     hub.check_reader(&code, bearer(&headers), client).await?;
-    let items = hub.registry().participant_pieces(&code)?;
+    let mut items = hub.registry().participant_pieces(&code)?;
+    let served = hub.stats().participants(&code, now_ms());
+    if !served.is_empty() {
+        for item in &mut items {
+            if let Some(spliced) = stats::with_stats(item, &served) {
+                *item = spliced.into();
+            }
+        }
+    }
     let meta = serde_json::to_string(&Meta { request_id: request_id::current() })
         .map_err(|e| HubError::Internal(e.to_string()))?;
     Ok(JsonList::new(&b"{\"data\":"[..], items, format!(",\"meta\":{meta}}}")).into_response())
@@ -94,7 +117,8 @@ pub async fn participant(
         hub.check_reader(&code, bearer(&headers), client).await?;
     }
     let record = hub.registry().participant(&code, existing_id(&id)?)?;
-    Ok(ok(StatusCode::OK, record.public))
+    let stats = hub.stats().participant(&code, &record.public.id, now_ms());
+    Ok(ok(StatusCode::OK, ParticipantDetails { participant: record.public, stats: Some(stats) }))
 }
 
 /// `ws://host/v1/rooms/CODE/participants/ID/tunnel`, from the host the participant used to reach

@@ -1,0 +1,443 @@
+//! Room stats: what each room and each participant has served, counted by the hub from the events
+//! the inference plane already publishes (`llm.request`, `llm.complete`, `llm.error`), so a page
+//! opened late still reads the truth ("Requests 2", not the requests since it opened), and a room
+//! whose sharers have all left still knows that people shared there.
+//!
+//! The event bus hands every event to [`Stats::observe`] as it publishes it, before any stream sees
+//! it: a reader told `llm.complete` finds it counted. Counting is a few additions under a lock of
+//! its own, never held while the registry's is taken here. The counts live in memory only and
+//! start again with the hub; a room's go when it is closed, a participant's when it leaves (the
+//! room's totals keep what it served).
+//!
+//! The wire types are in `protocol::stats`; which readers get them is the routes' business
+//! (`Hub::check_reader`).
+
+use std::collections::{HashMap, HashSet, VecDeque};
+use std::sync::{Arc, Mutex, MutexGuard};
+
+use axum::extract::Request;
+use axum::middleware::Next;
+use axum::response::Response;
+
+use crate::protocol::events::{EventKind, LlmMetrics};
+use crate::protocol::stats::{
+    ParticipantStats, RecentCaller, RoomStats, Usage, RECENT_CALLERS, RECENT_WINDOW_REQUESTS, RECENT_WINDOW_SECS,
+};
+use crate::protocol::{now_ms, ConnectionKind, Participant, ParticipantStatus};
+
+use super::error::HubError;
+use super::routes::ClientAddr;
+use super::Hub;
+
+const HOUR_MS: u64 = 3_600_000;
+/// Request ids a room remembers, so a request that failed over to a second participant counts once.
+const REMEMBERED_REQUESTS: usize = 64;
+/// Different participant ids a room remembers for "N have shared here"; past it, new ones are
+/// counted without being remembered (a rejoin may then count twice).
+const REMEMBERED_SHARERS: usize = 10_000;
+/// Participants with counters per room; one more shares the room's totals only.
+const TRACKED_PARTICIPANTS: usize = 10_000;
+
+tokio::task_local! {
+    /// The caller of the inference request being handled, for its `llm.request` event.
+    static CALLER: Option<String>;
+}
+
+/// Who sent the inference request this task is handling: the client's address. `None` outside
+/// the inference plane, or where the hub had no address for the client.
+pub fn caller() -> Option<String> {
+    CALLER.try_with(Clone::clone).ok().flatten()
+}
+
+/// Layer of the inference plane: keeps the client's address for [`caller`].
+pub async fn caller_scope(ClientAddr(client): ClientAddr, req: Request, next: Next) -> Response {
+    let label = client.map(|ip| super::quota::canonical(ip).to_string());
+    CALLER.scope(label, next.run(req)).await
+}
+
+/// One finished request, for the recent averages.
+struct Sample {
+    at: u64,
+    ttft_ms: f64,
+    tokens_per_second: Option<f64>,
+}
+
+/// The counters of a room, or of one participant.
+#[derive(Default)]
+struct Tally {
+    requests: u64,
+    completed: u64,
+    errors: u64,
+    input_tokens: u64,
+    output_tokens: u64,
+    /// Requests per hour (hour number, count), the last 24 hours at most, oldest first.
+    hours: VecDeque<(u64, u64)>,
+    recent: VecDeque<Sample>,
+    last_request_at: Option<u64>,
+}
+
+impl Tally {
+    fn request(&mut self, now: u64) {
+        self.requests += 1;
+        self.last_request_at = Some(now);
+        let hour = now / HOUR_MS;
+        match self.hours.back_mut() {
+            Some((h, count)) if *h == hour => *count += 1,
+            _ => self.hours.push_back((hour, 1)),
+        }
+        while self.hours.front().is_some_and(|(h, _)| *h + 24 <= hour) || self.hours.len() > 24 {
+            self.hours.pop_front();
+        }
+    }
+
+    fn complete(&mut self, metrics: &LlmMetrics, now: u64) {
+        self.completed += 1;
+        self.input_tokens += metrics.input_tokens.unwrap_or(0);
+        self.output_tokens += metrics.output_tokens.unwrap_or(0);
+        let finite = |x: f64| x.is_finite().then_some(x.max(0.0));
+        if let Some(ttft_ms) = finite(metrics.ttft_ms) {
+            self.recent.push_back(Sample {
+                at: now,
+                ttft_ms,
+                tokens_per_second: metrics.tokens_per_second.and_then(finite),
+            });
+        }
+        while self.recent.len() > RECENT_WINDOW_REQUESTS {
+            self.recent.pop_front();
+        }
+    }
+
+    fn usage(&self, now: u64) -> Usage {
+        let window_start = now.saturating_sub(RECENT_WINDOW_SECS * 1000);
+        let recent: Vec<&Sample> = self.recent.iter().filter(|s| s.at >= window_start).collect();
+        let average = |xs: Vec<f64>| (!xs.is_empty()).then(|| xs.iter().sum::<f64>() / xs.len() as f64);
+        let hour = now / HOUR_MS;
+        // The bucket of the hour 24 hours ago is partly outside; counted whole, the figure errs by
+        // at most that hour's requests, and never forgets a request of the last 23 hours.
+        let last_24h = self.hours.iter().filter(|(h, _)| h + 24 > hour).map(|(_, n)| n).sum();
+        Usage {
+            requests: self.requests,
+            completed: self.completed,
+            errors: self.errors,
+            input_tokens: self.input_tokens,
+            output_tokens: self.output_tokens,
+            requests_last_24h: last_24h,
+            avg_ttft_ms: average(recent.iter().map(|s| s.ttft_ms).collect()),
+            avg_tokens_per_second: average(recent.iter().filter_map(|s| s.tokens_per_second).collect()),
+            recent_completed: recent.len() as u64,
+            last_request_at: self.last_request_at,
+        }
+    }
+}
+
+#[derive(Default)]
+struct ParticipantTally {
+    tally: Tally,
+    /// Newest first.
+    callers: VecDeque<RecentCaller>,
+}
+
+#[derive(Default)]
+struct RoomTally {
+    total: Tally,
+    participants: HashMap<String, ParticipantTally>,
+    recent_requests: VecDeque<String>,
+    sharers: HashSet<String>,
+    sharers_counted: u64,
+}
+
+impl RoomTally {
+    fn saw_sharer(&mut self, id: &str) {
+        if self.sharers.contains(id) {
+            return;
+        }
+        self.sharers_counted += 1;
+        if self.sharers.len() < REMEMBERED_SHARERS {
+            self.sharers.insert(id.to_string());
+        }
+    }
+}
+
+/// The hub's counters, for every room; cheap to clone.
+#[derive(Clone)]
+pub struct Stats {
+    rooms: Arc<Mutex<HashMap<String, RoomTally>>>,
+    /// When this hub started counting.
+    started: u64,
+}
+
+impl Default for Stats {
+    fn default() -> Self {
+        Stats { rooms: Arc::default(), started: now_ms() }
+    }
+}
+
+impl Stats {
+    fn lock(&self) -> MutexGuard<'_, HashMap<String, RoomTally>> {
+        // Counters half-updated by a panic are still better than none.
+        self.rooms.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    /// Counts one event of room `code`, published at `now`.
+    pub fn observe(&self, code: &str, kind: &EventKind, now: u64) {
+        let mut rooms = self.lock();
+        if matches!(kind, EventKind::RoomClosed) {
+            rooms.remove(code);
+            return;
+        }
+        let room = rooms.entry(code.to_string()).or_default();
+        match kind {
+            EventKind::ParticipantJoined(p) | EventKind::ParticipantUpdated(p) => room.saw_sharer(&p.id),
+            EventKind::ParticipantLeft { participant_id } => {
+                room.participants.remove(participant_id);
+            }
+            EventKind::LlmRequest { request_id, participant_id, model, caller, .. } => {
+                if !room.recent_requests.contains(request_id) {
+                    room.total.request(now);
+                    if room.recent_requests.len() >= REMEMBERED_REQUESTS {
+                        room.recent_requests.pop_front();
+                    }
+                    room.recent_requests.push_back(request_id.clone());
+                }
+                room.saw_sharer(participant_id);
+                let tracked = room.participants.len() < TRACKED_PARTICIPANTS;
+                if let Some(p) = participant_entry(room, participant_id, tracked) {
+                    p.tally.request(now);
+                    p.callers.push_front(RecentCaller {
+                        caller: caller.clone().unwrap_or_else(|| "unknown".into()),
+                        model: model.clone(),
+                        at: now,
+                    });
+                    p.callers.truncate(RECENT_CALLERS);
+                }
+            }
+            EventKind::LlmComplete { participant_id, metrics, .. } => {
+                room.total.complete(metrics, now);
+                if let Some(p) = room.participants.get_mut(participant_id) {
+                    p.tally.complete(metrics, now);
+                }
+            }
+            EventKind::LlmError { participant_id, .. } => {
+                room.total.errors += 1;
+                if let Some(p) = room.participants.get_mut(participant_id) {
+                    p.tally.errors += 1;
+                }
+            }
+            EventKind::RoomCreated(_) | EventKind::ParticipantOffline { .. } | EventKind::RoomClosed => {}
+        }
+    }
+
+    /// A room's counters at `now`, and how many different participants have shared into it.
+    pub fn room_usage(&self, code: &str, now: u64) -> (Usage, u64) {
+        let rooms = self.lock();
+        match rooms.get(code) {
+            Some(room) => (room.total.usage(now), room.sharers_counted),
+            None => (Usage::default(), 0),
+        }
+    }
+
+    /// One participant's counters at `now` (zero for one that has served nothing yet).
+    pub fn participant(&self, code: &str, id: &str, now: u64) -> ParticipantStats {
+        let rooms = self.lock();
+        rooms.get(code).and_then(|room| room.participants.get(id)).map(|p| stats_of(p, now)).unwrap_or_default()
+    }
+
+    /// The counters of every participant of room `code` that has served something.
+    pub fn participants(&self, code: &str, now: u64) -> HashMap<String, ParticipantStats> {
+        let rooms = self.lock();
+        rooms
+            .get(code)
+            .map(|room| room.participants.iter().map(|(id, p)| (id.clone(), stats_of(p, now))).collect())
+            .unwrap_or_default()
+    }
+
+    /// When this hub started counting (epoch ms).
+    pub fn started(&self) -> u64 {
+        self.started
+    }
+}
+
+fn participant_entry<'a>(room: &'a mut RoomTally, id: &str, may_add: bool) -> Option<&'a mut ParticipantTally> {
+    if !may_add && !room.participants.contains_key(id) {
+        return None;
+    }
+    Some(room.participants.entry(id.to_string()).or_default())
+}
+
+fn stats_of(p: &ParticipantTally, now: u64) -> ParticipantStats {
+    ParticipantStats { usage: p.tally.usage(now), recent_callers: p.callers.iter().cloned().collect() }
+}
+
+/// Whether a participant can take requests now: online or busy, and reachable (its tunnel is
+/// open, or the hub calls it directly).
+pub fn is_online(p: &Participant) -> bool {
+    matches!(p.status, ParticipantStatus::Online | ParticipantStatus::Busy)
+        && (p.connection.connected || p.connection.kind == ConnectionKind::Direct)
+}
+
+/// The `stats` of room `code`: its counters, with who is in it now.
+pub fn room_stats(hub: &Hub, code: &str) -> Result<RoomStats, HubError> {
+    let summary = hub.registry().room(code)?;
+    let participants = hub.registry().participants(code)?;
+    let now = now_ms();
+    let (usage, shared) = hub.stats().room_usage(code, now);
+    Ok(RoomStats {
+        usage,
+        participants_online: participants.iter().filter(|p| is_online(p)).count(),
+        participants_registered: participants.len(),
+        // A hub restarted on its state file knows participants it has not seen join.
+        participants_shared: shared.max(participants.len() as u64),
+        since: hub.stats().started().max(summary.created_at),
+    })
+}
+
+/// Splices `"stats": …` into a participant's cached JSON object (`{"id":"…",…}`), keyed by the id
+/// it starts with; `None` (keep the piece as it is) for a participant that has served nothing, or
+/// a piece that does not start that way. Only the pieces that get stats are copied, so a big room
+/// still lists from its cached encodings.
+pub fn with_stats(piece: &[u8], stats: &HashMap<String, ParticipantStats>) -> Option<Vec<u8>> {
+    let stats = serde_json::to_vec(stats.get(leading_id(piece)?)?).ok()?;
+    let body = piece.strip_suffix(b"}")?;
+    let mut out = Vec::with_capacity(piece.len() + stats.len() + 10);
+    out.extend_from_slice(body);
+    out.extend_from_slice(b",\"stats\":");
+    out.extend_from_slice(&stats);
+    out.push(b'}');
+    Some(out)
+}
+
+/// The id of a participant's JSON, which serializes `id` first; ids never need escaping (see
+/// `protocol::is_participant_id`), so the first quote after it ends it.
+fn leading_id(piece: &[u8]) -> Option<&str> {
+    let rest = piece.strip_prefix(b"{\"id\":\"")?;
+    let end = rest.iter().position(|&b| b == b'"')?;
+    let id = std::str::from_utf8(&rest[..end]).ok()?;
+    crate::protocol::is_participant_id(id).then_some(id)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn request(id: &str, participant: &str, caller: Option<&str>) -> EventKind {
+        EventKind::LlmRequest {
+            request_id: id.into(),
+            participant_id: participant.into(),
+            model: "llama3".into(),
+            operation: "chat.completions".into(),
+            caller: caller.map(str::to_string),
+        }
+    }
+
+    fn complete(id: &str, participant: &str, ttft_ms: f64, tps: f64) -> EventKind {
+        EventKind::LlmComplete {
+            request_id: id.into(),
+            participant_id: participant.into(),
+            model: "llama3".into(),
+            metrics: LlmMetrics {
+                ttft_ms,
+                duration_ms: 100.0,
+                input_tokens: Some(3),
+                output_tokens: Some(7),
+                total_tokens: Some(10),
+                tokens_per_second: Some(tps),
+            },
+        }
+    }
+
+    fn error(id: &str, participant: &str) -> EventKind {
+        EventKind::LlmError {
+            request_id: id.into(),
+            participant_id: participant.into(),
+            model: "llama3".into(),
+            stage: "connect".into(),
+            error: "refused".into(),
+        }
+    }
+
+    #[test]
+    fn a_room_counts_requests_tokens_and_averages() {
+        let stats = Stats::default();
+        let now = 10 * HOUR_MS;
+        stats.observe("ROOM01", &request("a", "w1", Some("10.0.0.2")), now);
+        stats.observe("ROOM01", &complete("a", "w1", 100.0, 20.0), now);
+        stats.observe("ROOM01", &request("b", "w1", None), now + 1);
+        stats.observe("ROOM01", &complete("b", "w1", 300.0, 40.0), now + 1);
+        let (usage, shared) = stats.room_usage("ROOM01", now + 2);
+        assert_eq!((usage.requests, usage.completed, usage.errors), (2, 2, 0));
+        assert_eq!((usage.input_tokens, usage.output_tokens), (6, 14));
+        assert_eq!(usage.avg_ttft_ms, Some(200.0));
+        assert_eq!(usage.avg_tokens_per_second, Some(30.0));
+        assert_eq!(usage.requests_last_24h, 2);
+        assert_eq!(shared, 1);
+        let w1 = stats.participant("ROOM01", "w1", now + 2);
+        assert_eq!(w1.usage.requests, 2);
+        let callers: Vec<&str> = w1.recent_callers.iter().map(|c| c.caller.as_str()).collect();
+        assert_eq!(callers, ["unknown", "10.0.0.2"], "newest first");
+    }
+
+    #[test]
+    fn a_failed_over_request_counts_once_for_the_room_and_once_per_try() {
+        let stats = Stats::default();
+        stats.observe("ROOM01", &request("a", "w1", None), 1);
+        stats.observe("ROOM01", &error("a", "w1"), 2);
+        stats.observe("ROOM01", &request("a", "w2", None), 3);
+        stats.observe("ROOM01", &complete("a", "w2", 50.0, 10.0), 4);
+        let (usage, shared) = stats.room_usage("ROOM01", 5);
+        assert_eq!((usage.requests, usage.completed, usage.errors), (1, 1, 1));
+        assert_eq!(shared, 2);
+        assert_eq!(stats.participant("ROOM01", "w1", 5).usage.errors, 1);
+        assert_eq!(stats.participant("ROOM01", "w2", 5).usage.completed, 1);
+    }
+
+    #[test]
+    fn the_room_keeps_what_a_participant_that_left_served() {
+        let stats = Stats::default();
+        stats.observe("ROOM01", &request("a", "w1", None), 1);
+        stats.observe("ROOM01", &complete("a", "w1", 50.0, 10.0), 2);
+        stats.observe("ROOM01", &EventKind::ParticipantLeft { participant_id: "w1".into() }, 3);
+        let (usage, shared) = stats.room_usage("ROOM01", 4);
+        assert_eq!((usage.requests, shared), (1, 1));
+        assert_eq!(stats.participant("ROOM01", "w1", 4), ParticipantStats::default());
+        stats.observe("ROOM01", &EventKind::RoomClosed, 5);
+        assert_eq!(stats.room_usage("ROOM01", 6), (Usage::default(), 0), "a closed room's counts go with it");
+    }
+
+    #[test]
+    fn averages_are_over_the_recent_window_and_the_day_rolls() {
+        let stats = Stats::default();
+        let start = 100 * HOUR_MS;
+        stats.observe("ROOM01", &request("a", "w1", None), start);
+        stats.observe("ROOM01", &complete("a", "w1", 1000.0, 5.0), start);
+        let later = start + RECENT_WINDOW_SECS * 1000 + 1;
+        let (usage, _) = stats.room_usage("ROOM01", later);
+        assert_eq!((usage.avg_ttft_ms, usage.recent_completed), (None, 0), "an old request leaves the window");
+        assert_eq!(usage.requests_last_24h, 1);
+        let (usage, _) = stats.room_usage("ROOM01", start + 25 * HOUR_MS);
+        assert_eq!((usage.requests, usage.requests_last_24h), (1, 0));
+    }
+
+    #[test]
+    fn stats_are_spliced_into_a_participants_json() {
+        let participant: crate::protocol::Participant = serde_json::from_value(serde_json::json!({
+            "id": "w-1", "nickname": "Alice", "model": "llama3", "endpoint": "http://127.0.0.1:9",
+            "connection": {"kind": "tunnel", "connected": true},
+            "status": "online", "joinedAt": 0, "lastSeen": 0, "updatedAt": 0
+        }))
+        .unwrap();
+        let piece = serde_json::to_vec(&participant).unwrap();
+        assert!(piece.starts_with(b"{\"id\":\"w-1\""), "the participant's JSON starts with its id");
+        let mut all = HashMap::new();
+        all.insert(
+            "w-1".to_string(),
+            ParticipantStats { usage: Usage { requests: 4, ..Usage::default() }, ..Default::default() },
+        );
+        let spliced: serde_json::Value = serde_json::from_slice(&with_stats(&piece, &all).unwrap()).unwrap();
+        assert_eq!(spliced["nickname"], "Alice");
+        assert_eq!(spliced["stats"]["requests"], 4);
+        assert_eq!(spliced["stats"]["recentCallers"], serde_json::json!([]));
+        assert_eq!(with_stats(b"[1]", &all), None);
+        all.clear();
+        assert_eq!(with_stats(&piece, &all), None, "one that served nothing is left as it is");
+    }
+}
