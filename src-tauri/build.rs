@@ -11,6 +11,7 @@ const COMMANDS: &[&str] = &[
     "list_rooms",
     "create_room",
     "get_room",
+    "invite_qr",
     "list_participants",
     "delete_room",
     "subscribe_room",

@@ -19,7 +19,8 @@
 //   hub_health         —                                            { status: "ok", timestamp: ms, version?: string }
 //   list_rooms         —                                            RoomSummary[]   (as GET /v1/rooms `data`)
 //   create_room        { name: string, password: string|null }     { room: RoomSummary, hostId, hostToken }
-//   get_room           { code }                                     RoomSummary, with `stats` (as GET /v1/rooms/:code `data`)
+//   get_room           { code, password: string|null }              RoomSummary, with `stats` (as GET /v1/rooms/:code `data`)
+//                                                                    and `hubUrl`: the address others use for the hub holding it
 //   invite_qr          { code }                                     string: the SVG of the QR code of the room's invite
 //                                                                    link, http://HUB/join/CODE (hub::invite::qr_svg);
 //                                                                    optional: without it the Room screen shows no QR code
@@ -114,7 +115,7 @@ const tauri = {
   health: () => invoke("hub_health"),
   listRooms: () => invoke("list_rooms"),
   createRoom: ({ name, password }) => invoke("create_room", { name, password: password || null }),
-  getRoom: (code) => invoke("get_room", { code }),
+  getRoom: (code) => invoke("get_room", { code, password: roomCredential(code) }),
   // The window may show only its own files and data: URLs, so the SVG comes back as text.
   async inviteQr(code) {
     const svg = await invoke("invite_qr", { code });

@@ -254,6 +254,25 @@ impl HubClient {
         self.call(Method::GET, &["v1", "rooms", code], None::<&()>, None).await.map(|(_, data)| data)
     }
 
+    /// `GET /v1/rooms/:code` with `key` (a protected room's password or host token): the room and
+    /// what it has served (`stats`, given to readers with the key).
+    pub async fn get_room_details_as(
+        &self,
+        code: &str,
+        key: Option<&str>,
+    ) -> Result<crate::protocol::stats::RoomDetails, ClientError> {
+        self.call(Method::GET, &["v1", "rooms", code], None::<&()>, key).await.map(|(_, data)| data)
+    }
+
+    /// `GET /v1/rooms/:code/participants` with `key`, each participant with what it has served.
+    pub async fn list_participant_details_as(
+        &self,
+        code: &str,
+        key: Option<&str>,
+    ) -> Result<Vec<crate::protocol::stats::ParticipantDetails>, ClientError> {
+        self.call(Method::GET, &["v1", "rooms", code, "participants"], None::<&()>, key).await.map(|(_, data)| data)
+    }
+
     /// `DELETE /v1/rooms/:code` with `Authorization: Bearer <host_token>`.
     pub async fn delete_room(&self, code: &str, host_token: &str) -> Result<Success, ClientError> {
         self.call(Method::DELETE, &["v1", "rooms", code], None::<&()>, Some(host_token)).await.map(|(_, data)| data)

@@ -6,7 +6,7 @@ use tauri::State;
 
 use super::core::{AppCore, AppError, HubInfo, ShareStatus, ToggleOutcome};
 use super::settings::Settings;
-use crate::protocol::{CreatedRoom, Health, Participant, RoomSummary};
+use crate::protocol::{CreatedRoom, Health, RoomSummary};
 
 type Answer<T> = Result<T, AppError>;
 
@@ -36,8 +36,13 @@ pub async fn create_room(core: State<'_, AppCore>, name: String, password: Optio
 }
 
 #[tauri::command]
-pub async fn get_room(core: State<'_, AppCore>, code: String) -> Answer<RoomSummary> {
-    core.get_room(&code).await
+pub async fn get_room(core: State<'_, AppCore>, code: String, password: Option<String>) -> Answer<Value> {
+    core.room_details(&code, password.as_deref()).await
+}
+
+#[tauri::command]
+pub async fn invite_qr(core: State<'_, AppCore>, code: String) -> Answer<String> {
+    core.invite_qr(&code).await
 }
 
 #[tauri::command]
@@ -45,8 +50,8 @@ pub async fn list_participants(
     core: State<'_, AppCore>,
     code: String,
     password: Option<String>,
-) -> Answer<Vec<Participant>> {
-    core.list_participants(&code, password.as_deref()).await
+) -> Answer<Vec<crate::protocol::stats::ParticipantDetails>> {
+    core.list_participant_details(&code, password.as_deref()).await
 }
 
 #[tauri::command]

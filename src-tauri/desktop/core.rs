@@ -583,6 +583,51 @@ impl AppCore {
     }
 
     /// The room's participants; `key` is a protected room's password (or its host token).
+    /// Room `code` as the window shows it: the room, what it served (`stats`, with the key of a
+    /// protected room), and `hubUrl`, the address others use for the hub that holds it (this
+    /// app's own hub's LAN address, or the other hub's): every URL the window shows or copies is
+    /// built from it.
+    pub async fn room_details(&self, code: &str, key: Option<&str>) -> Result<Value, AppError> {
+        let code = room_code(code)?;
+        let client = self.client_for(&code).await?;
+        let details =
+            client.get_room_details_as(&code, key).await.map_err(|e| AppError::from_client(&e, Some(&code)))?;
+        let mut value = serde_json::to_value(&details).unwrap_or(Value::Null);
+        if let Value::Object(fields) = &mut value {
+            fields.insert("hubUrl".into(), json!(self.public_url_of(&client).await));
+        }
+        Ok(value)
+    }
+
+    /// The address others use for the hub `client` talks to.
+    async fn public_url_of(&self, client: &HubClient) -> String {
+        let base = client.base_url().trim_end_matches('/').to_string();
+        let own = self.local_hub_url().await.map(|u| u.trim_end_matches('/').to_string());
+        match (own, self.hub_info().url) {
+            (Some(own), Some(public)) if own == base => public,
+            _ => base,
+        }
+    }
+
+    /// The SVG of the QR code of room `code`'s invite link (`HUB/join/CODE`, on the hub that holds
+    /// the room), drawn here: no network service.
+    pub async fn invite_qr(&self, code: &str) -> Result<String, AppError> {
+        let code = room_code(code)?;
+        let client = self.client_for(&code).await?;
+        let link = format!("{}/join/{code}", self.public_url_of(&client).await.trim_end_matches('/'));
+        crate::hub::invite::qr_svg(&link).ok_or_else(|| AppError::new("The invite link is too long for a QR code."))
+    }
+
+    pub async fn list_participant_details(
+        &self,
+        code: &str,
+        key: Option<&str>,
+    ) -> Result<Vec<crate::protocol::stats::ParticipantDetails>, AppError> {
+        let code = room_code(code)?;
+        let client = self.client_for(&code).await?;
+        client.list_participant_details_as(&code, key).await.map_err(|e| AppError::from_client(&e, Some(&code)))
+    }
+
     pub async fn list_participants(&self, code: &str, key: Option<&str>) -> Result<Vec<Participant>, AppError> {
         let client = self.client_for(code).await?;
         client.list_participants_as(&room_code(code)?, key).await.map_err(|e| AppError::from_client(&e, Some(code)))
@@ -988,7 +1033,9 @@ impl AppCore {
                 }
                 // Once per pause, however long it lasts.
                 ShareState::Paused { .. } if !paused => {
-                    self.inner.coalescer.push(Transition::SharePaused { server: target.server.clone(), room: room.clone() });
+                    self.inner
+                        .coalescer
+                        .push(Transition::SharePaused { server: target.server.clone(), room: room.clone() });
                     paused = true;
                 }
                 ShareState::Reconnecting { attempt, .. } => {

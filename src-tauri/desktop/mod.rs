@@ -81,6 +81,7 @@ pub fn builder<R: Runtime>(
             commands::list_rooms,
             commands::create_room,
             commands::get_room,
+            commands::invite_qr,
             commands::list_participants,
             commands::delete_room,
             commands::subscribe_room,
@@ -106,11 +107,48 @@ pub fn builder<R: Runtime>(
         })
         .on_window_event(|window, event| {
             if let WindowEvent::Destroyed = event {
-                // Closing the window destroys it and its webview (WebKit's processes with it): the
-                // app lives on in the tray, with its hub, share and notifications, until Quit.
+                // Closing the window destroys it and its webview: the app lives on in the tray,
+                // with its hub, share and notifications, until Quit.
                 tracing::info!(window = window.label(), "window closed");
+                end_webkit_helpers();
             }
         })
+}
+
+/// WebKit's web process ends with the webview; its network process stays for the next one, some
+/// 60 MB for as long as the app sits in the tray. It is stopped once the window is gone; WebKit
+/// starts a new one with the next window.
+fn end_webkit_helpers() {
+    #[cfg(target_os = "linux")]
+    std::thread::spawn(|| {
+        // The webview's own teardown first.
+        std::thread::sleep(std::time::Duration::from_secs(1));
+        for pid in child_processes_named("WebKitNetworkPr") {
+            if let Some(pid) = rustix::process::Pid::from_raw(pid) {
+                if let Err(e) = rustix::process::kill_process(pid, rustix::process::Signal::TERM) {
+                    tracing::debug!(error = %e, "WebKit's network process not stopped");
+                }
+            }
+        }
+    });
+}
+
+/// This process's children whose name (`/proc/PID/comm`, 15 characters at most) is `name`.
+#[cfg(target_os = "linux")]
+fn child_processes_named(name: &str) -> Vec<i32> {
+    let me = std::process::id().to_string();
+    let Ok(entries) = std::fs::read_dir("/proc") else { return Vec::new() };
+    entries
+        .flatten()
+        .filter_map(|entry| entry.file_name().to_str()?.parse::<i32>().ok())
+        .filter(|pid| {
+            let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).unwrap_or_default();
+            // "PID (comm) STATE PPID ...": the name may hold spaces, the part after the last ')' not.
+            let parent = stat.rsplit_once(')').and_then(|(_, rest)| rest.split_whitespace().nth(1).map(str::to_string));
+            let comm = std::fs::read_to_string(format!("/proc/{pid}/comm")).unwrap_or_default();
+            parent.as_deref() == Some(me.as_str()) && comm.trim_end() == name
+        })
+        .collect()
 }
 
 /// What keeps the app running with no window: only Quit (an exit with a code) ends it.
@@ -248,13 +286,20 @@ fn has_display() -> bool {
     }
 }
 
-/// WebKitGTK probes OpenGL when the app starts, window or not: on a machine without a GPU driver
-/// that loads Mesa's software renderer (LLVM), some 50 MB for an app that mostly sits in the tray.
-/// The window draws a few panels of text, which WebKit renders as well without GPU compositing.
-/// Someone who wants it sets `WEBKIT_DISABLE_COMPOSITING_MODE=0`.
+/// GTK opens OpenGL when it opens the display, to choose its visuals: on a machine without a GPU
+/// driver that loads Mesa's software renderer (LLVM), some 50 MB, for an app that mostly sits in
+/// the tray with no window at all. The window draws a few panels of text, which GTK and WebKit
+/// draw as well without OpenGL. Someone who wants it back sets `GDK_GL` (e.g. `GDK_GL=always`) or
+/// `WEBKIT_DISABLE_COMPOSITING_MODE=0`.
 fn light_webkit() {
-    if cfg!(target_os = "linux") && std::env::var_os("WEBKIT_DISABLE_COMPOSITING_MODE").is_none() {
-        // Before any thread of the app reads the environment.
+    if !cfg!(target_os = "linux") {
+        return;
+    }
+    // Before GTK starts, and before any thread of the app reads the environment.
+    if std::env::var_os("GDK_GL").is_none() {
+        std::env::set_var("GDK_GL", "disable");
+    }
+    if std::env::var_os("WEBKIT_DISABLE_COMPOSITING_MODE").is_none() {
         std::env::set_var("WEBKIT_DISABLE_COMPOSITING_MODE", "1");
     }
 }

@@ -21,16 +21,37 @@ pub trait Notifier: Send + Sync + 'static {
 /// One thing that changed, worth a notification.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Transition {
-    Offline { room: String, who: String },
-    Back { room: String, who: String },
-    Joined { room: String, who: String },
-    ShareDropped { reason: String },
-    ShareReconnecting { attempt: u32 },
-    ShareRecovered { room: String },
+    Offline {
+        room: String,
+        who: String,
+    },
+    Back {
+        room: String,
+        who: String,
+    },
+    Joined {
+        room: String,
+        who: String,
+    },
+    ShareDropped {
+        reason: String,
+    },
+    ShareReconnecting {
+        attempt: u32,
+    },
+    ShareRecovered {
+        room: String,
+    },
     /// This machine's model server stopped answering: the share is paused (`server`: "Ollama").
-    SharePaused { server: String, room: String },
+    SharePaused {
+        server: String,
+        room: String,
+    },
     /// It answers again: the share is back on by itself.
-    ShareResumed { server: String, room: String },
+    ShareResumed {
+        server: String,
+        room: String,
+    },
 }
 
 impl Transition {
@@ -49,9 +70,10 @@ impl Transition {
                 },
             ),
             Transition::ShareRecovered { room } => ("Your share is back".into(), format!("Serving room {room} again")),
-            Transition::SharePaused { server, room } => {
-                (format!("{server} stopped — your share is paused"), format!("{room} gets it back as soon as {server} runs again"))
-            }
+            Transition::SharePaused { server, room } => (
+                format!("{server} stopped — your share is paused"),
+                format!("{room} gets it back as soon as {server} runs again"),
+            ),
             Transition::ShareResumed { server, room } => {
                 (format!("{server} is back — your share is on again"), format!("Serving {room} again"))
             }

@@ -727,8 +727,13 @@ export function renderRoom(root, ctx) {
   updateStats();
   deleteControls();
 
+  // Every URL shown or copied is built from the hub that holds the room: in the app, the room says
+  // which (`hubUrl`: this computer's hub, or another hub on the network); on a hub's own page, it
+  // is the page's hub.
+  const hubBase = () => (room && typeof room.hubUrl === "string" && room.hubUrl) || ctx.hub.url;
+
   const renderConnect = () => {
-    const base = baseUrl(ctx.hub.url, code);
+    const base = baseUrl(hubBase(), code);
     const key = room && room.passwordProtected ? "<room password>" : "gambi";
     const keyNote = room && room.passwordProtected ? "API key: the room's password." : "API key: anything non-empty (the room has no password).";
     replaceChildren(endpoint, copyField("OpenAI base URL", base, { help: `${keyNote} Model "*" picks any participant.` }));
@@ -747,9 +752,9 @@ export function renderRoom(root, ctx) {
 
   // -- The invite: a link anyone can open (the hub's /join/CODE page), and its QR code.
 
-  const inviteLink = () => `${(ctx.hub.url || window.location.origin).replace(/\/+$/, "")}/join/${code}`;
+  const inviteLink = () => `${(hubBase() || window.location.origin).replace(/\/+$/, "")}/join/${code}`;
   const qr = el("img", { class: "qr", id: "room-qr", alt: "QR code of the invite link", width: "148", height: "148", hidden: true });
-  replaceChildren(
+  const renderInvite = () => replaceChildren(
     invite,
     el("h2", { id: "invite-title", class: "panel-title" }, icon("users"), "Invite people"),
     el(
@@ -763,6 +768,7 @@ export function renderRoom(root, ctx) {
       qr,
     ),
   );
+  renderInvite();
   backend.inviteQr(code).then((src) => {
     if (closed || !src) return;
     // Set as a property: the URL is the hub's own QR image (or a data: URL of its SVG, which an
@@ -781,6 +787,7 @@ export function renderRoom(root, ctx) {
       document.title = `${r.name} · Gambi`;
       lock.hidden = !r.passwordProtected;
       renderConnect();
+      renderInvite();
       stopStream = backend.subscribe(code, onEvent, setLive);
     },
     (err) => handleRoomError(err),
