@@ -999,20 +999,21 @@ fn process_tree(root: u32) -> Vec<(u32, String, u64)> {
         .collect()
 }
 
-/// The app binary the footprint test runs, and the most its processes may hold in the tray:
-/// `GAMBI_APP_BIN` (a release build: 80 MB), or the test build (debug: 120 MB).
+/// The app binary the footprint test runs, and the most its processes may hold in the tray, in
+/// bytes of resident memory: `GAMBI_APP_BIN` (a release build: 80 MiB), or the test build (debug,
+/// whose larger executable maps some 30 MB more: 120 MiB).
 fn app_bin() -> (String, u64) {
     match std::env::var("GAMBI_APP_BIN") {
-        Ok(bin) if !bin.is_empty() => (bin, 80_000_000),
-        _ => (BIN.to_string(), 120_000_000),
+        Ok(bin) if !bin.is_empty() => (bin, 80 << 20),
+        _ => (BIN.to_string(), 120 << 20),
     }
 }
 
 fn describe(tree: &[(u32, String, u64)]) -> String {
     let total: u64 = tree.iter().map(|p| p.2).sum();
     let parts: Vec<String> =
-        tree.iter().map(|(_, name, rss)| format!("{name} {} MB", rss * 1024 / 1_000_000)).collect();
-    format!("{} MB in all ({})", total * 1024 / 1_000_000, parts.join(", "))
+        tree.iter().map(|(_, name, rss)| format!("{name} {:.1} MiB", *rss as f64 / 1024.0)).collect();
+    format!("{:.1} MiB ({:.1} MB) in all ({})", total as f64 / 1024.0, total as f64 * 1.024 / 1000.0, parts.join(", "))
 }
 
 /// The app's visible top-level window, if it has one.
@@ -1175,5 +1176,205 @@ fn share_my_ollama_is_one_call_first_time_returning_and_moving_and_urls_name_the
     assert_ne!(fresh["shared"]["code"], code.as_str(), "{fresh}");
     app.ok("stop_share", json!({}));
     drop(other);
+    block(fake.stop());
+}
+
+/// The buttons of the accent colour (`.btn-primary`) in the window's part of screenshot `shot`
+/// (the window sits at the top left of the screen): their boxes, (x, y, width, height).
+fn primary_buttons(shot: &Path) -> Vec<(i64, i64, i64, i64)> {
+    let out = Command::new("convert")
+        .arg(shot)
+        .args(["-crop", "980x700+0+0", "+repage", "-fill", "black", "+opaque", "#4f46e5", "-fill", "white"])
+        .args(["-opaque", "#4f46e5", "-define", "connected-components:verbose=true"])
+        .args(["-define", "connected-components:area-threshold=400", "-connected-components", "8", "null:"])
+        .output()
+        .expect("ImageMagick's convert");
+    String::from_utf8_lossy(&out.stdout)
+        .lines()
+        .filter(|l| l.contains("srgb(255,255,255)") || l.contains("gray(255)"))
+        .filter_map(|l| {
+            // "  3: 170x38+811+109 895.5,127.5 5890 srgb(255,255,255)"
+            let geometry = l.split_whitespace().nth(1)?;
+            let (size, rest) = geometry.split_once('+')?;
+            let (w, h) = size.split_once('x')?;
+            let (x, y) = rest.split_once('+')?;
+            Some((x.parse().ok()?, y.parse().ok()?, w.parse().ok()?, h.parse().ok()?))
+        })
+        // A button, not the logo or a link.
+        .filter(|&(_, _, w, h): &(i64, i64, i64, i64)| (100..700).contains(&w) && (25..80).contains(&h))
+        .collect()
+}
+
+/// Pure black pixels in the window's part of `shot`: the QR code of the invite (nothing else on
+/// the app's screens is #000000).
+fn black_pixels(shot: &Path) -> u64 {
+    let out = Command::new("convert")
+        .arg(shot)
+        .args(["-crop", "980x700+0+0", "+repage", "-fill", "white", "+opaque", "#000000"])
+        .args(["-format", "%[fx:int(w*h*(1-mean))]", "info:"])
+        .output()
+        .expect("ImageMagick's convert");
+    String::from_utf8_lossy(&out.stdout).trim().parse().unwrap_or(0)
+}
+
+/// Counts the clicks of the sharer's journeys in the real app.
+struct Journey<'a> {
+    desktop: &'a Desktop,
+    clicks: usize,
+}
+
+impl Journey<'_> {
+    /// Waits for the window to show a primary button at least `min_width` wide below the page's
+    /// head, and clicks the lowest one (the share card is the last panel of Home): one click.
+    /// The width tells the share card's buttons apart: "Share my Ollama" is narrower than "Share
+    /// into Lab GPUs on Lab hub".
+    fn click_lowest_primary(&mut self, shot_name: &str, label: &str, min_width: i64) {
+        let shot = screenshot_dir().join(shot_name);
+        let mut found = Vec::new();
+        eventually(Duration::from_secs(40), &format!("the window shows {label}"), || {
+            self.desktop.screenshot(&shot);
+            found = primary_buttons(&shot).into_iter().filter(|b| b.1 > 300 && b.2 >= min_width).collect();
+            !found.is_empty()
+        });
+        let &(x, y, w, h) = found.iter().max_by_key(|b| b.1).unwrap();
+        let (cx, cy) = ((x + w / 2).to_string(), (y + h / 2).to_string());
+        xdotool(&self.desktop.display, &["mousemove", &cx, &cy, "click", "1"]);
+        self.clicks += 1;
+        eprintln!("click {}: {label} at ({cx}, {cy})", self.clicks);
+    }
+}
+
+/// Participants online in room `code` on `hub`.
+fn online_in(hub: &str, code: &str) -> usize {
+    people(hub, code).iter().filter(|p| p["status"] == "online").count()
+}
+
+/// Rooms on `hub`: (code, name).
+fn rooms_of(hub: &str) -> Vec<(String, String)> {
+    block(async {
+        let v: Value = http().get(format!("{hub}/v1/rooms")).send().await.unwrap().json().await.unwrap();
+        v["data"]
+            .as_array()
+            .map(|rooms| {
+                rooms
+                    .iter()
+                    .map(|r| {
+                        (r["code"].as_str().unwrap_or("").to_string(), r["name"].as_str().unwrap_or("").to_string())
+                    })
+                    .collect()
+            })
+            .unwrap_or_default()
+    })
+}
+
+#[test]
+fn the_sharers_journeys_are_one_click_each_in_the_real_app() {
+    const NAME: &str = "the_sharers_journeys_are_one_click_each_in_the_real_app";
+    if std::env::var_os(IN_NETNS).is_none() {
+        // Alone in a network namespace with only `lo`: the app browses the LAN (mDNS) for the
+        // second hub without touching the host's interfaces.
+        let out = Command::new("unshare")
+            .args(["--net", "--", "sh", "-c", "ip link set lo up && exec \"$0\" \"$@\""])
+            .arg(std::env::current_exe().unwrap())
+            .args(["--exact", NAME, "--nocapture", "--test-threads=1"])
+            .env(IN_NETNS, "1")
+            .output()
+            .expect("unshare (util-linux) runs the test in a network namespace; run as root with iproute2");
+        let stdout = String::from_utf8_lossy(&out.stdout);
+        let stderr = String::from_utf8_lossy(&out.stderr);
+        eprintln!("{stderr}");
+        assert!(out.status.success(), "in the namespace:\n{stdout}\n{stderr}");
+        assert!(stdout.contains("1 passed"), "the test did not run in the namespace:\n{stdout}\n{stderr}");
+        return;
+    }
+    let desktop = match Desktop::start() {
+        Ok(desktop) => desktop,
+        Err(reason) => {
+            eprintln!("SKIPPED: no X server could be started here: {reason}");
+            return;
+        }
+    };
+    let fake = block(FakeProvider::start(ollama()));
+    let (lab, lab_url) = HubProcess::serve(&["--port", "0", "--mdns", "--name", "Lab hub"]);
+    let home = tempfile::tempdir().unwrap();
+    let launch = |dir: &str, nickname: &str| -> (Child, String, std::path::PathBuf, std::path::PathBuf) {
+        let port = free_port();
+        let config = home.path().join(dir);
+        write_settings(
+            &config.join("dev.gambi.desktop"),
+            json!({ "nickname": nickname, "hubExposure": "loopback", "hubPort": port }),
+        );
+        let log = home.path().join(format!("{dir}.log"));
+        let app = desktop
+            .command(&config)
+            .arg("--show")
+            .env_remove("GAMBI_NO_DISCOVERY")
+            .env("OLLAMA_HOST", &fake.url)
+            .stdout(Stdio::null())
+            .stderr(std::fs::File::create(&log).unwrap())
+            .spawn()
+            .unwrap();
+        let hub = format!("http://127.0.0.1:{port}");
+        eventually(Duration::from_secs(60), "the app's hub answers", || {
+            block(async { http().get(format!("{hub}/v1/health")).send().await.is_ok_and(|r| r.status() == 200) })
+        });
+        (app, hub, config, log)
+    };
+
+    // 1. First time, Ollama running, no room anywhere: "Share my Ollama" — one click — shares
+    //    into a new room on this computer and shows it, with its invite (link and QR code).
+    let (mut app, hub, config, log) = launch("maya", "Maya");
+    let mut journey = Journey { desktop: &desktop, clicks: 0 };
+    journey.click_lowest_primary("journey-1-home.png", "Share my Ollama", 100);
+    let mut own = (String::new(), String::new());
+    eventually(Duration::from_secs(30), "the share is live in a new room on this computer", || {
+        own = rooms_of(&hub).into_iter().next().unwrap_or_default();
+        !own.0.is_empty() && online_in(&hub, &own.0) == 1
+    });
+    assert_eq!(own.1, "Maya's room");
+    let shot = screenshot_dir().join("journey-1-room.png");
+    eventually(Duration::from_secs(30), "the window shows the room with its invite's QR code", || {
+        desktop.screenshot(&shot);
+        black_pixels(&shot) > 2000
+    });
+    assert_eq!(journey.clicks, 1, "sharing the first time");
+
+    // 2. While sharing, a room appears on the Lab hub: "Move my share to Lab GPUs on Lab hub" on
+    //    Home — one click — moves the share there. (The window is reopened on Home first.)
+    let lab_code = create_room(&lab_url, json!({ "name": "Lab GPUs" }));
+    let window = visible_window(&desktop).unwrap();
+    let python = std::env::var("GAMBI_TEST_PYTHON").unwrap_or_else(|_| "python3".into());
+    let script = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/python/x11_close.py");
+    assert!(Command::new(&python)
+        .arg(&script)
+        .arg(&window)
+        .env("DISPLAY", &desktop.display)
+        .status()
+        .unwrap()
+        .success());
+    eventually(Duration::from_secs(10), "the window closed", || visible_window(&desktop).is_none());
+    assert!(desktop.command(&config).arg("--show").status().unwrap().success());
+    let before = journey.clicks;
+    journey.click_lowest_primary("journey-2-home.png", "Move my share to Lab GPUs on Lab hub", 240);
+    eventually(Duration::from_secs(30), "the share moved to the Lab hub's room", || {
+        online_in(&lab_url, &lab_code) == 1 && people(&hub, &own.0).is_empty()
+    });
+    assert_eq!(journey.clicks - before, 1, "moving the share");
+    desktop.quit(&config, &mut app, &log);
+
+    // 3. Someone else, first time, with the Lab hub's room found on the LAN: "Share into Lab GPUs
+    //    on Lab hub" on Home — one click.
+    let (mut app, hub, config, log) = launch("leo", "Leo");
+    let before = journey.clicks;
+    journey.click_lowest_primary("journey-3-home.png", "Share into Lab GPUs on Lab hub", 240);
+    // Maya's share left the room when her app quit: Leo's is the one there.
+    eventually(Duration::from_secs(30), "Leo's share is live in the Lab hub's room", || {
+        people(&lab_url, &lab_code).iter().any(|p| p["nickname"] == "Leo" && p["status"] == "online")
+    });
+    assert!(rooms_of(&hub).is_empty(), "no room made on Leo's computer");
+    assert_eq!(journey.clicks - before, 1, "sharing into a room found on the LAN");
+    eprintln!("clicks: {} for the three journeys (first share, move, share into a found room)", journey.clicks);
+    desktop.quit(&config, &mut app, &log);
+    drop(lab);
     block(fake.stop());
 }

@@ -36,11 +36,11 @@ function roomCard(room) {
   );
 }
 
-function emptyRooms() {
+function emptyRooms(ctx) {
   return el(
     "div",
     { class: "empty" },
-    el("p", { class: "empty-title" }, "No rooms on this hub yet"),
+    el("p", { class: "empty-title" }, ctx.caps.share ? "No rooms on this computer yet" : "No rooms on this hub yet"),
     el("p", { class: "muted" }, "Create one, then hand its code to the people who will share their models into it."),
     el("a", { class: "btn btn-primary", href: "#/create" }, icon("plus"), "Create a room"),
   );
@@ -137,40 +137,93 @@ export async function shareInto(ctx, hub, room, slot) {
   }
 }
 
+/** Rooms found on the LAN, on hubs other than this computer's: [{ hub, room }]. */
+async function lanRooms() {
+  try {
+    const hubs = await backend.discoveredHubs();
+    const found = [];
+    for (const hub of hubs || []) for (const room of hub.rooms || []) found.push({ hub, room });
+    return found;
+  } catch (_) {
+    return [];
+  }
+}
+
+const hubLabel = (hub) => hub.name || hub.url.replace(/^https?:\/\//, "");
+
 function shareCard(ctx) {
   const body = el("div", { class: "share-body" }, el("p", { class: "muted" }, "Checking…"));
+  // One click into a room found on the LAN (or, while sharing, to move the share there).
+  const picks = el("div", { class: "share-picks" });
   const section = el(
     "section",
     { class: "panel", "aria-labelledby": "my-share-title" },
     el("h2", { id: "my-share-title", class: "panel-title" }, icon("share"), "My share"),
     body,
+    picks,
   );
+  let current = { state: "off" };
+  let remembered = false;
+  let lastPicks = "";
+  const on = (s) => ["starting", "live", "paused", "reconnecting"].includes(s.state);
+
+  const renderPicks = async () => {
+    const found = (await lanRooms()).filter(({ hub, room }) => !(on(current) && current.code === room.code && current.hub === hub.url));
+    const key = JSON.stringify([current.state, current.code, remembered, found.map(({ hub, room }) => [hub.url, room.code, room.name])]);
+    if (key === lastPicks) return;
+    lastPicks = key;
+    // First time with rooms on the LAN: they are the one-click choice; a returning person's own
+    // button (the last room) stays the first.
+    const primary = on(current) || !remembered;
+    replaceChildren(
+      picks,
+      found.slice(0, 3).map(({ hub, room }) =>
+        el(
+          "button",
+          {
+            class: primary ? "btn btn-primary share-pick" : "btn share-pick",
+            type: "button",
+            onclick: (e) => {
+              e.currentTarget.disabled = true;
+              shareInto(ctx, hub, room, picks);
+            },
+          },
+          icon("share"),
+          on(current) ? `Move my share to ${room.name} on ${hubLabel(hub)}` : `Share into ${room.name} on ${hubLabel(hub)}`,
+        ),
+      ),
+    );
+    show(current);
+  };
+
   const show = (status) => {
     const s = status || { state: "off" };
+    current = s;
     const words = { off: "Not sharing", starting: "Starting…", live: "Sharing", paused: "Paused", reconnecting: "Reconnecting…", error: "Stopped" };
     const dot = s.state === "live" ? "online" : s.state === "off" ? "offline" : "busy";
+    const lanFirst = !remembered && picks.childElementCount > 0;
     replaceChildren(
       body,
       el("p", { class: "share-state" }, el("span", { class: `dot dot-${dot}`, "aria-hidden": "true" }), words[s.state] || s.state),
       s.state !== "off" && s.code
-        ? el("p", null, "Room ", el("a", { class: "mono", href: `#/room/${encodeURIComponent(s.code)}` }, s.code), s.roomName ? ` · ${s.roomName}` : "", s.model ? ` · ${s.model}` : "")
+        ? el("p", null, "Room ", el("a", { href: `#/room/${encodeURIComponent(s.code)}` }, s.roomName || s.code), s.model ? ` · ${s.model}` : "")
         : null,
       s.message ? el("p", { class: "muted" }, s.message) : null,
       s.state === "off" || s.state === "error"
         ? el(
             "button",
             {
-              class: "btn btn-primary",
+              class: lanFirst ? "btn" : "btn btn-primary",
               type: "button",
               id: "share-now",
               onclick: async (e) => {
                 e.currentTarget.disabled = true;
-                await shareInOneClick(ctx, body);
+                await shareInOneClick(ctx, body, lanFirst ? { newRoom: true } : undefined);
                 e.currentTarget.disabled = false;
               },
             },
             icon("share"),
-            "Share my Ollama",
+            lanFirst ? "Share into a new room on this computer" : "Share my Ollama",
           )
         : el(
             "button",
@@ -190,9 +243,34 @@ function shareCard(ctx) {
           ),
     );
   };
-  backend.shareStatus().then(show, (err) => replaceChildren(body, errorBox(backend.asError(err))));
-  const stop = backend.onShareStatus(show);
-  return { section, stop };
+  backend.shareStatus().then(
+    (s) => {
+      show(s);
+      renderPicks();
+    },
+    (err) => replaceChildren(body, errorBox(backend.asError(err))),
+  );
+  backend
+    .getSettings()
+    .then((settings) => {
+      remembered = Boolean(settings && Array.isArray(settings.rooms) && settings.rooms.length);
+      lastPicks = "";
+      renderPicks();
+    })
+    .catch(() => {});
+  const stopStatus = backend.onShareStatus((s) => {
+    show(s);
+    lastPicks = "";
+    renderPicks();
+  });
+  const timer = ctx.caps.discovery ? setInterval(renderPicks, 3000) : null;
+  return {
+    section,
+    stop: () => {
+      stopStatus();
+      if (timer) clearInterval(timer);
+    },
+  };
 }
 
 function lanCard(ctx) {
@@ -269,7 +347,7 @@ export function renderHome(root, ctx) {
   const head = el(
     "div",
     { class: "page-head" },
-    el("div", null, el("h1", { class: "page-title" }, "Rooms on this hub"), status),
+    el("div", null, el("h1", { class: "page-title" }, ctx.caps.share ? "Rooms on this computer" : "Rooms on this hub"), status),
     el("div", { class: "page-actions" }, openByCode(ctx), el("a", { class: "btn btn-primary", href: "#/create" }, icon("plus"), "Create room")),
   );
 
@@ -293,14 +371,16 @@ export function renderHome(root, ctx) {
     try {
       const [health, list] = await Promise.all([backend.health(), backend.listRooms()]);
       const where = ctx.hub.url ? ctx.hub.url.replace(/^https?:\/\//, "") : "this hub";
-      status.textContent = `Hub ${where} is running${health.version ? ` · v${health.version}` : ""} · ${plural(list.length, "room", "rooms")}`;
+      status.textContent = ctx.caps.share
+        ? `Others reach it at ${where} · ${plural(list.length, "room", "rooms")}`
+        : `Hub ${where} is running${health.version ? ` · v${health.version}` : ""} · ${plural(list.length, "room", "rooms")}`;
       status.className = "page-sub";
       const json = JSON.stringify(list.map((r) => [r.code, r.name, r.participantCount, r.passwordProtected, r.createdAt]));
       // Rebuild only when something changed, so focus and hover stay put between refreshes.
       if (json !== lastJson) {
         lastJson = json;
         const sorted = [...list].sort((a, b) => (b.createdAt || 0) - (a.createdAt || 0));
-        replaceChildren(rooms, sorted.length ? el("ul", { class: "room-grid" }, sorted.map(roomCard)) : emptyRooms());
+        replaceChildren(rooms, sorted.length ? el("ul", { class: "room-grid" }, sorted.map(roomCard)) : emptyRooms(ctx));
       } else {
         // Keep "created … ago" fresh.
         for (const r of list) {
