@@ -20,6 +20,7 @@ const COMMANDS: &[&str] = &[
     "local_models",
     "start_share",
     "share_now",
+    "open_help",
     "stop_share",
     "discovered_hubs",
     "get_settings",

@@ -574,10 +574,10 @@ fn one_offline_is_one_notification_and_a_burst_of_ten_is_one_summary() {
 
     register(&hub, &code, "ann-1", "Ann");
     eventually(Duration::from_secs(5), "the join is told", || !notes.shown.lock().unwrap().is_empty());
-    assert_eq!(notes.take(), [("Ann joined".to_string(), format!("room {code}"))]);
+    assert_eq!(notes.take(), [("Ann joined".to_string(), "room Team".to_string())]);
     eventually(Duration::from_secs(10), "the offline is told", || !notes.shown.lock().unwrap().is_empty());
     std::thread::sleep(Duration::from_secs(1));
-    assert_eq!(notes.take(), [("Ann went offline".to_string(), format!("in room {code}"))], "exactly one");
+    assert_eq!(notes.take(), [("Ann went offline".to_string(), "in room Team".to_string())], "exactly one");
 
     // She comes back with a heartbeat: told once.
     block(async {
@@ -585,7 +585,7 @@ fn one_offline_is_one_notification_and_a_burst_of_ten_is_one_summary() {
         assert!(res.status().is_success());
     });
     eventually(Duration::from_secs(5), "the comeback is told", || !notes.shown.lock().unwrap().is_empty());
-    assert_eq!(notes.take(), [("Ann is back online".to_string(), format!("in room {code}"))]);
+    assert_eq!(notes.take(), [("Ann is back online".to_string(), "in room Team".to_string())]);
     eventually(Duration::from_secs(10), "offline again", || !notes.shown.lock().unwrap().is_empty());
     notes.take();
 
@@ -595,12 +595,12 @@ fn one_offline_is_one_notification_and_a_burst_of_ten_is_one_summary() {
     }
     eventually(Duration::from_secs(5), "the joins are told", || !notes.shown.lock().unwrap().is_empty());
     std::thread::sleep(Duration::from_millis(600));
-    assert_eq!(notes.take(), [("10 changes in Gambi".to_string(), format!("10 participants joined in room {code}"))]);
+    assert_eq!(notes.take(), [("10 changes in Gambi".to_string(), "10 participants joined in room Team".to_string())]);
     eventually(Duration::from_secs(10), "the offlines are told", || !notes.shown.lock().unwrap().is_empty());
     std::thread::sleep(Duration::from_secs(1));
     assert_eq!(
         notes.take(),
-        [("10 changes in Gambi".to_string(), format!("10 participants went offline in room {code}"))],
+        [("10 changes in Gambi".to_string(), "10 participants went offline in room Team".to_string())],
         "a burst of ten offlines is one summary"
     );
 
@@ -1376,5 +1376,54 @@ fn the_sharers_journeys_are_one_click_each_in_the_real_app() {
     eprintln!("clicks: {} for the three journeys (first share, move, share into a found room)", journey.clicks);
     desktop.quit(&config, &mut app, &log);
     drop(lab);
+    block(fake.stop());
+}
+
+#[test]
+fn a_share_whose_room_was_closed_says_so_and_stops_retrying() {
+    let fake = block(FakeProvider::start(ollama()));
+    let app = MockApp::start(&fake.url);
+    let (other, other_url) = HubProcess::serve(&["--port", "0", "--name", "Lab hub"]);
+    let created: Value = block(async {
+        http()
+            .post(format!("{other_url}/v1/rooms"))
+            .json(&json!({ "name": "Lab GPUs" }))
+            .send()
+            .await
+            .unwrap()
+            .json()
+            .await
+            .unwrap()
+    });
+    let code = created["data"]["room"]["code"].as_str().unwrap().to_string();
+    let token = created["data"]["hostToken"].as_str().unwrap().to_string();
+    let shared = app.ok(
+        "start_share",
+        json!({ "hub": other_url, "code": code, "password": null, "nickname": "alice", "model": "" }),
+    );
+    assert!(["live", "starting"].contains(&shared["state"].as_str().unwrap()), "{shared}");
+    eventually(Duration::from_secs(10), "the share is live", || online_in(&other_url, &code) == 1);
+
+    // The host closes the room.
+    let status = block(async {
+        http().delete(format!("{other_url}/v1/rooms/{code}")).bearer_auth(&token).send().await.unwrap().status()
+    });
+    assert!(status.is_success(), "{status}");
+    let mut last = Value::Null;
+    eventually(Duration::from_secs(20), "the share says the room was closed", || {
+        last = app.ok("share_status", json!({}));
+        last["state"] == "error"
+    });
+    assert_eq!(last["message"], "Lab GPUs was closed — pick another room.", "{last}");
+    let settings = app.ok("get_settings", json!({}));
+    assert!(
+        !settings["rooms"].as_array().unwrap().iter().any(|r| r["code"] == code.as_str()),
+        "a closed room is not offered again: {settings}"
+    );
+    // It stays stopped: no retrying into a room that is gone.
+    std::thread::sleep(Duration::from_secs(3));
+    assert_eq!(app.ok("share_status", json!({}))["state"], "error");
+    assert!(app.notes.take().iter().any(|(_, body)| body.contains("was closed")), "one notification says so");
+    drop(other);
     block(fake.stop());
 }

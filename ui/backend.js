@@ -40,6 +40,7 @@
 //                                                                    new room on this app's hub (newRoom: always that);
 //                                                                    pick: rooms found on the LAN are to be offered first
 //   stop_share         —                                            ShareStatus
+//   open_help          { page: "ollama"|"lmstudio" }                null — opens that download page in the system's browser
 //   discovered_hubs    —                                            [{ url, name?, version?, rooms: RoomSummary[] }]
 //   get_settings       —                                            Settings
 //   save_settings      { settings: Settings }                       Settings
@@ -154,6 +155,7 @@ const tauri = {
   startShare: ({ hub = null, code, password = null, nickname, model }) =>
     invoke("start_share", { hub, code, password: password || null, nickname, model }),
   shareNow: ({ newRoom = false } = {}) => invoke("share_now", { newRoom }),
+  openHelp: (page) => invoke("open_help", { page }).catch(() => {}),
   stopShare: () => invoke("stop_share"),
   onShareStatus(handler) {
     let unlisten = null;
@@ -372,6 +374,7 @@ const http = {
       hint: "Or run gambi participant join on the computer whose model you want to share.",
     });
   },
+  async openHelp() {},
   async shareNow() {
     throw new BackendError("Sharing needs the Gambi desktop app.", {
       hint: "Or run gambi participant join on the computer whose model you want to share.",
@@ -429,6 +432,8 @@ export const shareStatus = () => impl.shareStatus();
 export const localModels = () => impl.localModels();
 export const startShare = (args) => impl.startShare({ ...args, code: normalizeCode(args.code) });
 export const stopShare = () => impl.stopShare();
+/** Opens where to get a model server ("ollama", "lmstudio") in the system's browser (the app). */
+export const openHelp = (page) => impl.openHelp(page);
 /** "Share my Ollama" in one click: `{ shared: ShareStatus }` or `{ pick: true }`. */
 export const shareNow = (args) => impl.shareNow(args);
 /** Calls `handler(ShareStatus)` on every change; returns a function that stops. */

@@ -104,6 +104,35 @@ pub async fn share_now(core: State<'_, AppCore>, new_room: Option<bool>) -> Answ
     }
 }
 
+/// Opens where to get a model server in the system's browser: only these two pages, so the window
+/// cannot open anything else.
+#[tauri::command]
+pub fn open_help(page: String) -> Answer<()> {
+    let url = match page.as_str() {
+        "ollama" => "https://ollama.com/download",
+        "lmstudio" => "https://lmstudio.ai",
+        _ => return Err(AppError::new("There is no such page to open.")),
+    };
+    let mut command = if cfg!(target_os = "macos") {
+        std::process::Command::new("open")
+    } else if cfg!(target_os = "windows") {
+        let mut c = std::process::Command::new("cmd");
+        c.args(["/C", "start", ""]);
+        c
+    } else {
+        std::process::Command::new("xdg-open")
+    };
+    command.arg(url).stdin(std::process::Stdio::null()).stdout(std::process::Stdio::null());
+    match command.spawn() {
+        // Reaped off the window's thread.
+        Ok(mut child) => {
+            std::thread::spawn(move || child.wait());
+            Ok(())
+        }
+        Err(_) => Err(AppError::new(format!("No browser could be opened: the page is {url}."))),
+    }
+}
+
 #[tauri::command]
 pub async fn stop_share(core: State<'_, AppCore>) -> Answer<ShareStatus> {
     Ok(core.stop_share().await)

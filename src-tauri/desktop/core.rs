@@ -500,9 +500,30 @@ impl AppCore {
     fn observe(&self, envelope: &EventEnvelope) {
         let own = lock(&self.inner.own_participant).clone();
         let transition = lock(&self.inner.tracker).observe(envelope, own.as_deref());
-        if let Some(transition) = transition {
+        if let Some(mut transition) = transition {
+            // Notifications name the room as people know it ("Lab GPUs"), not by its code.
+            if let Transition::Offline { room, .. } | Transition::Back { room, .. } | Transition::Joined { room, .. } =
+                &mut transition
+            {
+                *room = self.room_label(room);
+            }
             self.inner.coalescer.push(transition);
         }
+    }
+
+    /// Room `code`'s name where this app knows it (its own hub's rooms, the rooms it shared into),
+    /// else the code.
+    fn room_label(&self, code: &str) -> String {
+        let own =
+            lock(&self.inner.hub_snapshot).1.as_ref().and_then(|hub| hub.registry().room(code).ok()).map(|r| r.name);
+        own.or_else(|| {
+            lock(&self.inner.settings)
+                .rooms
+                .iter()
+                .find(|r| r.code.eq_ignore_ascii_case(code))
+                .and_then(|r| r.name.clone())
+        })
+        .unwrap_or_else(|| code.to_string())
     }
 
     async fn own_client(&self) -> Result<HubClient, AppError> {
@@ -1020,7 +1041,7 @@ impl AppCore {
                 ShareState::Live { participant_id, .. } => {
                     self.keep_participant_id(participant_id);
                     if lost {
-                        self.inner.coalescer.push(Transition::ShareRecovered { room: target.code.clone() });
+                        self.inner.coalescer.push(Transition::ShareRecovered { room: room.clone() });
                     }
                     if paused {
                         self.inner
@@ -1043,6 +1064,9 @@ impl AppCore {
                         self.inner.coalescer.push(Transition::ShareReconnecting { attempt: *attempt });
                     }
                     lost = was_live || lost;
+                    // A hub that answers without the room: the room was closed, and retrying
+                    // would never bring it back.
+                    tokio::spawn(self.clone().end_if_room_gone(target.clone(), room.clone()));
                 }
                 ShareState::Failed { error, status } if was_live => {
                     let failure = share_failure(error, *status, &target.code, target.hub.is_none());
@@ -1055,6 +1079,44 @@ impl AppCore {
             if states.changed().await.is_err() {
                 break;
             }
+        }
+    }
+
+    /// Ends the share of `target` if its hub answers that the room is not there: "Lab GPUs was
+    /// closed — pick another room", said once (the window then offers the rooms to pick from).
+    async fn end_if_room_gone(self, target: ShareTarget, room: String) {
+        let Ok(client) = HubClient::new(&target.hub_url) else { return };
+        let gone = matches!(
+            tokio::time::timeout(std::time::Duration::from_secs(5), client.get_room(&target.code)).await,
+            Ok(Err(ref e)) if e.status() == Some(404)
+        );
+        let still_this_share = self
+            .inner
+            .share
+            .lock()
+            .await
+            .as_ref()
+            .is_some_and(|s| s.target.code == target.code && s.target.hub_url == target.hub_url);
+        if !gone || !still_this_share {
+            return;
+        }
+        self.stop_share_inner().await;
+        let message = format!("{room} was closed — pick another room.");
+        self.inner.coalescer.push(Transition::ShareDropped { reason: message.clone() });
+        self.publish_share(ShareStatus {
+            state: "error",
+            code: Some(target.code.clone()),
+            room_name: target.room_name.clone(),
+            hub: Some(target.hub_url.clone()),
+            own_hub: target.hub.is_none(),
+            message: Some(message),
+            ..ShareStatus::off()
+        });
+        // Not offered again by "Share my Ollama": it is gone.
+        let mut settings = lock(&self.inner.settings);
+        settings.rooms.retain(|r| !(r.code.eq_ignore_ascii_case(&target.code) && r.hub == target.hub));
+        if let Err(e) = self.inner.store.save(&settings) {
+            tracing::warn!(error = %e, "settings not saved");
         }
     }
 

@@ -90,6 +90,7 @@ pub fn builder<R: Runtime>(
             commands::local_models,
             commands::start_share,
             commands::share_now,
+            commands::open_help,
             commands::stop_share,
             commands::discovered_hubs,
             commands::get_settings,

@@ -45,6 +45,14 @@ pub struct RememberedRoom {
     pub protected: bool,
 }
 
+impl RememberedRoom {
+    /// The same room: the same code (in any case) on the same hub (a trailing slash aside).
+    pub fn same_room(&self, other: &RememberedRoom) -> bool {
+        let hub = |h: &Option<String>| h.as_deref().map(|h| h.trim().trim_end_matches('/').to_ascii_lowercase());
+        self.code.eq_ignore_ascii_case(&other.code) && hub(&self.hub) == hub(&other.hub)
+    }
+}
+
 /// Everything the person can set, as the window shows it (`ui/backend.js` documents the shape).
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(rename_all = "camelCase", default)]
@@ -149,13 +157,22 @@ impl Settings {
         self.allowed_hosts = listed(self.allowed_hosts);
         self.cors_origins = listed(self.cors_origins);
         self.rooms.retain(|room| normalize_room_code(&room.code).is_some());
+        // One entry per room, the most recent (first) kept: files written by earlier versions may
+        // hold the same room twice, by a code in other case or a hub with a trailing slash.
+        let mut kept: Vec<RememberedRoom> = Vec::new();
+        for room in std::mem::take(&mut self.rooms) {
+            if !kept.iter().any(|k| k.same_room(&room)) {
+                kept.push(room);
+            }
+        }
+        self.rooms = kept;
         self.rooms.truncate(MAX_REMEMBERED);
         self
     }
 
     /// Puts `room` first in the remembered rooms (replacing an older entry for the same room).
     pub fn remember(&mut self, room: RememberedRoom) {
-        self.rooms.retain(|r| !(r.code == room.code && r.hub == room.hub));
+        self.rooms.retain(|r| !r.same_room(&room));
         self.rooms.insert(0, room);
         self.rooms.truncate(MAX_REMEMBERED);
     }
@@ -376,6 +393,27 @@ mod tests {
         }
         let codes: Vec<_> = settings.rooms.iter().map(|r| r.code.as_str()).collect();
         assert_eq!(codes, ["AAAAAA", "BBBBBB"]);
+    }
+
+    #[test]
+    fn one_room_is_remembered_once_whatever_its_spelling() {
+        let room = |hub: Option<&str>, code: &str| RememberedRoom {
+            hub: hub.map(str::to_string),
+            code: code.into(),
+            name: None,
+            model: None,
+            protected: false,
+        };
+        let mut settings = Settings::default();
+        settings.remember(room(Some("http://lab:3000/"), "AAAAAA"));
+        settings.remember(room(Some("http://lab:3000"), "aaaaaa"));
+        settings.remember(room(None, "AAAAAA"));
+        assert_eq!(settings.rooms.len(), 2, "the lab's room once, this computer's once: {:?}", settings.rooms);
+        let file = Settings {
+            rooms: vec![room(None, "BBBBBB"), room(None, "bbbbbb"), room(Some("http://h"), "BBBBBB")],
+            ..Settings::default()
+        };
+        assert_eq!(file.normalized().rooms.len(), 2);
     }
 
     #[test]

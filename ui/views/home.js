@@ -155,17 +155,44 @@ function shareCard(ctx) {
   const body = el("div", { class: "share-body" }, el("p", { class: "muted" }, "Checking…"));
   // One click into a room found on the LAN (or, while sharing, to move the share there).
   const picks = el("div", { class: "share-picks" });
+  // Who is using this machine: what the share served, from the hub's counters.
+  const served = el("p", { class: "muted small share-served", "aria-live": "polite" });
   const section = el(
     "section",
     { class: "panel", "aria-labelledby": "my-share-title" },
     el("h2", { id: "my-share-title", class: "panel-title" }, icon("share"), "My share"),
     body,
+    served,
     picks,
   );
   let current = { state: "off" };
   let remembered = false;
   let lastPicks = "";
   const on = (s) => ["starting", "live", "paused", "reconnecting"].includes(s.state);
+
+  const renderServed = async () => {
+    const s = current;
+    if (!on(s) || !s.code || !s.participantId) {
+      served.textContent = "";
+      return;
+    }
+    try {
+      const people = await backend.listParticipants(s.code);
+      const me = (people || []).find((p) => p.id === s.participantId);
+      const st = me && me.stats;
+      if (!st || !st.requests) {
+        served.textContent = "No requests served yet.";
+        return;
+      }
+      const bits = [`Served ${plural(st.requestsLast24h || 0, "request", "requests")} in the last 24 hours`];
+      const last = Array.isArray(st.recentCallers) ? st.recentCallers[0] : null;
+      if (last) bits.push(`last by ${last.caller} (${last.model}), ${relativeTime(last.at)}`);
+      served.textContent = bits.join(" · ");
+      served.title = Array.isArray(st.recentCallers) ? st.recentCallers.map((c) => `${c.caller} · ${c.model} · ${relativeTime(c.at)}`).join("\n") : "";
+    } catch (_) {
+      served.textContent = "";
+    }
+  };
 
   const renderPicks = async () => {
     const found = (await lanRooms()).filter(({ hub, room }) => !(on(current) && current.code === room.code && current.hub === hub.url));
@@ -247,6 +274,7 @@ function shareCard(ctx) {
     (s) => {
       show(s);
       renderPicks();
+      renderServed();
     },
     (err) => replaceChildren(body, errorBox(backend.asError(err))),
   );
@@ -260,15 +288,18 @@ function shareCard(ctx) {
     .catch(() => {});
   const stopStatus = backend.onShareStatus((s) => {
     show(s);
+    renderServed();
     lastPicks = "";
     renderPicks();
   });
   const timer = ctx.caps.discovery ? setInterval(renderPicks, 3000) : null;
+  const servedTimer = setInterval(renderServed, 5000);
   return {
     section,
     stop: () => {
       stopStatus();
       if (timer) clearInterval(timer);
+      clearInterval(servedTimer);
     },
   };
 }

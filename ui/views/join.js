@@ -174,9 +174,9 @@ function renderApp(root, ctx) {
           el(
             "p",
             { class: "help" },
-            el("a", { href: "https://ollama.com/download", target: "_blank", rel: "noopener" }, "Get Ollama"),
-            " or ",
-            el("a", { href: "https://lmstudio.ai", target: "_blank", rel: "noopener" }, "LM Studio"),
+            el("button", { class: "btn btn-sm", type: "button", onclick: () => backend.openHelp("ollama") }, "Get Ollama"),
+            " ",
+            el("button", { class: "btn btn-sm", type: "button", onclick: () => backend.openHelp("lmstudio") }, "Or LM Studio"),
             " — this screen notices it as soon as it runs.",
           ),
         ),
