@@ -85,6 +85,9 @@ impl CoreOptions {
     }
 }
 
+/// The code of the failure "no model server runs on this computer".
+pub const NO_MODEL_SERVER: &str = "NO_MODEL_SERVER";
+
 /// A failure a command reports: a sentence the window shows as is, and what to do about it.
 #[derive(Debug, Clone, PartialEq, Serialize, thiserror::Error)]
 #[error("{message}")]
@@ -937,8 +940,8 @@ impl AppCore {
     }
 
     /// A room on this machine's hub, named after the person, with this machine's model in it.
-    /// With no model server running, no room is made: `NeedsRoom` opens the Share screen, which
-    /// says where to get one and notices it when it starts.
+    /// With no model server running, no room is made: the failure (code `NO_MODEL_SERVER`) says
+    /// where to get one, and the Share screen notices it when it starts.
     pub async fn share_in_new_room(&self) -> ToggleOutcome {
         let settings = self.settings();
         let detection = provider::detect_at(
@@ -948,7 +951,7 @@ impl AppCore {
         )
         .await;
         if detection.found.is_none() {
-            return ToggleOutcome::NeedsRoom;
+            return ToggleOutcome::Failed(not_running(&detection));
         }
         let nickname = settings.nickname.trim().to_string();
         let name: String = format!("{nickname}'s room").chars().take(64).collect();
@@ -1329,10 +1332,11 @@ fn not_running(detection: &provider::Detection) -> AppError {
     let hint = "Get Ollama at https://ollama.com/download, or use LM Studio (https://lmstudio.ai) with its \
                 server on. Gambi looks for Ollama on port 11434 and LM Studio on port 1234, or the address in \
                 Settings, and notices it as soon as it starts.";
-    match detection.errors().first() {
+    let error = match detection.errors().first() {
         Some(error) => AppError::new(sentence(&error.to_string())).hint(hint),
         None => AppError::new("Ollama isn't running on this computer.").hint(hint),
-    }
+    };
+    error.with_code(NO_MODEL_SERVER)
 }
 
 /// A share the hub refused, in the window's words.

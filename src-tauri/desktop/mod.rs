@@ -248,6 +248,10 @@ fn on_tray_action<R: Runtime>(app: &AppHandle<R>, action: &str) {
                             open_window(&app, Some(&format!("/room/{code}")));
                         }
                     }
+                    // No model server: the Share screen says where to get one, and notices it.
+                    ToggleOutcome::Failed(e) if e.code.as_deref() == Some(self::core::NO_MODEL_SERVER) => {
+                        show_share_screen(&app)
+                    }
                     ToggleOutcome::Failed(e) => {
                         use tauri_plugin_notification::NotificationExt as _;
                         let _ = app.notification().builder().title(&e.message).body(e.hint.unwrap_or_default()).show();
