@@ -688,3 +688,77 @@ async fn translated_responses_the_hub_keeps_are_bounded_in_bytes_and_its_memory_
     let (status, _, _) = call(http().get(format!("{base}/{id}"))).await;
     assert_eq!(status, 400);
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_translated_input_of_470_000_small_items_costs_its_text_not_its_tree() {
+    // Three 22 MB Responses requests of tiny items, to a provider without the Responses API: as a
+    // tree each input took gigabytes and the hub kept 1.5 GB resident after them (4.1 GB in the
+    // report). Translated item by item from its text, the hub stays near its size.
+    const ITEMS: usize = 470_000;
+    let hub = BinHub::start(&[]);
+    let provider = FakeProvider::start(FakeOptions {
+        responses_api: false,
+        reply: Some("ok".into()),
+        record: false,
+        ..Default::default()
+    })
+    .await;
+    let (status, _, v) = call(http().post(hub.at("/v1/rooms")).json(&json!({"name": "Tiny items"}))).await;
+    assert_eq!(status, 201, "{v}");
+    let code = v["data"]["room"]["code"].as_str().unwrap().to_string();
+    let body = json!({"id": "old-server", "nickname": "old", "model": "llama3", "endpoint": provider.url});
+    let (status, _, v) = call(http().post(hub.at(&format!("/rooms/{code}/join"))).json(&body)).await;
+    assert_eq!(status, 200, "{v}");
+    let mut request = String::from(r#"{"model":"*","input":["#);
+    for i in 0..ITEMS {
+        if i > 0 {
+            request.push(',');
+        }
+        request.push_str(r#"{"type":"message","role":"user","content":"x"}"#);
+    }
+    request.push_str("]}");
+    let request = bytes::Bytes::from(request);
+    assert!(request.len() > 20_000_000, "{} bytes", request.len());
+
+    let pid = hub.child.id();
+    let before = rss_kib(pid);
+    let done = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let sampler = std::thread::spawn({
+        let done = done.clone();
+        move || {
+            let mut peak = 0;
+            while !done.load(std::sync::atomic::Ordering::Relaxed) {
+                peak = peak.max(rss_kib(pid));
+                std::thread::sleep(Duration::from_millis(10));
+            }
+            peak
+        }
+    });
+    let base = hub.at(&format!("/rooms/{code}/v1/responses"));
+    for n in 0..3 {
+        let res = http()
+            .post(&base)
+            .header("content-type", "application/json")
+            .body(request.clone())
+            .timeout(Duration::from_secs(120))
+            .send()
+            .await
+            .unwrap();
+        let status = res.status();
+        let v: Value = res.json().await.unwrap();
+        assert_eq!(status, 200, "request {n}: {v}");
+        assert_eq!(v["output_text"], "ok", "request {n}: translated by the hub");
+    }
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    let after = rss_kib(pid);
+    done.store(true, std::sync::atomic::Ordering::Relaxed);
+    let peak = sampler.join().unwrap().max(after);
+    eprintln!(
+        "3 translated Responses requests of {:.1} MB ({ITEMS} tiny input items) each: hub RSS {before} KiB before, \
+         peak {peak} KiB, {after} KiB after",
+        request.len() as f64 / 1e6
+    );
+    assert!(peak < 200 * 1024, "the hub peaked at {peak} KiB");
+    assert!(after < 200 * 1024, "the hub kept {after} KiB");
+    provider.stop().await;
+}

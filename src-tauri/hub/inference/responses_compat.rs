@@ -73,22 +73,8 @@ pub fn request_to_chat(body: &Value) -> Result<Value, CompatError> {
 /// megabytes to do it.
 pub fn request_parts_to_chat(body: &Map<String, Value>, input: Option<&Value>) -> Result<Value, CompatError> {
     refuse_stateful_fields(body)?;
-
     let mut messages: Vec<Value> = Vec::new();
-    match body.get("instructions") {
-        None | Some(Value::Null) => {}
-        Some(Value::String(text)) => {
-            if !text.is_empty() {
-                messages.push(json!({"role": "system", "content": text}));
-            }
-        }
-        Some(Value::Array(items)) => {
-            for item in items {
-                push_input_item(&mut messages, item, "instructions")?;
-            }
-        }
-        Some(_) => return Err(invalid("instructions", "expected a string or an array of input items")),
-    }
+    push_instructions(&mut messages, body)?;
     match input {
         None | Some(Value::Null) => {}
         Some(Value::String(text)) => messages.push(json!({"role": "user", "content": text})),
@@ -100,15 +86,131 @@ pub fn request_parts_to_chat(body: &Map<String, Value>, input: Option<&Value>) -
         Some(_) => return Err(invalid("input", "expected a string or an array of input items")),
     }
     if messages.is_empty() {
-        return Err(invalid("input", "the request has neither input nor instructions to send to the model"));
+        return Err(nothing_to_send());
     }
-
     let mut chat = Map::new();
     if let Some(model) = body.get("model") {
         chat.insert("model".into(), model.clone());
     }
     chat.insert("messages".into(), Value::Array(messages));
+    chat_settings(body, &mut chat)?;
+    Ok(Value::Object(chat))
+}
 
+/// [`request_parts_to_chat`] with the input as the JSON text it came as, and the chat body
+/// written as JSON text: the input is translated item by item, each item parsed on its own and
+/// each chat message written out as soon as no later item can change it (a function call joins
+/// the assistant message before it). No tree of the whole input, nor of all the messages, is ever
+/// built: a conversation of 400,000 small items costs its text, not the gigabytes its tree would.
+pub fn request_parts_to_chat_text(body: &Map<String, Value>, input: Option<&str>) -> Result<Vec<u8>, CompatError> {
+    refuse_stateful_fields(body)?;
+    let mut sink = MessageText::default();
+    push_instructions(&mut sink.pending, body)?;
+    sink.write_settled();
+    let bad_input = || invalid("input", "expected a string or an array of input items");
+    match input.map(str::trim_start) {
+        None | Some("null") => {}
+        Some(text) if text.starts_with('"') => {
+            let text: String = serde_json::from_str(text).map_err(|_| bad_input())?;
+            sink.pending.push(json!({"role": "user", "content": text}));
+        }
+        Some(text) if text.starts_with('[') => {
+            let items: Vec<&serde_json::value::RawValue> = serde_json::from_str(text).map_err(|_| bad_input())?;
+            for raw in items {
+                let item: Value = serde_json::from_str(raw.get()).map_err(|_| bad_input())?;
+                push_input_item(&mut sink.pending, &item, "input")?;
+                sink.write_settled();
+            }
+        }
+        Some(_) => return Err(bad_input()),
+    }
+    let messages = sink.finish().ok_or_else(nothing_to_send)?;
+    let mut chat = Map::new();
+    chat_settings(body, &mut chat)?;
+    let mut out = Vec::with_capacity(messages.len() + 256);
+    out.push(b'{');
+    if let Some(model) = body.get("model") {
+        out.extend_from_slice(b"\"model\":");
+        // A value always serializes.
+        let _ = serde_json::to_writer(&mut out, model);
+        out.push(b',');
+    }
+    out.extend_from_slice(b"\"messages\":");
+    out.extend_from_slice(&messages);
+    for (key, value) in &chat {
+        out.push(b',');
+        let _ = serde_json::to_writer(&mut out, key);
+        out.push(b':');
+        let _ = serde_json::to_writer(&mut out, value);
+    }
+    out.push(b'}');
+    Ok(out)
+}
+
+/// Chat messages written as a JSON array, as they are settled.
+#[derive(Default)]
+struct MessageText {
+    out: Vec<u8>,
+    written: usize,
+    /// Messages a later item may still change: only the last one, once written out.
+    pending: Vec<Value>,
+}
+
+impl MessageText {
+    fn write(&mut self, message: &Value) {
+        self.out.push(if self.written == 0 { b'[' } else { b',' });
+        let _ = serde_json::to_writer(&mut self.out, message);
+        self.written += 1;
+    }
+
+    /// Writes every pending message but the last (only the last is ever extended).
+    fn write_settled(&mut self) {
+        if self.pending.len() > 1 {
+            let settled: Vec<Value> = self.pending.drain(..self.pending.len() - 1).collect();
+            for message in &settled {
+                self.write(message);
+            }
+        }
+    }
+
+    /// The array's text; `None` when it holds no message.
+    fn finish(mut self) -> Option<Vec<u8>> {
+        for message in std::mem::take(&mut self.pending) {
+            self.write(&message);
+        }
+        if self.written == 0 {
+            return None;
+        }
+        self.out.push(b']');
+        Some(self.out)
+    }
+}
+
+fn nothing_to_send() -> CompatError {
+    invalid("input", "the request has neither input nor instructions to send to the model")
+}
+
+/// `instructions` as leading messages (a string: one system message; items: translated).
+fn push_instructions(messages: &mut Vec<Value>, body: &Map<String, Value>) -> Result<(), CompatError> {
+    match body.get("instructions") {
+        None | Some(Value::Null) => {}
+        Some(Value::String(text)) => {
+            if !text.is_empty() {
+                messages.push(json!({"role": "system", "content": text}));
+            }
+        }
+        Some(Value::Array(items)) => {
+            for item in items {
+                push_input_item(messages, item, "instructions")?;
+            }
+        }
+        Some(_) => return Err(invalid("instructions", "expected a string or an array of input items")),
+    }
+    Ok(())
+}
+
+/// The chat fields other than `model` and `messages`, translated from the Responses settings.
+fn chat_settings(body: &Map<String, Value>, chat: &mut Map<String, Value>) -> Result<(), CompatError> {
     let tools = translate_tools(body.get("tools"))?;
     let has_tools = !tools.is_empty();
     if has_tools {
@@ -165,7 +267,7 @@ pub fn request_parts_to_chat(body: &Map<String, Value>, input: Option<&Value>) -
     // (several providers refuse a reasoning effort for models that do not think), `truncation`,
     // `include`, `top_logprobs`, `metadata` (echoed back in the response), `user`,
     // `safety_identifier`, `prompt_cache_key`, `service_tier`.
-    Ok(Value::Object(chat))
+    Ok(())
 }
 
 /// Fields whose meaning depends on state kept by a real Responses server. Refused, because
@@ -1204,6 +1306,36 @@ impl StreamTranslator {
 
 #[cfg(test)]
 mod tests {
+
+    #[test]
+    fn the_input_translated_item_by_item_is_the_same_chat_body() {
+        let cases = [
+            json!({"model": "m", "input": "hi", "instructions": "Be brief.", "temperature": 0.2}),
+            json!({"model": "m", "input": [
+                {"type": "message", "role": "user", "content": "weather?"},
+                {"type": "function_call", "call_id": "c1", "name": "get", "arguments": "{}"},
+                {"type": "function_call", "call_id": "c2", "name": "get", "arguments": "{\"a\":1}"},
+                {"type": "function_call_output", "call_id": "c1", "output": "sunny"},
+                {"role": "assistant", "content": [{"type": "output_text", "text": "It is sunny."}]},
+                {"role": "user", "content": [{"type": "input_text", "text": "thanks"}]}
+            ], "tools": [{"type": "function", "name": "get", "parameters": {"type": "object"}}], "stream": true}),
+            json!({"input": [], "instructions": [{"role": "developer", "content": "x"}]}),
+        ];
+        for case in cases {
+            let body = case.as_object().unwrap();
+            let tree = request_parts_to_chat(body, body.get("input")).unwrap();
+            let input = body.get("input").map(|i| i.to_string());
+            let text = request_parts_to_chat_text(body, input.as_deref()).unwrap();
+            let parsed: Value = serde_json::from_slice(&text).unwrap();
+            assert_eq!(parsed, tree, "{case}");
+        }
+        let body = json!({"model": "m"});
+        let body = body.as_object().unwrap();
+        for (input, param) in [(Some("[]"), "input"), (None, "input"), (Some("3"), "input"), (Some("[1]"), "input")] {
+            let e = request_parts_to_chat_text(body, input).unwrap_err();
+            assert_eq!(e.param(), param, "{input:?}");
+        }
+    }
     use super::*;
 
     // ---- helpers ---------------------------------------------------------------------------

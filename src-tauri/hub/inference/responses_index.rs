@@ -62,6 +62,45 @@ impl Owner {
         Owner::Local { code, response, input_items }
     }
 
+    /// [`Owner::local`] with the input as the JSON text it came as (a string, or an array of
+    /// items): the page is written around that text, the items never parsed as a whole.
+    pub fn local_from_text(code: String, response: Bytes, input: Option<&str>) -> Owner {
+        let input = input.map(str::trim_start).unwrap_or("null");
+        if input.starts_with('"') {
+            let text: String = serde_json::from_str(input).unwrap_or_default();
+            let item = serde_json::json!({
+                "id": format!("msg_{}", uuid::Uuid::new_v4().simple()),
+                "type": "message",
+                "role": "user",
+                "status": "completed",
+                "content": [{"type": "input_text", "text": text}],
+            });
+            return Owner::local(code, response, &[item]);
+        }
+        let items: Vec<&serde_json::value::RawValue> =
+            if input.starts_with('[') { serde_json::from_str(input).unwrap_or_default() } else { Vec::new() };
+        if items.is_empty() {
+            return Owner::local(code, response, &[]);
+        }
+        #[derive(serde::Deserialize)]
+        struct Id {
+            #[serde(default)]
+            id: Value,
+        }
+        let id_of = |raw: Option<&&serde_json::value::RawValue>| {
+            raw.and_then(|r| serde_json::from_str::<Id>(r.get()).ok()).map(|i| i.id).unwrap_or(Value::Null)
+        };
+        let mut page = Vec::with_capacity(input.len() + 128);
+        page.extend_from_slice(br#"{"object":"list","data":"#);
+        page.extend_from_slice(input.trim_end().as_bytes());
+        page.extend_from_slice(br#","first_id":"#);
+        page.extend_from_slice(id_of(items.first()).to_string().as_bytes());
+        page.extend_from_slice(br#","last_id":"#);
+        page.extend_from_slice(id_of(items.last()).to_string().as_bytes());
+        page.extend_from_slice(br#","has_more":false}"#);
+        Owner::Local { code, response, input_items: Bytes::from(page) }
+    }
+
     pub fn room_code(&self) -> &str {
         match self {
             Owner::Participant { code, .. } | Owner::Local { code, .. } => code,

@@ -159,15 +159,16 @@ struct Job {
     body: std::sync::Mutex<crate::hub::memory::BodyHold>,
 }
 
-/// A Responses request parsed for translation: every field but `input`, and `input`.
+/// A Responses request's settings (every field but `input`) parsed for translation; the input is
+/// translated from its text, item by item (`responses_compat::request_parts_to_chat_text`).
 struct Tree {
     settings: Map<String, Value>,
-    input: Option<Value>,
 }
 
 impl Job {
-    /// The request as value trees, parsed the first time it is asked for. What the trees take is
-    /// held against the body budget first: a request that would not fit is refused, not parsed.
+    /// The request's settings as a tree, parsed the first time it is asked for. What that takes,
+    /// and the chat body the translation writes (about the input's size), is held against the
+    /// body budget first: a request that would not fit is refused, not translated.
     fn tree(&self) -> std::result::Result<&Tree, HubError> {
         if let Some(tree) = self.tree.get() {
             return Ok(tree);
@@ -176,13 +177,13 @@ impl Job {
         let input_text = self.request.raw("input").unwrap_or("null");
         let measure =
             |text: &[u8]| crate::hub::unique_keys::measure(text).map(|s| s.parsed_bytes()).unwrap_or(text.len());
-        let cost = measure(&settings_text).saturating_add(measure(input_text.as_bytes()));
+        let cost = measure(&settings_text).saturating_add(input_text.len());
         {
             let mut hold = self.body.lock().unwrap_or_else(|p| p.into_inner());
             let held = hold.held();
             hold.grow_to(held.saturating_add(cost))?;
         }
-        let tree = Tree { settings: self.request.values_except("input"), input: self.request.value("input") };
+        let tree = Tree { settings: self.request.values_except("input") };
         Ok(self.tree.get_or_init(|| tree))
     }
 
@@ -191,8 +192,9 @@ impl Job {
         Value::Object(self.tree.get().map(|t| t.settings.clone()).unwrap_or_default())
     }
 
-    fn input_items(&self) -> std::borrow::Cow<'_, [Value]> {
-        input_items_of(self.tree.get().and_then(|t| t.input.as_ref()))
+    /// What the hub keeps of a response it translated: the answer and the input's items.
+    fn kept(&self, response: Bytes) -> Owner {
+        Owner::local_from_text(self.code.clone(), response, self.request.raw("input"))
     }
 
     fn publish(&self, kind: EventKind) {
@@ -364,20 +366,21 @@ async fn start_fallback(
 ) -> std::result::Result<Upstream, OpenFailure> {
     let tree = job.tree().map_err(|error| OpenFailure { error, retryable: false })?;
     let adapted = merge::responses_body(&tree.settings, &p.public.model, config);
-    let chat = responses_compat::request_parts_to_chat(&adapted, tree.input.as_ref()).map_err(|e| OpenFailure {
-        error: HubError::InvalidRequest {
-            message: format!(
-                "This participant's model server has no Responses API, and the request cannot be translated: {e}"
-            ),
-            hint: Some("Use /chat/completions, or pick a participant whose server supports /v1/responses.".into()),
-        },
-        retryable: false,
-    })?;
+    let chat =
+        responses_compat::request_parts_to_chat_text(&adapted, job.request.raw("input")).map_err(|e| OpenFailure {
+            error: HubError::InvalidRequest {
+                message: format!(
+                    "This participant's model server has no Responses API, and the request cannot be translated: {e}"
+                ),
+                hint: Some("Use /chat/completions, or pick a participant whose server supports /v1/responses.".into()),
+            },
+            retryable: false,
+        })?;
     let call = Call {
         operation: "chat.completions",
         method: reqwest::Method::POST,
         path: "/v1/chat/completions".into(),
-        body: Some(Bytes::from(chat.to_string())),
+        body: Some(Bytes::from(chat)),
         stream: job.stream,
     };
     let (first_byte, idle) = call_timeouts(&job.hub);
@@ -462,7 +465,7 @@ async fn respond(job: Job, slot: Slot, mut up: Upstream, started: Instant, trans
                 let id = responses_compat::new_response_id();
                 let response = responses_compat::chat_to_response(&chat, &job.settings(), &id);
                 let body = Bytes::from(response.to_string());
-                job.hub.responses().remember(&id, Owner::local(job.code.clone(), body.clone(), &job.input_items()));
+                job.hub.responses().remember(&id, job.kept(body.clone()));
                 (body, Some(response))
             }
             // A success that is not JSON is never an OpenAI answer: a clean 502, not garbage.
@@ -523,22 +526,6 @@ async fn respond(job: Job, slot: Slot, mut up: Upstream, started: Instant, trans
     let mut response = (status, body).into_response();
     headers_for(&mut response, content_type.as_deref(), true);
     response
-}
-
-/// The items of a Responses request's input, borrowed where they are already items (they can be
-/// megabytes; the store keeps them serialized, not cloned).
-fn input_items_of(input: Option<&Value>) -> std::borrow::Cow<'_, [Value]> {
-    match input {
-        Some(Value::String(text)) => std::borrow::Cow::Owned(vec![json!({
-            "id": format!("msg_{}", uuid::Uuid::new_v4().simple()),
-            "type": "message",
-            "role": "user",
-            "status": "completed",
-            "content": [{"type": "input_text", "text": text}],
-        })]),
-        Some(Value::Array(items)) => std::borrow::Cow::Borrowed(items),
-        _ => std::borrow::Cow::Borrowed(&[]),
-    }
 }
 
 enum Mode {
@@ -736,14 +723,10 @@ impl Relay {
                 for event in translator.finish() {
                     if event.event_type == "response.completed" {
                         if let Some(response) = event.data.get("response") {
-                            self.job.hub.responses().remember(
-                                translator.response_id(),
-                                Owner::local(
-                                    self.job.code.clone(),
-                                    Bytes::from(response.to_string()),
-                                    &self.job.input_items(),
-                                ),
-                            );
+                            self.job
+                                .hub
+                                .responses()
+                                .remember(translator.response_id(), self.job.kept(Bytes::from(response.to_string())));
                         }
                     }
                     self.pending.push_back(event.to_sse());
