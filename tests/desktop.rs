@@ -845,23 +845,32 @@ fn the_real_app_starts_under_xvfb_renders_its_window_serves_health_and_quits_wit
 /// namespace.
 const IN_NETNS: &str = "GAMBI_DESKTOP_TEST_IN_NETNS";
 
+/// True inside the network namespace of test `name`. Outside it, runs that test again, alone, in
+/// a network namespace of its own with only `lo` up, checks it passed there, and returns false.
+fn in_own_netns(name: &str) -> bool {
+    if std::env::var_os(IN_NETNS).is_some() {
+        return true;
+    }
+    let out = Command::new("unshare")
+        .args(["--net", "--", "sh", "-c", "ip link set lo up && exec \"$0\" \"$@\""])
+        .arg(std::env::current_exe().unwrap())
+        .args(["--exact", name, "--nocapture", "--test-threads=1"])
+        .env(IN_NETNS, "1")
+        .output()
+        .expect("unshare (util-linux) runs the test in a network namespace; run as root with iproute2");
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    eprintln!("{stderr}");
+    assert!(out.status.success(), "in the namespace:\n{stdout}\n{stderr}");
+    assert!(stdout.contains("1 passed"), "the test did not run in the namespace:\n{stdout}\n{stderr}");
+    false
+}
+
 #[test]
 fn discovered_hubs_lists_a_hub_advertised_on_the_lan() {
     const NAME: &str = "discovered_hubs_lists_a_hub_advertised_on_the_lan";
-    if std::env::var_os(IN_NETNS).is_none() {
-        // This test again, alone, in a network namespace of its own with only `lo`: mDNS never
-        // touches the host's interfaces.
-        let out = Command::new("unshare")
-            .args(["--net", "--", "sh", "-c", "ip link set lo up && exec \"$0\" \"$@\""])
-            .arg(std::env::current_exe().unwrap())
-            .args(["--exact", NAME, "--nocapture", "--test-threads=1"])
-            .env(IN_NETNS, "1")
-            .output()
-            .expect("unshare (util-linux) runs the test in a network namespace; run as root with iproute2");
-        let stdout = String::from_utf8_lossy(&out.stdout);
-        let stderr = String::from_utf8_lossy(&out.stderr);
-        assert!(out.status.success(), "in the namespace:\n{stdout}\n{stderr}");
-        assert!(stdout.contains("1 passed"), "the test did not run in the namespace:\n{stdout}\n{stderr}");
+    // mDNS never touches the host's interfaces.
+    if !in_own_netns(NAME) {
         return;
     }
     let (hub, url) = HubProcess::serve(&["--port", "0", "--mdns", "--name", "Lab hub"]);
@@ -1271,21 +1280,9 @@ fn rooms_of(hub: &str) -> Vec<(String, String)> {
 #[test]
 fn the_sharers_journeys_are_one_click_each_in_the_real_app() {
     const NAME: &str = "the_sharers_journeys_are_one_click_each_in_the_real_app";
-    if std::env::var_os(IN_NETNS).is_none() {
-        // Alone in a network namespace with only `lo`: the app browses the LAN (mDNS) for the
-        // second hub without touching the host's interfaces.
-        let out = Command::new("unshare")
-            .args(["--net", "--", "sh", "-c", "ip link set lo up && exec \"$0\" \"$@\""])
-            .arg(std::env::current_exe().unwrap())
-            .args(["--exact", NAME, "--nocapture", "--test-threads=1"])
-            .env(IN_NETNS, "1")
-            .output()
-            .expect("unshare (util-linux) runs the test in a network namespace; run as root with iproute2");
-        let stdout = String::from_utf8_lossy(&out.stdout);
-        let stderr = String::from_utf8_lossy(&out.stderr);
-        eprintln!("{stderr}");
-        assert!(out.status.success(), "in the namespace:\n{stdout}\n{stderr}");
-        assert!(stdout.contains("1 passed"), "the test did not run in the namespace:\n{stdout}\n{stderr}");
+    // Alone in a network namespace with only `lo`: the app browses the LAN (mDNS) for the second
+    // hub without touching the host's interfaces.
+    if !in_own_netns(NAME) {
         return;
     }
     let desktop = match Desktop::start() {

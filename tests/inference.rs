@@ -615,18 +615,7 @@ async fn translated_responses_the_hub_keeps_are_bounded_in_bytes_and_its_memory_
 
     let pid = hub.child.id();
     let before = rss_kib(pid);
-    let done = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
-    let sampler = std::thread::spawn({
-        let done = done.clone();
-        move || {
-            let mut peak = 0;
-            while !done.load(std::sync::atomic::Ordering::Relaxed) {
-                peak = peak.max(rss_kib(pid));
-                std::thread::sleep(Duration::from_millis(10));
-            }
-            peak
-        }
-    });
+    let sampler = crate::util::PeakRss::start(pid);
     let base = hub.at(&format!("/rooms/{code}/v1/responses"));
     let mut ids = Vec::new();
     for n in 0..REQUESTS {
@@ -646,8 +635,7 @@ async fn translated_responses_the_hub_keeps_are_bounded_in_bytes_and_its_memory_
     }
     tokio::time::sleep(Duration::from_millis(500)).await;
     let after = rss_kib(pid);
-    done.store(true, std::sync::atomic::Ordering::Relaxed);
-    let peak = sampler.join().unwrap().max(after);
+    let peak = sampler.peak_kib().max(after);
     eprintln!(
         "{REQUESTS} translated Responses requests of {:.1} MB ({TURNS} input items) each: hub RSS {before} KiB \
          before, peak {peak} KiB, {after} KiB after",
@@ -722,18 +710,7 @@ async fn a_translated_input_of_470_000_small_items_costs_its_text_not_its_tree()
 
     let pid = hub.child.id();
     let before = rss_kib(pid);
-    let done = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
-    let sampler = std::thread::spawn({
-        let done = done.clone();
-        move || {
-            let mut peak = 0;
-            while !done.load(std::sync::atomic::Ordering::Relaxed) {
-                peak = peak.max(rss_kib(pid));
-                std::thread::sleep(Duration::from_millis(10));
-            }
-            peak
-        }
-    });
+    let sampler = crate::util::PeakRss::start(pid);
     let base = hub.at(&format!("/rooms/{code}/v1/responses"));
     for n in 0..3 {
         let res = http()
@@ -751,8 +728,7 @@ async fn a_translated_input_of_470_000_small_items_costs_its_text_not_its_tree()
     }
     tokio::time::sleep(Duration::from_millis(500)).await;
     let after = rss_kib(pid);
-    done.store(true, std::sync::atomic::Ordering::Relaxed);
-    let peak = sampler.join().unwrap().max(after);
+    let peak = sampler.peak_kib().max(after);
     eprintln!(
         "3 translated Responses requests of {:.1} MB ({ITEMS} tiny input items) each: hub RSS {before} KiB before, \
          peak {peak} KiB, {after} KiB after",

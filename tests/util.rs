@@ -93,6 +93,37 @@ pub fn rss_kib(pid: u32) -> u64 {
     line.split_whitespace().nth(1).unwrap().parse().unwrap()
 }
 
+/// The highest resident memory of process `pid`, sampled every 10 ms on a thread of its own from
+/// `start` until `peak_kib` is read.
+pub struct PeakRss {
+    done: std::sync::Arc<std::sync::atomic::AtomicBool>,
+    sampler: std::thread::JoinHandle<u64>,
+}
+
+impl PeakRss {
+    pub fn start(pid: u32) -> PeakRss {
+        let done = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+        let sampler = std::thread::spawn({
+            let done = done.clone();
+            move || {
+                let mut peak = 0;
+                while !done.load(std::sync::atomic::Ordering::Relaxed) {
+                    peak = peak.max(rss_kib(pid));
+                    std::thread::sleep(std::time::Duration::from_millis(10));
+                }
+                peak
+            }
+        });
+        PeakRss { done, sampler }
+    }
+
+    /// Stops sampling; the peak seen, in KiB.
+    pub fn peak_kib(self) -> u64 {
+        self.done.store(true, std::sync::atomic::Ordering::Relaxed);
+        self.sampler.join().unwrap_or(0)
+    }
+}
+
 /// Sends a request and returns (status, headers, body as JSON or `Value::String` when not JSON).
 /// The passwords and keys it sends, the tokens it receives and the answer go to the [`ledger`].
 pub async fn call(req: reqwest::RequestBuilder) -> (u16, reqwest::header::HeaderMap, Value) {

@@ -219,16 +219,7 @@ async fn bodies_in_flight_and_bodies_that_parse_huge_cannot_spend_the_hub_s_memo
     let pid = hub.child.id();
     let start = crate::util::rss_kib(pid);
     // The hub's RSS, sampled all along (not only between steps).
-    let sampled = std::sync::Arc::new(std::sync::atomic::AtomicU64::new(start));
-    let sampler = {
-        let sampled = sampled.clone();
-        tokio::spawn(async move {
-            loop {
-                sampled.fetch_max(crate::util::rss_kib(pid), std::sync::atomic::Ordering::Relaxed);
-                tokio::time::sleep(Duration::from_millis(10)).await;
-            }
-        })
-    };
+    let sampler = crate::util::PeakRss::start(pid);
     let (status, _, created) = call(from("127.0.0.1").post(hub.at("/v1/rooms")).json(&json!({"name": "Mem"}))).await;
     assert_eq!(status, 201);
     let code = created["data"]["room"]["code"].as_str().unwrap().to_string();
@@ -299,8 +290,7 @@ async fn bodies_in_flight_and_bodies_that_parse_huge_cannot_spend_the_hub_s_memo
         peak = peak.max(crate::util::rss_kib(pid));
     }
     let end = crate::util::rss_kib(pid);
-    sampler.abort();
-    peak = peak.max(sampled.load(std::sync::atomic::Ordering::Relaxed));
+    peak = peak.max(sampler.peak_kib());
     eprintln!(
         "body memory: RSS start {} MiB, with 64 stalled 30 MiB uploads {} MiB, peak {} MiB, end {} MiB; zero-array bodies answered {statuses:?}",
         start / 1024,

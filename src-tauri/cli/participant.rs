@@ -18,9 +18,9 @@ use crate::discovery::known::{self, KnownHubs, Sighting};
 use crate::discovery::{FoundHub, RoomClaim};
 use crate::participant::probe::{self, ProbeError};
 use crate::participant::{
-    CloseEvent, CloseReason, ParticipantSession, ProviderHealth, SessionError, SessionOptions, ShareState, Supervisor,
+    CloseEvent, CloseReason, ParticipantSession, SessionError, SessionOptions, ShareState, Supervisor,
 };
-use crate::protocol::{is_participant_id, normalize_room_code, PauseReason};
+use crate::protocol::{is_participant_id, normalize_room_code};
 use crate::provider::ProviderKind;
 
 /// Where Ollama listens out of the box: the model server most people share.
@@ -531,20 +531,7 @@ async fn run_once(
     let mut watching = true;
     loop {
         // The provider watch pauses and resumes the share; the session goes on either way.
-        let state = match (&*health.borrow_and_update(), &live) {
-            (
-                ProviderHealth::NotAnswering { error },
-                ShareState::Live { room_code, participant_id, hub_url, model },
-            ) => ShareState::Paused {
-                room_code: room_code.clone(),
-                participant_id: participant_id.clone(),
-                hub_url: hub_url.clone(),
-                model: model.clone(),
-                reason: PauseReason::Provider,
-                error: error.clone(),
-            },
-            _ => live.clone(),
-        };
+        let state = live.watched(&health.borrow_and_update());
         view.show(&state)?;
         tokio::select! {
             changed = health.changed(), if watching => watching = changed.is_ok(),
@@ -905,7 +892,7 @@ mod tests {
             participant_id: "alice-x7k2q9".into(),
             hub_url: "http://h:1".into(),
             model: "llama3".into(),
-            reason: PauseReason::Provider,
+            reason: crate::protocol::PauseReason::Provider,
             error: "connection refused".into(),
         };
         assert_eq!(view.text(&paused), "Ollama stopped answering — your share is paused until it is back.");

@@ -798,12 +798,7 @@ impl AppCore {
             return Err(if hub.is_none() { asked } else { asked.hint("Ask the room's host for the password.") });
         }
         let settings = self.settings();
-        let detection = provider::detect_at(
-            &self.inner.options.ollama_url,
-            &self.inner.options.lmstudio_url,
-            settings.provider_endpoint.as_deref(),
-        )
-        .await;
+        let detection = self.detect_provider(&settings).await;
         let Some(found) = detection.found.clone() else {
             return Err(not_running(&detection));
         };
@@ -944,12 +939,7 @@ impl AppCore {
     /// where to get one, and the Share screen notices it when it starts.
     pub async fn share_in_new_room(&self) -> ToggleOutcome {
         let settings = self.settings();
-        let detection = provider::detect_at(
-            &self.inner.options.ollama_url,
-            &self.inner.options.lmstudio_url,
-            settings.provider_endpoint.as_deref(),
-        )
-        .await;
+        let detection = self.detect_provider(&settings).await;
         if detection.found.is_none() {
             return ToggleOutcome::Failed(not_running(&detection));
         }
@@ -980,11 +970,7 @@ impl AppCore {
             return ToggleOutcome::NeedsRoom;
         };
         let password = if room.protected {
-            let secrets = self.inner.clone();
-            let (hub, code) = (room.hub.clone(), room.code.clone());
-            let found =
-                tokio::task::spawn_blocking(move || secrets.secrets.get(hub.as_deref(), &code)).await.ok().flatten();
-            match found {
+            match self.kept_password(room.hub.as_deref(), &room.code).await {
                 Some(password) => Some(password),
                 None => return ToggleOutcome::NeedsRoom,
             }
@@ -996,6 +982,16 @@ impl AppCore {
             Ok(status) => ToggleOutcome::Started(status),
             Err(e) => ToggleOutcome::Failed(e),
         }
+    }
+
+    /// The model server on this computer, where `settings` say to look.
+    async fn detect_provider(&self, settings: &Settings) -> provider::Detection {
+        provider::detect_at(
+            &self.inner.options.ollama_url,
+            &self.inner.options.lmstudio_url,
+            settings.provider_endpoint.as_deref(),
+        )
+        .await
     }
 
     /// The password kept for room `code` on `hub`, if any.

@@ -62,6 +62,27 @@ pub enum ShareState {
     },
 }
 
+impl ShareState {
+    /// This state as the provider watch sees it: a live share whose model server does not answer
+    /// (`error`) is paused; any other state is as it is.
+    pub fn watched(&self, health: &ProviderHealth) -> ShareState {
+        match (self, health) {
+            (
+                ShareState::Live { room_code, participant_id, hub_url, model },
+                ProviderHealth::NotAnswering { error },
+            ) => ShareState::Paused {
+                room_code: room_code.clone(),
+                participant_id: participant_id.clone(),
+                hub_url: hub_url.clone(),
+                model: model.clone(),
+                reason: PauseReason::Provider,
+                error: error.clone(),
+            },
+            _ => self.clone(),
+        }
+    }
+}
+
 /// A supervised share.
 pub struct Supervisor {
     state: watch::Receiver<ShareState>,
@@ -149,17 +170,7 @@ async fn follow(
     let mut health = session.provider_health();
     let mut watching = true;
     loop {
-        let state = match &*health.borrow_and_update() {
-            ProviderHealth::Answering => live.clone(),
-            ProviderHealth::NotAnswering { error } => ShareState::Paused {
-                room_code: room_code.clone(),
-                participant_id: participant_id.clone(),
-                hub_url: hub_url.clone(),
-                model: model.clone(),
-                reason: PauseReason::Provider,
-                error: error.clone(),
-            },
-        };
+        let state = live.watched(&health.borrow_and_update());
         tx.send_if_modified(|s| {
             let changed = *s != state;
             *s = state;

@@ -124,19 +124,9 @@ pub async fn participant(
 /// `ws://host/v1/rooms/CODE/participants/ID/tunnel`, from the host the participant used to reach
 /// the hub (it knows a route to it), else the address the hub listens on.
 fn tunnel_url(hub: &Hub, headers: &HeaderMap, code: &str, id: &str) -> String {
-    let host = headers
-        .get(header::HOST)
-        .and_then(|h| h.to_str().ok())
-        .filter(|h| {
-            !h.is_empty() && h.len() <= 255 && h.bytes().all(|b| b.is_ascii_alphanumeric() || b".-:[]_".contains(&b))
-        })
-        .map(str::to_string)
-        .or_else(|| hub.local_addr().map(|a| a.to_string()))
-        .unwrap_or_else(|| "localhost".into());
-    let secure =
-        headers.get("x-forwarded-proto").and_then(|h| h.to_str().ok()).is_some_and(|p| p.eq_ignore_ascii_case("https"));
-    let scheme = if secure { "wss" } else { "ws" };
-    format!("{scheme}://{host}/v1/rooms/{code}/participants/{id}/tunnel")
+    // `http://host` → `ws://host`, `https://host` → `wss://host`.
+    let origin = crate::hub::invite::origin_of(hub, headers);
+    format!("ws{}/v1/rooms/{code}/participants/{id}/tunnel", origin.trim_start_matches("http"))
 }
 
 pub async fn upsert(
