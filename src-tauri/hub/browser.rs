@@ -21,7 +21,7 @@ use axum::middleware::Next;
 use axum::response::{IntoResponse, Response};
 use tower_http::cors::{AllowOrigin, Any, CorsLayer};
 
-use super::error::{ApiError, ClassicError, HubError, OpenAiError};
+use super::error::{ApiError, ClassicError, HubError};
 use super::Hub;
 
 /// The policy of every answer that is not the dashboard's own page or file.
@@ -144,7 +144,7 @@ fn key_guarded(hub: &Hub, path: &str) -> bool {
 /// Renders `error` in the shape of the surface `path` belongs to.
 fn refuse(path: &str, error: HubError) -> Response {
     if super::inference::routes::is_inference_path(path) {
-        OpenAiError(error).into_response()
+        super::inference::routes::error_response(path, error)
     } else if path == "/v1" || path.starts_with("/v1/") {
         ApiError(error).into_response()
     } else {

@@ -57,6 +57,10 @@ pub enum HubError {
     TunnelTokenInvalid,
     #[error("no available participant for the requested model")]
     NoParticipant,
+    /// The participants that could serve the request have no such endpoint (`participant`: the
+    /// one the request named).
+    #[error("no participant serves {path}")]
+    NotServed { path: String, participant: Option<String> },
     #[error("participant {id} is busy")]
     ParticipantBusy { id: String },
     #[error("participant {id} is unavailable: {reason}")]
@@ -88,7 +92,8 @@ impl HubError {
             HubError::RoomNotFound { .. }
             | HubError::ParticipantNotFound { .. }
             | HubError::RouteNotFound { .. }
-            | HubError::NoParticipant => StatusCode::NOT_FOUND,
+            | HubError::NoParticipant
+            | HubError::NotServed { .. } => StatusCode::NOT_FOUND,
             HubError::ParticipantBusy { .. } => StatusCode::CONFLICT,
             HubError::ParticipantUnavailable { .. } | HubError::ParticipantPaused { .. } => {
                 StatusCode::SERVICE_UNAVAILABLE
@@ -143,6 +148,7 @@ impl HubError {
             HubError::ShuttingDown => "SHUTTING_DOWN",
             HubError::TunnelTokenInvalid => "INVALID_TUNNEL_TOKEN",
             HubError::NoParticipant => "MODEL_NOT_FOUND",
+            HubError::NotServed { .. } => "ENDPOINT_NOT_SERVED",
             HubError::ParticipantBusy { .. } => "PARTICIPANT_BUSY",
             HubError::ParticipantUnavailable { .. } => "PARTICIPANT_TUNNEL_NOT_CONNECTED",
             HubError::ParticipantPaused { .. } => "PARTICIPANT_PAUSED",
@@ -193,6 +199,12 @@ impl HubError {
             HubError::ShuttingDown => "The hub is shutting down.".into(),
             HubError::TunnelTokenInvalid => "The tunnel token is wrong, already used, or expired.".into(),
             HubError::NoParticipant => "No available participant for the requested model".into(),
+            HubError::NotServed { path, participant: Some(id) } => {
+                format!("Participant '{id}' does not serve {path}: its model server has no such endpoint.")
+            }
+            HubError::NotServed { path, participant: None } => {
+                format!("No available participant in this room serves {path}: their model servers have no such endpoint.")
+            }
             HubError::ParticipantBusy { id } => format!("Participant '{id}' is busy."),
             HubError::ParticipantUnavailable { id, reason } => format!("Participant '{id}' is unavailable: {reason}."),
             HubError::ParticipantPaused { id, reason } => format!("Participant '{id}' is paused: {reason}."),
@@ -264,6 +276,11 @@ impl HubError {
             HubError::NoParticipant => {
                 Some("Use model '*' for any participant, 'model:<name>', or a participant id from /models.".into())
             }
+            HubError::NotServed { .. } => Some(
+                "Use model '*' to let the hub pick a participant that serves it, or ask for a model server that \
+                 does (llama-server serves embeddings when started with --embeddings)."
+                    .into(),
+            ),
             HubError::ParticipantBusy { .. } => Some("Retry shortly, or use model '*' to let the hub pick.".into()),
             HubError::ParticipantUnavailable { .. } => Some("Pick another participant, or use model '*'.".into()),
             HubError::ParticipantPaused { .. } => Some(

@@ -19,9 +19,9 @@ use tokio::sync::oneshot;
 
 use crate::protocol::events::EventKind;
 use crate::protocol::{
-    is_participant_id, now_ms, Capabilities, Connection, ConnectionKind, CreatedRoom, HeartbeatNews, HeartbeatResult,
-    LoadedModel, MachineSpecs, Participant, ParticipantStatus, PauseReason, RoomSummary, RuntimeConfig, ROOM_CODE_LEN,
-    TUNNEL_TOKEN_TTL,
+    is_participant_id, now_ms, Capabilities, Capability, Connection, ConnectionKind, CreatedRoom, Endpoint,
+    HeartbeatNews, HeartbeatResult, LoadedModel, MachineSpecs, Participant, ParticipantStatus, PauseReason,
+    RoomSummary, RuntimeConfig, ROOM_CODE_LEN, TUNNEL_TOKEN_TTL,
 };
 
 use super::error::HubError;
@@ -236,6 +236,7 @@ struct State {
 struct Waiter {
     id: u64,
     selector: Selector,
+    need: Need,
     tx: oneshot::Sender<Slot>,
 }
 
@@ -904,6 +905,32 @@ impl Selector {
     }
 }
 
+/// Which endpoint a request needs from a participant's provider: routing skips participants known
+/// to lack it. `or_chat`: the hub can translate the request into a chat completion (Responses,
+/// Messages), so a participant that serves chat will do too.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Need {
+    pub endpoint: Option<Endpoint>,
+    pub or_chat: bool,
+}
+
+impl Need {
+    /// Any participant will do (the original routing).
+    pub const ANY: Need = Need { endpoint: None, or_chat: false };
+
+    pub fn met_by(&self, capabilities: &Capabilities) -> bool {
+        match self.endpoint {
+            None => true,
+            Some(e) => capabilities.may_serve(e) || (self.or_chat && capabilities.may_serve(Endpoint::ChatCompletions)),
+        }
+    }
+
+    fn not_served(&self, participant: Option<String>) -> HubError {
+        let path = self.endpoint.map_or("this endpoint", Endpoint::path);
+        HubError::NotServed { path: path.to_string(), participant }
+    }
+}
+
 /// Ollama names `llama3` and `llama3:latest` the same model.
 fn same_model(served: &str, asked: &str) -> bool {
     let strip = |m: &str| m.strip_suffix(":latest").unwrap_or(m).to_ascii_lowercase();
@@ -999,12 +1026,15 @@ fn paused_error(r: &ParticipantRecord) -> HubError {
     }
 }
 
-fn choose(room: &RoomRecord, selector: &Selector, exclude: &[String]) -> Result<Choice, HubError> {
+fn choose(room: &RoomRecord, selector: &Selector, need: Need, exclude: &[String]) -> Result<Choice, HubError> {
     if let Selector::Named(name) = selector {
         if let Some(r) = room.participants.get(name.as_str()) {
             let id = r.public.id.clone();
             if exclude.contains(&id) {
                 return Err(HubError::NoParticipant);
+            }
+            if !need.met_by(&r.public.capabilities) {
+                return Err(need.not_served(Some(id)));
             }
             if r.public.status == ParticipantStatus::Offline {
                 return Err(HubError::ParticipantUnavailable { id, reason: "it is offline".into() });
@@ -1028,8 +1058,13 @@ fn choose(room: &RoomRecord, selector: &Selector, exclude: &[String]) -> Result<
             .filter(|r| model.is_none_or(|m| same_model(&r.public.model, m)))
             .filter(|r| !exclude.contains(&r.public.id))
     };
-    let usable: Vec<&ParticipantRecord> = matching().filter(|r| available(r)).collect();
+    let usable: Vec<&ParticipantRecord> =
+        matching().filter(|r| available(r) && need.met_by(&r.public.capabilities)).collect();
     if usable.is_empty() {
+        // Say so when some could serve the model but none has the endpoint.
+        if matching().any(available) {
+            return Err(need.not_served(None));
+        }
         // Say why when the only ones that could serve are paused: they come back by themselves.
         let paused = matching().find(|r| r.public.status == ParticipantStatus::Paused && r.public.connection.connected);
         return Err(paused.map_or(HubError::NoParticipant, paused_error));
@@ -1065,13 +1100,18 @@ impl Registry {
     /// match is busy. Errors: no room, no participant that could ever serve it, the one asked for is
     /// offline or unreachable, or the queue is full.
     pub fn acquire(&self, code: &str, selector: &Selector) -> Result<Acquire, HubError> {
+        self.acquire_for(code, selector, Need::ANY)
+    }
+
+    /// [`Registry::acquire`] among the participants not known to lack what `need` says.
+    pub fn acquire_for(&self, code: &str, selector: &Selector, need: Need) -> Result<Acquire, HubError> {
         let mut state = self.state();
         let room = state.rooms.get(code).ok_or_else(|| not_found(code))?;
         let specific = selector.is_specific(room).then(|| match selector {
             Selector::Named(n) => n.clone(),
             _ => String::new(),
         });
-        match choose(room, selector, &[])? {
+        match choose(room, selector, need, &[])? {
             Choice::Free(id) => Ok(Acquire::Ready(self.take_locked(&mut state, code, &id))),
             Choice::Busy => {
                 let depth = self.inner.queue_depth.load(Ordering::Relaxed);
@@ -1089,6 +1129,7 @@ impl Registry {
                 state.waiters.entry(code.to_string()).or_default().push_back(Waiter {
                     id,
                     selector: selector.clone(),
+                    need,
                     tx,
                 });
                 Ok(Acquire::Wait(WaitTicket { registry: self.clone(), code: code.to_string(), id, specific, rx }))
@@ -1098,9 +1139,14 @@ impl Registry {
 
     /// Takes a free slot now or not at all, never at a participant in `exclude` (failover).
     pub fn try_acquire(&self, code: &str, selector: &Selector, exclude: &[String]) -> Option<Slot> {
+        self.try_acquire_for(code, selector, Need::ANY, exclude)
+    }
+
+    /// [`Registry::try_acquire`] among the participants not known to lack what `need` says.
+    pub fn try_acquire_for(&self, code: &str, selector: &Selector, need: Need, exclude: &[String]) -> Option<Slot> {
         let mut state = self.state();
         let room = state.rooms.get(code)?;
-        match choose(room, selector, exclude) {
+        match choose(room, selector, need, exclude) {
             Ok(Choice::Free(id)) => Some(self.take_locked(&mut state, code, &id)),
             _ => None,
         }
@@ -1167,7 +1213,7 @@ impl Registry {
                 continue;
             }
             let Some(room) = state.rooms.get(code) else { continue };
-            match choose(room, &waiter.selector, &[]) {
+            match choose(room, &waiter.selector, waiter.need, &[]) {
                 Ok(Choice::Free(id)) => {
                     let slot = self.take_locked(state, code, &id);
                     if let Err(mut slot) = waiter.tx.send(slot) {
@@ -1243,6 +1289,18 @@ impl Registry {
             r.public.capabilities = capabilities;
             r.refresh();
         }
+    }
+
+    /// Sets what is known of one endpoint of a participant's provider, leaving the others as they
+    /// are (two requests learning different endpoints at once both count). Waiters that can no
+    /// longer be served by anyone are answered at once.
+    pub fn learn_capability(&self, code: &str, id: &str, endpoint: Endpoint, capability: Capability) {
+        let mut state = self.state();
+        if let Some(r) = state.rooms.get_mut(code).and_then(|room| room.participants.get_mut(id)) {
+            r.public.capabilities = r.public.capabilities.with(endpoint, capability);
+            r.refresh();
+        }
+        self.dispatch_locked(&mut state, code);
     }
 }
 

@@ -1,5 +1,6 @@
 //! Probing a provider before registering: which models it serves (OpenAI `/v1/models`, else
-//! Ollama `/api/tags`) and which OpenAI surfaces it has (`capabilities`). The POST probes send an
+//! Ollama `/api/tags`) and which endpoints it has (`capabilities`: chat completions, Responses,
+//! embeddings, legacy completions, Anthropic Messages). The POST probes send an
 //! empty body, which any real server refuses at once without generating anything: a 404, 405 or
 //! 501 means the surface is missing, any other answer means it is there.
 
@@ -9,7 +10,7 @@ use std::time::Duration;
 use reqwest::header::{HeaderMap, HeaderName, HeaderValue};
 use serde_json::Value;
 
-use crate::protocol::{Capabilities, Capability};
+use crate::protocol::{Capabilities, Capability, Endpoint};
 
 /// How long one probe may take: a local server answers in milliseconds.
 pub const PROBE_TIMEOUT: Duration = Duration::from_secs(5);
@@ -111,9 +112,15 @@ pub async fn probe(http: &reqwest::Client, endpoint: &str, model: &str, auth: &H
     if !models.iter().any(|m| same_model(m, model)) {
         return Err(ProbeError::ModelNotServed { endpoint: endpoint.into(), model: model.into(), available: models });
     }
-    let (responses, chat) = tokio::join!(
-        surface(http, endpoint, "/v1/responses", auth),
-        surface(http, endpoint, "/v1/chat/completions", auth)
+    // All at once: each is one refused empty body, so together they take one round trip.
+    let (responses, chat, embeddings, completions, messages) = tokio::join!(
+        surface(http, endpoint, Endpoint::Responses.path(), auth),
+        surface(http, endpoint, Endpoint::ChatCompletions.path(), auth),
+        surface(http, endpoint, Endpoint::Embeddings.path(), auth),
+        surface(http, endpoint, Endpoint::Completions.path(), auth),
+        surface(http, endpoint, Endpoint::Messages.path(), auth),
     );
-    Ok(Probe { models, capabilities: Capabilities { open_responses: responses, chat_completions: chat } })
+    let capabilities =
+        Capabilities { open_responses: responses, chat_completions: chat, embeddings, completions, messages };
+    Ok(Probe { models, capabilities })
 }

@@ -147,6 +147,15 @@ pub enum Capability {
     Unknown,
 }
 
+impl Capability {
+    pub fn is_unknown(&self) -> bool {
+        *self == Capability::Unknown
+    }
+}
+
+/// Which OpenAI-style endpoints a participant's provider serves. `openResponses` and
+/// `chatCompletions` are the original contract and always on the wire; the others are additive
+/// and left out while `unknown`, so peers that predate them see the shape they know.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "camelCase")]
 pub struct Capabilities {
@@ -154,6 +163,69 @@ pub struct Capabilities {
     pub open_responses: Capability,
     #[serde(default)]
     pub chat_completions: Capability,
+    /// `/v1/embeddings` (additive).
+    #[serde(default, skip_serializing_if = "Capability::is_unknown")]
+    pub embeddings: Capability,
+    /// The legacy `/v1/completions` (additive).
+    #[serde(default, skip_serializing_if = "Capability::is_unknown")]
+    pub completions: Capability,
+    /// Anthropic's `/v1/messages` (additive).
+    #[serde(default, skip_serializing_if = "Capability::is_unknown")]
+    pub messages: Capability,
+}
+
+/// A provider endpoint the hub may call, one per field of [`Capabilities`].
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum Endpoint {
+    ChatCompletions,
+    Responses,
+    Embeddings,
+    Completions,
+    Messages,
+}
+
+impl Endpoint {
+    /// The path on an OpenAI-compatible (or Anthropic-compatible) provider.
+    pub fn path(self) -> &'static str {
+        match self {
+            Endpoint::ChatCompletions => "/v1/chat/completions",
+            Endpoint::Responses => "/v1/responses",
+            Endpoint::Embeddings => "/v1/embeddings",
+            Endpoint::Completions => "/v1/completions",
+            Endpoint::Messages => "/v1/messages",
+        }
+    }
+}
+
+impl Capabilities {
+    /// What is known about `endpoint`.
+    pub fn of(&self, endpoint: Endpoint) -> Capability {
+        match endpoint {
+            Endpoint::ChatCompletions => self.chat_completions,
+            Endpoint::Responses => self.open_responses,
+            Endpoint::Embeddings => self.embeddings,
+            Endpoint::Completions => self.completions,
+            Endpoint::Messages => self.messages,
+        }
+    }
+
+    /// The same capabilities with `endpoint` set to `capability`.
+    pub fn with(mut self, endpoint: Endpoint, capability: Capability) -> Capabilities {
+        let field = match endpoint {
+            Endpoint::ChatCompletions => &mut self.chat_completions,
+            Endpoint::Responses => &mut self.open_responses,
+            Endpoint::Embeddings => &mut self.embeddings,
+            Endpoint::Completions => &mut self.completions,
+            Endpoint::Messages => &mut self.messages,
+        };
+        *field = capability;
+        self
+    }
+
+    /// Not known to lack `endpoint` (supported, or not found out yet).
+    pub fn may_serve(&self, endpoint: Endpoint) -> bool {
+        self.of(endpoint) != Capability::Unsupported
+    }
 }
 
 /// How the hub reaches a participant: through its WebSocket tunnel, or over HTTP to its endpoint.
@@ -480,9 +552,31 @@ mod tests {
         let v = serde_json::to_value(&p).unwrap();
         assert_eq!(v["joinedAt"], 1);
         assert_eq!(v["capabilities"]["openResponses"], "unknown");
+        assert!(v["capabilities"].get("embeddings").is_none(), "additive capabilities are left out while unknown");
         assert_eq!(v["connection"]["kind"], "tunnel");
         let back: Participant = serde_json::from_value(v).unwrap();
         assert_eq!(back, p);
+    }
+}
+
+#[cfg(test)]
+mod capability_tests {
+    use super::*;
+
+    #[test]
+    fn additive_capabilities_appear_once_known_and_old_shapes_still_read() {
+        let caps = Capabilities::default().with(Endpoint::Embeddings, Capability::Unsupported);
+        assert_eq!(
+            serde_json::to_value(caps).unwrap(),
+            serde_json::json!({"openResponses": "unknown", "chatCompletions": "unknown", "embeddings": "unsupported"})
+        );
+        let old: Capabilities = serde_json::from_str(r#"{"openResponses": "supported"}"#).unwrap();
+        assert_eq!(old.of(Endpoint::Responses), Capability::Supported);
+        assert_eq!(old.of(Endpoint::Messages), Capability::Unknown);
+        assert!(old.may_serve(Endpoint::Messages));
+        assert!(!caps.may_serve(Endpoint::Embeddings));
+        let back: Capabilities = serde_json::from_value(serde_json::to_value(caps).unwrap()).unwrap();
+        assert_eq!(back, caps);
     }
 }
 

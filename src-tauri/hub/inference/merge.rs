@@ -120,9 +120,75 @@ pub fn responses_body<F: Fields>(request: &F, model: &str, config: &RuntimeConfi
     body
 }
 
+/// A legacy completions body for `model`: the sampling settings of `config` where the request is
+/// silent (a prompt has no place for `instructions`).
+pub fn completions_body<F: Fields>(request: &F, model: &str, config: &RuntimeConfig) -> F {
+    let mut body = request.clone();
+    body.put("model", json!(model));
+    set_default(&mut body, "temperature", config.temperature.map(Value::from));
+    set_default(&mut body, "top_p", config.top_p.map(Value::from));
+    set_default(&mut body, "max_tokens", config.max_tokens.map(Value::from));
+    set_default(&mut body, "stop", config.stop.as_ref().map(stop_value));
+    set_default(&mut body, "frequency_penalty", config.frequency_penalty.map(Value::from));
+    set_default(&mut body, "presence_penalty", config.presence_penalty.map(Value::from));
+    set_default(&mut body, "seed", config.seed.map(Value::from));
+    body
+}
+
+/// An embeddings body for `model`: nothing of the runtime config applies to embeddings.
+pub fn embeddings_body<F: Fields>(request: &F, model: &str, _config: &RuntimeConfig) -> F {
+    let mut body = request.clone();
+    body.put("model", json!(model));
+    body
+}
+
+/// An Anthropic Messages body for `model`: the settings Messages has (`temperature`, `top_p`,
+/// `max_tokens`, `stop` as `stop_sequences`) where the request is silent, and `instructions` as
+/// `system` unless the request has one.
+pub fn messages_body<F: Fields>(request: &F, model: &str, config: &RuntimeConfig) -> F {
+    let mut body = request.clone();
+    body.put("model", json!(model));
+    set_default(&mut body, "temperature", config.temperature.map(Value::from));
+    set_default(&mut body, "top_p", config.top_p.map(Value::from));
+    set_default(&mut body, "max_tokens", config.max_tokens.map(Value::from));
+    let stops = config.stop.as_ref().map(|s| match s {
+        Stop::One(one) => json!([one]),
+        Stop::Many(many) => json!(many),
+    });
+    set_default(&mut body, "stop_sequences", stops);
+    set_default(&mut body, "system", config.instructions.clone().filter(|s| !s.is_empty()).map(Value::from));
+    body
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn completions_embeddings_and_messages_take_what_applies_to_them() {
+        let config = RuntimeConfig {
+            temperature: Some(0.5),
+            max_tokens: Some(9),
+            stop: Some(Stop::One("END".into())),
+            seed: Some(3),
+            instructions: Some("Be brief.".into()),
+            ..Default::default()
+        };
+        let c = completions_body(&obj(json!({"model": "*", "prompt": "once", "seed": 1})), "m", &config);
+        assert_eq!(
+            Value::Object(c),
+            json!({"model": "m", "prompt": "once", "seed": 1, "temperature": 0.5, "max_tokens": 9, "stop": "END"})
+        );
+        let e = embeddings_body(&obj(json!({"model": "*", "input": "x"})), "m", &config);
+        assert_eq!(Value::Object(e), json!({"model": "m", "input": "x"}));
+        let m = messages_body(&obj(json!({"model": "*", "messages": [], "max_tokens": 5})), "m", &config);
+        assert_eq!(
+            Value::Object(m),
+            json!({"model": "m", "messages": [], "max_tokens": 5, "temperature": 0.5, "stop_sequences": ["END"], "system": "Be brief."})
+        );
+        let own = messages_body(&obj(json!({"system": "Mine."})), "m", &config);
+        assert_eq!(own["system"], "Mine.");
+    }
 
     fn obj(v: Value) -> Map<String, Value> {
         v.as_object().cloned().unwrap()

@@ -163,6 +163,14 @@ impl RawObject {
             .collect()
     }
 
+    /// Every field, parsed (for a translation that needs the whole request as a tree).
+    pub fn values(&self) -> Map<String, Value> {
+        self.fields
+            .iter()
+            .filter_map(|(k, f)| serde_json::from_str(self.text_of(f)).ok().map(|v| (k.clone(), v)))
+            .collect()
+    }
+
     /// The object without the field `except`, as JSON text.
     pub fn text_except(&self, except: &str) -> Bytes {
         self.write(Some(except))

@@ -39,6 +39,8 @@ pub struct OpenFailure {
 enum Body {
     Tunnel(TunnelReply),
     Direct(BoxStream<'static, reqwest::Result<Bytes>>),
+    /// A body the hub already read (or wrote in its place), handed out once.
+    Ready(Option<Bytes>),
 }
 
 /// An answer that has started: status and headers known, body to come.
@@ -71,6 +73,7 @@ impl Upstream {
                     }
                 }
             },
+            Body::Ready(bytes) => Ok(bytes.take()),
             Body::Direct(stream) => match tokio::time::timeout(idle, stream.next()).await.map_err(|_| timed_out())? {
                 Some(Ok(b)) => Ok(Some(b)),
                 Some(Err(e)) => {
@@ -102,6 +105,20 @@ impl Upstream {
 
     pub fn content_type(&self) -> Option<&str> {
         self.headers.iter().find(|(k, _)| k.eq_ignore_ascii_case("content-type")).map(|(_, v)| v.as_str())
+    }
+
+    /// The answer's content type is `text/event-stream`.
+    pub fn is_event_stream(&self) -> bool {
+        self.content_type().is_some_and(|ct| essence(ct).eq_ignore_ascii_case("text/event-stream"))
+    }
+
+    /// Makes `body` the rest of the answer, with `content_type` (a body read to look at it, given
+    /// back; or the stream written in place of a JSON answer).
+    pub fn replay(&mut self, body: Bytes, content_type: &str) {
+        self.headers
+            .retain(|(k, _)| !k.eq_ignore_ascii_case("content-type") && !k.eq_ignore_ascii_case("content-length"));
+        self.headers.push(("content-type".into(), content_type.into()));
+        self.body = Body::Ready(Some(body));
     }
 }
 
@@ -139,13 +156,42 @@ pub async fn open(
     first_byte: Duration,
     idle: Duration,
 ) -> Result<Upstream, OpenFailure> {
-    let up = match p.public.connection.kind {
-        ConnectionKind::Tunnel => open_tunnel(hub, code, p, call, first_byte, idle).await?,
-        ConnectionKind::Direct => open_direct(hub, p, call, first_byte, idle).await?,
-    };
-    // Only an OpenAI-shaped answer is relayed: anything else served on the hub's origin (HTML, a
-    // script) would run there.
+    let up = open_raw(hub, code, p, call, first_byte, idle).await?;
+    vet(up, p, false)
+}
+
+/// Starts `call` as [`open`] does, without looking at what answered.
+pub async fn open_raw(
+    hub: &Hub,
+    code: &str,
+    p: &ParticipantRecord,
+    call: Call,
+    first_byte: Duration,
+    idle: Duration,
+) -> Result<Upstream, OpenFailure> {
+    match p.public.connection.kind {
+        ConnectionKind::Tunnel => open_tunnel(hub, code, p, call, first_byte, idle).await,
+        ConnectionKind::Direct => open_direct(hub, p, call, first_byte, idle).await,
+    }
+}
+
+/// Only an OpenAI-shaped answer is relayed: anything else served on the hub's origin (HTML, a
+/// script) would run there. `learning`: the caller learns from a 404, 405 or 501 that the endpoint
+/// is missing, so such an answer is kept, its body replaced by an OpenAI-shaped error saying so
+/// (a Go server's `404 page not found` is text, not JSON). A direct participant's non-JSON answer
+/// is kept that way only when the caller can still translate the request (its failure then is
+/// worded as any other), so nothing tells apart what listens on a direct endpoint.
+pub fn vet(mut up: Upstream, p: &ParticipantRecord, learning: bool) -> Result<Upstream, OpenFailure> {
     if !up.content_type().is_some_and(relayable) {
+        if learning && matches!(up.status, 404 | 405 | 501) {
+            let body = serde_json::json!({"error": {
+                "message": "the model server has no such endpoint",
+                "type": "not_found_error",
+                "code": "endpoint_missing",
+            }});
+            up.replay(Bytes::from(body.to_string()), "application/json");
+            return Ok(up);
+        }
         // For a direct participant, in the same words as a failure to connect: what answered on
         // its address is not told apart.
         let stage = if p.public.connection.kind == ConnectionKind::Direct { "connect" } else { "decode" };
@@ -157,9 +203,13 @@ pub async fn open(
     Ok(up)
 }
 
+fn essence(content_type: &str) -> &str {
+    content_type.split(';').next().unwrap_or("").trim()
+}
+
 /// True for the content types the hub relays: JSON and server-sent events.
 pub fn relayable(content_type: &str) -> bool {
-    let essence = content_type.split(';').next().unwrap_or("").trim();
+    let essence = essence(content_type);
     essence.eq_ignore_ascii_case("application/json") || essence.eq_ignore_ascii_case("text/event-stream")
 }
 

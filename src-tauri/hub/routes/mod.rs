@@ -17,7 +17,7 @@ use serde::de::DeserializeOwned;
 use crate::protocol::{is_participant_id, normalize_room_code};
 
 use super::body::BodyLimit;
-use super::error::{ApiError, ClassicError, HubError, OpenAiError};
+use super::error::{ApiError, ClassicError, HubError};
 use super::Hub;
 
 pub fn router(hub: Hub) -> Router {
@@ -68,7 +68,7 @@ async fn not_found(req: Request) -> Response {
     let path = req.uri().path();
     let error = HubError::RouteNotFound { path: path.chars().take(200).collect() };
     if super::inference::routes::is_inference_path(path) {
-        return OpenAiError(error).into_response();
+        return super::inference::routes::error_response(path, error);
     }
     if is_v1(path) {
         ApiError(error).into_response()
@@ -80,7 +80,7 @@ async fn not_found(req: Request) -> Response {
 async fn method_not_allowed(req: Request) -> Response {
     let error = HubError::MethodNotAllowed { method: req.method().to_string() };
     if super::inference::routes::is_inference_path(req.uri().path()) {
-        return OpenAiError(error).into_response();
+        return super::inference::routes::error_response(req.uri().path(), error);
     }
     if is_v1(req.uri().path()) {
         ApiError(error).into_response()
