@@ -1,8 +1,11 @@
 //! The one fake of the suite: a small OpenAI-compatible provider (the local model server a
 //! participant shares) written for the tests and the benchmarks. It serves `/v1/models`,
 //! `/v1/chat/completions` (stream and not, text and function tools), `/v1/responses` and its
-//! `{id}` routes, and optionally Ollama's `/api/version`, `/api/tags` and `/api/ps`, in the exact
-//! shapes the official OpenAI SDKs and Ollama clients parse.
+//! `{id}` routes, `/v1/embeddings` and the legacy `/v1/completions` (each can be turned off),
+//! optionally Anthropic's `/v1/messages` (stream and not, tools; in `fake_surfaces.rs`) and
+//! Ollama's `/api/version`, `/api/tags` and `/api/ps`, in the exact shapes the official OpenAI and
+//! Anthropic SDKs and Ollama clients parse. It can also answer stream requests with one JSON
+//! document, as some servers do.
 //!
 //! It records every request it receives, counts requests in flight, completed and cancelled (a
 //! client that went away before the end), and can be switched at run time into failure modes
@@ -81,6 +84,20 @@ pub struct FakeOptions {
     /// Keep every request for [`FakeProvider::requests`] (default true). Benchmarks turn it off so
     /// the recording neither grows memory nor costs time.
     pub record: bool,
+    /// Serve `/v1/embeddings` (else 404, as llama-server started without `--embeddings`).
+    pub embeddings: bool,
+    /// Length of the vectors `/v1/embeddings` answers.
+    pub embedding_dimensions: usize,
+    /// Serve the legacy `/v1/completions` (else 404).
+    pub completions: bool,
+    /// Serve Anthropic's `/v1/messages` (else 404, as most Ollama and LM Studio versions).
+    pub messages: bool,
+    /// Answer `stream: true` requests with the whole answer as one JSON document
+    /// (`application/json`, no SSE), as some servers do.
+    pub json_streams: bool,
+    /// Answer unknown routes and the endpoints turned off with `404 page not found` as text, as
+    /// Go's HTTP server (Ollama) does, instead of an OpenAI-shaped JSON error.
+    pub plain_404: bool,
 }
 
 impl Default for FakeOptions {
@@ -97,6 +114,12 @@ impl Default for FakeOptions {
             mode: Mode::Normal,
             reply: None,
             record: true,
+            embeddings: true,
+            embedding_dimensions: 8,
+            completions: true,
+            messages: false,
+            json_streams: false,
+            plain_404: false,
         }
     }
 }
@@ -349,6 +372,10 @@ pub fn ollama_size(name: &str) -> u64 {
     4_000_000_000 + fnv(name) % 1_000_000_000
 }
 
+/// Embeddings, legacy completions and Anthropic Messages.
+#[path = "fake_surfaces.rs"]
+mod surfaces;
+
 fn router(state: Arc<FakeState>) -> Router {
     Router::new()
         .route("/v1/models", get(models))
@@ -357,6 +384,9 @@ fn router(state: Arc<FakeState>) -> Router {
         .route("/v1/responses/{id}", get(responses_get).delete(responses_delete))
         .route("/v1/responses/{id}/cancel", post(responses_cancel))
         .route("/v1/responses/{id}/input_items", get(responses_input_items))
+        .route("/v1/embeddings", post(surfaces::embeddings))
+        .route("/v1/completions", post(surfaces::completions))
+        .route("/v1/messages", post(surfaces::messages))
         .route("/api/version", get(ollama_version))
         .route("/api/tags", get(ollama_tags))
         .route("/api/ps", get(ollama_ps))
@@ -427,7 +457,15 @@ fn not_found_error(what: &str) -> Response {
     openai_error(StatusCode::NOT_FOUND, &format!("{what} not found"), "invalid_request_error", Some("not_found"), None)
 }
 
-async fn not_found() -> Response {
+async fn not_found(State(state): State<Arc<FakeState>>) -> Response {
+    route_not_found(&state.options())
+}
+
+/// A route this provider does not serve: OpenAI's shape, or Go's plain text with `plain_404`.
+fn route_not_found(options: &FakeOptions) -> Response {
+    if options.plain_404 {
+        return (StatusCode::NOT_FOUND, [(header::CONTENT_TYPE, "text/plain")], "404 page not found").into_response();
+    }
     not_found_error("Route")
 }
 
@@ -767,7 +805,7 @@ async fn chat(State(state): State<Arc<FakeState>>, raw: Bytes) -> Response {
             Some("messages"),
         );
     };
-    let stream = body.get("stream").and_then(Value::as_bool).unwrap_or(false);
+    let stream = body.get("stream").and_then(Value::as_bool).unwrap_or(false) && !options.json_streams;
     let flight = Flight::new(&state);
     match options.mode {
         Mode::Hang => return hang(flight).await,
@@ -998,7 +1036,7 @@ async fn responses_create(State(state): State<Arc<FakeState>>, raw: Bytes) -> Re
         Ok(parsed) => parsed,
         Err(response) => return *response,
     };
-    let stream = body.get("stream").and_then(Value::as_bool).unwrap_or(false);
+    let stream = body.get("stream").and_then(Value::as_bool).unwrap_or(false) && !options.json_streams;
     let flight = Flight::new(&state);
     match options.mode {
         Mode::Hang => return hang(flight).await,

@@ -177,19 +177,28 @@ async fn models_lists_exactly_the_routable_participants() {
     let (status, _, v) = call(http().get(hub.at(&format!("/rooms/{code}/v1/models")))).await;
     assert_eq!(status, 200);
     assert_eq!(v["object"], "list");
-    let mut ids: Vec<&str> = v["data"].as_array().unwrap().iter().map(|m| m["id"].as_str().unwrap()).collect();
-    ids.sort();
-    assert_eq!(ids, ["direct", "tunnelled"]);
-    let tunnelled = v["data"].as_array().unwrap().iter().find(|m| m["id"] == "tunnelled").unwrap();
+    // The model they serve, then `*`, then the participants themselves (in the room's order).
+    let data = v["data"].as_array().unwrap();
+    let ids: Vec<&str> = data.iter().map(|m| m["id"].as_str().unwrap()).collect();
+    assert_eq!(&ids[..2], ["llama3", "*"], "{v}");
+    let mut participants = ids[2..].to_vec();
+    participants.sort();
+    assert_eq!(participants, ["direct", "tunnelled"]);
+    let mut serving: Vec<&str> =
+        data[0]["gambi"]["participants"].as_array().unwrap().iter().map(|p| p.as_str().unwrap()).collect();
+    serving.sort();
+    assert_eq!(serving, ["direct", "tunnelled"], "the model entry names exactly the routable ones");
+    let tunnelled = data.iter().find(|m| m["id"] == "tunnelled").unwrap();
     assert_eq!(tunnelled["object"], "model");
     assert_eq!(tunnelled["owned_by"], "tunnelled");
     assert_eq!(tunnelled["gambi"]["model"], "llama3");
     assert_eq!(tunnelled["gambi"]["connection"]["kind"], "tunnel");
-    // Once the session leaves, it is no longer listed.
+    // Once the session leaves, it is no longer listed, nor counted as serving the model.
     session.close().await;
     let (_, _, v) = call(http().get(hub.at(&format!("/rooms/{code}/v1/models")))).await;
     let ids: Vec<&str> = v["data"].as_array().unwrap().iter().map(|m| m["id"].as_str().unwrap()).collect();
-    assert_eq!(ids, ["direct"]);
+    assert_eq!(ids, ["llama3", "*", "direct"]);
+    assert_eq!(v["data"][0]["gambi"]["participants"], json!(["direct"]));
 }
 
 #[tokio::test(flavor = "multi_thread")]

@@ -26,6 +26,7 @@ mod share_health;
 mod shutdown;
 mod specs;
 mod state;
+mod surfaces;
 mod trust;
 mod tunnel;
 mod ui;

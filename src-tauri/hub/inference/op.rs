@@ -303,6 +303,10 @@ mod tests {
         ));
         assert!(says_endpoint_missing(501, br#"{"error":{"message":"This server does not support embeddings."}}"#));
         assert!(says_endpoint_missing(405, b""));
+        assert!(says_endpoint_missing(404, br#"{"detail":"Not Found"}"#), "vLLM");
+        assert!(says_endpoint_missing(404, br#"{"error":"Unexpected endpoint or method. (POST /v1/messages)"}"#));
+        // What the hub writes in place of a text 404 (see `upstream::vet`) reads as missing too.
+        assert!(says_endpoint_missing(404, br#"{"error":{"message":"this endpoint is missing on the provider","type":"not_found_error","code":"endpoint_missing"}}"#));
         assert!(!says_endpoint_missing(
             404,
             br#"{"error":{"message":"The model `x` does not exist","code":"model_not_found"}}"#

@@ -185,7 +185,7 @@ pub fn vet(mut up: Upstream, p: &ParticipantRecord, learning: bool) -> Result<Up
     if !up.content_type().is_some_and(relayable) {
         if learning && matches!(up.status, 404 | 405 | 501) {
             let body = serde_json::json!({"error": {
-                "message": "the model server has no such endpoint",
+                "message": "this endpoint is missing on the provider",
                 "type": "not_found_error",
                 "code": "endpoint_missing",
             }});
