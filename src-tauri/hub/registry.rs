@@ -1532,6 +1532,41 @@ mod tests {
         assert_cache_fresh(&r, &code);
     }
 
+    #[test]
+    fn routing_passes_by_participants_known_to_lack_the_endpoint() {
+        let r = registry(30_000, 60_000, None);
+        let code = r.create_room("x".into(), None, None).room.code;
+        r.upsert(&code, "chat", reg("A"), ConnectionKind::Direct).unwrap();
+        r.upsert(&code, "full", reg("B"), ConnectionKind::Direct).unwrap();
+        let embeddings = Need { endpoint: Some(Endpoint::Embeddings), or_chat: false };
+        let messages = Need { endpoint: Some(Endpoint::Messages), or_chat: true };
+        r.learn_capability(&code, "chat", Endpoint::Embeddings, Capability::Unsupported);
+        r.learn_capability(&code, "chat", Endpoint::Messages, Capability::Unsupported);
+        assert_eq!(r.participant(&code, "chat").unwrap().public.capabilities.chat_completions, Capability::Unknown);
+        for _ in 0..20 {
+            let slot = r.try_acquire_for(&code, &Selector::Any, embeddings, &[]).unwrap();
+            assert_eq!(slot.participant().public.id, "full");
+        }
+        // Named, it says it does not serve the endpoint; one the hub can translate it still takes.
+        assert!(matches!(
+            r.acquire_for(&code, &Selector::Named("chat".into()), embeddings),
+            Err(HubError::NotServed { participant: Some(_), .. })
+        ));
+        assert!(r.try_acquire_for(&code, &Selector::Named("chat".into()), messages, &[]).is_some());
+        // Nobody left: a clear answer, not "no participant".
+        r.learn_capability(&code, "full", Endpoint::Embeddings, Capability::Unsupported);
+        assert!(matches!(
+            r.acquire_for(&code, &Selector::Model("llama3".into()), embeddings),
+            Err(HubError::NotServed { participant: None, .. })
+        ));
+        assert!(matches!(
+            r.acquire_for(&code, &Selector::Model("qwen".into()), embeddings),
+            Err(HubError::NoParticipant)
+        ));
+        assert!(r.try_acquire_for(&code, &Selector::Any, Need::ANY, &[]).is_some(), "chat goes anywhere");
+        assert_cache_fresh(&r, &code);
+    }
+
     fn pause(paused: bool) -> HeartbeatNews {
         HeartbeatNews {
             paused: Some(paused),
