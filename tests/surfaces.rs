@@ -588,11 +588,16 @@ async fn a_json_answer_to_a_stream_request_is_relayed_as_a_well_formed_stream() 
     assert_eq!(events.last().unwrap().data, "[DONE]");
     let text: String = chunks(&events).iter().filter_map(|c| c["choices"][0]["text"].as_str()).collect();
     assert_eq!(text, "echo: once");
-    let mut body = messages_body("hello messages", true, false);
-    body["model"] = json!("plain");
-    let (_, _, events) = post_stream(&hub, &code, "/messages", &body).await;
-    assert_message_stream(&events);
-    assert_eq!(message_text(&events), "echo: hello messages");
+    // Messages: passed through (plain) or translated from the chat JSON (old).
+    for who in ["plain", "old"] {
+        let mut body = messages_body("hello messages", true, false);
+        body["model"] = json!(who);
+        let (_, _, events) = post_stream(&hub, &code, "/messages", &body).await;
+        assert_message_stream(&events);
+        assert_eq!(message_text(&events), "echo: hello messages", "{who}");
+    }
+    assert_eq!(served(&plain, "/v1/messages"), 1);
+    assert_eq!(served(&old, "/v1/messages"), 0);
 }
 
 #[tokio::test(flavor = "multi_thread")]
