@@ -595,7 +595,9 @@ async fn translated_responses_the_hub_keeps_are_bounded_in_bytes_and_its_memory_
     // quarter per room, the oldest going first), and the request is not copied whole to translate.
     const TURNS: usize = 20_000;
     const REQUESTS: usize = 8;
-    let hub = BinHub::start_with_env(&[], &[("RUST_LOG", "info")]);
+    // The participant joins the classic way and sends no heartbeats: it must not time out while
+    // a loaded machine works through the large requests (this test is about memory).
+    let hub = BinHub::start_with_env(&["--participant-timeout", "10m"], &[("RUST_LOG", "info")]);
     let provider = FakeProvider::start(FakeOptions {
         responses_api: false,
         reply: Some("ok".into()),
@@ -692,7 +694,8 @@ async fn a_translated_input_of_470_000_small_items_costs_its_text_not_its_tree()
     // tree each input took gigabytes and the hub kept 1.5 GB resident after them (4.1 GB in the
     // report). Translated item by item from its text, the hub stays near its size.
     const ITEMS: usize = 470_000;
-    let hub = BinHub::start(&[]);
+    // A classic participant without heartbeats: it must outlive a slow machine's run.
+    let hub = BinHub::start(&["--participant-timeout", "10m"]);
     let provider = FakeProvider::start(FakeOptions {
         responses_api: false,
         reply: Some("ok".into()),

@@ -21,6 +21,7 @@ mod properties;
 mod provider;
 mod room_key;
 mod room_stats;
+mod scheduling;
 mod secrets;
 mod share_health;
 mod shutdown;

@@ -74,6 +74,11 @@ pub struct ServeArgs {
     /// How long a request may wait for a free participant before a 503.
     #[arg(long, value_name = "DURATION", default_value = "60s", value_parser = parse_duration)]
     pub queue_wait: Duration,
+    /// How a room chooses among the participants that can serve a request: `expected` (the
+    /// earliest expected completion, from what the room has measured) or `least-loaded` (the
+    /// least loaded free one, ties at random: the first wave's rule).
+    #[arg(long, value_name = "RULE", default_value = "expected", value_parser = ["expected", "least-loaded"])]
+    pub routing: String,
     /// How long a participant's model server may take to start answering.
     #[arg(long, value_name = "DURATION", default_value = "120s", value_parser = parse_duration)]
     pub first_byte_timeout: Duration,
@@ -168,6 +173,11 @@ impl ServeArgs {
             inference_body_limit: self.inference_body_limit,
             queue_depth: self.queue_depth,
             queue_wait: self.queue_wait,
+            routing: if self.routing == "least-loaded" {
+                crate::hub::scheduler::Policy::LeastLoaded
+            } else {
+                crate::hub::scheduler::Policy::Expected
+            },
             first_byte_timeout: self.first_byte_timeout,
             idle_timeout: self.idle_timeout,
             compat: self.compat,

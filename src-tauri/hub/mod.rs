@@ -20,6 +20,7 @@ pub mod quota;
 pub mod registry;
 pub mod request_id;
 pub mod routes;
+pub mod scheduler;
 pub mod server;
 pub mod sse;
 pub mod state_file;
@@ -84,6 +85,8 @@ pub struct HubConfig {
     pub queue_depth: usize,
     /// How long a request may wait for a free participant.
     pub queue_wait: Duration,
+    /// How rooms choose a participant (`--routing`).
+    pub routing: scheduler::Policy,
     /// How long a provider may take to start answering.
     pub first_byte_timeout: Duration,
     /// Longest silence inside an answer before it is cut with an error.
@@ -156,6 +159,7 @@ impl Default for HubConfig {
             body_memory: 256 * 1024 * 1024,
             queue_depth: 256,
             queue_wait: Duration::from_secs(60),
+            routing: scheduler::Policy::Expected,
             first_byte_timeout: Duration::from_secs(120),
             idle_timeout: Duration::from_secs(60),
             tunnel_token_ttl: crate::protocol::TUNNEL_TOKEN_TTL,
@@ -249,6 +253,7 @@ impl Hub {
         };
         let registry = Registry::new(bus, rules, rooms);
         registry.set_queue_depth(config.queue_depth);
+        registry.set_policy(config.routing);
         registry.set_limits(config.max_rooms, config.max_participants_per_room);
         registry.set_tunnel_token_ttl(config.tunnel_token_ttl);
         let browser = browser::BrowserPolicy::new(&config.allowed_hosts, &config.cors_origins);

@@ -24,6 +24,10 @@ use crate::protocol::{
     RoomSummary, RuntimeConfig, ROOM_CODE_LEN, TUNNEL_TOKEN_TTL,
 };
 
+mod routing;
+
+pub use routing::{Acquire, Need, Selector, Slot, WaitTicket};
+
 use super::error::HubError;
 use super::events::EventBus;
 
@@ -116,6 +120,8 @@ pub struct ParticipantRecord {
     token_sha256: String,
     /// Where the hub may connect for it (direct participants), from its latest registration.
     pub reach: crate::hub::egress::Reach,
+    /// What the room has measured of its answers (first token, speed, load), for routing.
+    pub speed: Option<crate::hub::scheduler::Speed>,
 }
 
 impl ParticipantRecord {
@@ -130,6 +136,7 @@ impl ParticipantRecord {
             json: bytes::Bytes::new(),
             token_sha256: String::new(),
             reach: crate::hub::egress::Reach::default(),
+            speed: None,
         };
         record.refresh();
         record
@@ -175,6 +182,8 @@ struct RoomRecord {
     /// Ids a previous run of the hub knew (from `--state`) that have not registered again since:
     /// each stays bound to its owner's token until it comes back or the retention rule frees it.
     bound: HashMap<String, Binding>,
+    /// Output tokens of the room's answers (a running average), for routing's estimates.
+    typical_tokens: Option<f64>,
 }
 
 /// An id bound to a token digest without a live record (see [`RoomRecord::bound`]).
@@ -192,7 +201,7 @@ impl RoomRecord {
             .filter(|(id, digest)| is_participant_id(id) && digest.len() == 64)
             .map(|(id, token_sha256)| (id, Binding { token_sha256, since: now }))
             .collect();
-        RoomRecord { stored, participants: IndexMap::new(), empty_since: Some(now), bound }
+        RoomRecord { stored, participants: IndexMap::new(), empty_since: Some(now), bound, typical_tokens: None }
     }
 
     /// True when `token` is this room's host token (constant time).
@@ -231,12 +240,17 @@ struct State {
     /// Per room, the requests waiting for a free participant, oldest first.
     waiters: HashMap<String, VecDeque<Waiter>>,
     next_waiter: u64,
+    /// Per room with a queue, when each caller in it last got a place (in `turn`s).
+    turns: HashMap<String, HashMap<String, u64>>,
+    turn: u64,
 }
 
 struct Waiter {
     id: u64,
     selector: Selector,
     need: Need,
+    /// Who sent it (fair turns); empty when unknown.
+    caller: String,
     tx: oneshot::Sender<Slot>,
 }
 
@@ -246,6 +260,8 @@ struct Inner {
     rules: HealthRules,
     /// How many requests may wait per room for a free participant.
     queue_depth: AtomicUsize,
+    /// The rooms' routing rule: 0 expected completion, 1 least loaded (`Registry::set_policy`).
+    policy: std::sync::atomic::AtomicU8,
     /// How long a tunnel bootstrap token stays valid, in ms.
     tunnel_token_ttl_ms: AtomicU64,
     /// Most rooms, and most participants per room (unlimited unless set).
@@ -318,6 +334,7 @@ impl Registry {
                 bus,
                 rules,
                 queue_depth: AtomicUsize::new(256),
+                policy: std::sync::atomic::AtomicU8::new(0),
                 tunnel_token_ttl_ms: AtomicU64::new(TUNNEL_TOKEN_TTL.as_millis() as u64),
                 max_rooms: AtomicUsize::new(usize::MAX),
                 max_participants: AtomicUsize::new(usize::MAX),
@@ -455,6 +472,7 @@ impl Registry {
         state.tunnel_grants.retain(|_, g| g.room_code != code);
         // Dropping the waiters' senders fails their requests at once.
         state.waiters.remove(&code);
+        state.turns.remove(&code);
         self.inner.bus.publish(&code, EventKind::RoomClosed);
     }
 
@@ -876,209 +894,6 @@ impl Registry {
     }
 }
 
-/// Which participant a request wants, read from its `model` field.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub enum Selector {
-    /// `*` or `any`: whoever is free.
-    Any,
-    /// `model:<name>`: a participant serving that model.
-    Model(String),
-    /// Anything else: the participant with this id if there is one, else one serving this model.
-    Named(String),
-}
-
-impl Selector {
-    pub fn parse(model: &str) -> Selector {
-        let m = model.trim();
-        if m == "*" || m.eq_ignore_ascii_case("any") {
-            Selector::Any
-        } else if let Some(name) = m.strip_prefix("model:") {
-            Selector::Model(name.trim().to_string())
-        } else {
-            Selector::Named(m.to_string())
-        }
-    }
-
-    /// True when the request named one participant, whose busy answer is 409, not 503.
-    fn is_specific(&self, room: &RoomRecord) -> bool {
-        matches!(self, Selector::Named(n) if room.participants.contains_key(n.as_str()))
-    }
-}
-
-/// Which endpoint a request needs from a participant's provider: routing skips participants known
-/// to lack it. `or_chat`: the hub can translate the request into a chat completion (Responses,
-/// Messages), so a participant that serves chat will do too.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub struct Need {
-    pub endpoint: Option<Endpoint>,
-    pub or_chat: bool,
-}
-
-impl Need {
-    /// Any participant will do (the original routing).
-    pub const ANY: Need = Need { endpoint: None, or_chat: false };
-
-    pub fn met_by(&self, capabilities: &Capabilities) -> bool {
-        match self.endpoint {
-            None => true,
-            Some(e) => capabilities.may_serve(e) || (self.or_chat && capabilities.may_serve(Endpoint::ChatCompletions)),
-        }
-    }
-
-    fn not_served(&self, participant: Option<String>) -> HubError {
-        let path = self.endpoint.map_or("this endpoint", Endpoint::path);
-        HubError::NotServed { path: path.to_string(), participant }
-    }
-}
-
-/// Ollama names `llama3` and `llama3:latest` the same model.
-fn same_model(served: &str, asked: &str) -> bool {
-    let strip = |m: &str| m.strip_suffix(":latest").unwrap_or(m).to_ascii_lowercase();
-    served == asked || strip(served) == strip(asked)
-}
-
-/// A place held at a participant for one request. Dropping it frees the place and hands it to the
-/// next waiter, so a request that ends in any way (done, failed, client gone) never keeps it.
-pub struct Slot {
-    registry: Registry,
-    code: String,
-    participant: Arc<ParticipantRecord>,
-    armed: bool,
-}
-
-impl Slot {
-    /// The participant as it was when the slot was taken.
-    pub fn participant(&self) -> &ParticipantRecord {
-        &self.participant
-    }
-
-    pub fn room_code(&self) -> &str {
-        &self.code
-    }
-}
-
-impl Drop for Slot {
-    fn drop(&mut self) {
-        if self.armed {
-            self.registry.release(&self.code, &self.participant.public.id);
-        }
-    }
-}
-
-impl std::fmt::Debug for Slot {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("Slot").field("code", &self.code).field("participant", &self.participant.public.id).finish()
-    }
-}
-
-/// A request waiting in its room's queue. Dropping it leaves the queue.
-pub struct WaitTicket {
-    registry: Registry,
-    code: String,
-    id: u64,
-    specific: Option<String>,
-    rx: oneshot::Receiver<Slot>,
-}
-
-impl WaitTicket {
-    /// Waits for a slot up to `timeout`. Running out of time is 503 (409 `PARTICIPANT_BUSY` when one
-    /// participant was asked for); the participants it could use all leaving is 404.
-    pub async fn wait(mut self, timeout: Duration) -> Result<Slot, HubError> {
-        match tokio::time::timeout(timeout, &mut self.rx).await {
-            Ok(Ok(slot)) => Ok(slot),
-            Ok(Err(_)) => Err(match self.specific.take() {
-                Some(id) => HubError::ParticipantUnavailable { id, reason: "it is no longer available".into() },
-                None => HubError::NoParticipant,
-            }),
-            Err(_) => Err(match self.specific.take() {
-                Some(id) => HubError::ParticipantBusy { id },
-                None => HubError::Capacity { what: "every matching participant stayed busy".into() },
-            }),
-        }
-    }
-}
-
-impl Drop for WaitTicket {
-    fn drop(&mut self) {
-        self.registry.cancel_wait(&self.code, self.id);
-    }
-}
-
-/// What asking for a slot gave.
-pub enum Acquire {
-    Ready(Slot),
-    Wait(WaitTicket),
-}
-
-enum Choice {
-    Free(String),
-    Busy,
-}
-
-fn available(r: &ParticipantRecord) -> bool {
-    !matches!(r.public.status, ParticipantStatus::Offline | ParticipantStatus::Paused) && r.public.connection.connected
-}
-
-fn paused_error(r: &ParticipantRecord) -> HubError {
-    HubError::ParticipantPaused {
-        id: r.public.id.clone(),
-        reason: r.paused.map_or("paused", PauseReason::describe).to_string(),
-    }
-}
-
-fn choose(room: &RoomRecord, selector: &Selector, need: Need, exclude: &[String]) -> Result<Choice, HubError> {
-    if let Selector::Named(name) = selector {
-        if let Some(r) = room.participants.get(name.as_str()) {
-            let id = r.public.id.clone();
-            if exclude.contains(&id) {
-                return Err(HubError::NoParticipant);
-            }
-            if !need.met_by(&r.public.capabilities) {
-                return Err(need.not_served(Some(id)));
-            }
-            if r.public.status == ParticipantStatus::Offline {
-                return Err(HubError::ParticipantUnavailable { id, reason: "it is offline".into() });
-            }
-            if r.public.status == ParticipantStatus::Paused {
-                return Err(paused_error(r));
-            }
-            if !r.public.connection.connected {
-                return Err(HubError::ParticipantUnavailable { id, reason: "its tunnel is not connected".into() });
-            }
-            return Ok(if r.in_flight < r.public.max_concurrency { Choice::Free(id) } else { Choice::Busy });
-        }
-    }
-    let model = match selector {
-        Selector::Any => None,
-        Selector::Model(m) | Selector::Named(m) => Some(m.as_str()),
-    };
-    let matching = || {
-        room.participants
-            .values()
-            .filter(|r| model.is_none_or(|m| same_model(&r.public.model, m)))
-            .filter(|r| !exclude.contains(&r.public.id))
-    };
-    let usable: Vec<&ParticipantRecord> =
-        matching().filter(|r| available(r) && need.met_by(&r.public.capabilities)).collect();
-    if usable.is_empty() {
-        // Say so when some could serve the model but none has the endpoint.
-        if matching().any(available) {
-            return Err(need.not_served(None));
-        }
-        // Say why when the only ones that could serve are paused: they come back by themselves.
-        let paused = matching().find(|r| r.public.status == ParticipantStatus::Paused && r.public.connection.connected);
-        return Err(paused.map_or(HubError::NoParticipant, paused_error));
-    }
-    let load = |r: &ParticipantRecord| f64::from(r.in_flight) / f64::from(r.public.max_concurrency.max(1));
-    let free: Vec<&ParticipantRecord> = usable.into_iter().filter(|r| r.in_flight < r.public.max_concurrency).collect();
-    let Some(least) = free.iter().map(|r| load(r)).min_by(f64::total_cmp) else {
-        return Ok(Choice::Busy);
-    };
-    let ties: Vec<&&ParticipantRecord> = free.iter().filter(|r| load(r) <= least).collect();
-    let pick = ties[rand::rng().random_range(0..ties.len())];
-    Ok(Choice::Free(pick.public.id.clone()))
-}
-
 impl Registry {
     /// How long tunnel bootstrap tokens stay valid (default 60 s).
     pub fn set_tunnel_token_ttl(&self, ttl: Duration) {
@@ -1094,145 +909,6 @@ impl Registry {
     /// How many requests may wait per room (default 256).
     pub fn set_queue_depth(&self, depth: usize) {
         self.inner.queue_depth.store(depth, Ordering::Relaxed);
-    }
-
-    /// Takes a slot at a participant matching `selector`, or a place in the room's queue when every
-    /// match is busy. Errors: no room, no participant that could ever serve it, the one asked for is
-    /// offline or unreachable, or the queue is full.
-    pub fn acquire(&self, code: &str, selector: &Selector) -> Result<Acquire, HubError> {
-        self.acquire_for(code, selector, Need::ANY)
-    }
-
-    /// [`Registry::acquire`] among the participants not known to lack what `need` says.
-    pub fn acquire_for(&self, code: &str, selector: &Selector, need: Need) -> Result<Acquire, HubError> {
-        let mut state = self.state();
-        let room = state.rooms.get(code).ok_or_else(|| not_found(code))?;
-        let specific = selector.is_specific(room).then(|| match selector {
-            Selector::Named(n) => n.clone(),
-            _ => String::new(),
-        });
-        match choose(room, selector, need, &[])? {
-            Choice::Free(id) => Ok(Acquire::Ready(self.take_locked(&mut state, code, &id))),
-            Choice::Busy => {
-                let depth = self.inner.queue_depth.load(Ordering::Relaxed);
-                let queue = state.waiters.entry(code.to_string()).or_default();
-                queue.retain(|w| !w.tx.is_closed());
-                if queue.len() >= depth {
-                    return Err(match specific {
-                        Some(id) => HubError::ParticipantBusy { id },
-                        None => HubError::Capacity { what: "the room's queue is full".into() },
-                    });
-                }
-                let (tx, rx) = oneshot::channel();
-                state.next_waiter += 1;
-                let id = state.next_waiter;
-                state.waiters.entry(code.to_string()).or_default().push_back(Waiter {
-                    id,
-                    selector: selector.clone(),
-                    need,
-                    tx,
-                });
-                Ok(Acquire::Wait(WaitTicket { registry: self.clone(), code: code.to_string(), id, specific, rx }))
-            }
-        }
-    }
-
-    /// Takes a free slot now or not at all, never at a participant in `exclude` (failover).
-    pub fn try_acquire(&self, code: &str, selector: &Selector, exclude: &[String]) -> Option<Slot> {
-        self.try_acquire_for(code, selector, Need::ANY, exclude)
-    }
-
-    /// [`Registry::try_acquire`] among the participants not known to lack what `need` says.
-    pub fn try_acquire_for(&self, code: &str, selector: &Selector, need: Need, exclude: &[String]) -> Option<Slot> {
-        let mut state = self.state();
-        let room = state.rooms.get(code)?;
-        match choose(room, selector, need, exclude) {
-            Ok(Choice::Free(id)) => Some(self.take_locked(&mut state, code, &id)),
-            _ => None,
-        }
-    }
-
-    fn take_locked(&self, state: &mut State, code: &str, id: &str) -> Slot {
-        let mut snapshot = None;
-        if let Some(r) = state.rooms.get_mut(code).and_then(|room| room.participants.get_mut(id)) {
-            r.in_flight += 1;
-            let status = r.live_status();
-            if r.public.status != status && r.public.status != ParticipantStatus::Offline {
-                r.public.status = status;
-                r.public.updated_at = now_ms();
-                r.refresh();
-                self.inner.bus.publish(code, EventKind::ParticipantUpdated(r.public.clone()));
-            }
-            snapshot = Some(r.clone());
-        }
-        // `choose` only names participants that exist, under the same lock, so the snapshot is
-        // always there; an unarmed slot is the harmless answer if that ever changes.
-        let armed = snapshot.is_some();
-        let participant = Arc::new(
-            snapshot.unwrap_or_else(|| ParticipantRecord::new(placeholder_participant(id), RuntimeConfig::default())),
-        );
-        Slot { registry: self.clone(), code: code.to_string(), participant, armed }
-    }
-
-    fn release(&self, code: &str, id: &str) {
-        let mut state = self.state();
-        self.release_locked(&mut state, code, id);
-        self.dispatch_locked(&mut state, code);
-    }
-
-    fn release_locked(&self, state: &mut State, code: &str, id: &str) {
-        if let Some(r) = state.rooms.get_mut(code).and_then(|room| room.participants.get_mut(id)) {
-            r.in_flight = r.in_flight.saturating_sub(1);
-            let status = r.live_status();
-            if r.public.status == ParticipantStatus::Busy && status != ParticipantStatus::Busy {
-                r.public.status = status;
-                r.public.updated_at = now_ms();
-                r.refresh();
-                self.inner.bus.publish(code, EventKind::ParticipantUpdated(r.public.clone()));
-            }
-        }
-    }
-
-    fn cancel_wait(&self, code: &str, id: u64) {
-        let mut state = self.state();
-        if let Some(queue) = state.waiters.get_mut(code) {
-            queue.retain(|w| w.id != id);
-            if queue.is_empty() {
-                state.waiters.remove(code);
-            }
-        }
-    }
-
-    /// Hands free slots to waiters, oldest first; drops waiters nobody can ever serve now (their
-    /// request fails at once instead of timing out).
-    fn dispatch_locked(&self, state: &mut State, code: &str) {
-        let Some(mut queue) = state.waiters.remove(code) else { return };
-        let mut kept = VecDeque::with_capacity(queue.len());
-        while let Some(waiter) = queue.pop_front() {
-            if waiter.tx.is_closed() {
-                continue;
-            }
-            let Some(room) = state.rooms.get(code) else { continue };
-            match choose(room, &waiter.selector, waiter.need, &[]) {
-                Ok(Choice::Free(id)) => {
-                    let slot = self.take_locked(state, code, &id);
-                    if let Err(mut slot) = waiter.tx.send(slot) {
-                        slot.armed = false;
-                        self.release_locked(state, code, &id);
-                    }
-                }
-                Ok(Choice::Busy) => kept.push_back(waiter),
-                Err(_) => {}
-            }
-        }
-        if !kept.is_empty() {
-            state.waiters.insert(code.to_string(), kept);
-        }
-    }
-
-    /// Requests waiting in a room's queue.
-    pub fn queued(&self, code: &str) -> usize {
-        self.state().waiters.get(code).map_or(0, VecDeque::len)
     }
 
     /// A tunnel opened or closed for a participant: updates `connection` and tells the room. False

@@ -41,6 +41,24 @@ const TRACKED_PARTICIPANTS: usize = 10_000;
 tokio::task_local! {
     /// The caller of the inference request being handled, for its `llm.request` event.
     static CALLER: Option<String>;
+    /// Who takes turns in a room's queue for it: `X-Gambi-Caller` when sent, else the address.
+    static TURN_KEY: Option<String>;
+}
+
+/// The header a client may send to name itself for fair turns (e.g. one per person behind one
+/// address, or one per script).
+pub const CALLER_HEADER: &str = "x-gambi-caller";
+
+/// Who takes turns in the room's queue for the request this task is handling (see [`TURN_KEY`]).
+pub fn turn_key() -> Option<String> {
+    TURN_KEY.try_with(Clone::clone).ok().flatten()
+}
+
+/// A caller name as sent: short and printable, else ignored.
+fn named_caller(value: &axum::http::HeaderValue) -> Option<String> {
+    let s = value.to_str().ok()?.trim();
+    (!s.is_empty() && s.len() <= 64 && s.bytes().all(|b| b.is_ascii_graphic() || b == b' '))
+        .then(|| format!("name:{s}"))
 }
 
 /// Who sent the inference request this task is handling: the client's address. `None` outside
@@ -52,7 +70,8 @@ pub fn caller() -> Option<String> {
 /// Layer of the inference plane: keeps the client's address for [`caller`].
 pub async fn caller_scope(ClientAddr(client): ClientAddr, req: Request, next: Next) -> Response {
     let label = client.map(|ip| super::quota::canonical(ip).to_string());
-    CALLER.scope(label, next.run(req)).await
+    let turn = req.headers().get(CALLER_HEADER).and_then(named_caller).or_else(|| label.clone());
+    CALLER.scope(label, TURN_KEY.scope(turn, next.run(req))).await
 }
 
 /// One finished request, for the recent averages.
@@ -326,6 +345,7 @@ mod tests {
             model: "llama3".into(),
             operation: "chat.completions".into(),
             caller: caller.map(str::to_string),
+            route: None,
         }
     }
 

@@ -43,6 +43,8 @@ pub enum EventKind {
         /// Additive: who sent the request (the client's address), for "who is using my GPU".
         /// Absent from the classic stream, whose payload the seeds fix.
         caller: Option<String>,
+        /// Additive: why this participant was chosen. Absent from the classic stream.
+        route: Option<RouteReason>,
     },
     LlmComplete {
         request_id: String,
@@ -100,12 +102,15 @@ impl EventKind {
             EventKind::ParticipantLeft { participant_id } | EventKind::ParticipantOffline { participant_id } => {
                 json!({ "participantId": participant_id })
             }
-            EventKind::LlmRequest { request_id, participant_id, model, operation, caller } => {
+            EventKind::LlmRequest { request_id, participant_id, model, operation, caller, route } => {
                 let mut data = json!({
                     "requestId": request_id, "participantId": participant_id, "model": model, "operation": operation,
                 });
                 if let Some(caller) = caller {
                     data["caller"] = json!(caller);
+                }
+                if let Some(route) = route {
+                    data["route"] = to_value(route);
                 }
                 data
             }
@@ -148,6 +153,38 @@ impl EventKind {
     }
 }
 
+/// Why the room sent a request to the participant it did (additive on `llm.request`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum RouteRule {
+    /// The request named the participant.
+    #[default]
+    Named,
+    /// Its expected completion was the earliest (time to a free place, loading, first token,
+    /// generation at its measured speed).
+    Fastest,
+    /// It had no measurements yet and nothing to do: tried once.
+    Explore,
+    /// The least loaded free participant (`--routing least-loaded`).
+    LeastLoaded,
+}
+
+/// `route` of `llm.request`.
+#[derive(Debug, Clone, Copy, PartialEq, Default, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct RouteReason {
+    pub rule: RouteRule,
+    /// Whether the participant had the model loaded, when it reports what it has loaded.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub loaded: Option<bool>,
+    /// When the room expected the request to be done there, in ms from the choice.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub expected_ms: Option<f64>,
+    /// Where the request was in the room's queue when it got its place (1 = first), if it waited.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub queue_position: Option<u32>,
+}
+
 fn to_value<T: Serialize>(value: &T) -> Value {
     serde_json::to_value(value).unwrap_or(Value::Null)
 }
@@ -185,9 +222,16 @@ mod tests {
             model: "llama3".into(),
             operation: "chat.completions".into(),
             caller: Some("192.168.1.7".into()),
+            route: Some(RouteReason {
+                rule: RouteRule::Fastest,
+                loaded: Some(true),
+                expected_ms: Some(812.5),
+                queue_position: None,
+            }),
         };
         assert_eq!(req.classic_data(), json!({"participantId": "w1", "model": "llama3"}));
         assert_eq!(req.v1_data()["requestId"], "r");
         assert_eq!(req.v1_data()["caller"], "192.168.1.7");
+        assert_eq!(req.v1_data()["route"], json!({"rule": "fastest", "loaded": true, "expectedMs": 812.5}));
     }
 }

@@ -191,7 +191,14 @@ pub(crate) async fn run(hub: Hub, code: &str, op: Op, body: Bytes, mut hold: Bod
     let defaults = hub.registry().room_defaults(&code)?;
     let selector = Selector::parse(&model);
     let need = spec.need();
-    let acquire = |hub: &Hub, code: &str| hub.registry().acquire_for(code, &selector, need);
+    // Fair turns: the request's `user` field names the caller if it has one.
+    let turn_key = match request.get::<String>("user") {
+        Some(Ok(user)) if !user.trim().is_empty() => {
+            Some(format!("user:{}", user.chars().take(64).collect::<String>()))
+        }
+        _ => crate::hub::stats::turn_key(),
+    };
+    let acquire = |hub: &Hub, code: &str| hub.registry().acquire_as(code, &selector, need, turn_key.as_deref());
     let mut slot = match acquire(&hub, &code)? {
         Acquire::Ready(slot) => slot,
         Acquire::Wait(ticket) => ticket.wait(hub.config().queue_wait).await?,
@@ -221,6 +228,7 @@ pub(crate) async fn run(hub: Hub, code: &str, op: Op, body: Bytes, mut hold: Bod
             model: p.public.model.clone(),
             operation: spec.operation.into(),
             caller: crate::hub::stats::caller(),
+            route: Some(*slot.route()),
         });
         let started = Instant::now();
         match attempt(&job, &p, &config).await {

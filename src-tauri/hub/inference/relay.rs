@@ -104,6 +104,17 @@ pub(super) fn headers_for(response: &mut Response, content_type: Option<&str>, s
 }
 
 fn complete(job: &Job, p: &ParticipantRecord, metrics: LlmMetrics) {
+    // What routing learns: this participant's first token and speed (`p` is the record as the
+    // request found it: whether its model was loaded then).
+    let cold = p.loaded() == crate::hub::scheduler::Loaded::No;
+    job.hub.registry().observe_speed(
+        &job.code,
+        &p.public.id,
+        metrics.ttft_ms,
+        metrics.tokens_per_second,
+        metrics.output_tokens,
+        cold,
+    );
     job.publish(EventKind::LlmComplete {
         request_id: job.request_id.clone(),
         participant_id: p.public.id.clone(),
