@@ -27,6 +27,8 @@ use crate::protocol::{
 use super::error::HubError;
 use super::events::EventBus;
 
+pub mod loads;
+
 /// Room codes avoid the look-alikes `0 O 1 I`, so a code read aloud or copied by hand works.
 const CODE_ALPHABET: &[u8] = b"ABCDEFGHJKLMNPQRSTUVWXYZ23456789";
 
