@@ -48,9 +48,10 @@ struct Sample {
 /// A Python with `prometheus_client`: `GAMBI_TEST_PYTHON_METRICS`, else the suite's
 /// (`GAMBI_TEST_PYTHON`), else `python3`.
 fn python() -> String {
-    std::env::var("GAMBI_TEST_PYTHON_METRICS")
-        .or_else(|_| std::env::var("GAMBI_TEST_PYTHON"))
-        .unwrap_or_else(|_| "python3".into())
+    ["GAMBI_TEST_PYTHON_METRICS", "GAMBI_TEST_PYTHON"]
+        .iter()
+        .find_map(|name| std::env::var(name).ok().filter(|v| !v.is_empty()))
+        .unwrap_or_else(|| "python3".into())
 }
 
 /// The exposition as the reference parser reads it.
@@ -59,13 +60,14 @@ async fn parse(text: &str) -> Vec<Family> {
     let out = tokio::task::spawn_blocking(move || {
         use std::io::Write;
         let script = concat!(env!("CARGO_MANIFEST_DIR"), "/tests/python/prometheus_parse.py");
-        let mut child = std::process::Command::new(python())
+        let python = python();
+        let mut child = std::process::Command::new(&python)
             .arg(script)
             .stdin(std::process::Stdio::piped())
             .stdout(std::process::Stdio::piped())
             .stderr(std::process::Stdio::piped())
             .spawn()
-            .unwrap();
+            .unwrap_or_else(|e| panic!("cannot run {python} (GAMBI_TEST_PYTHON_METRICS or GAMBI_TEST_PYTHON): {e}"));
         child.stdin.take().unwrap().write_all(text.as_bytes()).unwrap();
         child.wait_with_output().unwrap()
     })
@@ -243,7 +245,7 @@ async fn metrics_after_a_known_workload_are_exact_and_parse() {
     streamed["stream"] = json!(true);
     let (status, _) = post_sse(&url, &streamed).await;
     assert_eq!(status, 200);
-    provider.update(|o| o.first_byte_delay = Duration::from_millis(400));
+    provider.update(|o| o.first_byte_delay = Duration::from_millis(1000));
     let slow = tokio::spawn(call(http().post(&url).json(&chat("*", "six"))));
     assert!(provider.wait_in_flight(1, PATIENCE).await);
     let mut queued_body = chat("*", "seven eight");
@@ -328,10 +330,10 @@ async fn metrics_after_a_known_workload_are_exact_and_parse() {
     assert_eq!(value(&families, "gambi_room_participants", &room), 1.0);
     check_histogram(&families, "gambi_room_ttft_seconds", &room, &ttft);
     check_histogram(&families, "gambi_room_duration_seconds", &room, &duration);
-    // One request queued, and waited for most of the slow one's 400 ms.
+    // One request queued, and waited for most of the slow one's second.
     assert_eq!(value(&families, "gambi_room_queue_wait_seconds_count", &room), 1.0);
     let waited = value(&families, "gambi_room_queue_wait_seconds_sum", &room);
-    assert!((0.1..5.0).contains(&waited), "{waited}");
+    assert!((0.05..10.0).contains(&waited), "{waited}");
     check_histogram(&families, "gambi_room_queue_wait_seconds", &room, &[waited]);
     assert!(value(&families, "gambi_room_tokens_per_second", &room) > 0.0);
 
