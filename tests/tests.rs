@@ -16,6 +16,7 @@ mod hostile;
 mod identity;
 mod inference;
 mod limits;
+mod metrics;
 mod participant_cli;
 mod properties;
 mod provider;

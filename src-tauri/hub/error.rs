@@ -78,6 +78,10 @@ pub enum HubError {
     OriginNotAllowed { origin: String },
     #[error("the body must be JSON (Content-Type: application/json)")]
     UnsupportedMediaType,
+    /// `/metrics` from another machine without a room's host token (`credential`: one was sent,
+    /// and it is no room's).
+    #[error("the hub's metrics are not served to this client")]
+    MetricsNotAllowed { credential: bool },
     #[error("internal error: {0}")]
     Internal(String),
 }
@@ -104,11 +108,13 @@ impl HubError {
             | HubError::HostTokenRequired
             | HubError::ParticipantTokenRequired
             | HubError::RoomKeyRequired
-            | HubError::RoomPasswordRequired => StatusCode::UNAUTHORIZED,
+            | HubError::RoomPasswordRequired
+            | HubError::MetricsNotAllowed { credential: false } => StatusCode::UNAUTHORIZED,
             HubError::HostTokenInvalid
             | HubError::ParticipantTokenInvalid
             | HubError::HostNotAllowed { .. }
-            | HubError::OriginNotAllowed { .. } => StatusCode::FORBIDDEN,
+            | HubError::OriginNotAllowed { .. }
+            | HubError::MetricsNotAllowed { credential: true } => StatusCode::FORBIDDEN,
             HubError::UnsupportedMediaType => StatusCode::UNSUPPORTED_MEDIA_TYPE,
             HubError::ParticipantConflict { .. } => StatusCode::CONFLICT,
             HubError::TunnelTokenInvalid => StatusCode::UNAUTHORIZED,
@@ -157,6 +163,7 @@ impl HubError {
             HubError::HostNotAllowed { .. } => "HOST_NOT_ALLOWED",
             HubError::OriginNotAllowed { .. } => "ORIGIN_NOT_ALLOWED",
             HubError::UnsupportedMediaType => "UNSUPPORTED_MEDIA_TYPE",
+            HubError::MetricsNotAllowed { .. } => "METRICS_NOT_ALLOWED",
             HubError::Internal(_) => "INTERNAL_ERROR",
         }
     }
@@ -223,6 +230,10 @@ impl HubError {
                  to let that page in, start the hub with --cors {origin}."
             ),
             HubError::UnsupportedMediaType => "The body must be sent as JSON.".into(),
+            HubError::MetricsNotAllowed { credential: false } => {
+                "The hub's metrics are served to this machine only, or to a room's host.".into()
+            }
+            HubError::MetricsNotAllowed { credential: true } => "That token is no room's host token.".into(),
             HubError::Internal(_) => "Something went wrong inside the hub.".into(),
         }
     }
@@ -297,6 +308,11 @@ impl HubError {
                 Some(format!("Start the hub with --cors {origin} (the desktop app: Settings) if that page is yours."))
             }
             HubError::UnsupportedMediaType => Some("Send the header 'Content-Type: application/json'.".into()),
+            HubError::MetricsNotAllowed { .. } => Some(
+                "Scrape /metrics on the hub's machine, or send 'Authorization: Bearer <hostToken>' for that room's \
+                 series."
+                    .into(),
+            ),
             HubError::Internal(_) => Some("Retry; if it keeps failing, look at the hub's log.".into()),
         }
     }
@@ -459,6 +475,8 @@ mod tests {
                 "PARTICIPANT_PAUSED",
             ),
             (HubError::Internal("x".into()), 500, "INTERNAL_ERROR"),
+            (HubError::MetricsNotAllowed { credential: false }, 401, "METRICS_NOT_ALLOWED"),
+            (HubError::MetricsNotAllowed { credential: true }, 403, "METRICS_NOT_ALLOWED"),
         ];
         for (e, status, code) in cases {
             assert_eq!(e.status().as_u16(), status, "{e:?}");

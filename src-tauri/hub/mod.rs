@@ -15,6 +15,7 @@ pub mod inference;
 pub mod invite;
 pub mod json_list;
 pub mod memory;
+pub mod metrics;
 pub mod password;
 pub mod quota;
 pub mod registry;

@@ -101,6 +101,12 @@ impl Quotas {
         &self.config
     }
 
+    /// Open connections and open event streams, in all (for `/metrics`).
+    pub fn open(&self) -> (usize, usize) {
+        let counts = self.counts();
+        (counts.connections.total, counts.streams.total)
+    }
+
     fn counts(&self) -> std::sync::MutexGuard<'_, Counts> {
         self.counts.lock().unwrap_or_else(|p| p.into_inner())
     }

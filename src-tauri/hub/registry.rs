@@ -31,6 +31,8 @@ pub use routing::{Acquire, Need, Selector, Slot, WaitTicket};
 use super::error::HubError;
 use super::events::EventBus;
 
+pub mod loads;
+
 /// Room codes avoid the look-alikes `0 O 1 I`, so a code read aloud or copied by hand works.
 const CODE_ALPHABET: &[u8] = b"ABCDEFGHJKLMNPQRSTUVWXYZ23456789";
 

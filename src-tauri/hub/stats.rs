@@ -9,6 +9,10 @@
 //! start again with the hub; a room's go when it is closed, a participant's when it leaves (the
 //! room's totals keep what it served).
 //!
+//! The same tallies keep what `/metrics` shows beyond the wire's stats: failed tries by stage, and
+//! histograms of time to first token and duration (and, per room, of waits in its queue); see
+//! `hub::metrics`, which renders them.
+//!
 //! The wire types are in `protocol::stats`; which readers get them is the routes' business
 //! (`Hub::check_reader`).
 
@@ -26,6 +30,7 @@ use crate::protocol::stats::{
 use crate::protocol::{now_ms, ConnectionKind, Participant, ParticipantStatus};
 
 use super::error::HubError;
+use super::metrics::{stage_index, Histogram, DURATION_BUCKETS, QUEUE_WAIT_BUCKETS, STAGES, TTFT_BUCKETS};
 use super::routes::ClientAddr;
 use super::Hub;
 
@@ -82,17 +87,39 @@ struct Sample {
 }
 
 /// The counters of a room, or of one participant.
-#[derive(Default)]
 struct Tally {
     requests: u64,
     completed: u64,
     errors: u64,
+    /// `errors` by stage, in the order of [`STAGES`].
+    errors_by_stage: [u64; STAGES.len()],
     input_tokens: u64,
     output_tokens: u64,
     /// Requests per hour (hour number, count), the last 24 hours at most, oldest first.
     hours: VecDeque<(u64, u64)>,
     recent: VecDeque<Sample>,
     last_request_at: Option<u64>,
+    /// Of completed requests, in seconds.
+    ttft: Histogram,
+    duration: Histogram,
+}
+
+impl Default for Tally {
+    fn default() -> Self {
+        Tally {
+            requests: 0,
+            completed: 0,
+            errors: 0,
+            errors_by_stage: [0; STAGES.len()],
+            input_tokens: 0,
+            output_tokens: 0,
+            hours: VecDeque::new(),
+            recent: VecDeque::new(),
+            last_request_at: None,
+            ttft: Histogram::new(TTFT_BUCKETS),
+            duration: Histogram::new(DURATION_BUCKETS),
+        }
+    }
 }
 
 impl Tally {
@@ -113,6 +140,8 @@ impl Tally {
         self.completed += 1;
         self.input_tokens += metrics.input_tokens.unwrap_or(0);
         self.output_tokens += metrics.output_tokens.unwrap_or(0);
+        self.ttft.observe(metrics.ttft_ms / 1000.0);
+        self.duration.observe(metrics.duration_ms / 1000.0);
         let finite = |x: f64| x.is_finite().then_some(x.max(0.0));
         if let Some(ttft_ms) = finite(metrics.ttft_ms) {
             self.recent.push_back(Sample {
@@ -123,6 +152,24 @@ impl Tally {
         }
         while self.recent.len() > RECENT_WINDOW_REQUESTS {
             self.recent.pop_front();
+        }
+    }
+
+    fn error(&mut self, stage: &str) {
+        self.errors += 1;
+        self.errors_by_stage[stage_index(stage)] += 1;
+    }
+
+    fn counters(&self, now: u64) -> Counters {
+        Counters {
+            requests: self.requests,
+            completed: self.completed,
+            errors: self.errors_by_stage,
+            input_tokens: self.input_tokens,
+            output_tokens: self.output_tokens,
+            ttft: self.ttft.clone(),
+            duration: self.duration.clone(),
+            tokens_per_second: self.usage(now).avg_tokens_per_second,
         }
     }
 
@@ -156,13 +203,68 @@ struct ParticipantTally {
     callers: VecDeque<RecentCaller>,
 }
 
-#[derive(Default)]
 struct RoomTally {
     total: Tally,
     participants: HashMap<String, ParticipantTally>,
     recent_requests: VecDeque<String>,
     sharers: HashSet<String>,
     sharers_counted: u64,
+    /// Waits in the room's queue, in seconds (the queue is the room's: a waiting request has no
+    /// participant yet).
+    queue_wait: Histogram,
+}
+
+impl Default for RoomTally {
+    fn default() -> Self {
+        RoomTally {
+            total: Tally::default(),
+            participants: HashMap::new(),
+            recent_requests: VecDeque::new(),
+            sharers: HashSet::new(),
+            sharers_counted: 0,
+            queue_wait: Histogram::new(QUEUE_WAIT_BUCKETS),
+        }
+    }
+}
+
+/// What `/metrics` shows of a room, or of one participant: copies of its counters.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Counters {
+    /// Each try (for a room: each request, once however many tries it took).
+    pub requests: u64,
+    pub completed: u64,
+    /// Failed tries by stage, in the order of [`STAGES`].
+    pub errors: [u64; STAGES.len()],
+    pub input_tokens: u64,
+    pub output_tokens: u64,
+    pub ttft: Histogram,
+    pub duration: Histogram,
+    /// Averaged over the recent window, as the stats' `avgTokensPerSecond`.
+    pub tokens_per_second: Option<f64>,
+}
+
+impl Default for Counters {
+    fn default() -> Self {
+        Tally::default().counters(0)
+    }
+}
+
+/// A room's [`Counters`], its queue's waits, and each participant's counters (those it tracks).
+#[derive(Debug, Clone, PartialEq)]
+pub struct RoomCounters {
+    pub total: Counters,
+    pub queue_wait: Histogram,
+    pub participants: HashMap<String, Counters>,
+}
+
+impl Default for RoomCounters {
+    fn default() -> Self {
+        RoomCounters {
+            total: Counters::default(),
+            queue_wait: Histogram::new(QUEUE_WAIT_BUCKETS),
+            participants: HashMap::new(),
+        }
+    }
 }
 
 impl RoomTally {
@@ -236,10 +338,10 @@ impl Stats {
                     p.tally.complete(metrics, now);
                 }
             }
-            EventKind::LlmError { participant_id, .. } => {
-                room.total.errors += 1;
+            EventKind::LlmError { participant_id, stage, .. } => {
+                room.total.error(stage);
                 if let Some(p) = room.participants.get_mut(participant_id) {
-                    p.tally.errors += 1;
+                    p.tally.error(stage);
                 }
             }
             EventKind::RoomCreated(_) | EventKind::ParticipantOffline { .. } | EventKind::RoomClosed => {}
@@ -268,6 +370,24 @@ impl Stats {
             .get(code)
             .map(|room| room.participants.iter().map(|(id, p)| (id.clone(), stats_of(p, now))).collect())
             .unwrap_or_default()
+    }
+
+    /// Counts one wait of `seconds` in room `code`'s queue (a room already gone is not brought back).
+    pub fn queue_wait(&self, code: &str, seconds: f64) {
+        if let Some(room) = self.lock().get_mut(code) {
+            room.queue_wait.observe(seconds);
+        }
+    }
+
+    /// Room `code`'s counters at `now`, for `/metrics` (zero for a room that has seen nothing).
+    pub fn room_counters(&self, code: &str, now: u64) -> RoomCounters {
+        let rooms = self.lock();
+        let Some(room) = rooms.get(code) else { return RoomCounters::default() };
+        RoomCounters {
+            total: room.total.counters(now),
+            queue_wait: room.queue_wait.clone(),
+            participants: room.participants.iter().map(|(id, p)| (id.clone(), p.tally.counters(now))).collect(),
+        }
     }
 
     /// When this hub started counting (epoch ms).
@@ -408,6 +528,42 @@ mod tests {
         assert_eq!(shared, 2);
         assert_eq!(stats.participant("ROOM01", "w1", 5).usage.errors, 1);
         assert_eq!(stats.participant("ROOM01", "w2", 5).usage.completed, 1);
+    }
+
+    #[test]
+    fn metrics_counters_split_errors_by_stage_and_fill_the_histograms() {
+        let stats = Stats::default();
+        stats.observe("ROOM01", &EventKind::RoomCreated(room_summary("ROOM01")), 0);
+        stats.observe("ROOM01", &request("a", "w1", None), 1);
+        stats.observe("ROOM01", &complete("a", "w1", 300.0, 20.0), 2);
+        stats.observe("ROOM01", &request("b", "w1", None), 3);
+        stats.observe("ROOM01", &error("b", "w1"), 4);
+        let mut odd = error("c", "w1");
+        if let EventKind::LlmError { stage, .. } = &mut odd {
+            *stage = "made up by a participant".into();
+        }
+        stats.observe("ROOM01", &odd, 5);
+        stats.queue_wait("ROOM01", 0.2);
+        stats.queue_wait("GONE99", 1.0);
+        let counters = stats.room_counters("ROOM01", 6);
+        let w1 = &counters.participants["w1"];
+        assert_eq!((w1.requests, w1.completed), (2, 1));
+        assert_eq!(w1.errors[stage_index("connect")], 1);
+        assert_eq!(w1.errors[stage_index("other")], 1);
+        assert_eq!(w1.errors.iter().sum::<u64>(), 2);
+        assert_eq!((w1.ttft.count(), w1.duration.count()), (1, 1));
+        assert!((w1.ttft.sum() - 0.3).abs() < 1e-9 && (w1.duration.sum() - 0.1).abs() < 1e-9);
+        assert_eq!(w1.tokens_per_second, Some(20.0));
+        assert_eq!(counters.total.errors, w1.errors);
+        assert_eq!(counters.queue_wait.count(), 1);
+        assert_eq!(stats.room_counters("GONE99", 6), RoomCounters::default(), "a wait does not make a room");
+    }
+
+    fn room_summary(code: &str) -> crate::protocol::RoomSummary {
+        serde_json::from_value(serde_json::json!({
+            "id": "r1", "code": code, "name": "Room", "hostId": "h", "createdAt": 0, "passwordProtected": false
+        }))
+        .unwrap()
     }
 
     #[test]

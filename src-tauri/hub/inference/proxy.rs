@@ -23,6 +23,7 @@ use serde_json::{Map, Value};
 use crate::hub::body::read_body_held;
 use crate::hub::error::HubError;
 use crate::hub::memory::BodyHold;
+use crate::hub::metrics::waited;
 use crate::hub::registry::{Acquire, ParticipantRecord, Selector};
 use crate::hub::routes::room_code;
 use crate::hub::Hub;
@@ -201,7 +202,7 @@ pub(crate) async fn run(hub: Hub, code: &str, op: Op, body: Bytes, mut hold: Bod
     let acquire = |hub: &Hub, code: &str| hub.registry().acquire_as(code, &selector, need, turn_key.as_deref());
     let mut slot = match acquire(&hub, &code)? {
         Acquire::Ready(slot) => slot,
-        Acquire::Wait(ticket) => ticket.wait(hub.config().queue_wait).await?,
+        Acquire::Wait(ticket) => waited(&hub, &code, ticket.wait(hub.config().queue_wait)).await?,
     };
     let job = Job {
         hub: hub.clone(),
@@ -261,7 +262,9 @@ pub(crate) async fn run(hub: Hub, code: &str, op: Op, body: Bytes, mut hold: Bod
                 drop(slot);
                 slot = match acquire(&job.hub, &job.code)? {
                     Acquire::Ready(slot) => slot,
-                    Acquire::Wait(ticket) => ticket.wait(job.hub.config().queue_wait).await?,
+                    Acquire::Wait(ticket) => {
+                        waited(&job.hub, &job.code, ticket.wait(job.hub.config().queue_wait)).await?
+                    }
                 };
             }
             Attempt::Failed(OpenFailure { error, retryable }) => {

@@ -50,6 +50,7 @@ pub fn router(hub: Hub) -> Router {
         .merge(management.layer(body_limit))
         .merge(inference)
         .merge(super::invite::router())
+        .merge(super::metrics::router())
         .merge(super::ui::router())
         .fallback(not_found)
         .method_not_allowed_fallback(method_not_allowed)
