@@ -46,7 +46,7 @@ const TRACKED_PARTICIPANTS: usize = 10_000;
 tokio::task_local! {
     /// The caller of the inference request being handled, for its `llm.request` event.
     static CALLER: Option<String>;
-    /// Who takes turns in a room's queue for it: `X-Gambi-Caller` when sent, else the address.
+    /// The name the request gave itself with `X-Gambi-Caller`, for fair turns.
     static TURN_KEY: Option<String>;
 }
 
@@ -54,8 +54,8 @@ tokio::task_local! {
 /// address, or one per script).
 pub const CALLER_HEADER: &str = "x-gambi-caller";
 
-/// Who takes turns in the room's queue for the request this task is handling (see [`TURN_KEY`]).
-pub fn turn_key() -> Option<String> {
+/// The `X-Gambi-Caller` name of the request this task is handling, if it sent one.
+pub fn named_caller_key() -> Option<String> {
     TURN_KEY.try_with(Clone::clone).ok().flatten()
 }
 
@@ -75,7 +75,7 @@ pub fn caller() -> Option<String> {
 /// Layer of the inference plane: keeps the client's address for [`caller`].
 pub async fn caller_scope(ClientAddr(client): ClientAddr, req: Request, next: Next) -> Response {
     let label = client.map(|ip| super::quota::canonical(ip).to_string());
-    let turn = req.headers().get(CALLER_HEADER).and_then(named_caller).or_else(|| label.clone());
+    let turn = req.headers().get(CALLER_HEADER).and_then(named_caller);
     CALLER.scope(label, TURN_KEY.scope(turn, next.run(req))).await
 }
 

@@ -192,13 +192,15 @@ pub(crate) async fn run(hub: Hub, code: &str, op: Op, body: Bytes, mut hold: Bod
     let defaults = hub.registry().room_defaults(&code)?;
     let selector = Selector::parse(&model);
     let need = spec.need();
-    // Fair turns: the request's `user` field names the caller if it has one.
-    let turn_key = match request.get::<String>("user") {
-        Some(Ok(user)) if !user.trim().is_empty() => {
-            Some(format!("user:{}", user.chars().take(64).collect::<String>()))
-        }
-        _ => crate::hub::stats::turn_key(),
-    };
+    // Fair turns: the caller's X-Gambi-Caller name, else the request's `user` field, else its address.
+    let turn_key = crate::hub::stats::named_caller_key()
+        .or_else(|| match request.get::<String>("user") {
+            Some(Ok(user)) if !user.trim().is_empty() => {
+                Some(format!("user:{}", user.chars().take(64).collect::<String>()))
+            }
+            _ => None,
+        })
+        .or_else(crate::hub::stats::caller);
     let acquire = |hub: &Hub, code: &str| hub.registry().acquire_as(code, &selector, need, turn_key.as_deref());
     let mut slot = match acquire(&hub, &code)? {
         Acquire::Ready(slot) => slot,
