@@ -3,6 +3,9 @@
 //! of the management plane that were not watching when the requests were made (issue 12, "Room
 //! stats lie": "Requests 0" for a room that served 2; "No one is sharing" after people shared).
 
+use std::time::Duration;
+
+use gambi::hub::HubConfig;
 use serde_json::{json, Value};
 
 use crate::fake_provider::{FakeOptions, FakeProvider};
@@ -163,4 +166,88 @@ async fn the_invite_page_says_how_to_share_and_use_the_room() {
     assert_eq!(res.status(), 404);
     let html = res.text().await.unwrap();
     assert!(html.contains("isn't a room code") && !html.contains("<script>"), "{html}");
+}
+
+/// The next event of type `kind` on `events` (others skipped).
+async fn next_of(events: &mut Sse, kind: &str) -> Value {
+    loop {
+        let e = events.next().await;
+        if e.event == kind {
+            return e.json();
+        }
+    }
+}
+
+/// Sends a chat completion for `model` to room `code`; returns the status and the request id the
+/// hub answered with.
+async fn refused(hub: &TestHub, code: &str, model: &str) -> (u16, String, Value) {
+    let url = hub.at(&format!("/rooms/{code}/v1/chat/completions"));
+    let res = http().post(url).json(&chat(model, "anyone there?")).send().await.unwrap();
+    let status = res.status().as_u16();
+    let id = res.headers()["x-request-id"].to_str().unwrap().to_string();
+    (status, id, res.json().await.unwrap())
+}
+
+/// Issue 12, "Failed routings (404 model not found, 503 busy) appear in the activity with a
+/// sentence": a request the hub turns away before routing it is published as `llm.rejected` on
+/// the room's streams, with the id the client got, the model it asked for, the status, a sentence
+/// and who asked. Nothing was served, so the room's counts do not move.
+#[tokio::test]
+async fn a_refused_request_is_published_with_a_sentence() {
+    // No queue: a request for a busy participant is turned away at once (503).
+    let hub = TestHub::with_config(HubConfig { queue_depth: 0, ..HubConfig::default() }).await;
+    let (code, _) = hub.room("Refusals", None).await;
+    let mut events = Sse::connect(&hub.at(&format!("/v1/rooms/{code}/events")), None).await;
+    assert_eq!(events.next().await.event, "connected");
+    let mut classic = Sse::connect(&hub.at(&format!("/rooms/{code}/events")), None).await;
+    assert_eq!(classic.next().await.event, "connected");
+
+    // No one shares mistral (no one shares anything): 404.
+    let (status, request_id, body) = refused(&hub, &code, "mistral").await;
+    assert_eq!(status, 404, "{body}");
+    let e = next_of(&mut events, "llm.rejected").await;
+    assert_eq!(e["roomCode"], code.as_str());
+    let data = &e["data"];
+    assert_eq!(data["requestId"], request_id.as_str(), "the id the client got: {e}");
+    assert_eq!(data["model"], "mistral");
+    assert_eq!(data["status"], 404);
+    assert_eq!(data["code"], "MODEL_NOT_FOUND");
+    assert_eq!(data["message"], "No one in this room shares mistral right now, so no one could answer.");
+    assert_eq!(data["caller"], "127.0.0.1");
+    assert!(data.get("participantId").is_none(), "no one was asked: {e}");
+    // The classic stream names it with a colon and sends the bare payload.
+    let bare = next_of(&mut classic, "llm:rejected").await;
+    assert_eq!(bare["requestId"], request_id.as_str(), "{bare}");
+
+    // "*" with no one sharing says so in those words.
+    let (status, _, _) = refused(&hub, &code, "*").await;
+    assert_eq!(status, 404);
+    let e = next_of(&mut events, "llm.rejected").await;
+    assert_eq!(e["data"]["message"], "No one is sharing in this room right now, so no one could answer.");
+
+    // One participant, slow, serving one request at a time: while it answers, the next is 503.
+    let provider =
+        FakeProvider::start(FakeOptions { first_byte_delay: Duration::from_millis(1500), ..FakeOptions::default() })
+            .await;
+    let session = share(&hub, &code, "w-slow", &provider, "llama3").await;
+    let url = hub.at(&format!("/rooms/{code}/v1/chat/completions"));
+    let slow = tokio::spawn(async move { call(http().post(url).json(&chat("model:llama3", "take your time"))).await });
+    next_of(&mut events, "llm.request").await;
+    let (status, request_id, body) = refused(&hub, &code, "model:llama3").await;
+    assert_eq!(status, 503, "{body}");
+    let e = next_of(&mut events, "llm.rejected").await;
+    let data = &e["data"];
+    assert_eq!(data["requestId"], request_id.as_str(), "{e}");
+    assert_eq!((data["model"].clone(), data["status"].clone()), (json!("model:llama3"), json!(503)), "{e}");
+    assert_eq!(data["code"], "CAPACITY_EXCEEDED");
+    assert_eq!(data["message"], "Everyone sharing llama3 was busy, so it was turned away.");
+    let (status, _, v) = slow.await.unwrap();
+    assert_eq!(status, 200, "{v}");
+
+    // The room served one request; the refusals are not counted as served.
+    wait_for(|| async { room_data(&hub, &code, None).await["stats"]["completed"] == 1 }).await;
+    let stats = room_data(&hub, &code, None).await["stats"].clone();
+    assert_eq!((stats["requests"].clone(), stats["errors"].clone()), (json!(1), json!(0)), "{stats}");
+    session.close().await;
+    provider.stop().await;
 }

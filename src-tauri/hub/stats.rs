@@ -344,7 +344,11 @@ impl Stats {
                     p.tally.error(stage);
                 }
             }
-            EventKind::RoomCreated(_) | EventKind::ParticipantOffline { .. } | EventKind::RoomClosed => {}
+            // A refused request was served by no one: the room's counts are of what it served.
+            EventKind::RoomCreated(_)
+            | EventKind::ParticipantOffline { .. }
+            | EventKind::LlmRejected { .. }
+            | EventKind::RoomClosed => {}
         }
     }
 
@@ -405,6 +409,53 @@ fn participant_entry<'a>(room: &'a mut RoomTally, id: &str, may_add: bool) -> Op
 
 fn stats_of(p: &ParticipantTally, now: u64) -> ParticipantStats {
     ParticipantStats { usage: p.tally.usage(now), recent_callers: p.callers.iter().cloned().collect() }
+}
+
+/// Publishes `llm.rejected` in room `code` for a request asking for `model` that the inference
+/// plane refused before routing it (no participant serves the model, every one that could is busy,
+/// paused or unreachable), so the room's activity shows it with a sentence; returns `error`, for
+/// `map_err`. A room that does not exist has no activity to show it in.
+pub fn rejected(hub: &Hub, code: &str, model: &str, error: HubError) -> HubError {
+    if !matches!(error, HubError::RoomNotFound { .. }) {
+        let kind = EventKind::LlmRejected {
+            request_id: super::request_id::current(),
+            model: model.to_string(),
+            status: error.status().as_u16(),
+            code: error.code().to_string(),
+            message: rejection_sentence(model, &error, |id| {
+                hub.registry().participant(code, id).map_or_else(|_| id.to_string(), |p| p.public.nickname)
+            }),
+            caller: caller(),
+        };
+        hub.registry().bus().publish(code, kind);
+    }
+    error
+}
+
+/// What happened to a refused request, in the words of the room's activity: participants by
+/// their nicknames (`name_of`).
+fn rejection_sentence(model: &str, error: &HubError, name_of: impl Fn(&str) -> String) -> String {
+    let any = matches!(model, "*" | "any");
+    let asked = model.strip_prefix("model:").unwrap_or(model);
+    match error {
+        HubError::NoParticipant if any => "No one is sharing in this room right now, so no one could answer.".into(),
+        HubError::NoParticipant => format!("No one in this room shares {asked} right now, so no one could answer."),
+        HubError::Capacity { .. } if any => "Everyone sharing here was busy, so it was turned away.".into(),
+        HubError::Capacity { .. } => format!("Everyone sharing {asked} was busy, so it was turned away."),
+        HubError::ParticipantBusy { id } => format!("{} was busy, and the request asked for it alone.", name_of(id)),
+        HubError::ParticipantUnavailable { id, reason } => format!("{} couldn't take it: {reason}.", name_of(id)),
+        HubError::ParticipantPaused { id, reason } if reason != "paused" => {
+            format!("{} is paused ({reason}), so it couldn't answer.", name_of(id))
+        }
+        HubError::ParticipantPaused { id, .. } => format!("{} is paused, so it couldn't answer.", name_of(id)),
+        other => {
+            let mut text = other.message();
+            if !text.ends_with(['.', '!', '?']) {
+                text.push('.');
+            }
+            text
+        }
+    }
 }
 
 /// Whether a participant can take requests now: online or busy, and reachable (its tunnel is
@@ -591,6 +642,31 @@ mod tests {
         assert_eq!(usage.requests_last_24h, 1);
         let (usage, _) = stats.room_usage("ROOM01", start + 25 * HOUR_MS);
         assert_eq!((usage.requests, usage.requests_last_24h), (1, 0));
+    }
+
+    #[test]
+    fn a_refusal_is_a_sentence_that_names_people_by_nickname() {
+        let name = |id: &str| if id == "w-1" { "Alice".to_string() } else { id.to_string() };
+        let say = |model: &str, e: HubError| rejection_sentence(model, &e, name);
+        assert_eq!(
+            say("qwen", HubError::NoParticipant),
+            "No one in this room shares qwen right now, so no one could answer."
+        );
+        assert_eq!(
+            say("any", HubError::NoParticipant),
+            "No one is sharing in this room right now, so no one could answer."
+        );
+        let full = || HubError::Capacity { what: "the room's queue is full".into() };
+        assert_eq!(say("model:llama3", full()), "Everyone sharing llama3 was busy, so it was turned away.");
+        assert_eq!(
+            say("w-1", HubError::ParticipantBusy { id: "w-1".into() }),
+            "Alice was busy, and the request asked for it alone."
+        );
+        let paused = HubError::ParticipantPaused { id: "w-1".into(), reason: "model server stopped".into() };
+        assert_eq!(say("w-1", paused), "Alice is paused (model server stopped), so it couldn't answer.");
+        let away = HubError::ParticipantUnavailable { id: "w-2".into(), reason: "it is offline".into() };
+        assert_eq!(say("w-2", away), "w-2 couldn't take it: it is offline.");
+        assert!(say("*", HubError::ShuttingDown).ends_with('.'));
     }
 
     #[test]

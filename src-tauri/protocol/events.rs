@@ -59,6 +59,21 @@ pub enum EventKind {
         stage: String,
         error: String,
     },
+    /// Additive: the hub refused a request before routing it to anyone (no participant serves the
+    /// model asked for, every one that could is busy, paused or unreachable). Nothing was served,
+    /// so no `llm.request` comes before it; `message` says what happened in a plain sentence.
+    LlmRejected {
+        /// The `x-request-id` of the refusal the client got.
+        request_id: String,
+        /// The `model` the request asked for, as it asked (`*`, `model:NAME`, a name or an id).
+        model: String,
+        /// The HTTP status the client got (404, 409 or 503).
+        status: u16,
+        /// The error's code (`MODEL_NOT_FOUND`, `CAPACITY_EXCEEDED`, ...).
+        code: String,
+        message: String,
+        caller: Option<String>,
+    },
     /// The room is gone (deleted by its host or expired): its streams end. Never sent to clients.
     RoomClosed,
 }
@@ -75,6 +90,7 @@ impl EventKind {
             EventKind::LlmRequest { .. } => "llm.request",
             EventKind::LlmComplete { .. } => "llm.complete",
             EventKind::LlmError { .. } => "llm.error",
+            EventKind::LlmRejected { .. } => "llm.rejected",
             EventKind::RoomClosed => "room.closed",
         }
     }
@@ -90,6 +106,7 @@ impl EventKind {
             EventKind::LlmRequest { .. } => "llm:request",
             EventKind::LlmComplete { .. } => "llm:complete",
             EventKind::LlmError { .. } => "llm:error",
+            EventKind::LlmRejected { .. } => "llm:rejected",
             EventKind::RoomClosed => "room:closed",
         }
     }
@@ -121,6 +138,15 @@ impl EventKind {
                 "requestId": request_id, "participantId": participant_id, "model": model,
                 "stage": stage, "error": error,
             }),
+            EventKind::LlmRejected { request_id, model, status, code, message, caller } => {
+                let mut data = json!({
+                    "requestId": request_id, "model": model, "status": status, "code": code, "message": message,
+                });
+                if let Some(caller) = caller {
+                    data["caller"] = json!(caller);
+                }
+                data
+            }
             EventKind::RoomClosed => Value::Null,
         }
     }
@@ -148,7 +174,7 @@ impl EventKind {
             | EventKind::LlmRequest { participant_id, .. }
             | EventKind::LlmComplete { participant_id, .. }
             | EventKind::LlmError { participant_id, .. } => Some(participant_id),
-            EventKind::RoomCreated(_) | EventKind::RoomClosed => None,
+            EventKind::RoomCreated(_) | EventKind::LlmRejected { .. } | EventKind::RoomClosed => None,
         }
     }
 }

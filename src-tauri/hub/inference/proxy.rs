@@ -202,9 +202,10 @@ pub(crate) async fn run(hub: Hub, code: &str, op: Op, body: Bytes, mut hold: Bod
         })
         .or_else(crate::hub::stats::caller);
     let acquire = |hub: &Hub, code: &str| hub.registry().acquire_as(code, &selector, need, turn_key.as_deref());
-    let mut slot = match acquire(&hub, &code)? {
+    let reject = |e| crate::hub::stats::rejected(&hub, &code, &model, e);
+    let mut slot = match acquire(&hub, &code).map_err(reject)? {
         Acquire::Ready(slot) => slot,
-        Acquire::Wait(ticket) => waited(&hub, &code, ticket.wait(hub.config().queue_wait)).await?,
+        Acquire::Wait(ticket) => waited(&hub, &code, ticket.wait(hub.config().queue_wait)).await.map_err(reject)?,
     };
     let job = Job {
         hub: hub.clone(),
