@@ -656,7 +656,87 @@ async fn the_room_shows_activity_after_a_completion() {
     assert!(snippet.contains(&format!("{}/rooms/{code}/v1", hub.url)), "{snippet}");
     assert!(snippet.contains("model=\"*\""), "{snippet}");
 
+    assert_activity_not_cut(&browser, 1280).await;
     browser.screenshot("room.png").await;
+    browser.close().await;
+    provider.stop().await;
+}
+
+/// The activity table's whole width is on screen: nothing scrolls sideways.
+async fn assert_activity_not_cut(browser: &Browser, width: u32) {
+    let fits = browser
+        .js(
+            "const w = document.querySelector('#activity-panel .table-wrap'); return [w.scrollWidth, w.clientWidth]",
+            vec![],
+        )
+        .await;
+    let (scroll, client) = (fits[0].as_u64().unwrap(), fits[1].as_u64().unwrap());
+    assert!(scroll <= client, "at {width} px the activity table is cut: {scroll} px wide in {client} px");
+}
+
+/// Issue 12, "Words and layout": at the app window's 980 px the live activity table is whole (it
+/// was cut), a refused request (no one serves the model) is a row that says so in a sentence on a
+/// line of its own (error text wrapped one word per line), and the sticky header is opaque (it was
+/// see-through over the scrolled page).
+#[tokio::test]
+async fn at_980_px_the_activity_is_whole_and_a_refused_request_says_why() {
+    let hub = TestHub::start().await;
+    let (code, _) = hub.room("Narrow window", None).await;
+    let provider = FakeProvider::start(FakeOptions::default()).await;
+    let body = json!({"id": "w-narrow", "nickname": "Bob", "model": "llama3", "endpoint": provider.url});
+    let (status, _, v) = call(http().post(hub.at(&format!("/rooms/{code}/join"))).json(&body)).await;
+    assert_eq!(status, 200, "{v}");
+    let browser = Browser::start().await;
+    browser.set_window_size(980, 1500).await;
+    browser.goto(&hub.at(&format!("/#/room/{code}"))).await;
+    until_live(&browser).await;
+    browser.element("[data-participant-id=\"w-narrow\"][data-status=\"online\"]").await;
+
+    let url = hub.at(&format!("/rooms/{code}/v1/chat/completions"));
+    let chat =
+        |model: &str| json!({"model": model, "messages": [{"role": "user", "content": "Hello from a narrow window"}]});
+    let (status, _, v) = call(http().post(&url).json(&chat("llama3"))).await;
+    assert_eq!(status, 200, "{v}");
+    let res = http().post(&url).json(&chat("mistral")).send().await.unwrap();
+    assert_eq!(res.status(), 404);
+    let request_id = res.headers()["x-request-id"].to_str().unwrap().to_string();
+
+    let row = "#activity-rows tr[data-state=\"rejected\"]";
+    browser.element(row).await;
+    assert_eq!(browser.text(&format!("{row} .who")).await, "No one");
+    assert_eq!(browser.text(&format!("{row} .model")).await, "mistral");
+    assert_eq!(browser.text(&format!("{row} .caller")).await, "127.0.0.1");
+    let note = format!("#activity-rows tr[data-note-for=\"{request_id}\"] .error-text");
+    assert_eq!(browser.text(&note).await, "No one in this room shares mistral right now, so no one could answer.");
+    browser.element("#activity-rows tr[data-state=\"done\"]").await;
+    let log = browser.text("#event-log").await;
+    assert!(log.contains("A request for mistral from 127.0.0.1 was turned away"), "{log}");
+    assert!(!log.contains("llm."), "{log}");
+
+    assert_activity_not_cut(&browser, 980).await;
+    // The sentence reads on one or two lines, not a word per line.
+    let lines =
+        browser.js("return document.querySelector(arguments[0]).getClientRects().length", vec![json!(note)]).await;
+    assert!(lines.as_u64().unwrap() <= 2, "the refusal's sentence takes {lines} lines");
+    // "First token" and "speed" say what they are on hover.
+    let titles = browser
+        .js("return [...document.querySelectorAll('#activity abbr')].map(a => a.textContent + ': ' + a.title)", vec![])
+        .await;
+    assert_eq!(titles.as_array().unwrap().len(), 2, "{titles}");
+    assert!(titles.as_array().unwrap().iter().all(|t| t.as_str().unwrap().len() > 30), "{titles}");
+    // The header over the scrolled page hides what is under it.
+    browser.js("document.querySelector('#activity-panel').scrollIntoView()", vec![]).await;
+    let header = browser
+        .js(
+            "const s = getComputedStyle(document.querySelector('.topbar')); return [s.position, s.backgroundColor]",
+            vec![],
+        )
+        .await;
+    assert_eq!(header[0], "sticky");
+    assert!(header[1].as_str().unwrap().starts_with("rgb("), "an opaque header: {header}");
+    browser.screenshot("room-980-scrolled.png").await;
+    browser.js("window.scrollTo(0, 0)", vec![]).await;
+    browser.screenshot("room-980.png").await;
     browser.close().await;
     provider.stop().await;
 }

@@ -262,6 +262,7 @@ const V1_EVENT_TYPES = [
   "llm.request",
   "llm.complete",
   "llm.error",
+  "llm.rejected",
   "stream.lagged",
 ];
 

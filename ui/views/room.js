@@ -39,6 +39,7 @@ const LOG_WORDS = {
   "llm.request": "Request",
   "llm.complete": "Answered",
   "llm.error": "Failed",
+  "llm.rejected": "Refused",
   "stream.lagged": "Missed",
 };
 
@@ -357,47 +358,70 @@ export function renderRoom(root, ctx) {
     }, delay);
   };
 
+  // What went wrong with a request, in a sentence: on a row of its own under the request, across
+  // the whole table, so it reads as a sentence and not one word per line in a narrow column.
+  const failureSentence = (r) => {
+    if (r.state === "rejected") return r.error || "The room couldn't send it to anyone.";
+    if (r.state !== "error") return null;
+    return `${nameOf(r.participantId)} couldn't answer: ${r.error || "it failed"}${/[.!?]$/.test(r.error || "") ? "" : "."}`;
+  };
+
   const requestRow = (r) => {
     const m = r.metrics || {};
-    const result =
-      r.state === "pending"
-        ? el("span", { class: "badge badge-busy" }, "running")
-        : r.state === "done"
-          ? el("span", { class: "badge badge-ok" }, "done")
-          : el("span", { class: "badge badge-bad", title: r.error || "" }, "failed");
+    const result = {
+      pending: () => el("span", { class: "badge badge-busy" }, "running"),
+      done: () => el("span", { class: "badge badge-ok" }, "done"),
+      rejected: () => el("span", { class: "badge badge-bad", title: "The room didn't send it to anyone" }, "refused"),
+    }[r.state];
     const tokens = typeof m.outputTokens === "number" ? String(m.outputTokens) : "—";
+    const sentence = failureSentence(r);
+    const who =
+      r.state === "rejected"
+        ? el("td", { class: "who muted" }, "No one")
+        : el("td", { class: "who", title: `Participant id: ${r.participantId}` }, nameOf(r.participantId));
     const row = el(
       "tr",
-      { dataset: { requestId: r.id, state: r.state } },
+      { class: sentence ? "has-note" : null, dataset: { requestId: r.id, state: r.state } },
       el("td", { class: "mono small" }, clockTime(r.at)),
-      el("td", { class: "who", title: `Participant id: ${r.participantId}` }, nameOf(r.participantId)),
+      who,
       el("td", { class: "caller mono small" }, r.caller || "—"),
-      el("td", { class: "mono small" }, r.model || "—"),
-      el("td", null, result, r.state === "error" && r.error ? el("span", { class: "error-text small" }, ` ${r.stage ? `${r.stage}: ` : ""}${r.error}`) : null),
+      el("td", { class: "mono small model" }, r.model || "—"),
+      el("td", null, result ? result() : el("span", { class: "badge badge-bad" }, "failed")),
       el("td", { class: "num ttft" }, r.state === "done" ? millis(m.ttftMs) : "—"),
       el("td", { class: "num tps" }, r.state === "done" ? perSecond(m.tokensPerSecond) : "—"),
       el("td", { class: "num" }, tokens),
       el("td", { class: "num" }, r.state === "done" ? millis(m.durationMs) : "—"),
     );
+    const note = sentence
+      ? el("tr", { class: "row-note", dataset: { noteFor: r.id } }, el("td", { colspan: "9" }, el("span", { class: "error-text" }, sentence)))
+      : null;
+    if (r.note) r.note.remove();
     if (r.row && r.row.parentNode) r.row.replaceWith(row);
     else activityBody.insertBefore(row, activityBody.firstChild);
+    if (note) row.after(note);
     r.row = row;
+    r.note = note;
+  };
+
+  const forgetOldRequests = () => {
+    while (requests.size > MAX_REQUESTS) {
+      const [oldest] = requests.keys();
+      const gone = requests.get(oldest);
+      if (gone.row) gone.row.remove();
+      if (gone.note) gone.note.remove();
+      requests.delete(oldest);
+    }
   };
 
   const trackRequest = (data, at, change) => {
     const id = String(data.requestId || `${at}-${data.participantId}`);
     let r = requests.get(id);
     if (!r) {
-      r = { id, at, participantId: data.participantId, model: data.model, caller: null, state: "pending", row: null };
+      r = { id, at, participantId: data.participantId, model: data.model, caller: null, state: "pending", row: null, note: null };
       requests.set(id, r);
       // The hub has counted it already; show it now, and let the next read of the counters confirm.
       if (hubStats) hubStats.requests = (hubStats.requests || 0) + 1;
-      while (requests.size > MAX_REQUESTS) {
-        const [oldest] = requests.keys();
-        const gone = requests.get(oldest);
-        if (gone.row) gone.row.remove();
-        requests.delete(oldest);
-      }
+      forgetOldRequests();
     }
     if (typeof data.caller === "string") r.caller = data.caller;
     change(r);
@@ -491,9 +515,32 @@ export function renderRoom(root, ctx) {
           r.error = typeof data.error === "string" ? data.error : "failed";
           r.stage = typeof data.stage === "string" ? data.stage : null;
         });
-        addLog(at, event.type, `${nameOf(data.participantId)} failed: ${data.error}`);
+        addLog(at, event.type, `${nameOf(data.participantId)} couldn't answer: ${data.error}`);
         refreshStats();
         return;
+      case "llm.rejected": {
+        // Refused before anyone was asked (no one serves the model, everyone is busy): not served,
+        // so not counted, but shown with the hub's sentence.
+        const id = String(data.requestId || `${at}-rejected`);
+        const r = {
+          id,
+          at,
+          participantId: null,
+          model: typeof data.model === "string" ? data.model : null,
+          caller: typeof data.caller === "string" ? data.caller : null,
+          state: "rejected",
+          error: typeof data.message === "string" ? data.message : null,
+          row: null,
+          note: null,
+        };
+        requests.set(id, r);
+        forgetOldRequests();
+        requestRow(r);
+        activityEmpty.hidden = true;
+        const from = r.caller ? ` from ${r.caller}` : "";
+        addLog(at, event.type, `A request for ${r.model || "a model"}${from} was turned away. ${r.error || "No one could take it."}`);
+        return;
+      }
       case "stream.lagged":
         addLog(at, event.type, "Some events were missed; the participant list was reloaded");
         reloadParticipants();
@@ -713,7 +760,6 @@ export function renderRoom(root, ctx) {
         "div",
         { class: "col-main" },
         el("section", { class: "panel", "aria-labelledby": "participants-title" }, el("h2", { id: "participants-title", class: "panel-title" }, icon("users"), "Participants"), list, listEmpty),
-        el("section", { class: "panel", "aria-labelledby": "activity-title" }, el("h2", { id: "activity-title", class: "panel-title" }, icon("cpu"), "Live activity"), activityTable, activityEmpty),
       ),
       el(
         "div",
@@ -721,6 +767,8 @@ export function renderRoom(root, ctx) {
         el("section", { class: "panel", "aria-labelledby": "log-title" }, el("h2", { id: "log-title", class: "panel-title" }, icon("list"), "Event log"), logEmpty, log),
       ),
     ),
+    // The whole width: nine columns fit a 980-pixel window without scrolling sideways.
+    el("section", { class: "panel", "aria-labelledby": "activity-title", id: "activity-panel" }, el("h2", { id: "activity-title", class: "panel-title" }, icon("cpu"), "Live activity"), activityTable, activityEmpty),
     el("section", { class: "panel", "aria-labelledby": "connect-title" }, el("h2", { id: "connect-title", class: "panel-title" }, icon("terminal"), "Call this room from code"), connect),
   );
   listEmpty.hidden = true;
