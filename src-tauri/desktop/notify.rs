@@ -38,6 +38,7 @@ pub enum Transition {
     },
     ShareReconnecting {
         attempt: u32,
+        room: String,
     },
     ShareRecovered {
         room: String,
@@ -61,8 +62,8 @@ impl Transition {
             Transition::Back { room, who } => (format!("{who} is back online"), format!("in room {room}")),
             Transition::Joined { room, who } => (format!("{who} joined"), format!("room {room}")),
             Transition::ShareDropped { reason } => ("Your share stopped".into(), reason.clone()),
-            Transition::ShareReconnecting { attempt } => (
-                "Your share lost the hub".into(),
+            Transition::ShareReconnecting { attempt, room } => (
+                format!("Your share lost the connection to {room}"),
                 if *attempt > 1 {
                     format!("Still reconnecting (attempt {attempt})…")
                 } else {

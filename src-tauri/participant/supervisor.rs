@@ -1,7 +1,9 @@
 //! Keeps a participant session alive: when the tunnel closes or the heartbeat fails (a hub restart,
 //! a network blip, a laptop waking up), it registers again with the same participant id after a
-//! backoff (1 s doubling to 30 s). Re-registering the same id is an update on the hub, so no
-//! duplicate participant is ever left behind. While a session runs, its provider watch may pause the
+//! backoff (1 s doubling to 30 s), or at once when the hub that did not answer answers again (it
+//! is asked every 2 s while the share waits) or when asked to ([`Supervisor::retry_now`]).
+//! Re-registering the same id is an update on the hub, so no duplicate participant is ever left
+//! behind. While a session runs, its provider watch may pause the
 //! share (the model server stopped answering) and resume it, without a new registration. Each
 //! transition is published as a [`ShareState`] the CLI and the desktop app show.
 
@@ -9,9 +11,10 @@ use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use serde::Serialize;
-use tokio::sync::watch;
+use tokio::sync::{watch, Notify};
 use tokio_util::sync::CancellationToken;
 
+use crate::client::HubClient;
 use crate::protocol::PauseReason;
 
 use super::provider_watch::ProviderHealth;
@@ -19,6 +22,9 @@ use super::session::{CloseReason, ParticipantSession, SessionError, SessionOptio
 
 const FIRST_BACKOFF: Duration = Duration::from_secs(1);
 const MAX_BACKOFF: Duration = Duration::from_secs(30);
+/// While the share waits to retry a hub that did not answer, how often it asks whether it is back:
+/// a hub that answers again is retried at once, however long the backoff has grown.
+const HUB_BACK_POLL: Duration = Duration::from_secs(2);
 
 /// Where a supervised share stands.
 #[derive(Debug, Clone, PartialEq, Serialize)]
@@ -91,6 +97,8 @@ pub struct Supervisor {
     /// The participant token from the latest registration: each attempt proves the id with it,
     /// and whoever removes the participant by hand between attempts needs it.
     token: Arc<Mutex<Option<String>>>,
+    /// Cuts the wait before the next attempt short ("Retry now").
+    retry: Arc<Notify>,
 }
 
 impl Supervisor {
@@ -99,8 +107,19 @@ impl Supervisor {
         let (tx, state) = watch::channel(ShareState::Starting);
         let stop = CancellationToken::new();
         let token = Arc::new(Mutex::new(options.participant_token.clone()));
-        let task = tokio::spawn(run(options, tx, stop.clone(), token.clone()));
-        Supervisor { state, stop, task, token }
+        let retry = Arc::new(Notify::new());
+        let task = tokio::spawn(run(options, tx, stop.clone(), token.clone(), retry.clone()));
+        Supervisor { state, stop, task, token, retry }
+    }
+
+    /// Retries at once when the share is waiting to reconnect; does nothing otherwise (a live
+    /// share has nothing to retry, and no later wait is cut short by it).
+    pub fn retry_now(&self) -> bool {
+        let waiting = matches!(self.state(), ShareState::Reconnecting { .. });
+        if waiting {
+            self.retry.notify_one();
+        }
+        waiting
     }
 
     /// The participant token the hub gave this share (latest registration), if any.
@@ -214,11 +233,30 @@ fn renamed(id: &str) -> String {
     format!("{base}-{suffix}")
 }
 
+/// Returns once the hub at `hub_url` answers again after not answering; never when it answers now
+/// (then the hub is not what failed, and the backoff stands).
+async fn hub_back(hub_url: &str) {
+    async fn answers(client: &HubClient) -> bool {
+        matches!(tokio::time::timeout(HUB_BACK_POLL, client.health()).await, Ok(Ok(_)))
+    }
+    let Ok(client) = HubClient::new(hub_url) else { return std::future::pending().await };
+    if answers(&client).await {
+        return std::future::pending().await;
+    }
+    loop {
+        tokio::time::sleep(HUB_BACK_POLL).await;
+        if answers(&client).await {
+            return;
+        }
+    }
+}
+
 async fn run(
     mut options: SessionOptions,
     tx: watch::Sender<ShareState>,
     stop: CancellationToken,
     token: Arc<Mutex<Option<String>>>,
+    retry: Arc<Notify>,
 ) {
     let mut backoff = FIRST_BACKOFF;
     let mut attempt = 0u32;
@@ -263,6 +301,8 @@ async fn run(
         tokio::select! {
             _ = stop.cancelled() => break,
             _ = tokio::time::sleep(backoff) => {}
+            _ = retry.notified() => tracing::info!(attempt, "retrying now, as asked"),
+            _ = hub_back(&options.hub_url) => tracing::info!(attempt, "the hub answers again; retrying now"),
         }
         backoff = (backoff * 2).min(MAX_BACKOFF);
     }

@@ -38,6 +38,14 @@ pub struct ShareStatus {
     pub participant_id: Option<String>,
     #[serde(skip_serializing_if = "Option::is_none")]
     pub message: Option<String>,
+    /// What failed, in the words of the software (for a tooltip; `message` says it for people).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub detail: Option<String>,
+    /// While reconnecting: the attempt that failed last, and how long until the next one.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub attempt: Option<u32>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub retry_in_ms: Option<u64>,
     /// The room is on this app's own hub (whose address for others is `HubInfo::url`, not the
     /// loopback address the share dials).
     pub own_hub: bool,
@@ -249,6 +257,11 @@ impl AppCore {
         Ok(status_of(&state, &target))
     }
 
+    /// "Retry now": a share waiting to reconnect tries again at once; says whether it was waiting.
+    pub async fn retry_share(&self) -> bool {
+        self.inner.share.lock().await.as_ref().is_some_and(|share| share.supervisor.retry_now())
+    }
+
     /// Stops sharing: the participant leaves its room.
     pub async fn stop_share(&self) -> ShareStatus {
         self.stop_share_inner().await;
@@ -280,8 +293,13 @@ impl AppCore {
     /// on stays on; else it goes into the last room; with none, into a new room on this machine's
     /// hub named after the person — unless rooms on other hubs of the LAN are there to be picked
     /// first (`NeedsRoom`: the window offers them).
+    /// A share waiting to reconnect retries at once ("Retry now").
     pub async fn share_now(&self) -> ToggleOutcome {
         let status = self.share_status();
+        if status.state == "reconnecting" {
+            self.retry_share().await;
+            return ToggleOutcome::Started(self.share_status());
+        }
         if status.is_on() {
             return ToggleOutcome::Started(status);
         }
@@ -321,7 +339,7 @@ impl AppCore {
             Err(e) => {
                 // No empty room left behind by a share that did not start.
                 if let Some(token) = created.host_token.as_deref() {
-                    if let Err(gone) = self.delete_room(&created.room.code, token).await {
+                    if let Err(gone) = self.delete_room(&created.room.code, Some(token)).await {
                         tracing::debug!(error = %gone.message, "the room made for the share was not removed");
                     }
                 }
@@ -426,7 +444,9 @@ impl AppCore {
                 }
                 ShareState::Reconnecting { attempt, .. } => {
                     if was_live && !lost {
-                        self.inner.coalescer.push(Transition::ShareReconnecting { attempt: *attempt });
+                        self.inner
+                            .coalescer
+                            .push(Transition::ShareReconnecting { attempt: *attempt, room: room.clone() });
                     }
                     lost = was_live || lost;
                     // A hub that answers without the room: the room was closed, and retrying
@@ -564,10 +584,14 @@ fn status_of(state: &ShareState, target: &ShareTarget) -> ShareStatus {
         ShareState::Reconnecting { attempt, retry_in_ms, error } => ShareStatus {
             state: "reconnecting",
             message: Some(format!(
-                "Lost the hub ({}) — trying again in {} s (attempt {attempt}).",
-                error.trim_end_matches('.'),
-                retry_in_ms.div_ceil(1000)
+                "Lost the connection to {} — trying again in {} s{}.",
+                target.room_name.as_deref().unwrap_or(&target.code),
+                retry_in_ms.div_ceil(1000),
+                if *attempt > 1 { format!(" (attempt {attempt})") } else { String::new() },
             )),
+            detail: Some(error.clone()),
+            attempt: Some(*attempt),
+            retry_in_ms: Some(*retry_in_ms),
             ..base
         },
         ShareState::Stopped => ShareStatus::off(),
