@@ -54,9 +54,10 @@ pub async fn list_participants(
     core.list_participant_details(&code, password.as_deref()).await
 }
 
+/// `host_token` may be absent for a room this app made on its own hub: the app keeps its token.
 #[tauri::command]
-pub async fn delete_room(core: State<'_, AppCore>, code: String, host_token: String) -> Answer<Value> {
-    core.delete_room(&code, &host_token).await
+pub async fn delete_room(core: State<'_, AppCore>, code: String, host_token: Option<String>) -> Answer<Value> {
+    core.delete_room(&code, host_token.as_deref()).await
 }
 
 #[tauri::command]

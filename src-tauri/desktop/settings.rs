@@ -265,10 +265,34 @@ impl Secrets {
         format!("{}#{code}", hub.unwrap_or("this-app"))
     }
 
+    /// The host token of a room this app made on its own hub: the person owns that hub, so the app
+    /// keeps the token for them (and deletes the room with it when asked).
+    fn host_account(code: &str) -> String {
+        format!("host-token#{code}")
+    }
+
     /// Keeps `password` for the room; says where it went. Blocking (the keyring may talk D-Bus):
     /// call from a blocking thread.
     pub fn put(&self, hub: Option<&str>, code: &str, password: &str) -> SecretStorage {
-        let account = Self::account(hub, code);
+        self.put_account(Self::account(hub, code), password)
+    }
+
+    /// Keeps the host token of room `code` of this app's own hub (blocking, like [`Self::put`]).
+    pub fn put_host_token(&self, code: &str, token: &str) -> SecretStorage {
+        self.put_account(Self::host_account(code), token)
+    }
+
+    /// The host token kept for room `code` of this app's own hub, if any (blocking).
+    pub fn host_token(&self, code: &str) -> Option<String> {
+        self.get_account(Self::host_account(code))
+    }
+
+    /// Forgets the host token of room `code` (the room is gone).
+    pub fn forget_host_token(&self, code: &str) {
+        self.forget_account(Self::host_account(code));
+    }
+
+    fn put_account(&self, account: String, password: &str) -> SecretStorage {
         if self.use_keyring {
             match keyring::Entry::new(&self.service, &account).and_then(|e| e.set_password(password)) {
                 Ok(()) => {
@@ -284,7 +308,10 @@ impl Secrets {
 
     /// The room's password, if one was kept.
     pub fn get(&self, hub: Option<&str>, code: &str) -> Option<String> {
-        let account = Self::account(hub, code);
+        self.get_account(Self::account(hub, code))
+    }
+
+    fn get_account(&self, account: String) -> Option<String> {
         if let Some(password) = self.lock().get(&account) {
             return Some(password.clone());
         }
@@ -300,7 +327,10 @@ impl Secrets {
 
     /// Forgets the room's password everywhere.
     pub fn forget(&self, hub: Option<&str>, code: &str) {
-        let account = Self::account(hub, code);
+        self.forget_account(Self::account(hub, code));
+    }
+
+    fn forget_account(&self, account: String) {
         self.lock().remove(&account);
         if self.use_keyring {
             if let Ok(entry) = keyring::Entry::new(&self.service, &account) {

@@ -11,9 +11,8 @@ export function baseUrl(hubUrl, code) {
 function inviteText(room, hubUrl) {
   const hub = (hubUrl || window.location.origin).replace(/\/+$/, "");
   return [
-    `Join my Gambi room "${room.name}".`,
+    `Join my Gambi room "${room.name}": ${hub}/join/${room.code}`,
     `Room code: ${room.code}`,
-    `Hub: ${hub}`,
     room.passwordProtected ? "Password: ask me for it" : null,
     "",
     `Share your model: gambi participant join --hub ${hub} --room ${room.code} --model <your model>${room.passwordProtected ? " --password <password>" : ""}`,
@@ -21,6 +20,45 @@ function inviteText(room, hubUrl) {
   ]
     .filter((line) => line !== null)
     .join("\n");
+}
+
+/** The room's host token. In the app the person owns the hub, and the app keeps the token for
+ * them: nothing to do. In a browser tab it is shown this once, with how to keep it. */
+function hostTokenPanel(room, token, ctx) {
+  if (ctx.caps.share) {
+    return el(
+      "section",
+      { class: "panel", "aria-labelledby": "token-title", id: "host-token-panel", dataset: { kept: "app" } },
+      el("h2", { id: "token-title", class: "panel-title" }, icon("users"), "You host this room"),
+      el("p", null, "Gambi keeps the room's host token on this computer for you: the room's page can delete the room whenever you like, and there is nothing to copy or keep."),
+      el(
+        "details",
+        { class: "host-token-details" },
+        el("summary", null, "Show the host token"),
+        el("p", { class: "help" }, `Only to delete the room from another computer: gambi room delete ${room.code} --host-token <this token>.`),
+        copyField("Host token", token, { secret: true }),
+      ),
+    );
+  }
+  return el(
+    "section",
+    { class: "panel panel-warn", "aria-labelledby": "token-title", id: "host-token-panel", dataset: { kept: "tab" } },
+    el("h2", { id: "token-title", class: "panel-title" }, icon("alert"), "Host token — keep it to delete the room later"),
+    el(
+      "p",
+      null,
+      "Whoever holds this token can delete the room for everyone, and the hub shows it only this once. ",
+      "This tab remembers it until you close it, so the room's page offers “Delete room”.",
+    ),
+    el(
+      "p",
+      null,
+      "To keep it longer, copy it into your password manager (or a note only you can read). With it, ",
+      el("code", null, `gambi room delete ${room.code} --host-token <token>`),
+      " deletes the room from any computer.",
+    ),
+    copyField("Host token", token, { secret: true }),
+  );
 }
 
 function result(root, created, password, ctx) {
@@ -70,20 +108,7 @@ function result(root, created, password, ctx) {
         ? copyField("API key", password, { secret: true, help: "The API key is the room password." })
         : copyField("API key", "gambi", { help: "This room has no password: any non-empty key works." }),
     ),
-    created.hostToken
-      ? el(
-          "section",
-          { class: "panel panel-warn", "aria-labelledby": "token-title" },
-          el("h2", { id: "token-title", class: "panel-title" }, icon("alert"), "Host token — shown only once"),
-          el(
-            "p",
-            null,
-            "Whoever holds this token can delete the room for everyone. Keep it somewhere safe; the hub can't show it again. ",
-            "This browser tab remembers it, so the room page can offer “Delete room”.",
-          ),
-          copyField("Host token", created.hostToken, { secret: true }),
-        )
-      : null,
+    created.hostToken ? hostTokenPanel(room, created.hostToken, ctx) : null,
     el(
       "div",
       { class: "actions" },

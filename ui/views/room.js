@@ -660,9 +660,13 @@ export function renderRoom(root, ctx) {
 
   // -- Host actions
 
-  const deleteControls = () => {
-    const token = backend.hostToken(code);
-    if (!token) return;
+  // The host token this tab was given when it made the room; in the app, the one the app keeps
+  // for a room it made (`isHost`: the command needs no token then).
+  let deleteShown = false;
+  const deleteControls = (appKeepsToken) => {
+    const token = backend.hostToken(code) || null;
+    if (deleteShown || (!token && !appKeepsToken)) return;
+    deleteShown = true;
     const confirmBox = el("div", { class: "confirm", hidden: true, role: "group", "aria-label": "Confirm deleting the room" });
     const del = el("button", { class: "btn btn-danger", type: "button", id: "delete-room" }, icon("trash"), "Delete room");
     del.addEventListener("click", () => {
@@ -773,7 +777,7 @@ export function renderRoom(root, ctx) {
   );
   listEmpty.hidden = true;
   updateStats();
-  deleteControls();
+  deleteControls(false);
 
   // Every URL shown or copied is built from the hub that holds the room: in the app, the room says
   // which (`hubUrl`: this computer's hub, or another hub on the network); on a hub's own page, it
@@ -831,6 +835,7 @@ export function renderRoom(root, ctx) {
     (r) => {
       if (closed) return;
       applyRoom(r);
+      deleteControls(r.isHost === true);
       replaceChildren(title, r.name);
       document.title = `${r.name} · Gambi`;
       lock.hidden = !r.passwordProtected;

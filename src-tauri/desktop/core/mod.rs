@@ -468,8 +468,42 @@ impl AppCore {
         if let Some(password) = password {
             self.keep_password(None, &created.room.code, password).await;
         }
+        // The person owns this hub: the app keeps the room's host token for them, so the Room
+        // screen can delete the room on any later day, with nothing to copy or lose.
+        if let Some(token) = created.host_token.as_deref() {
+            let (inner, code, token) = (self.inner.clone(), created.room.code.clone(), token.to_string());
+            let _ = tokio::task::spawn_blocking(move || inner.secrets.put_host_token(&code, &token)).await;
+        }
         self.inner.options.ui.changed();
         Ok(created)
+    }
+
+    /// Whether `client` talks to this app's own hub.
+    async fn is_own(&self, client: &HubClient) -> bool {
+        let own = self.local_hub_url().await;
+        own.is_some_and(|own| own.trim_end_matches('/') == client.base_url().trim_end_matches('/'))
+    }
+
+    /// The host token the app keeps for room `code` of its own hub.
+    async fn kept_host_token(&self, code: &str) -> Option<String> {
+        let (inner, code) = (self.inner.clone(), code.to_string());
+        tokio::task::spawn_blocking(move || inner.secrets.host_token(&code)).await.ok().flatten()
+    }
+
+    /// What to read room `code` with: the key the window gave, else, for a room of this app's own
+    /// hub, the password or the host token the app keeps (a room this app made is not locked to
+    /// its own window).
+    async fn key_for(&self, client: &HubClient, code: &str, key: Option<&str>) -> Option<String> {
+        if let Some(key) = key.filter(|k| !k.is_empty()) {
+            return Some(key.to_string());
+        }
+        if !self.is_own(client).await {
+            return None;
+        }
+        match self.kept_password(None, code).await {
+            Some(password) => Some(password),
+            None => self.kept_host_token(code).await,
+        }
     }
 
     pub async fn get_room(&self, code: &str) -> Result<RoomSummary, AppError> {
@@ -485,11 +519,17 @@ impl AppCore {
     pub async fn room_details(&self, code: &str, key: Option<&str>) -> Result<Value, AppError> {
         let code = room_code(code)?;
         let client = self.client_for(&code).await?;
-        let details =
-            client.get_room_details_as(&code, key).await.map_err(|e| AppError::from_client(&e, Some(&code)))?;
+        let key = self.key_for(&client, &code, key).await;
+        let details = client
+            .get_room_details_as(&code, key.as_deref())
+            .await
+            .map_err(|e| AppError::from_client(&e, Some(&code)))?;
         let mut value = serde_json::to_value(&details).unwrap_or(Value::Null);
+        // `isHost`: the app holds the room's host token (it made the room on its own hub).
+        let host = self.is_own(&client).await && self.kept_host_token(&code).await.is_some();
         if let Value::Object(fields) = &mut value {
             fields.insert("hubUrl".into(), json!(self.public_url_of(&client).await));
+            fields.insert("isHost".into(), json!(host));
         }
         Ok(value)
     }
@@ -520,18 +560,45 @@ impl AppCore {
     ) -> Result<Vec<crate::protocol::stats::ParticipantDetails>, AppError> {
         let code = room_code(code)?;
         let client = self.client_for(&code).await?;
-        client.list_participant_details_as(&code, key).await.map_err(|e| AppError::from_client(&e, Some(&code)))
+        let key = self.key_for(&client, &code, key).await;
+        client
+            .list_participant_details_as(&code, key.as_deref())
+            .await
+            .map_err(|e| AppError::from_client(&e, Some(&code)))
     }
 
     pub async fn list_participants(&self, code: &str, key: Option<&str>) -> Result<Vec<Participant>, AppError> {
-        let client = self.client_for(code).await?;
-        client.list_participants_as(&room_code(code)?, key).await.map_err(|e| AppError::from_client(&e, Some(code)))
-    }
-
-    pub async fn delete_room(&self, code: &str, host_token: &str) -> Result<Value, AppError> {
         let code = room_code(code)?;
         let client = self.client_for(&code).await?;
-        client.delete_room(&code, host_token).await.map_err(|e| AppError::from_client(&e, Some(&code)))?;
+        let key = self.key_for(&client, &code, key).await;
+        client.list_participants_as(&code, key.as_deref()).await.map_err(|e| AppError::from_client(&e, Some(&code)))
+    }
+
+    /// Deletes room `code` with `host_token`, or, for a room this app made on its own hub, with
+    /// the token it keeps.
+    pub async fn delete_room(&self, code: &str, host_token: Option<&str>) -> Result<Value, AppError> {
+        let code = room_code(code)?;
+        let client = self.client_for(&code).await?;
+        let own = self.is_own(&client).await;
+        let token = match host_token.filter(|t| !t.is_empty()) {
+            Some(token) => Some(token.to_string()),
+            None if own => self.kept_host_token(&code).await,
+            None => None,
+        };
+        let Some(token) = token else {
+            return Err(
+                AppError::new("Only the room's host can delete it.").hint("This app doesn't hold its host token.")
+            );
+        };
+        client.delete_room(&code, &token).await.map_err(|e| AppError::from_client(&e, Some(&code)))?;
+        if own {
+            let (inner, code) = (self.inner.clone(), code.clone());
+            let _ = tokio::task::spawn_blocking(move || {
+                inner.secrets.forget_host_token(&code);
+                inner.secrets.forget(None, &code);
+            })
+            .await;
+        }
         self.inner.options.ui.changed();
         Ok(json!({ "success": true }))
     }
@@ -541,9 +608,9 @@ impl AppCore {
     pub async fn subscribe_room(&self, code: &str, key: Option<&str>) -> Result<(), AppError> {
         let code = room_code(code)?;
         let client = self.client_for(&code).await?;
-        let mut events = RoomEvents::new(&client, &code)
-            .map_err(|e| AppError::from_client(&e, Some(&code)))?
-            .with_key(key.map(str::to_string));
+        let key = self.key_for(&client, &code, key).await;
+        let mut events =
+            RoomEvents::new(&client, &code).map_err(|e| AppError::from_client(&e, Some(&code)))?.with_key(key);
         let token = CancellationToken::new();
         if let Some(old) = lock(&self.inner.subscriptions).insert(code.clone(), token.clone()) {
             old.cancel();
