@@ -1,6 +1,13 @@
 //! The tray icon and its menu: a status line (hub state and address, rooms, what is shared),
 //! "Share my Ollama", "Open Gambi", "Copy room URL" and "Quit". The icon shows a green dot while a
 //! share is live (Linux trays show no tooltips); the tooltip says the same where there is one.
+//!
+//! One reading of the share state draws the menu and the icon, one refresh at a time; each drawing
+//! that changes something is logged (`gambi::tray`, "tray drawn": the icon, the check mark and the
+//! status line), which is how the tests see what the tray shows besides its pixels.
+//!
+//! The icons are the window's logo (`ui/icon.svg`) drawn at 64 px; the live one adds the dot of
+//! `icons/tray-live.svg`.
 
 use tauri::image::Image;
 use tauri::menu::{CheckMenuItem, Menu, MenuItem, PredefinedMenuItem};
@@ -18,7 +25,8 @@ pub struct Tray<R: Runtime> {
     status: MenuItem<R>,
     share: CheckMenuItem<R>,
     copy: MenuItem<R>,
-    live: std::sync::Mutex<Option<bool>>,
+    /// What was drawn last: (live icon, check mark, status line).
+    shown: std::sync::Mutex<Option<(bool, bool, String)>>,
 }
 
 /// Builds the tray; the menu's actions are `on_action`'s to carry out.
@@ -44,13 +52,26 @@ pub fn create<R: Runtime>(
         ],
     )?;
     let icon = TrayIconBuilder::with_id("gambi")
+        // Linux trays read the icon from a file the tray writes at each change: a directory of
+        // this process's own, so another Gambi (another user's, a test's) never rewrites it.
+        .temp_dir_path(icon_dir())
         .icon(Image::from_bytes(IDLE_ICON)?)
         .tooltip("Gambi")
         .menu(&menu)
         .show_menu_on_left_click(true)
         .on_menu_event(move |app, event| on_action(app, event.id().as_ref()))
         .build(app)?;
-    Ok(Tray { icon, status, share, copy, live: std::sync::Mutex::new(None) })
+    Ok(Tray { icon, status, share, copy, shown: std::sync::Mutex::new(None) })
+}
+
+/// Where the tray writes its icon files: the session's runtime directory (or the temporary one),
+/// in a directory named after this process.
+fn icon_dir() -> std::path::PathBuf {
+    let base = std::env::var_os("XDG_RUNTIME_DIR")
+        .map(std::path::PathBuf::from)
+        .filter(|dir| dir.is_absolute())
+        .unwrap_or_else(std::env::temp_dir);
+    base.join(format!("gambi-tray-{}", std::process::id()))
 }
 
 impl<R: Runtime> Tray<R> {
@@ -59,17 +80,30 @@ impl<R: Runtime> Tray<R> {
     /// hub's, the menu's own actions); each reads the state under the lock, so the last to run
     /// shows the newest state and an older reading never repaints the icon after a newer one.
     pub fn refresh(&self, core: &AppCore) {
-        let mut shown = self.live.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
+        let mut shown = self.shown.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
         let (line, live, on) = status_line(core);
         let _ = self.status.set_text(&line);
+        // Set every time: clicking a check item toggles its mark by itself, before the share
+        // has changed (or when it does not).
         let _ = self.share.set_checked(on);
         let _ = self.copy.set_enabled(core.room_url().is_some());
         let _ = self.icon.set_tooltip(Some(format!("Gambi — {line}")));
-        if *shown != Some(live) {
+        let before = shown.as_ref().map(|(live, _, _)| *live);
+        if before != Some(live) {
             if let Ok(image) = Image::from_bytes(if live { LIVE_ICON } else { IDLE_ICON }) {
                 let _ = self.icon.set_icon(Some(image));
             }
-            *shown = Some(live);
+        }
+        let now = (live, on, line);
+        if shown.as_ref() != Some(&now) {
+            tracing::info!(
+                target: "gambi::tray",
+                icon = if now.0 { "live" } else { "idle" },
+                checked = now.1,
+                status = ?now.2,
+                "tray drawn"
+            );
+            *shown = Some(now);
         }
     }
 }
