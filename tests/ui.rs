@@ -469,7 +469,16 @@ async fn creating_a_room_through_the_form() {
         .await;
     assert_eq!(base, json!(format!("{}/rooms/{code}/v1", hub.url)));
     let invite = browser.js("return document.querySelector('#invite-text').value", vec![]).await;
-    assert!(invite.as_str().unwrap().contains(&code), "{invite}");
+    assert!(invite.as_str().unwrap().contains(&format!("{}/join/{code}", hub.url)), "the invite is a link: {invite}");
+
+    // In a browser tab the host token is shown once, with how to keep it (issue 12: "in a browser
+    // tab, it says how to keep it").
+    let panel = browser.text("#host-token-panel[data-kept=\"tab\"]").await;
+    assert!(panel.contains("keep it to delete the room later"), "{panel}");
+    assert!(panel.contains("password manager"), "{panel}");
+    assert!(panel.contains(&format!("gambi room delete {code} --host-token")), "{panel}");
+    browser.js("document.querySelector('#host-token-panel').scrollIntoView({ block: 'center' })", vec![]).await;
+    browser.screenshot("room-created-host-token.png").await;
 
     // The host token is kept for this tab: the room page offers to delete the room, and does.
     browser.element("#open-created-room").await.click().await;

@@ -110,9 +110,14 @@ async function refreshHealth() {
   if (!pill) return;
   try {
     const health = await backend.health();
-    show(pill, "ok", "dot dot-online", health && health.version ? `Hub running · v${health.version}` : "Hub running", "");
+    // In the app it is this computer's Gambi; in a browser, the hub that served the page.
+    const running = state.caps.share ? "Gambi is on" : "Hub running";
+    show(pill, "ok", "dot dot-online", health && health.version ? `${running} · v${health.version}` : running, "");
   } catch (err) {
-    show(pill, "down", "dot dot-offline", state.hub.state === "off" ? "Hub is off" : "Hub not answering", (err && err.message) || "");
+    const words = state.caps.share
+      ? state.hub.state === "off" ? "Gambi is off here" : "Gambi isn't answering"
+      : state.hub.state === "off" ? "Hub is off" : "Hub not answering";
+    show(pill, "down", "dot dot-offline", words, (err && err.message) || "");
   }
 }
 

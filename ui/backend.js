@@ -20,13 +20,14 @@
 //   list_rooms         —                                            RoomSummary[]   (as GET /v1/rooms `data`)
 //   create_room        { name: string, password: string|null }     { room: RoomSummary, hostId, hostToken }
 //   get_room           { code, password: string|null }              RoomSummary, with `stats` (as GET /v1/rooms/:code `data`)
-//                                                                    and `hubUrl`: the address others use for the hub holding it
+//                                                                    and `hubUrl`: the address others use for the hub holding it,
+//                                                                    `isHost`: the app keeps the room's host token (it made it)
 //   invite_qr          { code }                                     string: the SVG of the QR code of the room's invite
 //                                                                    link, http://HUB/join/CODE (hub::invite::qr_svg);
 //                                                                    optional: without it the Room screen shows no QR code
 //   list_participants  { code, password: string|null }              Participant[]   (as GET /v1/rooms/:code/participants `data`)
 //                                                                    (password: a protected room's password, or its host token)
-//   delete_room        { code, hostToken }                          { success: true }
+//   delete_room        { code, hostToken: string|null }             { success: true }  (null: the token the app keeps)
 //   subscribe_room     { code, password: string|null }              null — starts emitting "room-event" for that room
 //   unsubscribe_room   { code }                                     null
 //   share_status       —                                            ShareStatus
@@ -38,7 +39,8 @@
 //   share_now          { newRoom: bool }                            { shared: ShareStatus } | { pick: true }
 //                                                                    "Share my Ollama" in one click: the last room, or a
 //                                                                    new room on this app's hub (newRoom: always that);
-//                                                                    pick: rooms found on the LAN are to be offered first
+//                                                                    pick: rooms found on the LAN are to be offered first;
+//                                                                    while reconnecting: "Retry now", tries again at once
 //   stop_share         —                                            ShareStatus
 //   open_help          { page: "ollama"|"lmstudio" }                null — opens that download page in the system's browser
 //   discovered_hubs    —                                            [{ url, name?, version?, rooms: RoomSummary[] }]
@@ -52,6 +54,8 @@
 //
 // ShareStatus = { state: "off"|"starting"|"live"|"paused"|"reconnecting"|"error", hub?: url, code?: string,
 //                 roomName?: string, model?: string, participantId?: string, message?: sentence,
+//                 detail?: what failed in the software's words (a tooltip),
+//                 attempt?: number, retryInMs?: number (while reconnecting),
 //                 ownHub: bool (the room is on this app's hub) }
 // Settings    = { nickname, providerEndpoint: string|null, preferredModel: string|null,
 //                 hubExposure: "lan"|"loopback"|"off", hubPort: number, notifications: bool,

@@ -191,7 +191,7 @@ export function renderCreate(root, ctx) {
         }
       },
     },
-    el("div", { class: "field" }, el("label", { class: "label", for: "room-name" }, "Room name"), nameInput, el("p", { id: "room-name-help", class: "help" }, "Shown to everyone who opens the hub.")),
+    el("div", { class: "field" }, el("label", { class: "label", for: "room-name" }, "Room name"), nameInput, el("p", { id: "room-name-help", class: "help" }, ctx.caps.share ? "Shown to everyone on your network who opens Gambi." : "Shown to everyone who opens this hub.")),
     el(
       "div",
       { class: "field" },
@@ -212,5 +212,8 @@ export function renderCreate(root, ctx) {
       form,
     ),
   );
+  // Ready to type the name. (Moving between screens then puts focus on the title, for screen
+  // readers; opened straight on this screen, it stays here.)
+  nameInput.focus();
   return null;
 }

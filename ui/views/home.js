@@ -92,7 +92,7 @@ function browserShareNote(ctx) {
     el(
       "p",
       null,
-      "Sharing your Ollama or LM Studio, and finding other hubs on your network, happen in the Gambi desktop app. ",
+      "Sharing your Ollama or LM Studio, and finding other computers running Gambi on your network, happen in the Gambi desktop app. ",
       "From a terminal, this does the same:",
     ),
     codeBlock(`gambi participant join --hub ${hub} --room CODE --model llama3`, "share command"),
@@ -149,7 +149,32 @@ async function lanRooms() {
   }
 }
 
-const hubLabel = (hub) => hub.name || hub.url.replace(/^https?:\/\//, "");
+/** Another computer running Gambi, as people know it: its name ("Lab hub", "maya-desktop"). */
+export const hubLabel = (hub) => hub.name || hub.url.replace(/^https?:\/\//, "");
+
+/** "Retry now" for a share waiting to reconnect: it tries at once instead of waiting. */
+export function retryNowButton(slot) {
+  return el(
+    "button",
+    {
+      class: "btn btn-primary",
+      type: "button",
+      id: "retry-share",
+      onclick: async (e) => {
+        const button = e.currentTarget;
+        button.disabled = true;
+        try {
+          await backend.shareNow();
+          announce("Trying again now");
+        } catch (err) {
+          if (slot) slot.appendChild(errorBox(backend.asError(err)));
+        }
+        button.disabled = false;
+      },
+    },
+    "Retry now",
+  );
+}
 
 function shareCard(ctx) {
   const body = el("div", { class: "share-body" }, el("p", { class: "muted" }, "Checking…"));
@@ -229,14 +254,32 @@ function shareCard(ctx) {
     const words = { off: "Not sharing", starting: "Starting…", live: "Sharing", paused: "Paused", reconnecting: "Reconnecting…", error: "Stopped" };
     const dot = s.state === "live" ? "online" : s.state === "off" ? "offline" : "busy";
     const lanFirst = !remembered && picks.childElementCount > 0;
+    const stop = el(
+      "button",
+      {
+        class: "btn",
+        type: "button",
+        onclick: async () => {
+          try {
+            show(await backend.stopShare());
+            announce("Sharing stopped");
+          } catch (err) {
+            body.appendChild(errorBox(backend.asError(err)));
+          }
+        },
+      },
+      "Stop sharing",
+    );
     replaceChildren(
       body,
       el("p", { class: "share-state" }, el("span", { class: `dot dot-${dot}`, "aria-hidden": "true" }), words[s.state] || s.state),
       s.state !== "off" && s.code
         ? el("p", null, "Room ", el("a", { href: `#/room/${encodeURIComponent(s.code)}` }, s.roomName || s.code), s.model ? ` · ${s.model}` : "")
         : null,
-      s.message ? el("p", { class: "muted" }, s.message) : null,
-      s.state === "off" || s.state === "error"
+      s.message ? el("p", { class: "muted share-message", title: s.detail || null }, s.message) : null,
+      s.state === "reconnecting"
+        ? el("div", { class: "actions" }, retryNowButton(body), stop)
+        : s.state === "off" || s.state === "error"
         ? el(
             "button",
             {
@@ -252,22 +295,7 @@ function shareCard(ctx) {
             icon("share"),
             lanFirst ? "Share into a new room on this computer" : "Share my Ollama",
           )
-        : el(
-            "button",
-            {
-              class: "btn",
-              type: "button",
-              onclick: async () => {
-                try {
-                  show(await backend.stopShare());
-                  announce("Sharing stopped");
-                } catch (err) {
-                  body.appendChild(errorBox(backend.asError(err)));
-                }
-              },
-            },
-            "Stop sharing",
-          ),
+          : stop,
     );
   };
   backend.shareStatus().then(
@@ -305,11 +333,11 @@ function shareCard(ctx) {
 }
 
 function lanCard(ctx) {
-  const list = el("div", { class: "lan-body" }, el("p", { class: "muted" }, "Looking for hubs…"));
+  const list = el("div", { class: "lan-body" }, el("p", { class: "muted" }, "Looking for other computers running Gambi…"));
   const section = el(
     "section",
     { class: "panel", "aria-labelledby": "lan-title" },
-    el("h2", { id: "lan-title", class: "panel-title" }, icon("wifi"), "Hubs on your network"),
+    el("h2", { id: "lan-title", class: "panel-title" }, icon("wifi"), "Gambi on your network"),
     list,
   );
   const load = async () => {
@@ -317,7 +345,7 @@ function lanCard(ctx) {
       const [hubs, share] = await Promise.all([backend.discoveredHubs(), backend.shareStatus().catch(() => ({ state: "off" }))]);
       const sharing = share && ["live", "starting", "paused", "reconnecting"].includes(share.state);
       if (!hubs.length) {
-        replaceChildren(list, el("p", { class: "muted" }, "No other hubs found yet. They appear here when someone on your network runs Gambi."));
+        replaceChildren(list, el("p", { class: "muted" }, "No other computer running Gambi found yet. They appear here when someone on your network opens Gambi."));
         return;
       }
       replaceChildren(
@@ -329,7 +357,7 @@ function lanCard(ctx) {
             el(
               "li",
               { class: "lan-hub" },
-              el("p", { class: "lan-hub-name" }, hub.name || hub.url, hub.name ? el("span", { class: "muted mono small" }, ` ${hub.url}`) : null),
+              el("p", { class: "lan-hub-name", title: hub.url }, hubLabel(hub), hub.name ? el("span", { class: "muted small" }, ` · ${hub.url.replace(/^https?:\/\//, "")}`) : null),
               (hub.rooms || []).length
                 ? el(
                     "ul",

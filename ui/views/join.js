@@ -3,7 +3,7 @@
 
 import * as backend from "../backend.js";
 import { announce, codeBlock, el, errorBox, gib, icon, replaceChildren } from "../dom.js";
-import { shareInOneClick, shareInto } from "./home.js";
+import { hubLabel, retryNowButton, shareInOneClick, shareInto } from "./home.js";
 
 // A hub picked on Home ("Join" on a room found on the LAN), for the next render of this screen.
 let pendingHub = null;
@@ -20,6 +20,11 @@ function shellWord(value) {
 
 function field(id, label, input, help) {
   return el("div", { class: "field" }, el("label", { class: "label", for: id }, label), input, help ? el("p", { class: "help", id: `${id}-help` }, help) : null);
+}
+
+function wide(node) {
+  node.classList.add("field-wide");
+  return node;
 }
 
 function codeInput(initial) {
@@ -120,6 +125,7 @@ function renderBrowser(root, ctx) {
 
 function renderApp(root, ctx) {
   const hubSelect = el("select", { id: "join-hub", class: "input" }, el("option", { value: "" }, "This computer"));
+  const shortUrl = (url) => url.replace(/^https?:\/\//, "");
   const code = codeInput(backend.normalizeCode(ctx.params[0] || ""));
   const password = el("input", { id: "join-password", class: "input", type: "password", autocomplete: "current-password" });
   const nickname = el("input", { id: "join-nickname", class: "input", autocomplete: "nickname", required: true });
@@ -217,7 +223,7 @@ function renderApp(root, ctx) {
                     },
                   },
                   icon("share"),
-                  `Share into ${room.name} on ${hub.name || hub.url.replace(/^https?:\/\//, "")}`,
+                  `Share into ${room.name} on ${hubLabel(hub)}`,
                   room.passwordProtected ? el("span", { class: "sr-only" }, " (needs its password)") : null,
                 ),
               ),
@@ -259,8 +265,9 @@ function renderApp(root, ctx) {
       el(
         "div",
         { class: "panel" },
-        el("p", { class: "share-state" }, el("span", { class: `dot dot-${dot}`, "aria-hidden": "true" }), words[s.state] || s.state, s.code ? ` · room ${s.code}` : "", s.model ? ` · ${s.model}` : ""),
-        s.message ? el("p", { class: "muted" }, s.message) : null,
+        el("p", { class: "share-state" }, el("span", { class: `dot dot-${dot}`, "aria-hidden": "true" }), words[s.state] || s.state, s.code ? ` · ${s.roomName || `room ${s.code}`}` : "", s.model ? ` · ${s.model}` : ""),
+        s.message ? el("p", { class: "muted share-message", title: s.detail || null }, s.message) : null,
+        s.state === "reconnecting" ? retryNowButton(statusSlot) : null,
         s.state !== "error"
           ? el(
               "button",
@@ -327,7 +334,7 @@ function renderApp(root, ctx) {
     el(
       "div",
       { class: "form-grid" },
-      field("join-hub", "Hub", hubSelect, "Hubs found on your network appear here."),
+      wide(field("join-hub", "Where the room is", hubSelect, "Other computers running Gambi on your network appear here.")),
       field("join-code", "Room code", code),
       field("join-password", "Password", password, "Only if the room has one."),
       field("join-nickname", "Nickname", nickname),
@@ -353,7 +360,7 @@ function renderApp(root, ctx) {
   backend
     .discoveredHubs()
     .then((hubs) => {
-      for (const hub of hubs) hubSelect.appendChild(el("option", { value: hub.url }, hub.name ? `${hub.name} (${hub.url})` : hub.url));
+      for (const hub of hubs) hubSelect.appendChild(el("option", { value: hub.url, title: hub.url }, hub.name ? `${hub.name} · ${shortUrl(hub.url)}` : shortUrl(hub.url)));
       if (wantedHub) hubSelect.value = wantedHub;
     })
     .catch(() => {});

@@ -69,9 +69,9 @@ function specsList(p) {
 
 function connectionBadge(p) {
   const c = p.connection || {};
-  if (c.kind === "direct") return el("span", { class: "badge", title: "This hub calls its model server at its address" }, "by address");
+  if (c.kind === "direct") return el("span", { class: "badge", title: "Gambi calls its model server at its address" }, "by address");
   if (c.connected) return null;
-  return el("span", { class: "badge badge-warn", title: "Its link to this hub is down: the room can't send it requests until it's back" }, "not connected");
+  return el("span", { class: "badge badge-warn", title: "Its link to the room is down: the room can't send it requests until it's back" }, "not connected");
 }
 
 /** "Served 2 requests · last by 192.168.1.7, 2 min ago", from the hub's counters. */
@@ -253,7 +253,7 @@ export function renderRoom(root, ctx) {
 
   const stats = {
     online: statTile("Sharing", "stat-online", "Participants that can take requests now, of all the participants in the room"),
-    requests: statTile("Requests", "stat-requests", "Requests this room has served since its hub started"),
+    requests: statTile("Requests", "stat-requests", "Requests this room has served, counted since Gambi started on the computer that holds the room"),
     ttft: statTile("Avg. first token", "stat-ttft", "How long a request waits for the first word of its answer, on average over the last 5 minutes"),
     tps: statTile("Avg. speed", "stat-tps", "How fast answers are written, in tokens (pieces of words) per second, on average over the last 5 minutes"),
   };
@@ -470,7 +470,7 @@ export function renderRoom(root, ctx) {
           addLog(at, event.type, `${data.nickname} ${words[data.status] || `is ${data.status}`}`);
           if (before.status === "offline") announce(`${data.nickname} is back online`);
         } else {
-          addLog(at, event.type, `${data.nickname} updated`);
+          addLog(at, event.type, `${data.nickname}'s details changed`);
         }
         return;
       }
@@ -653,7 +653,7 @@ export function renderRoom(root, ctx) {
         { class: "narrow" },
         el("a", { class: "back", href: "#/" }, icon("arrowLeft"), "All rooms"),
         el("h1", { class: "page-title", tabindex: "-1" }, "Room ", code),
-        errorBox({ message, hint: room ? null : hint }, el("p", null, el("a", { href: "#/" }, "See the rooms on this hub"))),
+        errorBox({ message, hint: room ? null : hint }, el("p", null, el("a", { href: "#/" }, ctx.caps.share ? "See the rooms on this computer" : "See the rooms on this hub"))),
       ),
     );
   }
