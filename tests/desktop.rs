@@ -1635,9 +1635,123 @@ fn the_sharers_journeys_are_one_click_each_in_the_real_app() {
     });
     assert!(rooms_of(&hub).is_empty(), "no room made on Leo's computer");
     assert_eq!(journey.clicks - before, 1, "sharing into a room found on the LAN");
+    // The Share screen, with the room's place picked by name (it was cut in a narrow field).
+    click_nav(&desktop, 390);
+    desktop.screenshot(&screenshot_dir().join("journey-3-share-screen.png"));
     eprintln!("clicks: {} for the three journeys (first share, move, share into a found room)", journey.clicks);
     desktop.quit(&config, &mut app, &log);
     drop(lab);
+    block(fake.stop());
+}
+
+/// Pixels of `colour` (within a small fuzz) in the window's part of `shot` (980×700 at the top
+/// left of the screen).
+fn window_pixels_of(shot: &Path, colour: &str) -> u64 {
+    let out = Command::new("convert")
+        .arg(shot)
+        .args(["-crop", "980x700+0+0", "+repage", "-fuzz", "6%", "-fill", "black", "+opaque", colour])
+        .args(["-fill", "white", "-opaque", colour, "-format", "%[fx:int(mean*w*h+0.5)]", "info:"])
+        .output()
+        .expect("ImageMagick's convert");
+    String::from_utf8_lossy(&out.stdout).trim().parse().unwrap_or(0)
+}
+
+/// Clicks the window's top-bar link at `x` (the window sits at the top left of the screen).
+fn click_nav(desktop: &Desktop, x: i64) {
+    xdotool(&desktop.display, &["mousemove", &x.to_string(), "27", "click", "1"]);
+    std::thread::sleep(Duration::from_millis(1500));
+}
+
+/// Issue 12, in the real app under Xvfb: a room made in the app says "You host this room" and asks
+/// nothing to be kept (no warning panel: the app keeps the host token); a share whose hub went away
+/// shows "Retry now", which tries again at once; and once the hub is back the share is live again
+/// without waiting out its backoff.
+#[test]
+fn the_app_keeps_the_host_token_of_a_new_room_and_retry_now_retries_a_lost_share() {
+    let desktop = match Desktop::start() {
+        Ok(desktop) => desktop,
+        Err(reason) => {
+            eprintln!("SKIPPED: no X server could be started here: {reason}");
+            return;
+        }
+    };
+    let fake = block(FakeProvider::start(ollama()));
+    let dir = tempfile::tempdir().unwrap();
+    let state = dir.path().join("lab.json");
+    let lab_port = free_port();
+    let lab = format!("http://127.0.0.1:{lab_port}");
+    let mut lab_hub = HubProcess::start(lab_port, &state);
+    let lab_code = create_room(&lab, json!({ "name": "Lab GPUs" }));
+    let port = free_port();
+    let config = dir.path().join("config");
+    // A returning person who shares into Lab GPUs when Gambi starts; the window opens on Create.
+    write_settings(
+        &config.join("dev.gambi.desktop"),
+        json!({
+            "nickname": "Ana", "hubExposure": "loopback", "hubPort": port, "notifications": false,
+            "shareOnStart": true, "rooms": [{ "hub": lab, "code": lab_code, "name": "Lab GPUs" }],
+        }),
+    );
+    let log = dir.path().join("app.log");
+    let mut app = desktop
+        .command(&config)
+        .arg("--show")
+        .env("GAMBI_WINDOW_ROUTE", "/create")
+        .env("OLLAMA_HOST", &fake.url)
+        .stdout(Stdio::null())
+        .stderr(std::fs::File::create(&log).unwrap())
+        .spawn()
+        .unwrap();
+    let hub = format!("http://127.0.0.1:{port}");
+    eventually(Duration::from_secs(60), "the app's hub answers", || {
+        block(async { http().get(format!("{hub}/v1/health")).send().await.is_ok_and(|r| r.status() == 200) })
+    });
+    eventually(Duration::from_secs(30), "the share into Lab GPUs is live", || online_in(&lab, &lab_code) == 1);
+
+    // A room made in the app: typed into the name field the Create screen starts in.
+    let shot = screenshot_dir().join("desktop-create.png");
+    desktop.screenshot_until(&shot, 1000, Duration::from_secs(40));
+    xdotool(&desktop.display, &["type", "--delay", "40", "Book club"]);
+    xdotool(&desktop.display, &["key", "Return"]);
+    eventually(Duration::from_secs(20), "the room is made on this computer", || {
+        rooms_of(&hub).iter().any(|(_, name)| name == "Book club")
+    });
+    let shot = screenshot_dir().join("desktop-room-created.png");
+    std::thread::sleep(Duration::from_secs(2));
+    // Down to the host token's panel, at the end of the page.
+    xdotool(&desktop.display, &["key", "End"]);
+    std::thread::sleep(Duration::from_secs(1));
+    desktop.screenshot(&shot);
+    // The warning colour of the browser tab's "keep it" panel is nowhere: nothing to keep here.
+    let warning = window_pixels_of(&shot, "#b7791f");
+    assert_eq!(warning, 0, "a warning on the app's new room; see {}", shot.display());
+
+    // The hub of Lab GPUs goes away: Home's share card offers "Retry now".
+    click_nav(&desktop, 180);
+    lab_hub.child.kill().unwrap();
+    lab_hub.child.wait().unwrap();
+    eventually(Duration::from_secs(30), "the share waits 4 s between attempts", || {
+        std::fs::read_to_string(&log).unwrap_or_default().contains("attempt=3 retry_in=4s")
+    });
+    let attempts =
+        || std::fs::read_to_string(&log).unwrap_or_default().matches("share interrupted; reconnecting").count();
+    let before = attempts();
+    let mut journey = Journey { desktop: &desktop, clicks: 0 };
+    journey.click_lowest_primary("desktop-share-lost.png", "Retry now", 100);
+    eventually(Duration::from_millis(2500), "Retry now tries again at once", || {
+        let text = std::fs::read_to_string(&log).unwrap_or_default();
+        text.contains("retrying now, as asked") && attempts() > before
+    });
+
+    // Back: live again within seconds, whatever the wait had grown to.
+    let _lab_hub = HubProcess::start(lab_port, &state);
+    let back = Instant::now();
+    eventually(Duration::from_secs(10), "the share is live again", || online_in(&lab, &lab_code) == 1);
+    eprintln!("Lab GPUs' hub was back: the share was live {:?} later", back.elapsed());
+    let shot = screenshot_dir().join("desktop-home-sharing.png");
+    std::thread::sleep(Duration::from_secs(2));
+    desktop.screenshot(&shot);
+    desktop.quit(&config, &mut app, &log);
     block(fake.stop());
 }
 

@@ -172,6 +172,7 @@ export function retryNowButton(slot) {
         button.disabled = false;
       },
     },
+    icon("refresh"),
     "Retry now",
   );
 }

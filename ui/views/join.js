@@ -192,15 +192,27 @@ function renderApp(root, ctx) {
   };
 
   // One click: a room found on the LAN, or a new room on this computer.
+  let pickerKey = null;
   const loadPicker = async () => {
     let hubs = [];
+    let share = { state: "off" };
     try {
-      hubs = await backend.discoveredHubs();
+      [hubs, share] = await Promise.all([backend.discoveredHubs(), backend.shareStatus().catch(() => ({ state: "off" }))]);
     } catch (_) {
       hubs = [];
     }
+    const sharing = ["starting", "live", "paused", "reconnecting"].includes(share && share.state);
     const choices = [];
-    for (const hub of hubs) for (const room of hub.rooms || []) choices.push({ hub, room });
+    for (const hub of hubs) {
+      for (const room of hub.rooms || []) {
+        // Not the room this computer already shares into.
+        if (!(sharing && share.code === room.code && share.hub === hub.url)) choices.push({ hub, room });
+      }
+    }
+    // Drawn again only when what it offers changes.
+    const key = JSON.stringify([sharing, choices.map(({ hub, room }) => [hub.url, room.code, room.name])]);
+    if (key === pickerKey) return;
+    pickerKey = key;
     replaceChildren(
       picker,
       el("h2", { id: "pick-title", class: "panel-title" }, icon("share"), "Share in one click"),
@@ -223,7 +235,7 @@ function renderApp(root, ctx) {
                     },
                   },
                   icon("share"),
-                  `Share into ${room.name} on ${hubLabel(hub)}`,
+                  sharing ? `Move my share to ${room.name} on ${hubLabel(hub)}` : `Share into ${room.name} on ${hubLabel(hub)}`,
                   room.passwordProtected ? el("span", { class: "sr-only" }, " (needs its password)") : null,
                 ),
               ),
@@ -371,9 +383,13 @@ function renderApp(root, ctx) {
     })
     .catch(() => {});
   backend.shareStatus().then(showStatus, () => {});
-  const stop = backend.onShareStatus(showStatus);
+  const offerPicker = !backend.normalizeCode(ctx.params[0] || "");
+  const stop = backend.onShareStatus((s) => {
+    showStatus(s);
+    if (offerPicker) loadPicker();
+  });
   loadModels();
-  if (!backend.normalizeCode(ctx.params[0] || "")) loadPicker();
+  if (offerPicker) loadPicker();
   return () => {
     clearTimeout(modelRetry);
     stop();

@@ -432,10 +432,10 @@ export function renderRoom(root, ctx) {
 
   // -- Event log
 
-  const addLog = (at, type, text) => {
+  const addLog = (at, type, text, help = null) => {
     logEmpty.hidden = true;
     log.insertBefore(
-      el("li", { class: "log-item", dataset: { type } }, el("time", { class: "mono small muted", datetime: new Date(at).toISOString() }, clockTime(at)), el("span", { class: "log-type small" }, LOG_WORDS[type] || "Event"), el("span", { class: "log-text" }, text)),
+      el("li", { class: "log-item", dataset: { type } }, el("time", { class: "mono small muted", datetime: new Date(at).toISOString() }, clockTime(at)), el("span", { class: "log-type small" }, LOG_WORDS[type] || "Event"), el("span", { class: "log-text", title: help }, text)),
       log.firstChild,
     );
     while (log.children.length > MAX_LOG) log.lastChild.remove();
@@ -505,7 +505,7 @@ export function renderRoom(root, ctx) {
           const m = data.metrics || {};
           const bits = [`${nameOf(data.participantId)} answered`, `first token ${millis(m.ttftMs)}`];
           if (typeof m.tokensPerSecond === "number") bits.push(perSecond(m.tokensPerSecond));
-          addLog(at, event.type, bits.join(" · "));
+          addLog(at, event.type, bits.join(" · "), "First token: how long the request waited for the first word of its answer. tok/s: how fast the answer was written, in tokens (pieces of words) per second.");
         }
         refreshStats();
         return;
