@@ -417,6 +417,9 @@ fn stats_of(p: &ParticipantTally, now: u64) -> ParticipantStats {
 /// `map_err`. A room that does not exist has no activity to show it in.
 pub fn rejected(hub: &Hub, code: &str, model: &str, error: HubError) -> HubError {
     if !matches!(error, HubError::RoomNotFound { .. }) {
+        // The model is the client's text, of any length: the room's recent events keep a short one.
+        let model = clipped(model, MODEL_SHOWN);
+        let model = model.as_str();
         let kind = EventKind::LlmRejected {
             request_id: super::request_id::current(),
             model: model.to_string(),
@@ -430,6 +433,18 @@ pub fn rejected(hub: &Hub, code: &str, model: &str, error: HubError) -> HubError
         hub.registry().bus().publish(code, kind);
     }
     error
+}
+
+/// The most of a refused request's `model` its event repeats (model names are short; a client may
+/// send anything).
+const MODEL_SHOWN: usize = 120;
+
+/// `text` cut to `max` characters, with "…" where it was cut.
+fn clipped(text: &str, max: usize) -> String {
+    match text.char_indices().nth(max) {
+        Some((at, _)) => format!("{}…", &text[..at]),
+        None => text.to_string(),
+    }
 }
 
 /// What happened to a refused request, in the words of the room's activity: participants by
@@ -667,6 +682,9 @@ mod tests {
         let away = HubError::ParticipantUnavailable { id: "w-2".into(), reason: "it is offline".into() };
         assert_eq!(say("w-2", away), "w-2 couldn't take it: it is offline.");
         assert!(say("*", HubError::ShuttingDown).ends_with('.'));
+        assert_eq!(clipped("llama3", 120), "llama3");
+        let long = "é".repeat(1000);
+        assert_eq!(clipped(&long, 120).chars().count(), 121, "120 characters and the ellipsis");
     }
 
     #[test]

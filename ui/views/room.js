@@ -19,9 +19,9 @@ import {
   replaceChildren,
   statusDot,
 } from "../dom.js";
+import { liveActivity } from "./activity.js";
 import { baseUrl } from "./create.js";
 
-const MAX_REQUESTS = 50;
 const MAX_LOG = 100;
 const STATUS_WORDS = { online: "Online", busy: "Busy", paused: "Paused", offline: "Offline" };
 
@@ -213,7 +213,6 @@ export function renderRoom(root, ctx) {
   const code = backend.normalizeCode(ctx.params[0]);
   const participants = new Map();
   const touched = new Map(); // participant id -> event sequence number that last changed it
-  const requests = new Map(); // request id -> { at, participantId, model, state, metrics, error, row }
   let eventSeq = 0;
   // Each try of a protected room's password is answered once: the list and the stream both refuse
   // a wrong one, and the second refusal must not wipe what the person has started typing.
@@ -244,8 +243,6 @@ export function renderRoom(root, ctx) {
     el("p", { class: "muted" }, "Share a model from the Gambi app, or with the command on the ", el("a", { href: `#/join/${code}` }, "Share a model"), " page."),
   );
   const invite = el("section", { class: "panel", "aria-labelledby": "invite-title" });
-  const activityBody = el("tbody", { id: "activity-rows" });
-  const activityEmpty = el("p", { class: "muted activity-empty" }, "Requests to the room appear here as they happen.");
   const log = el("ol", { class: "log", id: "event-log" });
   const logEmpty = el("p", { class: "muted" }, "Waiting for events…");
   const connect = el("div", { class: "connect" });
@@ -262,6 +259,7 @@ export function renderRoom(root, ctx) {
     const p = participants.get(id);
     return p ? p.nickname : id;
   };
+  const activity = liveActivity(nameOf);
 
   // -- Participants
 
@@ -325,8 +323,8 @@ export function renderRoom(root, ctx) {
       return;
     }
     // A hub that keeps no counters: what this page has seen is all there is, and it says so.
-    const done = [...requests.values()].filter((r) => r.state === "done" && r.metrics);
-    stats.requests.value.textContent = String(requests.size);
+    const done = activity.answered();
+    stats.requests.value.textContent = String(activity.seen());
     stats.requests.node.title = "Requests seen since this page opened";
     const avg = (xs) => (xs.length ? xs.reduce((a, b) => a + b, 0) / xs.length : null);
     const ttft = avg(done.map((r) => r.metrics.ttftMs).filter((x) => typeof x === "number"));
@@ -358,75 +356,10 @@ export function renderRoom(root, ctx) {
     }, delay);
   };
 
-  // What went wrong with a request, in a sentence: on a row of its own under the request, across
-  // the whole table, so it reads as a sentence and not one word per line in a narrow column.
-  const failureSentence = (r) => {
-    if (r.state === "rejected") return r.error || "The room couldn't send it to anyone.";
-    if (r.state !== "error") return null;
-    return `${nameOf(r.participantId)} couldn't answer: ${r.error || "it failed"}${/[.!?]$/.test(r.error || "") ? "" : "."}`;
-  };
-
-  const requestRow = (r) => {
-    const m = r.metrics || {};
-    const result = {
-      pending: () => el("span", { class: "badge badge-busy" }, "running"),
-      done: () => el("span", { class: "badge badge-ok" }, "done"),
-      rejected: () => el("span", { class: "badge badge-bad", title: "The room didn't send it to anyone" }, "refused"),
-    }[r.state];
-    const tokens = typeof m.outputTokens === "number" ? String(m.outputTokens) : "—";
-    const sentence = failureSentence(r);
-    const who =
-      r.state === "rejected"
-        ? el("td", { class: "who muted" }, "No one")
-        : el("td", { class: "who", title: `Participant id: ${r.participantId}` }, nameOf(r.participantId));
-    const row = el(
-      "tr",
-      { class: sentence ? "has-note" : null, dataset: { requestId: r.id, state: r.state } },
-      el("td", { class: "mono small" }, clockTime(r.at)),
-      who,
-      el("td", { class: "caller mono small" }, r.caller || "—"),
-      el("td", { class: "mono small model" }, r.model || "—"),
-      el("td", null, result ? result() : el("span", { class: "badge badge-bad" }, "failed")),
-      el("td", { class: "num ttft" }, r.state === "done" ? millis(m.ttftMs) : "—"),
-      el("td", { class: "num tps" }, r.state === "done" ? perSecond(m.tokensPerSecond) : "—"),
-      el("td", { class: "num" }, tokens),
-      el("td", { class: "num" }, r.state === "done" ? millis(m.durationMs) : "—"),
-    );
-    const note = sentence
-      ? el("tr", { class: "row-note", dataset: { noteFor: r.id } }, el("td", { colspan: "9" }, el("span", { class: "error-text" }, sentence)))
-      : null;
-    if (r.note) r.note.remove();
-    if (r.row && r.row.parentNode) r.row.replaceWith(row);
-    else activityBody.insertBefore(row, activityBody.firstChild);
-    if (note) row.after(note);
-    r.row = row;
-    r.note = note;
-  };
-
-  const forgetOldRequests = () => {
-    while (requests.size > MAX_REQUESTS) {
-      const [oldest] = requests.keys();
-      const gone = requests.get(oldest);
-      if (gone.row) gone.row.remove();
-      if (gone.note) gone.note.remove();
-      requests.delete(oldest);
-    }
-  };
-
+  /** Shows an llm.request / llm.complete / llm.error in the activity; `change` updates it. */
   const trackRequest = (data, at, change) => {
-    const id = String(data.requestId || `${at}-${data.participantId}`);
-    let r = requests.get(id);
-    if (!r) {
-      r = { id, at, participantId: data.participantId, model: data.model, caller: null, state: "pending", row: null, note: null };
-      requests.set(id, r);
-      // The hub has counted it already; show it now, and let the next read of the counters confirm.
-      if (hubStats) hubStats.requests = (hubStats.requests || 0) + 1;
-      forgetOldRequests();
-    }
-    if (typeof data.caller === "string") r.caller = data.caller;
-    change(r);
-    requestRow(r);
-    activityEmpty.hidden = true;
+    // The hub has counted a new one already; show it now, and let the next read confirm.
+    if (activity.track(data, at, change) && hubStats) hubStats.requests = (hubStats.requests || 0) + 1;
     updateStats();
   };
 
@@ -521,22 +454,7 @@ export function renderRoom(root, ctx) {
       case "llm.rejected": {
         // Refused before anyone was asked (no one serves the model, everyone is busy): not served,
         // so not counted, but shown with the hub's sentence.
-        const id = String(data.requestId || `${at}-rejected`);
-        const r = {
-          id,
-          at,
-          participantId: null,
-          model: typeof data.model === "string" ? data.model : null,
-          caller: typeof data.caller === "string" ? data.caller : null,
-          state: "rejected",
-          error: typeof data.message === "string" ? data.message : null,
-          row: null,
-          note: null,
-        };
-        requests.set(id, r);
-        forgetOldRequests();
-        requestRow(r);
-        activityEmpty.hidden = true;
+        const r = activity.rejected(data, at);
         const from = r.caller ? ` from ${r.caller}` : "";
         addLog(at, event.type, `A request for ${r.model || "a model"}${from} was turned away. ${r.error || "No one could take it."}`);
         return;
@@ -716,34 +634,6 @@ export function renderRoom(root, ctx) {
 
   // -- Layout
 
-  const activityTable = el(
-    "div",
-    { class: "table-wrap" },
-    el(
-      "table",
-      { class: "activity", id: "activity" },
-      el("caption", { class: "sr-only" }, "Recent requests, newest first"),
-      el(
-        "thead",
-        null,
-        el(
-          "tr",
-          null,
-          el("th", { scope: "col" }, "Time"),
-          el("th", { scope: "col" }, "Participant"),
-          el("th", { scope: "col", title: "The address the request came from" }, "Caller"),
-          el("th", { scope: "col" }, "Model"),
-          el("th", { scope: "col" }, "Result"),
-          el("th", { scope: "col", class: "num" }, el("abbr", { title: "How long the request waited for the first word of its answer" }, "First token")),
-          el("th", { scope: "col", class: "num" }, el("abbr", { title: "Tokens (pieces of words) written per second" }, "Speed")),
-          el("th", { scope: "col", class: "num" }, "Tokens"),
-          el("th", { scope: "col", class: "num" }, "Duration"),
-        ),
-      ),
-      activityBody,
-    ),
-  );
-
   replaceChildren(
     root,
     el("a", { class: "back", href: "#/" }, icon("arrowLeft"), "All rooms"),
@@ -772,7 +662,7 @@ export function renderRoom(root, ctx) {
       ),
     ),
     // The whole width: nine columns fit a 980-pixel window without scrolling sideways.
-    el("section", { class: "panel", "aria-labelledby": "activity-title", id: "activity-panel" }, el("h2", { id: "activity-title", class: "panel-title" }, icon("cpu"), "Live activity"), activityTable, activityEmpty),
+    el("section", { class: "panel", "aria-labelledby": "activity-title", id: "activity-panel" }, el("h2", { id: "activity-title", class: "panel-title" }, icon("cpu"), "Live activity"), activity.table, activity.empty),
     el("section", { class: "panel", "aria-labelledby": "connect-title" }, el("h2", { id: "connect-title", class: "panel-title" }, icon("terminal"), "Call this room from code"), connect),
   );
   listEmpty.hidden = true;
