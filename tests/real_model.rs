@@ -11,8 +11,8 @@
 //! for chat, one with `--embeddings`) and their two shares on a thread of their own, kept alive
 //! for as long as the test binary runs, and every test of the module uses that room. Each process
 //! runs under `setpriv --pdeathsig KILL`, tied to that thread, so none outlives the test binary
-//! even though the shared room is never dropped. A test that needs a server to itself (its log
-//! must be its own) starts a [`LlamaServer`] of its own, killed when dropped.
+//! even though the shared room is never dropped. A test may still start a [`LlamaServer`] of its
+//! own, killed when dropped.
 //!
 //! Tests for the surfaces being added to the hub (embeddings, completions, messages, the Ollama
 //! API) take the same room: `room.embed_share` already serves `--embeddings`.
@@ -28,7 +28,7 @@ use gambi::participant::{ParticipantSession, SessionOptions};
 use serde_json::{json, Value};
 
 use crate::tunnel::python;
-use crate::util::{call, http, BinHub, Sse, TestHub, BIN};
+use crate::util::{call, http, BinHub, Sse, BIN};
 
 /// The model name the chat server answers to (`--alias`).
 pub const CHAT_MODEL: &str = "smollm2";
@@ -199,11 +199,6 @@ impl LlamaServer {
     /// Everything the server logged so far.
     pub fn log(&self) -> String {
         self.daemon.log()
-    }
-
-    /// Waits until the server's log holds `needle`.
-    pub async fn logged(&mut self, needle: &str, within: Duration) -> Result<String, String> {
-        self.daemon.logged(needle, within).await
     }
 }
 
@@ -470,42 +465,38 @@ async fn responses_through_the_room_native_and_translated_with_a_real_model() {
 }
 
 /// A client that goes away mid-stream cancels the generation on the real server: llama-server
-/// logs the cancelled task and stops long before the tokens asked for.
+/// logs the cancelled task, and the task stops long before the tokens asked for.
 #[tokio::test(flavor = "multi_thread")]
 async fn a_client_dropping_a_real_stream_cancels_the_generation_on_llama_server() {
-    // A server of its own: its log must speak of this test's task only.
-    let mut server = LlamaServer::start(CHAT_MODEL, &[]).await.unwrap();
-    let hub = TestHub::start().await;
-    let (code, _) = hub.room("cancel", None).await;
-    let share = Share::start(&hub.url, &code, "llama-cancel", &server).await.unwrap();
+    const CANCEL: &str = "cancel task, id_task = ";
+    let room = RealRoom::shared().await;
+    let cancels_before = room.chat.log().matches(CANCEL).count();
 
     const ASKED: u64 = 400;
-    let body = json!({"model": "llama-cancel", "stream": true, "max_tokens": ASKED, "temperature": 0,
+    let body = json!({"model": CHAT_ID, "stream": true, "max_tokens": ASKED, "temperature": 0,
                       "messages": [{"role": "user", "content": "Tell a very long story about the sea."}]});
-    let res = reqwest::Client::new()
-        .post(hub.at(&format!("/rooms/{code}/v1/chat/completions")))
-        .json(&body)
-        .send()
-        .await
-        .unwrap();
+    let res =
+        reqwest::Client::new().post(format!("{}/chat/completions", room.base())).json(&body).send().await.unwrap();
     assert_eq!(res.status(), 200);
     let mut stream = res.bytes_stream();
     let mut deltas = 0;
     let mut seen = String::new();
-    let deadline = Instant::now() + Duration::from_secs(60);
     while deltas < 3 {
-        assert!(Instant::now() < deadline, "no tokens streamed: {seen}");
-        let chunk = tokio::time::timeout(Duration::from_secs(60), stream.next()).await.unwrap().unwrap().unwrap();
+        let chunk = tokio::time::timeout(Duration::from_secs(60), stream.next()).await;
+        let chunk = chunk.ok().flatten().and_then(Result::ok);
+        let chunk = chunk.unwrap_or_else(|| panic!("the stream ended before 3 tokens: {seen}\n{}", room.logs()));
         let text = String::from_utf8_lossy(&chunk);
         deltas += text.matches(r#""delta":{"content":"#).count();
         seen.push_str(&text);
     }
-    assert!(!server.log().contains("cancel task"), "nothing cancelled yet");
     drop(stream);
 
-    let cancelled = server.logged("cancel task", Duration::from_secs(15)).await.unwrap();
+    // This cancellation's line names its task; the task's release line says where it stopped.
+    let cancelled = logged_by(&room.chat, |log| log.lines().filter(|l| l.contains(CANCEL)).nth(cancels_before)).await;
     eprintln!("llama-server: {cancelled}");
-    let released = server.logged("stop processing: n_tokens", Duration::from_secs(15)).await.unwrap();
+    let task = cancelled.rsplit(CANCEL).next().unwrap().trim().to_string();
+    let release = format!("| task {task} | stop processing: n_tokens = ");
+    let released = logged_by(&room.chat, |log| log.lines().find(|l| l.contains(&release))).await;
     let n_tokens: u64 = released
         .rsplit("n_tokens = ")
         .next()
@@ -513,5 +504,17 @@ async fn a_client_dropping_a_real_stream_cancels_the_generation_on_llama_server(
         .and_then(|n| n.parse().ok())
         .unwrap_or_else(|| panic!("no token count in {released:?}"));
     assert!(n_tokens < ASKED, "the generation ran on to {n_tokens} tokens: {released}");
-    drop(share);
+}
+
+/// The line `find` picks from `server`'s log, once there is one (within 15 s).
+async fn logged_by(server: &LlamaServer, find: impl for<'a> Fn(&'a str) -> Option<&'a str>) -> String {
+    let deadline = Instant::now() + Duration::from_secs(15);
+    loop {
+        let log = server.log();
+        if let Some(line) = find(&log) {
+            return line.to_string();
+        }
+        assert!(Instant::now() < deadline, "llama-server {} never logged it; log:\n{log}", server.alias);
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
 }
