@@ -14,8 +14,11 @@
 //! even though the shared room is never dropped. A test may still start a [`LlamaServer`] of its
 //! own, killed when dropped.
 //!
-//! Tests for the surfaces being added to the hub (embeddings, completions, messages, the Ollama
-//! API) take the same room: `room.embed_share` already serves `--embeddings`.
+//! Through the room: chat completions, Responses, embeddings, legacy completions and Anthropic's
+//! Messages, each with its official client, stream and not, passed through to llama-server and,
+//! where the hub translates (Responses, Messages), translated for a participant whose capabilities
+//! say its server lacks the endpoint; and a dropped stream cancelled on the server. A test for
+//! another surface (the Ollama API) takes the same room.
 
 use std::io::{BufRead, BufReader, Read};
 use std::path::PathBuf;
@@ -390,9 +393,12 @@ async fn the_shared_room_holds_both_real_servers_as_tunnel_participants() {
         assert_eq!(p["connection"]["kind"], "tunnel", "{p}");
         assert_eq!(p["connection"]["connected"], true, "{p}");
         assert_ne!(p["status"], "offline", "{p}");
-        // The probe found what llama-server serves: both OpenAI surfaces.
-        assert_eq!(p["capabilities"]["chatCompletions"], "supported", "{p}");
-        assert_eq!(p["capabilities"]["openResponses"], "supported", "{p}");
+        // The probe found what llama-server serves.
+        for endpoint in ["chatCompletions", "openResponses", "completions", "messages"] {
+            assert_eq!(p["capabilities"][endpoint], "supported", "{endpoint}: {p}");
+        }
+        let embeddings = if id == EMBED_ID { "supported" } else { "unsupported" };
+        assert_eq!(p["capabilities"]["embeddings"], embeddings, "{p}");
     }
     let (status, _, models) = call(http().get(format!("{}/models", room.base()))).await;
     assert_eq!(status, 200, "{models}");
@@ -433,6 +439,31 @@ async fn the_openai_client_chats_with_a_real_model_through_the_room() {
     assert!(metrics["durationMs"].as_f64().is_some_and(|ms| ms > 0.0), "{complete}");
 }
 
+/// A participant sharing the shared room's chat server into a room of its own (so nothing routed
+/// by model lands on it), as `id`, with `capabilities` (the wire's JSON) instead of what the probe
+/// finds: how a test makes the hub translate for a server that has the endpoint. Returns the
+/// room's OpenAI base URL and the session.
+async fn translated_share(room: &RealRoom, id: &str, capabilities: Value) -> (String, ParticipantSession) {
+    let (status, _, body) = call(http().post(room.hub.at("/v1/rooms")).json(&json!({"name": id}))).await;
+    assert_eq!(status, 201, "{body}");
+    let code = body["data"]["room"]["code"].as_str().unwrap().to_string();
+    let mut options = SessionOptions::new(&room.hub.url, &code, id, &room.chat.url, CHAT_MODEL);
+    options.capabilities = Some(serde_json::from_value(capabilities.clone()).unwrap());
+    options.auto_specs = false;
+    let session = ParticipantSession::start(options).await.unwrap();
+    let url = room.hub.at(&format!("/v1/rooms/{code}/participants/{id}"));
+    crate::participant_cli::eventually(Duration::from_secs(10), "the translated participant is connected", || async {
+        let (_, _, v) = call(http().get(&url)).await;
+        v["data"]["connection"]["connected"] == true
+    })
+    .await;
+    let (_, _, p) = call(http().get(&url)).await;
+    for (endpoint, said) in capabilities.as_object().unwrap() {
+        assert_eq!(&p["data"]["capabilities"][endpoint], said, "{p}");
+    }
+    (room.hub.at(&format!("/rooms/{code}/v1")), session)
+}
+
 /// Responses through the room: llama-server serves `/v1/responses` itself (passed through), and a
 /// participant whose capabilities say it does not gets the hub's translation to chat completions
 /// from the same real server, stream and not. The hub keeps what it translated, so it answers a
@@ -441,26 +472,41 @@ async fn the_openai_client_chats_with_a_real_model_through_the_room() {
 async fn responses_through_the_room_native_and_translated_with_a_real_model() {
     let room = RealRoom::shared().await;
     openai_client(room, &room.base(), CHAT_ID, "responses").await;
+    let caps = json!({"openResponses": "unsupported", "chatCompletions": "supported"});
+    let (base, session) = translated_share(room, "llama-no-responses", caps).await;
+    openai_client(room, &base, "llama-no-responses", "responses-kept").await;
+    session.close().await;
+}
 
-    // A room of its own, so nothing routed by model lands on the translated participant.
-    let (status, _, body) =
-        call(http().post(room.hub.at("/v1/rooms")).json(&json!({"name": "Responses fallback"}))).await;
-    assert_eq!(status, 201, "{body}");
-    let code = body["data"]["room"]["code"].as_str().unwrap().to_string();
-    let mut options = SessionOptions::new(&room.hub.url, &code, "llama-chat-only", &room.chat.url, CHAT_MODEL);
-    options.capabilities =
-        Some(serde_json::from_value(json!({"openResponses": "unsupported", "chatCompletions": "supported"})).unwrap());
-    options.auto_specs = false;
-    let session = ParticipantSession::start(options).await.unwrap();
-    let url = room.hub.at(&format!("/v1/rooms/{code}/participants/llama-chat-only"));
-    crate::participant_cli::eventually(Duration::from_secs(10), "the translated participant is connected", || async {
-        let (_, _, v) = call(http().get(&url)).await;
-        v["data"]["connection"]["connected"] == true
-    })
-    .await;
-    let (_, _, p) = call(http().get(&url)).await;
-    assert_eq!(p["data"]["capabilities"]["openResponses"], "unsupported", "{p}");
-    openai_client(room, &room.hub.at(&format!("/rooms/{code}/v1")), "llama-chat-only", "responses-kept").await;
+/// Embeddings through the room with the official client: real vectors of the model's width, from
+/// the participant that serves them. Asked of `*`, the room skips the chat server, whose probe found
+/// no embeddings (llama-server without `--embeddings` answers 501).
+#[tokio::test(flavor = "multi_thread")]
+async fn the_openai_client_embeds_with_a_real_model_through_the_room() {
+    let room = RealRoom::shared().await;
+    for model in [EMBED_MODEL, "*"] {
+        let out = openai_client(room, &room.base(), model, "embeddings").await;
+        assert!(out.contains(&format!("dimensions {EMBED_DIMENSIONS}\n")), "{model}: {out}");
+    }
+}
+
+/// The legacy completions endpoint (what code-completion tools call), stream and not.
+#[tokio::test(flavor = "multi_thread")]
+async fn the_openai_client_completes_with_a_real_model_through_the_room() {
+    let room = RealRoom::shared().await;
+    openai_client(room, &room.base(), CHAT_MODEL, "completions").await;
+}
+
+/// Anthropic's Messages API with the official Anthropic client, stream and not, with tools: passed
+/// through to llama-server, which serves `/v1/messages`, and translated to chat completions for a
+/// participant whose capabilities say it does not.
+#[tokio::test(flavor = "multi_thread")]
+async fn the_anthropic_client_talks_to_a_real_model_through_the_room_native_and_translated() {
+    let room = RealRoom::shared().await;
+    openai_client(room, &room.base(), CHAT_ID, "messages").await;
+    let caps = json!({"messages": "unsupported", "chatCompletions": "supported"});
+    let (base, session) = translated_share(room, "llama-no-messages", caps).await;
+    openai_client(room, &base, "llama-no-messages", "messages").await;
     session.close().await;
 }
 
