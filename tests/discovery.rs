@@ -9,7 +9,8 @@
 //! --uts=/proc/<holder>/ns/uts`, where the holder is a `sh` started by `unshare --net --uts` that
 //! keeps the namespaces alive. Every `gambi` of a lab keeps its files (the known hubs) in a temp
 //! folder of the lab's own (`GAMBI_CONFIG_DIR`). Namespaces are anonymous (nothing named is
-//! created, nothing is mounted), so runs cannot collide; they vanish with their last process, which
+//! created; the one mount, a lab hosts file over `/etc/hosts`, is made in a mount namespace of its
+//! own for one program), so runs cannot collide; they vanish with their last process, which
 //! the guards kill when dropped and `setpriv --pdeathsig KILL` kills if the test itself dies.
 //!
 //! Browsers in the hosts are this very test binary, re-run inside the namespace for one "inner"
@@ -183,6 +184,43 @@ impl Lab {
     /// Runs `program args` in host `i` to completion: (status, stdout, stderr).
     fn run(&self, i: usize, program: &str, args: &[&str]) -> (ExitStatus, String, String) {
         let out = self.command(i, program).args(args).stdin(Stdio::null()).output().unwrap();
+        (
+            out.status,
+            String::from_utf8_lossy(&out.stdout).into_owned(),
+            String::from_utf8_lossy(&out.stderr).into_owned(),
+        )
+    }
+
+    /// Runs `program args` in host `i` to completion with `names` in its `/etc/hosts` (a mount
+    /// namespace of its own, where a lab file is bind-mounted over it): what the system resolver
+    /// knows there, as a machine whose hosts file or DNS knows another by name.
+    fn run_with_hosts(
+        &self,
+        i: usize,
+        names: &[(&str, String)],
+        program: &str,
+        args: &[&str],
+    ) -> (ExitStatus, String, String) {
+        let hosts = self.config.path().join(format!("hosts-{i}"));
+        let mut text = String::from("127.0.0.1 localhost\n");
+        for (name, ip) in names {
+            text.push_str(&format!("{ip} {name}\n"));
+        }
+        std::fs::write(&hosts, text).unwrap();
+        let mut cmd = Command::new("nsenter");
+        cmd.arg(format!("--net={}", self.hosts[i].ns()))
+            .arg(format!("--uts={}", self.hosts[i].uts()))
+            .args(["--", "unshare", "--mount", "--propagation", "private", "--", "sh", "-c"])
+            .arg(r#"mount --bind "$0" /etc/hosts && exec setpriv --pdeathsig KILL -- "$@""#)
+            .arg(&hosts)
+            .arg(program)
+            .args(args)
+            .env("NO_COLOR", "1")
+            .env("GAMBI_CONFIG_DIR", self.config.path())
+            .env("RUST_LOG", "gambi=debug")
+            .env_remove("GAMBI_HUB")
+            .env_remove(INNER_ENV);
+        let out = cmd.stdin(Stdio::null()).output().unwrap();
         (
             out.status,
             String::from_utf8_lossy(&out.stdout).into_owned(),
@@ -684,6 +722,71 @@ fn our_browser_sees_a_service_python_zeroconf_registers() {
     assert_eq!(gone["instance"], "py-peer");
     assert!(sent.elapsed() <= TWO_SECONDS, "{:?}", sent.elapsed());
     peer.event(|v| v["event"] == "unregistered", WAIT);
+}
+
+/// Issue 13: the TypeScript hub (bonjour-service) names its SRV target after the machine (`vm`)
+/// and may publish no address record for it; its own SDK resolves that name through the system
+/// resolver. Our browser waited for mDNS to resolve an address that never came, so `gambi
+/// discover` missed the hub. Now the target is looked up through the system resolver (here
+/// `/etc/hosts`), then confirmed over HTTP as any hub is. `advertise` starts the advertiser in
+/// host 0 for instance `ts-hub` and target `ts-vm`.
+fn found_through_the_system_resolver(advertiser: &str, advertise: &[&str]) {
+    let python = python_with_zeroconf();
+    let lab = Lab::new(2);
+    let (_hub, _) = lab.hub(0, &[]);
+    let (code, _) = lab.room(1, 0, "From TypeScript");
+    let mut peer = lab.spawn(0, advertiser, &python, advertise, &[]);
+    peer.event(|v| v["event"] == "registered", WAIT);
+
+    let started = Instant::now();
+    let (status, out, err) =
+        lab.run_with_hosts(1, &[("ts-vm", Lab::ip(0))], BIN, &["discover", "--timeout", "4s", "--format", "json"]);
+    eprintln!("gambi discover took {} ms", started.elapsed().as_millis());
+    for line in err.lines().filter(|l| l.contains("unresolved service") || l.contains("system resolver")) {
+        eprintln!("{line}");
+    }
+    assert!(status.success(), "gambi discover failed: {err}");
+    let hubs: Vec<FoundHub> = serde_json::from_str(&out).unwrap_or_else(|e| panic!("not JSON ({e}): {out}\n{err}"));
+    let found = hubs
+        .iter()
+        .find(|h| h.instance == "ts-hub")
+        .unwrap_or_else(|| panic!("not found: {out}\n{err}\n{}", peer.report()));
+    assert_eq!(found.url, Lab::url(0), "{found:?}");
+    assert_eq!(found.host, "ts-vm.");
+    assert_eq!(found.port, PORT);
+    assert_eq!(found.addresses, [Lab::ip(0)], "{found:?}");
+    assert_eq!(found.version.as_deref(), Some("1.0"));
+    assert_eq!(found.protocol.as_deref(), Some("http"));
+    assert_eq!(found.rooms.iter().map(|r| r.code.as_str()).collect::<Vec<_>>(), [code.as_str()]);
+
+    // A target the resolver does not know either is no hub: nothing is reported, nothing hangs.
+    let (status, out, err) = lab.run_with_hosts(1, &[], BIN, &["discover", "--timeout", "3s", "--format", "json"]);
+    assert!(status.success(), "gambi discover failed: {err}");
+    assert_eq!(serde_json::from_str::<Value>(&out).unwrap(), json!([]), "{err}");
+    peer.close_stdin();
+    peer.event(|v| v["event"] == "unregistered", WAIT);
+}
+
+/// An advertiser that follows RFC 6762 answers our query straight to its port (legacy unicast).
+#[test]
+fn a_hub_whose_srv_target_has_no_address_record_is_found_through_the_system_resolver() {
+    let port = PORT.to_string();
+    found_through_the_system_resolver(
+        "python-zeroconf advertiser without an address record",
+        &[peer_script(), "register", SERVICE_TYPE, "ts-hub", "ts-vm.", &port, "-", "version=1.0", "protocol=http"],
+    );
+}
+
+/// An advertiser that answers only by multicast, as bonjour-service's multicast-dns does, with a
+/// bare host name for a target: its answers are heard on port 5353.
+#[test]
+fn a_hub_advertised_like_bonjour_service_answering_only_by_multicast_is_found_too() {
+    let port = PORT.to_string();
+    let responder = concat!(env!("CARGO_MANIFEST_DIR"), "/tests/python/multicast_only_responder.py");
+    found_through_the_system_resolver(
+        "multicast-only responder",
+        &[responder, SERVICE_TYPE, "ts-hub", "ts-vm", &port, "version=1.0", "protocol=http"],
+    );
 }
 
 // ---------------------------------------------------------------------------------------------

@@ -1044,3 +1044,93 @@ async fn a_share_whose_tunnel_is_cut_again_and_again_is_never_hijacked() {
     join.signal("INT");
     assert_eq!(join.exit(SOON).await.code(), Some(0), "log:\n{}", join.log());
 }
+
+/// A `--state` file holding rooms with these codes, as a hub that made them would have written it:
+/// how a test gets a hub holding codes our own hub never makes.
+pub fn state_with_codes(dir: &std::path::Path, codes: &[&str]) -> std::path::PathBuf {
+    let rooms: Vec<Value> = codes
+        .iter()
+        .enumerate()
+        .map(|(i, code)| {
+            json!({"id": format!("ts-room-{i}"), "code": code, "name": format!("TypeScript room {i}"),
+                   "hostId": format!("ts-host-{i}"), "createdAt": 1_700_000_000_000u64 + i as u64,
+                   "hostTokenSha256": "0".repeat(64)})
+        })
+        .collect();
+    let path = dir.join("state.json");
+    std::fs::write(&path, json!({"version": 1, "rooms": rooms}).to_string()).unwrap();
+    path
+}
+
+/// Issue 13: the TypeScript hub makes codes with `nanoid(6).toUpperCase()`, so about one in six
+/// holds `-` or `_` (`B--JWY`, `MA_TPG`, `PKUH_T`). `room get` read them, but `participant join`
+/// and `events watch` refused them as "not a room code" (exit 2). Any code a hub hands out is
+/// joined and watched, typed in any case, even one that starts with `-`.
+#[tokio::test(flavor = "multi_thread")]
+async fn codes_with_dash_and_underscore_from_the_typescript_hub_are_joined_and_watched() {
+    let dir = tempfile::tempdir().unwrap();
+    let state = state_with_codes(dir.path(), &["B-_JWY", "-MA_TP"]);
+    let hub = util::BinHub::start(&["--state", state.to_str().unwrap()]);
+    let provider = FakeProvider::start(FakeOptions::default()).await;
+
+    let mut watch = Proc::spawn(&["events", "watch", "--room", "b-_jwy", "--hub", &hub.url, "--format", "ndjson"]);
+    let first: Value = serde_json::from_str(&watch.line(STARTUP, |_| true).await).unwrap();
+    assert_eq!((first["type"].as_str(), first["roomCode"].as_str()), (Some("connected"), Some("B-_JWY")), "{first}");
+
+    let mut join =
+        Proc::spawn(&join_args(&hub.url, "b-_jwy", &provider, &["--participant-id", "ts-1", "--format", "text"]));
+    let sharing = join.line(STARTUP, |l| l.starts_with("Sharing ")).await;
+    assert_eq!(sharing, "Sharing llama3 in room B-_JWY as ts-1.");
+    let base = format!("{}/rooms/B-_JWY/v1", hub.url);
+    join.line(SOON, |l| l == format!("OpenAI base URL: {base}")).await;
+    let joined = next_json(&mut watch).await;
+    assert_eq!((joined["type"].as_str(), joined["data"]["id"].as_str()), (Some("participant.joined"), Some("ts-1")));
+    assert_eq!(joined["roomCode"], "B-_JWY");
+    eventually(SOON, "the participant is connected", || connected(&hub.url, "B-_JWY", "ts-1")).await;
+    assert_eq!(chat(&base, "ts-1", "through a nanoid code").await, echo("through a nanoid code"));
+
+    // A code that starts with `-`, in the short form and watched with `--room -CODE`.
+    let mut watch_dash = Proc::spawn(&["events", "watch", "--room", "-ma_tp", "--hub", &hub.url, "--format", "ndjson"]);
+    let first: Value = serde_json::from_str(&watch_dash.line(STARTUP, |_| true).await).unwrap();
+    assert_eq!(first["roomCode"], "-MA_TP", "{first}");
+    let mut short = Proc::spawn(&[
+        "join",
+        "-MA_TP",
+        "--nickname",
+        "TS",
+        "--model",
+        "llama3",
+        "--endpoint",
+        &provider.url,
+        "--hub",
+        &hub.url,
+        "--format",
+        "text",
+    ]);
+    let sharing = short.line(STARTUP, |l| l.starts_with("Sharing ")).await;
+    assert!(sharing.starts_with("Sharing llama3 in room -MA_TP as ts-"), "{sharing}");
+    let joined = next_json(&mut watch_dash).await;
+    assert_eq!(joined["type"], "participant.joined", "{joined}");
+
+    // What is still refused is what no hub hands out, with the shape in the hint.
+    for bad in ["B-_JW", "B.-JWY", "B/_JWY"] {
+        let (exit, _, stderr) = run(&join_args(&hub.url, bad, &provider, &[])).await;
+        assert_eq!(exit, 2, "{bad}: {stderr}");
+        assert!(stderr.contains("is not a room code") && stderr.contains("(or - and _)"), "{stderr}");
+        let (exit, _, stderr) = run(&["events", "watch", "--room", bad, "--hub", &hub.url]).await;
+        assert_eq!(exit, 2, "{bad}: {stderr}");
+    }
+
+    for p in [&mut join, &mut short] {
+        p.signal("INT");
+        assert_eq!(p.exit(SOON).await.code(), Some(0), "log:\n{}", p.log());
+    }
+    // (The chat's `llm.*` events and stats updates come before it.)
+    let left = loop {
+        let event = next_json(&mut watch).await;
+        if event["type"] == "participant.left" {
+            break event;
+        }
+    };
+    assert_eq!(left["data"]["participantId"], "ts-1", "{left}");
+}

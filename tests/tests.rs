@@ -20,6 +20,7 @@ mod metrics;
 mod participant_cli;
 mod properties;
 mod provider;
+mod real_model;
 mod room_key;
 mod room_stats;
 mod scheduling;

@@ -15,12 +15,12 @@ use super::serve::shutdown_signal;
 use super::{Failure, HubOptions};
 use crate::client::events::{FollowError, RoomEvents, StreamItem};
 use crate::protocol::events::EventEnvelope;
-use crate::protocol::normalize_room_code;
+use crate::protocol::{normalize_room_code, ROOM_CODE_SHAPE};
 
 #[derive(Debug, Clone, clap::Args)]
 pub struct WatchArgs {
     /// The room's 6-character code.
-    #[arg(long, value_name = "CODE")]
+    #[arg(long, value_name = "CODE", allow_hyphen_values = true)]
     pub room: String,
     /// The room's password (or its host token): a protected room's events need it.
     #[arg(long, value_name = "PASSWORD", env = "GAMBI_ROOM_PASSWORD", hide_env_values = true)]
@@ -42,7 +42,7 @@ pub async fn watch(args: WatchArgs) -> Result<(), Failure> {
         Failure::message(
             2,
             format!("{:?} is not a room code", output::sanitize(&args.room)),
-            Some("Room codes are 6 letters or digits, like ABC123; see 'gambi room list'.".into()),
+            Some(format!("Room codes are {ROOM_CODE_SHAPE}; see 'gambi room list'.")),
         )
     })?;
     let mut events = RoomEvents::new(&client, &code)?.with_key(args.password.clone());

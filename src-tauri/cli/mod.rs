@@ -19,6 +19,7 @@ use std::process::ExitCode;
 use clap::{Parser, Subcommand};
 
 use crate::client::{ClientError, HubClient};
+use crate::protocol::ROOM_CODE_SHAPE;
 use output::{Format, Output};
 
 /// Where operational commands look for a hub when neither `--hub` nor `GAMBI_HUB` says.
@@ -195,7 +196,7 @@ impl Failure {
                 Some("Pass the hub's address, like --hub http://192.168.1.10:3000.".into())
             }
             Failure::Client(ClientError::InvalidInput { .. }) => {
-                Some("Room codes are 6 letters or digits, like ABC123; see 'gambi room list'.".into())
+                Some(format!("Room codes are {ROOM_CODE_SHAPE}; see 'gambi room list'."))
             }
             Failure::Client(ClientError::Decode { .. }) => {
                 Some("Check that --hub (or GAMBI_HUB) points at a Gambi hub.".into())
@@ -371,6 +372,33 @@ mod tests {
         let cli = Cli::try_parse_from(["gambi", "list", "--format", "ndjson"]).unwrap();
         let Some(Command::List(args)) = cli.command else { panic!("{cli:?}") };
         assert_eq!(args.hub.format, Some(Format::Ndjson));
+    }
+
+    /// The TypeScript hub's codes may start with `-` (`-B_JWY`): a code is read as the value it is
+    /// wherever one is asked for, and the flags around it still parse.
+    #[test]
+    fn a_room_code_may_start_with_a_dash() {
+        let cli = Cli::try_parse_from(["gambi", "participant", "join", "--room", "-B_JWY", "--model", "m"]).unwrap();
+        let Some(Command::Participant(ParticipantCommand::Join(args))) = cli.command else { panic!("{cli:?}") };
+        assert_eq!((args.room.as_str(), args.share.model.as_deref()), ("-B_JWY", Some("m")));
+
+        let cli = Cli::try_parse_from(["gambi", "join", "-B_JWY", "--nickname", "N", "--hub", "http://h:1"]).unwrap();
+        let Some(Command::Join(args)) = cli.command else { panic!("{cli:?}") };
+        assert_eq!((args.room.as_str(), args.share.nickname.as_deref()), ("-B_JWY", Some("N")));
+        let cli = Cli::try_parse_from(["gambi", "join", "--nickname", "N", "ABC123"]).unwrap();
+        let Some(Command::Join(args)) = cli.command else { panic!("{cli:?}") };
+        assert_eq!((args.room.as_str(), args.share.nickname.as_deref()), ("ABC123", Some("N")));
+        let cli = Cli::try_parse_from(["gambi", "join", "--nickname", "N", "--", "--MA_T"]).unwrap();
+        let Some(Command::Join(args)) = cli.command else { panic!("{cli:?}") };
+        assert_eq!(args.room, "--MA_T");
+
+        let cli = Cli::try_parse_from(["gambi", "events", "watch", "--room", "--MA_T", "--format", "ndjson"]).unwrap();
+        let Some(Command::Events(EventsCommand::Watch(args))) = cli.command else { panic!("{cli:?}") };
+        assert_eq!((args.room.as_str(), args.hub.format), ("--MA_T", Some(Format::Ndjson)));
+
+        let cli = Cli::try_parse_from(["gambi", "room", "get", "-PKUH_", "--format", "json"]).unwrap();
+        let Some(Command::Room(RoomCommand::Get(args))) = cli.command else { panic!("{cli:?}") };
+        assert_eq!(args.code, "-PKUH_");
     }
 
     #[test]

@@ -20,7 +20,7 @@ use crate::participant::probe::{self, ProbeError};
 use crate::participant::{
     CloseEvent, CloseReason, ParticipantSession, SessionError, SessionOptions, ShareState, Supervisor,
 };
-use crate::protocol::{is_participant_id, normalize_room_code};
+use crate::protocol::{is_participant_id, normalize_room_code, ROOM_CODE_SHAPE};
 use crate::provider::ProviderKind;
 
 /// Where Ollama listens out of the box: the model server most people share.
@@ -76,7 +76,7 @@ pub struct ShareOptions {
 #[derive(Debug, Clone, clap::Args)]
 pub struct JoinArgs {
     /// The room's 6-character code.
-    #[arg(long, value_name = "CODE")]
+    #[arg(long, value_name = "CODE", allow_hyphen_values = true)]
     pub room: String,
     #[command(flatten)]
     pub share: ShareOptions,
@@ -88,7 +88,7 @@ pub struct JoinArgs {
 #[derive(Debug, Clone, clap::Args)]
 pub struct ShortJoinArgs {
     /// The room's 6-character code.
-    #[arg(value_name = "CODE")]
+    #[arg(value_name = "CODE", allow_hyphen_values = true)]
     pub room: String,
     #[command(flatten)]
     pub share: ShareOptions,
@@ -106,7 +106,7 @@ impl From<ShortJoinArgs> for JoinArgs {
 #[derive(Debug, Clone, clap::Args)]
 pub struct ParticipantArgs {
     /// The room's 6-character code.
-    #[arg(long, value_name = "CODE")]
+    #[arg(long, value_name = "CODE", allow_hyphen_values = true)]
     pub room: String,
     /// The participant's id in that room.
     #[arg(long, value_name = "ID")]
@@ -186,7 +186,7 @@ fn room_code(raw: &str) -> Result<String, Failure> {
         Failure::message(
             2,
             format!("{:?} is not a room code", output::sanitize(raw)),
-            Some("Room codes are 6 letters or digits, like ABC123; see 'gambi room list'.".into()),
+            Some(format!("Room codes are {ROOM_CODE_SHAPE}; see 'gambi room list'.")),
         )
     })
 }

@@ -60,7 +60,7 @@ pub struct ListArgs {
 #[derive(Debug, Clone, clap::Args)]
 pub struct GetArgs {
     /// The room's 6-character code.
-    #[arg(value_name = "CODE")]
+    #[arg(value_name = "CODE", allow_hyphen_values = true)]
     pub code: String,
     /// The room's password, to show as the API key of its OpenAI URL (never checked here; the
     /// hub never tells it).
@@ -73,7 +73,7 @@ pub struct GetArgs {
 #[derive(Debug, Clone, clap::Args)]
 pub struct DeleteArgs {
     /// The room's 6-character code.
-    #[arg(value_name = "CODE")]
+    #[arg(value_name = "CODE", allow_hyphen_values = true)]
     pub code: String,
     /// The host token printed when the room was created.
     #[arg(long, value_name = "TOKEN", env = "GAMBI_HOST_TOKEN", hide_env_values = true)]

@@ -7,6 +7,11 @@
 //! is reported gone at once, and `mdns-sd` is asked to verify its records, so an advertiser that
 //! was killed (and never said goodbye) is flushed in seconds instead of lingering for its 120 s
 //! TTL. Browsing owns its own mDNS daemon, stopped with the browser.
+//!
+//! A service mDNS finds but does not resolve within [`RESOLVE_GRACE`] (its SRV target has no
+//! address record, as the TypeScript hub's may not) is looked up by `srv_fallback` instead: its
+//! records asked for directly, its target resolved through the system resolver, and then
+//! confirmed like the rest; asked again at every re-check until it resolves one way or the other.
 
 use std::collections::HashMap;
 use std::time::Duration;
@@ -14,11 +19,12 @@ use std::time::Duration;
 use mdns_sd::{ResolvedService, ScopedIp, ServiceDaemon, ServiceEvent};
 use serde::{Deserialize, Serialize};
 use tokio::sync::mpsc;
-use tokio::task::{JoinHandle, JoinSet};
+use tokio::task::{AbortHandle, JoinHandle, JoinSet};
 use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
 
 use super::address::{rank_addresses, Candidate, HubAddress};
+use super::srv_fallback;
 use super::txt::HubTxt;
 use super::{validate_service_type, DiscoveryError, SERVICE_TYPE};
 use crate::client::HubClient;
@@ -30,6 +36,11 @@ use crate::protocol::RoomSummary;
 const VERIFY_TIMEOUT: Duration = Duration::from_secs(3);
 /// Changes waiting for a slow reader; beyond this the browse loop waits for the reader.
 const CHANNEL: usize = 64;
+/// How long a service mDNS found may stay unresolved before `srv_fallback` looks it up: an
+/// advertisement with addresses resolves well within this, usually from the packet that found it.
+const RESOLVE_GRACE: Duration = Duration::from_millis(500);
+/// How long `srv_fallback` listens for the answers to its query.
+const FALLBACK_LISTEN: Duration = Duration::from_secs(1);
 
 /// How to browse. `BrowseOptions::new(SERVICE_TYPE)` (or `Default`) is what `gambi discover` does.
 #[derive(Debug, Clone)]
@@ -199,6 +210,35 @@ impl Resolution {
     }
 }
 
+impl Resolution {
+    /// A service mDNS found but could not resolve, from the records `srv_fallback` heard and the
+    /// addresses the system resolver gives its target. `None` when nothing answered for it, or the
+    /// resolver knows no address for the target.
+    async fn looked_up(fullname: &str, service_type: &str, timeout: Duration) -> Option<Resolution> {
+        let records = srv_fallback::lookup(fullname, FALLBACK_LISTEN).await?;
+        let (host, port) = records.target?;
+        let ips = srv_fallback::resolve_target(&host, port, timeout).await;
+        let addresses = rank_addresses(ips.into_iter().map(|ip| Candidate::new(ip, None)));
+        if addresses.is_empty() {
+            tracing::debug!(fullname, host, "no address for the hub's SRV target, from mDNS or the system resolver");
+            return None;
+        }
+        let txt = HubTxt::parse(records.txt.iter().flatten().map(|(k, v)| (k.as_str(), v.as_deref())));
+        tracing::debug!(
+            fullname, host, port, addresses = ?addresses.iter().map(HubAddress::text).collect::<Vec<_>>(),
+            "hub advertisement resolved through the system resolver"
+        );
+        Some(Resolution {
+            fullname: fullname.to_string(),
+            instance: instance_name(fullname, service_type),
+            host,
+            port,
+            addresses,
+            txt,
+        })
+    }
+}
+
 /// A service this browser knows of.
 struct Known {
     resolution: Resolution,
@@ -220,6 +260,9 @@ async fn run(
 ) {
     let mut known: HashMap<String, Known> = HashMap::new();
     let mut confirms: JoinSet<(String, u64, Option<FoundHub>)> = JoinSet::new();
+    // Services found but not resolved, and their look-ups by `srv_fallback`.
+    let mut unresolved: HashMap<String, Unresolved> = HashMap::new();
+    let mut lookups: JoinSet<(String, Option<Resolution>)> = JoinSet::new();
     let mut generation = 0u64;
     let recheck = options.recheck_interval.max(Duration::from_millis(100));
     let mut tick = tokio::time::interval_at(Instant::now() + recheck, recheck);
@@ -228,6 +271,15 @@ async fn run(
         let http = http.clone();
         let timeout = options.confirm_timeout;
         async move { (key, generation, confirm(http, resolution, timeout).await) }
+    };
+    let look_up = |key: String, fullname: String, wait: Duration| {
+        let service_type = options.service_type.clone();
+        let timeout = options.confirm_timeout;
+        async move {
+            tokio::time::sleep(wait).await;
+            let resolution = Resolution::looked_up(&fullname, &service_type, timeout).await;
+            (key, resolution)
+        }
     };
     loop {
         tokio::select! {
@@ -246,20 +298,19 @@ async fn run(
                             addresses = ?resolution.addresses.iter().map(HubAddress::text).collect::<Vec<_>>(),
                             "hub advertisement resolved"
                         );
-                        generation += 1;
-                        let key = resolution.fullname.to_lowercase();
-                        let entry = known.entry(key.clone()).or_insert_with(|| Known {
-                            resolution: resolution.clone(),
-                            generation,
-                            in_flight: false,
-                            reported: None,
-                        });
-                        entry.resolution = resolution.clone();
-                        entry.generation = generation;
-                        entry.in_flight = true;
+                        forget(&mut unresolved, &resolution.fullname.to_lowercase());
+                        let (key, generation) = follow(&mut known, &mut generation, &resolution);
                         confirms.spawn(confirm_with(key, generation, resolution));
                     }
+                    ServiceEvent::ServiceFound(_, fullname) => {
+                        let key = fullname.to_lowercase();
+                        if !known.contains_key(&key) && !unresolved.contains_key(&key) {
+                            let lookup = lookups.spawn(look_up(key.clone(), fullname.clone(), RESOLVE_GRACE));
+                            unresolved.insert(key, Unresolved { fullname, lookup: Some(lookup) });
+                        }
+                    }
                     ServiceEvent::ServiceRemoved(_, fullname) => {
+                        forget(&mut unresolved, &fullname.to_lowercase());
                         if let Some(gone) = known.remove(&fullname.to_lowercase()) {
                             tracing::debug!(instance = %gone.resolution.instance, "hub advertisement withdrawn");
                             if gone.reported.is_some()
@@ -306,7 +357,31 @@ async fn run(
                     }
                 }
             }
+            Some(done) = lookups.join_next() => {
+                let Ok((key, resolution)) = done else { continue };
+                // Withdrawn meanwhile, or resolved by mDNS after all: nothing more to do.
+                if !unresolved.contains_key(&key) || known.contains_key(&key) {
+                    forget(&mut unresolved, &key);
+                    continue;
+                }
+                match resolution {
+                    Some(resolution) => {
+                        unresolved.remove(&key);
+                        let (key, generation) = follow(&mut known, &mut generation, &resolution);
+                        confirms.spawn(confirm_with(key, generation, resolution));
+                    }
+                    // Asked again at the next re-check.
+                    None => {
+                        if let Some(entry) = unresolved.get_mut(&key) {
+                            entry.lookup = None;
+                        }
+                    }
+                }
+            }
             _ = tick.tick() => {
+                for (key, entry) in unresolved.iter_mut().filter(|(k, u)| u.lookup.is_none() && !known.contains_key(*k)) {
+                    entry.lookup = Some(lookups.spawn(look_up(key.clone(), entry.fullname.clone(), Duration::ZERO)));
+                }
                 for (key, entry) in known.iter_mut().filter(|(_, k)| !k.in_flight) {
                     generation += 1;
                     entry.generation = generation;
@@ -317,10 +392,43 @@ async fn run(
         }
     }
     confirms.abort_all();
+    lookups.abort_all();
     let _ = daemon.stop_browse(&options.service_type);
     if let Ok(status) = daemon.shutdown() {
         let _ = tokio::time::timeout(Duration::from_secs(1), status.recv_async()).await;
     }
+}
+
+/// A service mDNS found and has not resolved.
+struct Unresolved {
+    fullname: String,
+    /// The look-up under way, if one is: stopped (before its query, while it waits out
+    /// [`RESOLVE_GRACE`]) when mDNS resolves the service after all or it is withdrawn.
+    lookup: Option<AbortHandle>,
+}
+
+/// Drops the unresolved service `key` and its look-up, if any.
+fn forget(unresolved: &mut HashMap<String, Unresolved>, key: &str) {
+    if let Some(lookup) = unresolved.remove(key).and_then(|u| u.lookup) {
+        lookup.abort();
+    }
+}
+
+/// Starts following `resolution` (new, or newer than the one known): the key it is known by and
+/// the generation its confirmation must carry to count.
+fn follow(known: &mut HashMap<String, Known>, generation: &mut u64, resolution: &Resolution) -> (String, u64) {
+    *generation += 1;
+    let key = resolution.fullname.to_lowercase();
+    let entry = known.entry(key.clone()).or_insert_with(|| Known {
+        resolution: resolution.clone(),
+        generation: *generation,
+        in_flight: false,
+        reported: None,
+    });
+    entry.resolution = resolution.clone();
+    entry.generation = *generation;
+    entry.in_flight = true;
+    (key, *generation)
 }
 
 /// Confirms a resolved service: the best address whose `GET /v1/health` answers, then its rooms.

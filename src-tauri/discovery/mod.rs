@@ -11,6 +11,8 @@
 //!   machine can advertise both), so a caller that must pick one hub gets every claimant and
 //!   refuses to guess when there are several.
 //! - `known`: the hubs `join` has used, by name and address, to warn when a name moves.
+//! - `srv_fallback`: a hub mDNS finds but cannot resolve (its SRV target has no address record),
+//!   asked for its records directly and resolved through the system resolver.
 //! - `txt` and `address`: the pure rules (what a TXT record says, which addresses to dial).
 //!
 //! Nothing here prints; the hub itself never knows it is advertised (the advertiser reads the
@@ -20,6 +22,7 @@ pub mod address;
 pub mod advertise;
 pub mod browse;
 pub mod known;
+pub mod srv_fallback;
 pub mod txt;
 
 use std::time::Duration;

@@ -19,7 +19,7 @@ use crate::client::{ClientError, HubClient, Registration};
 use crate::protocol::tunnel::TunnelMessage;
 use crate::protocol::{
     is_participant_id, normalize_room_code, now_ms, Capabilities, HeartbeatNews, LoadedModel, MachineSpecs,
-    Participant, PauseReason, RuntimeConfig, HEARTBEAT_INTERVAL,
+    Participant, PauseReason, RuntimeConfig, HEARTBEAT_INTERVAL, ROOM_CODE_SHAPE,
 };
 
 use super::probe::{self, ProbeError};
@@ -190,7 +190,7 @@ impl ParticipantSession {
     /// provider does not serve the model.
     pub async fn start(options: SessionOptions) -> Result<ParticipantSession, SessionError> {
         let code = normalize_room_code(&options.room_code).ok_or_else(|| {
-            SessionError::Invalid(format!("{:?} is not a room code (6 letters or digits)", options.room_code))
+            SessionError::Invalid(format!("{:?} is not a room code ({ROOM_CODE_SHAPE})", options.room_code))
         })?;
         let id = options.participant_id.clone();
         if !is_participant_id(&id) {

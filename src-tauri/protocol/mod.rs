@@ -477,10 +477,18 @@ pub struct ErrorEnvelope {
     pub meta: Meta,
 }
 
-/// True when `code` has the shape of a room code (after upper-casing): 6 of `A-Z0-9`.
+/// True when `code` has the shape of a room code (after upper-casing): 6 of `A-Z 0-9 - _`. Our hub
+/// only makes codes of letters and digits without look-alikes, but the TypeScript hub makes them
+/// with `nanoid(6).toUpperCase()`, whose alphabet has `-` and `_` too (`B--JWY`, `MA_TPG`), and
+/// any code a hub hands out must be one a participant can join and a watcher can follow. Neither
+/// character can leave a path segment, so accepting them opens no path trick.
 pub fn is_room_code(code: &str) -> bool {
-    code.len() == ROOM_CODE_LEN && code.bytes().all(|b| b.is_ascii_uppercase() || b.is_ascii_digit())
+    code.len() == ROOM_CODE_LEN
+        && code.bytes().all(|b| b.is_ascii_uppercase() || b.is_ascii_digit() || b == b'-' || b == b'_')
 }
+
+/// What a room code looks like, for the hints of messages that refuse one.
+pub const ROOM_CODE_SHAPE: &str = "6 letters or digits (or - and _), like ABC123";
 
 /// Room codes are typed by people: accept lower case, compare upper case.
 pub fn normalize_room_code(code: &str) -> Option<String> {
@@ -503,7 +511,7 @@ mod tests {
     use super::*;
 
     #[test]
-    fn room_codes_are_six_upper_alnum() {
+    fn room_codes_are_six_of_upper_alnum_dash_underscore() {
         assert!(is_room_code("ABC123"));
         assert!(!is_room_code("abc123"));
         assert!(!is_room_code("ABC12"));
@@ -511,6 +519,14 @@ mod tests {
         assert!(!is_room_code("ABC/23"));
         assert_eq!(normalize_room_code(" abc123 ").as_deref(), Some("ABC123"));
         assert_eq!(normalize_room_code("../../"), None);
+        // Codes the TypeScript hub hands out (nanoid's alphabet, upper-cased).
+        for code in ["B--JWY", "MA_TPG", "PKUH_T", "------", "_A1-b2"] {
+            assert!(normalize_room_code(code).is_some(), "{code}");
+        }
+        assert_eq!(normalize_room_code("ma_tpg").as_deref(), Some("MA_TPG"));
+        for not in ["AB.C12", "AB C12", "AB%2F1", "ABC-1", "ÄBC123", "AB+C12", "AB~C12"] {
+            assert_eq!(normalize_room_code(not), None, "{not}");
+        }
     }
 
     #[test]

@@ -6,6 +6,10 @@ Output is one JSON object per line on stdout, flushed at once, so the Rust test 
 
     zeroconf_peer.py browse TYPE SECONDS
     zeroconf_peer.py register TYPE INSTANCE HOST PORT ADDRESS [KEY=VALUE ...]
+
+HOST is the SRV target: `HOST.local.`, or HOST itself when it ends with a dot. ADDRESS `-`
+publishes no address record for it (as the TypeScript hub's advertisement is seen, whose target
+only the system resolver knows).
 """
 
 import json
@@ -61,10 +65,10 @@ def register(service_type, instance, host, port, address, pairs):
     info = ServiceInfo(
         service_type,
         f"{instance}.{service_type}",
-        addresses=[socket.inet_aton(address)],
+        addresses=[] if address == "-" else [socket.inet_aton(address)],
         port=port,
         properties=properties,
-        server=f"{host}.local.",
+        server=host if host.endswith(".") else f"{host}.local.",
     )
     zc = Zeroconf(ip_version=IPVersion.V4Only)
     zc.register_service(info)
