@@ -10,6 +10,7 @@ pub mod merge;
 pub mod messages_compat;
 pub mod models;
 pub mod ollama_compat;
+pub mod ollama_routes;
 pub mod op;
 pub mod proxy;
 pub mod relay;
