@@ -145,6 +145,9 @@ async fn the_official_ollama_python_client_works_against_a_room() {
         .iter()
         .filter(|r| r.json()["stream"] == true)
         .all(|r| r.json()["stream_options"]["include_usage"] == true));
+    let raw = calls_to(&room.chat, "/v1/completions");
+    assert_eq!(raw.len(), 1, "the raw generate ran as a legacy completion");
+    assert_eq!(raw[0].json()["prompt"], "<|user|>raw prompt<|assistant|>");
     let embeds = calls_to(&room.embed, "/v1/embeddings");
     assert_eq!(embeds.len(), 3, "embed twice, embeddings once");
     assert_eq!(embeds[0].json()["input"], json!(["first text", "second text"]));
@@ -406,7 +409,7 @@ async fn bad_requests_unknown_models_and_rooms_answer_in_ollamas_shape() {
             "stream",
         ),
         ("generate", json!({"model": "llama3", "prompt": "def f(", "suffix": "return 1"}), 400, "suffix"),
-        ("generate", json!({"model": "llama3", "prompt": "x", "raw": true}), 400, "raw"),
+        ("generate", json!({"model": "llama3", "prompt": "x", "raw": true, "system": "Be brief."}), 400, "system"),
         ("embed", json!({"model": "nomic-embed-text", "input": 5}), 400, "input"),
     ] {
         let (got, _, v) = call(http().post(room.api(path)).json(&body)).await;
@@ -597,4 +600,63 @@ async fn a_body_over_the_inference_limit_is_413_in_ollamas_shape() {
     assert_eq!(status, 413, "{v}");
     assert!(v["error"].as_str().is_some_and(|e| e.contains("too large")), "{v}");
     assert!(calls_to(&provider, "/v1/chat/completions").is_empty());
+}
+
+/// A raw `/api/generate` (a prompt already templated) runs as a legacy completion on
+/// `/v1/completions`, the prompt as it is, stream and not; with no participant of the model
+/// serving that endpoint, a clear 404 in Ollama's shape and nothing sent anywhere.
+#[tokio::test(flavor = "multi_thread")]
+async fn a_raw_generate_runs_as_a_legacy_completion() {
+    let slow = FakeOptions { stream_chunks: 3, chunk_delay: Duration::from_millis(200), ..FakeOptions::default() };
+    let room = Room::start(slow, None).await;
+    let prompt = "<|user|>tell a story<|assistant|>";
+    let body = json!({"model": "llama3", "prompt": prompt, "raw": true, "stream": false,
+        "options": {"temperature": 0.5, "num_predict": 32, "stop": ["<|user|>"]}});
+    let (status, headers, v) = call(http().post(room.api("generate")).json(&body)).await;
+    assert_eq!(status, 200, "{v}");
+    assert_eq!(headers["content-type"], "application/json");
+    assert_eq!(v["response"], format!("echo: {prompt}"), "{v}");
+    assert_eq!((v["done"].clone(), v["done_reason"].clone()), (json!(true), json!("stop")));
+    assert_eq!((v["prompt_eval_count"].clone(), v["eval_count"].clone()), (json!(3), json!(4)), "{v}");
+    let sent = room.chat.last_body("/v1/completions").unwrap();
+    assert_eq!(
+        sent,
+        json!({"model": "llama3", "prompt": prompt, "stream": false, "temperature": 0.5, "max_tokens": 32,
+            "stop": ["<|user|>"]})
+    );
+    let chats = calls_to(&room.chat, "/v1/chat/completions").len();
+    // Streamed: one NDJSON line per chunk, as it arrives, and the counts on the last.
+    let res = http().post(room.api("generate")).json(&json!({"model": "llama3", "prompt": prompt, "raw": true})).send();
+    let res = res.await.unwrap();
+    assert_eq!(res.status(), 200);
+    assert_eq!(res.headers()["content-type"], "application/x-ndjson");
+    let lines = ndjson_lines(res).await;
+    let content: Vec<&(Instant, Value)> =
+        lines.iter().filter(|(_, v)| v["response"].as_str().is_some_and(|r| !r.is_empty())).collect();
+    assert_eq!(content.len(), 3, "{lines:?}");
+    assert_eq!(
+        content.iter().map(|(_, v)| v["response"].as_str().unwrap()).collect::<String>(),
+        format!("echo: {prompt}")
+    );
+    assert!(content[2].0 - content[0].0 >= Duration::from_millis(300), "lines as their chunks came");
+    let last = &lines.last().unwrap().1;
+    assert_eq!((last["done"].clone(), last["eval_count"].clone()), (json!(true), json!(4)), "{last}");
+    assert_eq!(calls_to(&room.chat, "/v1/chat/completions").len(), chats, "no chat completion was asked");
+    // A room whose only participant of the model has no /v1/completions.
+    let hub = TestHub::start().await;
+    let chat_only = FakeProvider::start(FakeOptions { completions: false, ..FakeOptions::default() }).await;
+    let (code, _) = hub.room("NoRaw", None).await;
+    let _s = share(&hub, &code, "chat-only", &chat_only, "llama3").await;
+    let url = hub.at(&format!("/rooms/{code}/api/generate"));
+    let (status, _, v) = call(http().post(&url).json(&json!({"model": "llama3", "prompt": "x", "raw": true}))).await;
+    assert_eq!(status, 404, "{v}");
+    let error = v["error"].as_str().unwrap_or_else(|| panic!("Ollama's shape: {v}"));
+    assert!(error.contains("/v1/completions"), "{v}");
+    assert!(
+        calls_to(&chat_only, "/v1/completions").is_empty() && calls_to(&chat_only, "/v1/chat/completions").is_empty()
+    );
+    // Without `raw`, the same room answers from chat.
+    let (status, _, v) =
+        call(http().post(&url).json(&json!({"model": "llama3", "prompt": "x", "stream": false}))).await;
+    assert_eq!((status, v["response"].clone()), (200, json!("echo: x")), "{v}");
 }

@@ -79,6 +79,8 @@ def main():
     check("generate", generated.response == "echo: why is the sky blue?" and generated.done, generated)
     pieces = list(client.generate(model=model, prompt="tell me more", stream=True))
     check("generate stream", "".join(p.response for p in pieces) == "echo: tell me more" and pieces[-1].done, pieces)
+    raw = client.generate(model=model, prompt="<|user|>raw prompt<|assistant|>", raw=True, stream=False)
+    check("generate raw", raw.response == "echo: <|user|>raw prompt<|assistant|>" and raw.done, raw)
 
     embedded = client.embed(model=embed_model, input=["first text", "second text"])
     dims = [len(e) for e in embedded.embeddings]

@@ -5,13 +5,16 @@
 //! (`responses_compat`) and built the same way: [`chat_request`], [`generate_request`],
 //! [`embed_request`] and [`embeddings_request`] turn Ollama bodies into OpenAI bodies;
 //! [`chat_answer`], [`embed_answer`] and [`embeddings_answer`] turn OpenAI answers back;
-//! [`NdjsonTranslator`] turns a stream of chat chunks into Ollama's NDJSON lines as they come; and
+//! [`NdjsonTranslator`] turns a stream of chat (or legacy completion) chunks into Ollama's NDJSON
+//! lines as they come; and
 //! [`room_models`], [`tags`], [`ps`] and [`show`] describe the room's models from its participant
 //! records (split by what each owns: `request`, `answer`, `stream`, `models`). Routing, reading
 //! bodies and writing the client's stream belong to `ollama_routes` and the inference plane.
 //!
-//! What the OpenAI endpoints cannot carry is refused with a [`CompatError`] naming the field, not
-//! dropped: a prompt template, raw prompts, fill-in-the-middle suffixes, token contexts, logprobs.
+//! A raw `/api/generate` (a prompt already templated) runs as a legacy completion
+//! (`/v1/completions`), the prompt sent as it is. What the OpenAI endpoints cannot carry is refused
+//! with a [`CompatError`] naming the field, not dropped: a prompt template, fill-in-the-middle
+//! suffixes, token contexts, logprobs.
 //! Load-time settings (`num_ctx`, `num_gpu`, ...) and `keep_alive` belong to the member's own model
 //! server and are not sent (its OpenAI endpoints have no such fields).
 
@@ -26,7 +29,9 @@ mod stream;
 
 pub use answer::{chat_answer, embed_answer, embeddings_answer, loaded_answer};
 pub use models::{find_model, ps, room_models, show, tags, RoomModel};
-pub use request::{chat_request, embed_request, embeddings_request, generate_request, model_of, stream_of, unloads};
+pub use request::{
+    chat_request, embed_request, embeddings_request, generate_request, model_of, stream_of, unloads, Generate,
+};
 pub use stream::{ndjson, NdjsonTranslator};
 
 /// The Ollama API version a room answers to `/api/version`: the release whose API this surface

@@ -23,7 +23,7 @@ use crate::hub::error::{HubError, OpenAiError};
 use crate::hub::routes::{room_code, Params};
 use crate::hub::Hub;
 
-use super::ollama_compat::{self as compat, Clock, CompatError, Kind, NdjsonTranslator};
+use super::ollama_compat::{self as compat, Clock, CompatError, Generate, Kind, NdjsonTranslator};
 use super::op::Op;
 use super::proxy;
 use super::sse_parse::{SseFrame, SseParser};
@@ -210,7 +210,12 @@ async fn run(hub: Hub, code: String, req: Request, call: Call) -> Result<Respons
     hold.grow_to(held.saturating_mul(2))?;
     let (op, openai) = match call {
         Call::Chat => (Op::Chat, compat::chat_request(&body, &model, stream)),
-        Call::Generate => (Op::Chat, compat::generate_request(&body, &model, stream)),
+        Call::Generate => {
+            let generate = compat::generate_request(&body, &model, stream);
+            // A raw prompt, already templated, runs as a legacy completion.
+            let op = if matches!(generate, Ok(Some(Generate::Completion(_)))) { Op::Completions } else { Op::Chat };
+            (op, generate.map(|g| g.map(Generate::into_body)))
+        }
         Call::Embed => (Op::Embeddings, compat::embed_request(&body, &model)),
         Call::Embeddings => (Op::Embeddings, compat::embeddings_request(&body, &model)),
     };

@@ -87,15 +87,24 @@ pub(super) fn reasoning(of: &Value) -> &str {
     of.get("reasoning_content").or_else(|| of.get("reasoning")).and_then(Value::as_str).unwrap_or_default()
 }
 
-/// The whole Ollama answer (`done: true`) for a chat completion. `Err` says why the completion is
-/// not one (a 502 for the client).
+/// The whole Ollama answer (`done: true`) for a chat completion, or for a legacy completion (its
+/// choice's `text`, from a raw `/api/generate`). `Err` says why the completion is not one (a 502
+/// for the client).
 pub fn chat_answer(completion: &Value, kind: Kind, asked: &str, clock: &Clock) -> Result<Value, String> {
     let choice = completion
         .get("choices")
         .and_then(Value::as_array)
         .and_then(|c| c.first())
         .ok_or("the model server's answer has no choices")?;
-    let message = choice.get("message").ok_or("the model server's answer has no message")?;
+    let legacy;
+    let message = match (choice.get("message"), choice.get("text")) {
+        (Some(message), _) => message,
+        (None, Some(Value::String(text))) => {
+            legacy = json!({"role": "assistant", "content": text});
+            &legacy
+        }
+        (None, _) => return Err("the model server's answer has no message".into()),
+    };
     let text = match message.get("content") {
         Some(Value::String(s)) => s.clone(),
         Some(Value::Array(parts)) => parts.iter().filter_map(|p| p.get("text").and_then(Value::as_str)).collect(),
@@ -288,6 +297,20 @@ mod tests {
         assert_eq!(out["eval_duration"], 40_000_000);
         assert_eq!(out["total_duration"], 90_000_000);
         assert_eq!(out["message"]["thinking"], "2+2");
+    }
+
+    #[test]
+    fn a_legacy_completion_is_a_generate_answer() {
+        let completion = json!({
+            "id": "cmpl-1", "object": "text_completion", "model": "llama3",
+            "choices": [{"index": 0, "text": " blue.", "logprobs": null, "finish_reason": "length"}],
+            "usage": {"prompt_tokens": 7, "completion_tokens": 2, "total_tokens": 9},
+        });
+        let out = chat_answer(&completion, Kind::Generate, "llama3", &clock(20)).unwrap();
+        assert_eq!(out["response"], " blue.");
+        assert_eq!((out["done"].clone(), out["done_reason"].clone()), (json!(true), json!("length")));
+        assert_eq!((out["prompt_eval_count"].clone(), out["eval_count"].clone()), (json!(7), json!(2)));
+        assert!(chat_answer(&json!({"choices": [{"text": 3}]}), Kind::Generate, "m", &clock(1)).is_err());
     }
 
     #[test]

@@ -1,5 +1,5 @@
-//! Ollama requests as OpenAI bodies: `/api/chat` and `/api/generate` as chat completions,
-//! `/api/embed` and `/api/embeddings` as embeddings.
+//! Ollama requests as OpenAI bodies: `/api/chat` and `/api/generate` as chat completions (a raw
+//! `/api/generate` as a legacy completion), `/api/embed` and `/api/embeddings` as embeddings.
 
 use std::collections::VecDeque;
 
@@ -66,16 +66,37 @@ pub fn chat_request(body: &Value, model: &str, stream: bool) -> Result<Option<Va
     Ok(Some(Value::Object(chat)))
 }
 
-/// A chat completions body for an Ollama `/api/generate` request (the prompt as the user's message,
-/// `system` before it), or `None` when there is no prompt (a load request).
-pub fn generate_request(body: &Value, model: &str, stream: bool) -> Result<Option<Value>, CompatError> {
-    let fields = object(body)?;
-    refuse_nonempty(fields, "suffix", "fill-in-the-middle needs the model server's completions endpoint")?;
-    refuse_nonempty(fields, "template", "the member's model server applies its own prompt template")?;
-    refuse_nonempty(fields, "context", "the room answers from the prompt, not from a token context")?;
-    if fields.get("raw") == Some(&Value::Bool(true)) {
-        return Err(unsupported("raw", "the member's model server applies its own prompt template"));
+/// Where an Ollama `/api/generate` request runs, and its body there.
+#[derive(Debug, Clone, PartialEq)]
+pub enum Generate {
+    /// A chat completion: the prompt as the user's message, after `system` (the model server
+    /// applies its chat template, as Ollama applies the model's).
+    Chat(Value),
+    /// A legacy completion (`raw: true`): the prompt as it is, no template applied.
+    Completion(Value),
+}
+
+impl Generate {
+    /// The body, wherever it runs.
+    pub fn into_body(self) -> Value {
+        match self {
+            Generate::Chat(body) | Generate::Completion(body) => body,
+        }
     }
+}
+
+/// The OpenAI body for an Ollama `/api/generate` request, or `None` when there is no prompt (a
+/// load request).
+pub fn generate_request(body: &Value, model: &str, stream: bool) -> Result<Option<Generate>, CompatError> {
+    let fields = object(body)?;
+    refuse_nonempty(fields, "suffix", "fill-in-the-middle is not carried by the OpenAI endpoints the room calls")?;
+    refuse_nonempty(fields, "context", "the room answers from the prompt, not from a token context")?;
+    match fields.get("raw") {
+        None | Some(Value::Null) | Some(Value::Bool(false)) => {}
+        Some(Value::Bool(true)) => return raw_request(fields, model, stream),
+        Some(_) => return Err(invalid("raw", "must be true or false")),
+    }
+    refuse_nonempty(fields, "template", "the member's model server applies its own prompt template")?;
     let prompt = optional_str(fields, "prompt")?.unwrap_or_default();
     let images = images(fields.get("images"), "images")?;
     if prompt.is_empty() && images.is_empty() {
@@ -88,7 +109,39 @@ pub fn generate_request(body: &Value, model: &str, stream: bool) -> Result<Optio
     messages.push(json!({"role": "user", "content": content(prompt, images)}));
     let mut chat = base_body(model, stream, messages);
     settings(fields, &mut chat)?;
-    Ok(Some(Value::Object(chat)))
+    Ok(Some(Generate::Chat(Value::Object(chat))))
+}
+
+/// A raw `/api/generate` request as a legacy completion: the prompt is already templated, so it
+/// goes to `/v1/completions` as it is. What only a template or the chat endpoint would carry is
+/// refused by name.
+fn raw_request(fields: &Map<String, Value>, model: &str, stream: bool) -> Result<Option<Generate>, CompatError> {
+    let why = "a raw prompt is sent as it is to the model server's completions endpoint";
+    refuse_nonempty(fields, "template", why)?;
+    refuse_nonempty(fields, "system", &format!("{why}; put the system text in the prompt"))?;
+    refuse_nonempty(fields, "images", &format!("{why}, which takes no images; leave `raw` off"))?;
+    if response_format(fields.get("format"))?.is_some() {
+        return Err(unsupported("format", format!("{why}, which has no structured output; leave `raw` off")));
+    }
+    if matches!(fields.get("think"), Some(Value::String(_))) {
+        return Err(unsupported("think", format!("{why}, which has no reasoning effort; leave `raw` off")));
+    }
+    if fields.get("logprobs") == Some(&Value::Bool(true)) {
+        return Err(unsupported("logprobs", "the room does not carry log probabilities yet"));
+    }
+    let prompt = optional_str(fields, "prompt")?.unwrap_or_default();
+    if prompt.is_empty() {
+        return Ok(None);
+    }
+    let mut completion = Map::new();
+    completion.insert("model".into(), json!(model));
+    completion.insert("prompt".into(), json!(prompt));
+    completion.insert("stream".into(), json!(stream));
+    if stream {
+        completion.insert("stream_options".into(), json!({"include_usage": true}));
+    }
+    options(fields.get("options"), &mut completion)?;
+    Ok(Some(Generate::Completion(Value::Object(completion))))
 }
 
 /// An embeddings body for `/api/embed` (`input`: a string or strings), or `None` when there is
@@ -515,8 +568,10 @@ mod tests {
     #[test]
     fn a_generate_request_is_a_chat_with_the_prompt_as_the_user_message() {
         let body = json!({"model": "m", "prompt": "Why is the sky blue?", "system": "Be brief.", "suffix": "",
-            "images": [], "options": {"temperature": 0}, "format": "json", "stream": false});
-        let out = generate_request(&body, "m", false).expect("translated").expect("a prompt");
+            "images": [], "options": {"temperature": 0}, "format": "json", "stream": false, "raw": false});
+        let Some(Generate::Chat(out)) = generate_request(&body, "m", false).expect("translated") else {
+            panic!("a chat completion")
+        };
         assert_eq!(
             out["messages"],
             json!([{"role": "system", "content": "Be brief."}, {"role": "user", "content": "Why is the sky blue?"}])
@@ -524,16 +579,47 @@ mod tests {
         assert_eq!(out["temperature"], 0);
         assert_eq!(out["response_format"], json!({"type": "json_object"}));
         assert_eq!(generate_request(&json!({"model": "m"}), "m", true), Ok(None), "no prompt: a load request");
-        for (field, value) in [
-            ("suffix", json!("return x")),
-            ("template", json!("{{ .Prompt }}")),
-            ("raw", json!(true)),
-            ("context", json!([1, 2, 3])),
-        ] {
+        for (field, value) in
+            [("suffix", json!("return x")), ("template", json!("{{ .Prompt }}")), ("context", json!([1, 2, 3]))]
+        {
             let mut body = json!({"model": "m", "prompt": "def f():"});
             body[field] = value;
             let err = generate_request(&body, "m", true).unwrap_err();
             assert!(matches!(&err, CompatError::Unsupported { field: f, .. } if f == field), "{err}");
+        }
+        let err = generate_request(&json!({"model": "m", "prompt": "x", "raw": "yes"}), "m", true).unwrap_err();
+        assert!(err.to_string().contains("raw"), "{err}");
+    }
+
+    #[test]
+    fn a_raw_generate_request_is_a_legacy_completion_of_the_prompt_as_it_is() {
+        let prompt = "<|im_start|>user\nhi<|im_end|>\n<|im_start|>assistant\n";
+        let body = json!({"model": "m", "prompt": prompt, "raw": true, "system": "", "images": [],
+            "options": {"temperature": 0.3, "num_predict": 16, "stop": "<|im_end|>", "num_ctx": 4096}});
+        let Some(Generate::Completion(out)) = generate_request(&body, "m", true).expect("translated") else {
+            panic!("a legacy completion")
+        };
+        assert_eq!(
+            out,
+            json!({"model": "m", "prompt": prompt, "stream": true, "stream_options": {"include_usage": true},
+                "temperature": 0.3, "max_tokens": 16, "stop": ["<|im_end|>"]})
+        );
+        let quiet = json!({"model": "m", "prompt": "x", "raw": true, "stream": false});
+        let Some(Generate::Completion(out)) = generate_request(&quiet, "m", false).unwrap() else { panic!() };
+        assert!(out.get("stream_options").is_none() && out.get("messages").is_none(), "{out}");
+        assert_eq!(generate_request(&json!({"model": "m", "raw": true}), "m", true), Ok(None), "a load request");
+        for (field, value) in [
+            ("system", json!("Be brief.")),
+            ("images", json!(["iVBORw0KGgo="])),
+            ("format", json!("json")),
+            ("template", json!("{{ .Prompt }}")),
+            ("think", json!("high")),
+            ("suffix", json!("return x")),
+        ] {
+            let mut body = json!({"model": "m", "prompt": "def f():", "raw": true});
+            body[field] = value;
+            let err = generate_request(&body, "m", true).unwrap_err();
+            assert!(matches!(&err, CompatError::Unsupported { field: f, .. } if f == field), "{field}: {err}");
         }
     }
 

@@ -1,4 +1,5 @@
-//! A streamed chat completion as Ollama's NDJSON lines, translated chunk by chunk.
+//! A streamed chat completion (or legacy completion) as Ollama's NDJSON lines, translated chunk by
+//! chunk.
 
 use std::time::{Duration, SystemTime};
 
@@ -15,7 +16,7 @@ struct PartialCall {
     arguments: String,
 }
 
-/// Turns the chat chunks of a streamed answer into Ollama's NDJSON lines, one line per chunk that
+/// Turns the chat (or legacy completion) chunks of a streamed answer into Ollama's NDJSON lines, one line per chunk that
 /// carries text, as they come: tool calls go out whole once their arguments are complete, and the
 /// last line (`done: true`) carries the reason and the counts.
 #[derive(Debug)]
@@ -91,7 +92,8 @@ impl NdjsonTranslator {
             return lines;
         };
         let delta = choice.get("delta").unwrap_or(&Value::Null);
-        let text = delta.get("content").and_then(Value::as_str).unwrap_or_default();
+        // A legacy completion's chunk (a raw `/api/generate`) carries its piece as `text`.
+        let text = delta.get("content").or_else(|| choice.get("text")).and_then(Value::as_str).unwrap_or_default();
         let thinking = reasoning(delta);
         if !text.is_empty() || !thinking.is_empty() {
             self.first_token.get_or_insert(elapsed);
@@ -271,6 +273,25 @@ mod tests {
         let done = t.finish(at(3));
         assert_eq!(done[0]["response"], "");
         assert!(done[0].get("eval_count").is_none(), "no usage reported: no count made up");
+    }
+
+    #[test]
+    fn legacy_completion_chunks_are_generate_lines() {
+        let mut t = NdjsonTranslator::new(Kind::Generate, "m");
+        let piece = |text: &str, finish: Value| {
+            json!({"object": "text_completion", "model": "llama3",
+                "choices": [{"index": 0, "text": text, "logprobs": null, "finish_reason": finish}]})
+        };
+        let lines = t.push(&piece("Once", Value::Null), at(10));
+        assert_eq!((lines.len(), lines[0]["response"].clone()), (1, json!("Once")));
+        assert_eq!(t.push(&piece(" upon", Value::Null), at(20))[0]["response"], " upon");
+        assert!(t.push(&piece("", json!("stop")), at(21)).is_empty());
+        let usage = json!({"object": "text_completion", "choices": [],
+            "usage": {"prompt_tokens": 4, "completion_tokens": 2}});
+        assert!(t.push(&usage, at(22)).is_empty());
+        let done = t.finish(at(30));
+        assert_eq!((done[0]["done"].clone(), done[0]["eval_count"].clone()), (json!(true), json!(2)));
+        assert_eq!(done[0]["prompt_eval_duration"], 10_000_000);
     }
 
     #[test]
