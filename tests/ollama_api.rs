@@ -169,6 +169,8 @@ async fn a_protected_room_takes_its_password_as_the_bearer_key() {
     let (status, _, v) = call(http().get(room.api("tags")).bearer_auth("s3cret-pass")).await;
     assert_eq!(status, 200, "{v}");
     assert_eq!(v["models"].as_array().map(Vec::len), Some(2));
+    let (status, _, v) = call(http().get(room.api("tags")).header("x-api-key", "s3cret-pass")).await;
+    assert_eq!(status, 200, "the key as x-api-key, as on /v1: {v}");
     run_ollama_client(vec![room.base(), "llama3".into(), "nomic-embed-text".into(), "s3cret-pass".into()]).await;
 }
 
@@ -604,7 +606,8 @@ async fn a_body_over_the_inference_limit_is_413_in_ollamas_shape() {
 
 /// A raw `/api/generate` (a prompt already templated) runs as a legacy completion on
 /// `/v1/completions`, the prompt as it is, stream and not; with no participant of the model
-/// serving that endpoint, a clear 404 in Ollama's shape and nothing sent anywhere.
+/// serving that endpoint (or `/v1/embeddings`, for `embed`), a clear 404 in Ollama's shape that
+/// names it, and nothing sent anywhere.
 #[tokio::test(flavor = "multi_thread")]
 async fn a_raw_generate_runs_as_a_legacy_completion() {
     let slow = FakeOptions { stream_chunks: 3, chunk_delay: Duration::from_millis(200), ..FakeOptions::default() };
@@ -642,9 +645,10 @@ async fn a_raw_generate_runs_as_a_legacy_completion() {
     let last = &lines.last().unwrap().1;
     assert_eq!((last["done"].clone(), last["eval_count"].clone()), (json!(true), json!(4)), "{last}");
     assert_eq!(calls_to(&room.chat, "/v1/chat/completions").len(), chats, "no chat completion was asked");
-    // A room whose only participant of the model has no /v1/completions.
+    // A room whose only participant of the model has no /v1/completions (nor /v1/embeddings).
     let hub = TestHub::start().await;
-    let chat_only = FakeProvider::start(FakeOptions { completions: false, ..FakeOptions::default() }).await;
+    let chat_only =
+        FakeProvider::start(FakeOptions { completions: false, embeddings: false, ..FakeOptions::default() }).await;
     let (code, _) = hub.room("NoRaw", None).await;
     let _s = share(&hub, &code, "chat-only", &chat_only, "llama3").await;
     let url = hub.at(&format!("/rooms/{code}/api/generate"));
@@ -655,6 +659,11 @@ async fn a_raw_generate_runs_as_a_legacy_completion() {
     assert!(
         calls_to(&chat_only, "/v1/completions").is_empty() && calls_to(&chat_only, "/v1/chat/completions").is_empty()
     );
+    let embed = hub.at(&format!("/rooms/{code}/api/embed"));
+    let (status, _, v) = call(http().post(&embed).json(&json!({"model": "llama3", "input": "x"}))).await;
+    assert_eq!(status, 404, "{v}");
+    assert!(v["error"].as_str().is_some_and(|e| e.contains("/v1/embeddings")), "{v}");
+    assert!(calls_to(&chat_only, "/v1/embeddings").is_empty());
     // Without `raw`, the same room answers from chat.
     let (status, _, v) =
         call(http().post(&url).json(&json!({"model": "llama3", "prompt": "x", "stream": false}))).await;
