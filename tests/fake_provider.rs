@@ -374,7 +374,7 @@ pub fn ollama_size(name: &str) -> u64 {
 
 /// Embeddings, legacy completions and Anthropic Messages.
 #[path = "fake_surfaces.rs"]
-mod surfaces;
+pub mod surfaces;
 
 fn router(state: Arc<FakeState>) -> Router {
     Router::new()

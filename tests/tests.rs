@@ -17,6 +17,7 @@ mod identity;
 mod inference;
 mod limits;
 mod metrics;
+mod ollama_api;
 mod participant_cli;
 mod properties;
 mod provider;

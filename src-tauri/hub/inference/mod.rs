@@ -2,12 +2,15 @@
 //! legacy completions, embeddings, models) and Anthropic-compatible (Messages). The endpoint
 //! table (`op`), routing, capacity and queueing (`proxy`), the relay of answers (`relay`), the
 //! proxy to tunnel and direct participants (`upstream`), and the translations for providers that
-//! lack an endpoint (`responses_compat`, `messages_compat`, `json_stream`).
+//! lack an endpoint (`responses_compat`, `messages_compat`, `json_stream`). The Ollama API
+//! (`/rooms/:code/api/*`) is translated onto it (`ollama_compat`, `ollama_routes`).
 
 pub mod json_stream;
 pub mod merge;
 pub mod messages_compat;
 pub mod models;
+pub mod ollama_compat;
+pub mod ollama_routes;
 pub mod op;
 pub mod proxy;
 pub mod relay;

@@ -49,6 +49,7 @@ pub fn router(hub: Hub) -> Router {
         .merge(classic.layer(body_limit.clone()))
         .merge(management.layer(body_limit))
         .merge(inference)
+        .merge(super::inference::ollama_routes::router(&hub))
         .merge(super::invite::router())
         .merge(super::metrics::router())
         .merge(super::ui::router())

@@ -1,0 +1,272 @@
+//! The room's models as Ollama lists them (`/api/tags`, `/api/ps`, `/api/show`), from its
+//! participant records: what they serve, and what they report holding in memory.
+
+use serde_json::{json, Value};
+
+use crate::protocol::{Participant, ParticipantStatus};
+
+use super::{ollama_name, rfc3339_ms};
+
+/// One distinct model served in the room.
+#[derive(Debug, Clone, PartialEq)]
+pub struct RoomModel {
+    /// Ollama's form of the name (with a tag).
+    pub name: String,
+    /// The participants serving it, by id.
+    pub participants: Vec<String>,
+    /// Bytes, where a participant reports it (the `size` of its `loadedModels`).
+    pub size: Option<u64>,
+    /// When the first of its participants joined, ms since the epoch.
+    pub since_ms: u64,
+}
+
+/// `llama3` and `llama3:latest` are one model (as the room routes them).
+fn same_key(model: &str) -> String {
+    model.strip_suffix(":latest").unwrap_or(model).to_ascii_lowercase()
+}
+
+/// Serves requests now: what a listing offers is what a request can reach.
+fn routable(p: &Participant) -> bool {
+    matches!(p.status, ParticipantStatus::Online | ParticipantStatus::Busy) && p.connection.connected
+}
+
+fn gib_to_bytes(gib: f64) -> u64 {
+    (gib * f64::from(1u32 << 30)).round().max(0.0) as u64
+}
+
+/// The distinct models the room's routable participants serve, by name.
+pub fn room_models(participants: &[Participant]) -> Vec<RoomModel> {
+    let mut models: Vec<RoomModel> = Vec::new();
+    for p in participants.iter().filter(|p| routable(p)) {
+        let key = same_key(&p.model);
+        let size =
+            p.loaded_models.iter().filter(|l| same_key(&l.name) == key).filter_map(|l| l.size).map(gib_to_bytes).max();
+        match models.iter_mut().find(|m| same_key(&m.name) == key) {
+            Some(m) => {
+                m.participants.push(p.id.clone());
+                m.size = m.size.max(size);
+                m.since_ms = m.since_ms.min(p.joined_at);
+            }
+            None => models.push(RoomModel {
+                name: ollama_name(&p.model),
+                participants: vec![p.id.clone()],
+                size,
+                since_ms: p.joined_at,
+            }),
+        }
+    }
+    models.sort_by(|a, b| a.name.cmp(&b.name));
+    models
+}
+
+/// The model a request names, among the room's: by name (with or without `:latest`),
+/// `model:<name>`, a participant id, or `*` / `any` (the first model).
+pub fn find_model(participants: &[Participant], asked: &str) -> Option<RoomModel> {
+    let models = room_models(participants);
+    let asked = asked.trim();
+    if asked == "*" || asked.eq_ignore_ascii_case("any") {
+        return models.into_iter().next();
+    }
+    let name = match asked.strip_prefix("model:") {
+        Some(name) => name.trim().to_owned(),
+        None => match participants.iter().find(|p| p.id == asked && routable(p)) {
+            Some(p) => p.model.clone(),
+            None => asked.to_owned(),
+        },
+    };
+    let key = same_key(&name);
+    models.into_iter().find(|m| same_key(&m.name) == key)
+}
+
+/// A stable digest for a model the hub lists (the members' servers hold the real ones).
+fn digest(name: &str) -> String {
+    use sha2::Digest as _;
+    hex::encode(sha2::Sha256::digest(name.as_bytes()))
+}
+
+/// `details`, with what the room knows: nothing the participants do not report.
+fn details() -> Value {
+    json!({"parent_model": "", "format": "", "family": "", "families": null, "parameter_size": "", "quantization_level": ""})
+}
+
+/// `GET /api/tags`: every distinct model in the room.
+pub fn tags(participants: &[Participant]) -> Value {
+    let models: Vec<Value> = room_models(participants)
+        .into_iter()
+        .map(|m| {
+            json!({
+                "name": m.name,
+                "model": m.name,
+                "modified_at": rfc3339_ms(m.since_ms),
+                "size": m.size.unwrap_or(0),
+                "digest": digest(&m.name),
+                "details": details(),
+                "gambi": {"participants": m.participants},
+            })
+        })
+        .collect();
+    json!({ "models": models })
+}
+
+/// `GET /api/ps`: the models the room's participants hold in memory, each once, with where.
+pub fn ps(participants: &[Participant]) -> Value {
+    struct Loaded {
+        name: String,
+        size: u64,
+        vram: u64,
+        participants: Vec<String>,
+    }
+    let mut loaded: Vec<Loaded> = Vec::new();
+    for p in participants.iter().filter(|p| routable(p)) {
+        for l in &p.loaded_models {
+            let (size, vram) = (l.size.map_or(0, gib_to_bytes), l.vram.map_or(0, gib_to_bytes));
+            let key = same_key(&l.name);
+            match loaded.iter_mut().find(|m| same_key(&m.name) == key) {
+                Some(m) => {
+                    m.size = m.size.max(size);
+                    m.vram = m.vram.max(vram);
+                    if !m.participants.contains(&p.id) {
+                        m.participants.push(p.id.clone());
+                    }
+                }
+                None => {
+                    loaded.push(Loaded { name: ollama_name(&l.name), size, vram, participants: vec![p.id.clone()] })
+                }
+            }
+        }
+    }
+    loaded.sort_by(|a, b| a.name.cmp(&b.name));
+    let models: Vec<Value> = loaded
+        .into_iter()
+        .map(|m| {
+            json!({
+                "name": m.name,
+                "model": m.name,
+                "size": m.size,
+                "size_vram": m.vram,
+                "digest": digest(&m.name),
+                "details": details(),
+                "gambi": {"participants": m.participants},
+            })
+        })
+        .collect();
+    json!({ "models": models })
+}
+
+/// `POST /api/show` for a model of the room.
+pub fn show(model: &RoomModel) -> Value {
+    json!({
+        "license": "",
+        "modelfile": "",
+        "parameters": "",
+        "template": "",
+        "details": details(),
+        "model_info": {},
+        "capabilities": ["completion"],
+        "modified_at": rfc3339_ms(model.since_ms),
+        "gambi": {"participants": model.participants},
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::protocol::{Connection, ConnectionKind, LoadedModel};
+
+    fn participant(id: &str, model: &str, joined_at: u64) -> Participant {
+        Participant {
+            id: id.into(),
+            nickname: id.into(),
+            model: model.into(),
+            endpoint: "http://localhost:11434".into(),
+            specs: Default::default(),
+            config: Default::default(),
+            capabilities: Default::default(),
+            connection: Connection { kind: ConnectionKind::Tunnel, connected: true, last_tunnel_seen_at: None },
+            status: ParticipantStatus::Online,
+            joined_at,
+            last_seen: joined_at,
+            updated_at: joined_at,
+            max_concurrency: 1,
+            loaded_models: Vec::new(),
+            paused_reason: None,
+        }
+    }
+
+    fn room() -> Vec<Participant> {
+        let mut alice = participant("alice", "llama3", 2_000);
+        alice.loaded_models = vec![LoadedModel { name: "llama3:latest".into(), vram: Some(4.0), size: Some(4.5) }];
+        let bob = participant("bob", "llama3:latest", 1_000);
+        let mut carol = participant("carol", "qwen2:7b", 3_000);
+        carol.status = ParticipantStatus::Busy;
+        let mut gone = participant("gone", "mistral", 500);
+        gone.status = ParticipantStatus::Offline;
+        let mut paused = participant("paused", "phi3", 500);
+        paused.status = ParticipantStatus::Paused;
+        let mut cut = participant("cut", "gemma", 500);
+        cut.connection.connected = false;
+        vec![alice, bob, carol, gone, paused, cut]
+    }
+
+    #[test]
+    fn one_model_per_name_from_the_participants_that_can_serve() {
+        let models = room_models(&room());
+        let names: Vec<&str> = models.iter().map(|m| m.name.as_str()).collect();
+        assert_eq!(names, ["llama3:latest", "qwen2:7b"], "offline, paused and unconnected members serve nothing");
+        assert_eq!(models[0].participants, ["alice", "bob"]);
+        assert_eq!(models[0].size, Some(4_831_838_208), "4.5 GiB, as alice reports it");
+        assert_eq!(models[0].since_ms, 1_000, "since the first of them joined");
+        assert_eq!(models[1].size, None, "nobody reported it");
+    }
+
+    #[test]
+    fn a_model_is_found_by_any_name_the_room_routes_by() {
+        let room = room();
+        for asked in ["llama3", "llama3:latest", "LLAMA3", "model:llama3", "bob", "*", "any"] {
+            assert_eq!(find_model(&room, asked).map(|m| m.name), Some("llama3:latest".into()), "{asked}");
+        }
+        assert_eq!(find_model(&room, "carol").map(|m| m.name), Some("qwen2:7b".into()));
+        for asked in ["mistral", "gone", "qwen2", "model:nope"] {
+            assert_eq!(find_model(&room, asked), None, "{asked}");
+        }
+        assert_eq!(find_model(&[], "*"), None);
+    }
+
+    #[test]
+    fn tags_list_every_model_in_ollamas_shape() {
+        let tags = tags(&room());
+        let first = &tags["models"][0];
+        assert_eq!(first["name"], "llama3:latest");
+        assert_eq!(first["model"], "llama3:latest");
+        assert_eq!(first["size"], 4_831_838_208u64);
+        assert_eq!(first["digest"].as_str().map(str::len), Some(64));
+        assert!(humantime::parse_rfc3339(first["modified_at"].as_str().unwrap()).is_ok());
+        for key in ["parent_model", "format", "family", "families", "parameter_size", "quantization_level"] {
+            assert!(first["details"].get(key).is_some(), "{key}");
+        }
+        assert_eq!(first["gambi"]["participants"], json!(["alice", "bob"]));
+        assert_eq!(tags["models"][1]["size"], 0);
+        assert_eq!(super::tags(&[]), json!({"models": []}));
+    }
+
+    #[test]
+    fn ps_says_what_is_loaded_where() {
+        let mut room = room();
+        room[2].loaded_models = vec![LoadedModel { name: "llama3".into(), vram: Some(8.0), size: Some(4.5) }];
+        let ps = super::ps(&room);
+        let models = ps["models"].as_array().unwrap();
+        assert_eq!(models.len(), 1);
+        assert_eq!(models[0]["name"], "llama3:latest");
+        assert_eq!(models[0]["size_vram"], 8u64 << 30, "the most any member holds");
+        assert_eq!(models[0]["gambi"]["participants"], json!(["alice", "carol"]));
+    }
+
+    #[test]
+    fn show_answers_what_the_room_knows() {
+        let model = &room_models(&room())[0];
+        let shown = show(model);
+        assert_eq!(shown["model_info"], json!({}), "the official client requires model_info");
+        assert_eq!(shown["capabilities"], json!(["completion"]));
+        assert_eq!(shown["gambi"]["participants"], json!(["alice", "bob"]));
+    }
+}
