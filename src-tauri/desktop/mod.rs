@@ -111,19 +111,25 @@ pub fn builder<R: Runtime>(
                 // Closing the window destroys it and its webview: the app lives on in the tray,
                 // with its hub, share and notifications, until Quit.
                 tracing::info!(window = window.label(), "window closed");
-                end_webkit_helpers();
+                end_webkit_helpers(window.app_handle().clone());
             }
         })
 }
 
 /// WebKit's web process ends with the webview; its network process stays for the next one, some
 /// 60 MB for as long as the app sits in the tray. It is stopped once the window is gone; WebKit
-/// starts a new one with the next window.
-fn end_webkit_helpers() {
+/// starts a new one with the next window — unless a new window came within that second, whose
+/// page the network process now loads (stopped then, the window stayed blank).
+fn end_webkit_helpers<R: Runtime>(app: AppHandle<R>) {
+    #[cfg(not(target_os = "linux"))]
+    drop(app);
     #[cfg(target_os = "linux")]
-    std::thread::spawn(|| {
+    std::thread::spawn(move || {
         // The webview's own teardown first.
         std::thread::sleep(std::time::Duration::from_secs(1));
+        if app.get_webview_window(MAIN_WINDOW).is_some() {
+            return;
+        }
         for pid in child_processes_named("WebKitNetworkPr") {
             if let Some(pid) = rustix::process::Pid::from_raw(pid) {
                 if let Err(e) = rustix::process::kill_process(pid, rustix::process::Signal::TERM) {
