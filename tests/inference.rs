@@ -259,7 +259,11 @@ async fn responses_fall_back_to_chat_when_the_provider_has_no_responses_api() {
 
 #[tokio::test(flavor = "multi_thread")]
 async fn routing_by_id_by_model_and_by_star() {
-    let hub = TestHub::start().await;
+    // Under `--routing least-loaded`, '*' spreads over idle participants at random; the default
+    // rule's choice of the faster one is tests/scheduling.rs's.
+    let hub =
+        TestHub::with_config(HubConfig { routing: gambi::hub::scheduler::Policy::LeastLoaded, ..HubConfig::default() })
+            .await;
     let llama = FakeProvider::start(FakeOptions::default()).await;
     let qwen = FakeProvider::start(FakeOptions { models: vec!["qwen2".into()], ..FakeOptions::default() }).await;
     let (code, _) = hub.room("Routing", None).await;

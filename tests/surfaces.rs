@@ -228,7 +228,13 @@ async fn the_models_list_puts_models_first_then_any_then_participants_and_each_c
 
 #[tokio::test(flavor = "multi_thread")]
 async fn routing_skips_a_participant_the_probe_found_without_the_endpoint() {
-    let hub = TestHub::start().await;
+    // The first wave's rule (ties at random), so "chat still goes to either" is a fair check; the
+    // default rule sends every request to whichever answered faster (tests/scheduling.rs).
+    let hub = TestHub::with_config(gambi::hub::HubConfig {
+        routing: gambi::hub::scheduler::Policy::LeastLoaded,
+        ..gambi::hub::HubConfig::default()
+    })
+    .await;
     let chat_only =
         FakeProvider::start(FakeOptions { embeddings: false, completions: false, ..FakeOptions::default() }).await;
     let full = FakeProvider::start(FakeOptions::default()).await;
