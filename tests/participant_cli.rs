@@ -1134,3 +1134,130 @@ async fn codes_with_dash_and_underscore_from_the_typescript_hub_are_joined_and_w
     };
     assert_eq!(left["data"]["participantId"], "ts-1", "{left}");
 }
+
+/// A model server whose keep-alive connections go stale the way llama-server's do (its HTTP
+/// library closes a connection idle for 5 s), with the race made certain: a request that arrives
+/// on a connection idle for `stale` or more finds it closed, unanswered, as when the server's
+/// close crosses the request. It serves `llama3` (`/v1/models`), answers the probe's empty POSTs
+/// with 400, and any other chat with one fixed completion. Returns its URL and how many requests
+/// it dropped that way.
+async fn stale_keepalive_server(stale: Duration) -> (String, Arc<std::sync::atomic::AtomicUsize>) {
+    use std::sync::atomic::{AtomicUsize, Ordering};
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let url = format!("http://{}", listener.local_addr().unwrap());
+    let dropped = Arc::new(AtomicUsize::new(0));
+    let count = dropped.clone();
+    tokio::spawn(async move {
+        while let Ok((mut socket, _)) = listener.accept().await {
+            let count = count.clone();
+            tokio::spawn(async move {
+                let mut last_answer: Option<Instant> = None;
+                let mut buf = Vec::new();
+                loop {
+                    // One request: its head, then as much body as Content-Length says.
+                    let head_end = loop {
+                        if let Some(at) = buf.windows(4).position(|w| w == b"\r\n\r\n") {
+                            break at + 4;
+                        }
+                        let mut chunk = [0u8; 4096];
+                        match socket.read(&mut chunk).await {
+                            Ok(0) | Err(_) => return,
+                            Ok(n) => buf.extend_from_slice(&chunk[..n]),
+                        }
+                    };
+                    let head = String::from_utf8_lossy(&buf[..head_end]).to_string();
+                    let length = head
+                        .lines()
+                        .find_map(|l| {
+                            l.to_ascii_lowercase().strip_prefix("content-length:").map(|v| v.trim().to_string())
+                        })
+                        .and_then(|v| v.parse::<usize>().ok())
+                        .unwrap_or(0);
+                    while buf.len() < head_end + length {
+                        let mut chunk = [0u8; 4096];
+                        match socket.read(&mut chunk).await {
+                            Ok(0) | Err(_) => return,
+                            Ok(n) => buf.extend_from_slice(&chunk[..n]),
+                        }
+                    }
+                    let body = String::from_utf8_lossy(&buf[head_end..head_end + length]).to_string();
+                    buf.drain(..head_end + length);
+                    if last_answer.is_some_and(|at| at.elapsed() >= stale) {
+                        count.fetch_add(1, Ordering::SeqCst);
+                        return;
+                    }
+                    let request_line = head.lines().next().unwrap_or_default().to_string();
+                    let (status, answer) = if request_line.starts_with("GET /v1/models ") {
+                        (200, json!({"object": "list", "data": [{"id": "llama3", "object": "model"}]}))
+                    } else if request_line.starts_with("POST ") && body.trim() == "{}" {
+                        (400, json!({"error": {"message": "missing fields", "type": "invalid_request_error"}}))
+                    } else if request_line.starts_with("POST /v1/chat/completions ") {
+                        let message = json!({"role": "assistant", "content": "fresh"});
+                        let usage = json!({"prompt_tokens": 1, "completion_tokens": 1, "total_tokens": 2});
+                        let choice = json!({"index": 0, "message": message, "finish_reason": "stop"});
+                        (200, json!({"id": "c", "object": "chat.completion", "choices": [choice], "usage": usage}))
+                    } else {
+                        (404, json!({"error": "not found"}))
+                    };
+                    let text = answer.to_string();
+                    let response = format!(
+                        "HTTP/1.1 {status} X\r\ncontent-type: application/json\r\ncontent-length: {}\r\nconnection: keep-alive\r\n\r\n{text}",
+                        text.len()
+                    );
+                    if socket.write_all(response.as_bytes()).await.is_err() {
+                        return;
+                    }
+                    last_answer = Some(Instant::now());
+                }
+            });
+        }
+    });
+    (url, dropped)
+}
+
+/// Issue 13, found with the real llama-server: it closes a keep-alive connection idle for 5 s, and
+/// a participant that kept idle connections for reuse for longer sent requests on closing ones now
+/// and then; the room answered those with a 502 ("the participant's model server failed"). A
+/// connection idle for 3 s is no longer reused, so requests after a pause all find fresh ones.
+#[tokio::test(flavor = "multi_thread")]
+async fn requests_after_a_pause_never_land_on_a_keep_alive_connection_the_server_is_closing() {
+    let (server, dropped) = stale_keepalive_server(Duration::from_secs(5)).await;
+    let hub = TestHub::start().await;
+    let (code, _) = hub.room("stale keep-alive", None).await;
+    let args = [
+        "participant",
+        "join",
+        "--room",
+        &code,
+        "--participant-id",
+        "stale-1",
+        "--model",
+        "llama3",
+        "--endpoint",
+        &server,
+        "--max-concurrency",
+        "4",
+        "--no-specs",
+        "--format",
+        "ndjson",
+        "--hub",
+        &hub.url,
+    ];
+    let mut join = Proc::spawn(&args);
+    join.state("live", STARTUP).await;
+    let base = format!("{}/rooms/{code}/v1", hub.url);
+    // The probe left several connections idle (its calls run side by side); the provider watch
+    // keeps one of them busy. After a pause longer than the server keeps them, a burst of
+    // requests needs more connections than that one.
+    tokio::time::sleep(Duration::from_millis(5500)).await;
+    let burst = (0..3).map(|i| {
+        let body = json!({"model": "stale-1", "messages": [{"role": "user", "content": format!("after a pause {i}")}]});
+        call(http().post(format!("{base}/chat/completions")).json(&body))
+    });
+    for (status, _, v) in futures_util::future::join_all(burst).await {
+        assert_eq!(status, 200, "{v}\nlog:\n{}", join.log());
+        assert_eq!(v["choices"][0]["message"]["content"], "fresh");
+    }
+    assert_eq!(dropped.load(std::sync::atomic::Ordering::SeqCst), 0, "a request went out on a stale connection");
+}

@@ -28,6 +28,9 @@ use super::tunnel_client::Executor;
 
 /// Heartbeats that may fail in a row before the session gives up on the hub.
 const HEARTBEAT_FAILURES: u32 = 3;
+/// How long an idle connection to the provider is kept for reuse: below the 5 s after which common
+/// model servers close theirs.
+const PROVIDER_IDLE: Duration = Duration::from_secs(3);
 /// Largest frame the hub may send: a request with its body whole (the hub accepts bodies of 32 MiB
 /// by default, and more when configured).
 const MAX_REQUEST_FRAME: usize = 256 * 1024 * 1024;
@@ -201,6 +204,11 @@ impl ParticipantSession {
         let auth = probe::auth_header_map(&options.auth_headers).map_err(SessionError::Invalid)?;
         let provider = reqwest::Client::builder()
             .connect_timeout(Duration::from_secs(5))
+            // Model servers close idle keep-alive connections after 5 s (llama-server's httplib,
+            // Node's http): a request sent on one as it closes fails before any answer (a 502 in
+            // the room). A connection idle for 3 s is not reused; a new one to a local server
+            // costs nothing.
+            .pool_idle_timeout(PROVIDER_IDLE)
             .build()
             .map_err(|e| SessionError::Invalid(e.to_string()))?;
         let found = probe::probe(&provider, &options.endpoint, &options.model, &auth).await?;
