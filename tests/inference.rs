@@ -9,7 +9,7 @@ use gambi::participant::{ParticipantSession, SessionOptions};
 use serde_json::{json, Value};
 
 use crate::fake_provider::{FakeOptions, FakeProvider, Mode};
-use crate::util::{call, http, rss_kib, BinHub, Sse, SseEvent, TestHub, PATIENCE};
+use crate::util::{call, http, parse_sse, rss_kib, BinHub, Sse, SseEvent, TestHub, PATIENCE};
 
 /// A tunnel participant sharing `provider` into room `code`.
 pub async fn share(hub: &TestHub, code: &str, id: &str, provider: &FakeProvider, model: &str) -> ParticipantSession {
@@ -70,29 +70,6 @@ pub async fn post_sse(url: &str, body: &Value) -> (u16, Vec<SseEvent>) {
     let status = res.status().as_u16();
     let text = res.text().await.unwrap();
     (status, parse_sse(&text))
-}
-
-fn parse_sse(text: &str) -> Vec<SseEvent> {
-    let mut out = Vec::new();
-    for block in text.replace("\r\n", "\n").split("\n\n") {
-        let mut event = SseEvent { event: "message".into(), id: None, data: String::new() };
-        let mut has_data = false;
-        for line in block.lines() {
-            if let Some(v) = line.strip_prefix("event:") {
-                event.event = v.trim().into();
-            } else if let Some(v) = line.strip_prefix("data:") {
-                if has_data {
-                    event.data.push('\n');
-                }
-                event.data.push_str(v.strip_prefix(' ').unwrap_or(v));
-                has_data = true;
-            }
-        }
-        if has_data {
-            out.push(event);
-        }
-    }
-    out
 }
 
 pub fn chat_text(events: &[SseEvent]) -> String {

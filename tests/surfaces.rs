@@ -11,7 +11,7 @@ use serde_json::{json, Value};
 use crate::fake_provider::{FakeOptions, FakeProvider};
 use crate::inference::{share, share_with};
 use crate::tunnel::python;
-use crate::util::{call, http, Sse, SseEvent, TestHub};
+use crate::util::{call, http, parse_sse, Sse, SseEvent, TestHub};
 
 /// POSTs `body` to the room's `path` (under `/rooms/CODE/v1`) and reads the whole answer as SSE.
 async fn post_stream(hub: &TestHub, code: &str, path: &str, body: &Value) -> (u16, String, Vec<SseEvent>) {
@@ -20,29 +20,6 @@ async fn post_stream(hub: &TestHub, code: &str, path: &str, body: &Value) -> (u1
     let content_type = res.headers().get("content-type").and_then(|v| v.to_str().ok()).unwrap_or("").to_string();
     let text = res.text().await.unwrap();
     (status, content_type, parse_sse(&text))
-}
-
-fn parse_sse(text: &str) -> Vec<SseEvent> {
-    let mut out = Vec::new();
-    for block in text.replace("\r\n", "\n").split("\n\n") {
-        let mut event = SseEvent { event: "message".into(), id: None, data: String::new() };
-        let mut has_data = false;
-        for line in block.lines() {
-            if let Some(v) = line.strip_prefix("event:") {
-                event.event = v.trim().into();
-            } else if let Some(v) = line.strip_prefix("data:") {
-                if has_data {
-                    event.data.push('\n');
-                }
-                event.data.push_str(v.strip_prefix(' ').unwrap_or(v));
-                has_data = true;
-            }
-        }
-        if has_data {
-            out.push(event);
-        }
-    }
-    out
 }
 
 fn names(events: &[SseEvent]) -> Vec<&str> {

@@ -226,6 +226,30 @@ impl SseEvent {
     }
 }
 
+/// The events of a whole SSE body, read at once (comments and blank blocks skipped).
+pub fn parse_sse(text: &str) -> Vec<SseEvent> {
+    let mut out = Vec::new();
+    for block in text.replace("\r\n", "\n").split("\n\n") {
+        let mut event = SseEvent { event: "message".into(), id: None, data: String::new() };
+        let mut has_data = false;
+        for line in block.lines() {
+            if let Some(v) = line.strip_prefix("event:") {
+                event.event = v.trim().into();
+            } else if let Some(v) = line.strip_prefix("data:") {
+                if has_data {
+                    event.data.push('\n');
+                }
+                event.data.push_str(v.strip_prefix(' ').unwrap_or(v));
+                has_data = true;
+            }
+        }
+        if has_data {
+            out.push(event);
+        }
+    }
+    out
+}
+
 /// A real SSE client: reads the stream in a task and hands over parsed events (comments dropped).
 pub struct Sse {
     rx: mpsc::UnboundedReceiver<SseEvent>,

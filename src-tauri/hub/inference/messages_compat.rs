@@ -23,7 +23,7 @@
 use bytes::Bytes;
 use serde_json::{json, Map, Value};
 
-use super::responses_compat::CompatError;
+use super::responses_compat::{chat_content_text, CompatError};
 use super::sse_parse;
 
 fn unsupported(param: &str, detail: impl Into<String>) -> CompatError {
@@ -383,16 +383,6 @@ fn first_choice(chat: &Value) -> Option<&Value> {
     choices.iter().find(|c| c.get("index").and_then(Value::as_u64) == Some(0)).or_else(|| choices.first())
 }
 
-fn content_text(content: Option<&Value>) -> String {
-    match content {
-        Some(Value::String(text)) => text.clone(),
-        Some(Value::Array(parts)) => {
-            parts.iter().filter_map(|p| p.get("text").and_then(Value::as_str).or_else(|| p.as_str())).collect()
-        }
-        _ => String::new(),
-    }
-}
-
 /// A tool call's arguments as the object Anthropic's `input` is. Arguments that are not a JSON
 /// object (a model that wrote something else) are kept as text under `arguments`, not lost.
 fn tool_input(arguments: Option<&Value>) -> Value {
@@ -431,7 +421,7 @@ pub fn chat_to_message(chat: &Value, model: &str, id: &str) -> Value {
     let choice = first_choice(chat);
     let message = choice.and_then(|c| c.get("message"));
     let mut content = Vec::new();
-    let text = content_text(message.and_then(|m| m.get("content")));
+    let text = chat_content_text(message.and_then(|m| m.get("content")));
     if !text.is_empty() {
         content.push(json!({"type": "text", "text": text}));
     }
@@ -629,7 +619,7 @@ impl MessagesStream {
         }
         let Some(choice) = first_choice(chunk) else { return events };
         if let Some(delta) = choice.get("delta") {
-            let text = content_text(delta.get("content"));
+            let text = chat_content_text(delta.get("content"));
             if !text.is_empty() {
                 let index = match self.open {
                     Some(i) if self.blocks.get(i) == Some(&Block::Text) => i,

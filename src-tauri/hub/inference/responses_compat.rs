@@ -744,7 +744,7 @@ fn now_secs() -> u64 {
 
 /// Text of a chat `content`: a string, or text parts concatenated (a part array is one message
 /// split in pieces, so no separator is added).
-fn chat_content_text(content: Option<&Value>) -> String {
+pub(super) fn chat_content_text(content: Option<&Value>) -> String {
     match content {
         Some(Value::String(text)) => text.clone(),
         Some(Value::Array(parts)) => {

@@ -306,8 +306,17 @@ impl Registry {
                 let caller = caller.unwrap_or_default();
                 state.turn += 1;
                 let turn = state.turn;
-                let turns = state.turns.entry(code.to_string()).or_default();
-                turns.insert(caller.to_string(), turn);
+                // Keys are allocated only for a room or caller seen for the first time.
+                if !state.turns.contains_key(code) {
+                    state.turns.insert(code.to_string(), Default::default());
+                }
+                let Some(turns) = state.turns.get_mut(code) else { unreachable!("inserted above") };
+                match turns.get_mut(caller) {
+                    Some(last) => *last = turn,
+                    None => {
+                        turns.insert(caller.to_string(), turn);
+                    }
+                }
                 if turns.len() > MAX_REMEMBERED_TURNS {
                     turns.retain(|_, t| *t + MAX_REMEMBERED_TURNS as u64 > turn);
                 }
