@@ -25,8 +25,7 @@ pub struct Tray<R: Runtime> {
     status: MenuItem<R>,
     share: CheckMenuItem<R>,
     copy: MenuItem<R>,
-    /// What was drawn last: (live icon, check mark, status line).
-    shown: std::sync::Mutex<Option<(bool, bool, String)>>,
+    painter: Painter,
 }
 
 /// Builds the tray; the menu's actions are `on_action`'s to carry out.
@@ -61,7 +60,7 @@ pub fn create<R: Runtime>(
         .show_menu_on_left_click(true)
         .on_menu_event(move |app, event| on_action(app, event.id().as_ref()))
         .build(app)?;
-    Ok(Tray { icon, status, share, copy, shown: std::sync::Mutex::new(None) })
+    Ok(Tray { icon, status, share, copy, painter: Painter::default() })
 }
 
 /// Where the tray writes its icon files: the session's runtime directory (or the temporary one),
@@ -76,23 +75,79 @@ fn icon_dir() -> std::path::PathBuf {
 
 impl<R: Runtime> Tray<R> {
     /// Shows what the core says now: the menu and the icon from one reading of the share state,
-    /// one refresh at a time. Refreshes come from several tasks at once (the share's states, the
-    /// hub's, the menu's own actions); each reads the state under the lock, so the last to run
-    /// shows the newest state and an older reading never repaints the icon after a newer one.
+    /// one refresh at a time (see [`Painter::paint`]).
     pub fn refresh(&self, core: &AppCore) {
+        self.painter.paint(self, || {
+            let (line, live, on) = status_line(core);
+            Drawing { line, live, on, copy: core.room_url().is_some() }
+        });
+    }
+}
+
+impl<R: Runtime> Surface for Tray<R> {
+    fn status(&self, line: &str) {
+        let _ = self.status.set_text(line);
+        let _ = self.icon.set_tooltip(Some(format!("Gambi — {line}")));
+    }
+
+    fn checked(&self, on: bool) {
+        let _ = self.share.set_checked(on);
+    }
+
+    fn copy_enabled(&self, enabled: bool) {
+        let _ = self.copy.set_enabled(enabled);
+    }
+
+    fn live_icon(&self, live: bool) {
+        if let Ok(image) = Image::from_bytes(if live { LIVE_ICON } else { IDLE_ICON }) {
+            let _ = self.icon.set_icon(Some(image));
+        }
+    }
+}
+
+/// What the tray shows, read from the core at one moment.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Drawing {
+    pub line: String,
+    /// The icon with the green dot: the share is live.
+    pub live: bool,
+    /// The check mark on "Share my Ollama": the share is on (live, starting, reconnecting).
+    pub on: bool,
+    /// "Copy room URL" can be used.
+    pub copy: bool,
+}
+
+/// What a drawing is put on: the tray's icon and menu items (or a test's recorder).
+pub trait Surface {
+    fn status(&self, line: &str);
+    fn checked(&self, on: bool);
+    fn copy_enabled(&self, enabled: bool);
+    fn live_icon(&self, live: bool);
+}
+
+/// Draws the tray one refresh at a time, remembering what it drew last.
+#[derive(Default)]
+pub struct Painter {
+    /// What was drawn last: (live icon, check mark, status line).
+    shown: std::sync::Mutex<Option<(bool, bool, String)>>,
+}
+
+impl Painter {
+    /// Draws what `read` says, read under the painter's lock. Refreshes come from several tasks
+    /// at once (the share's states, the hub's, the menu's own actions); reading inside the lock
+    /// means the last to draw shows the newest state, and a reading taken before a newer one is
+    /// never drawn after it (the icon losing its dot while the menu said "Sharing").
+    pub fn paint(&self, surface: &impl Surface, read: impl FnOnce() -> Drawing) {
         let mut shown = self.shown.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
-        let (line, live, on) = status_line(core);
-        let _ = self.status.set_text(&line);
+        let Drawing { line, live, on, copy } = read();
+        surface.status(&line);
         // Set every time: clicking a check item toggles its mark by itself, before the share
         // has changed (or when it does not).
-        let _ = self.share.set_checked(on);
-        let _ = self.copy.set_enabled(core.room_url().is_some());
-        let _ = self.icon.set_tooltip(Some(format!("Gambi — {line}")));
+        surface.checked(on);
+        surface.copy_enabled(copy);
         let before = shown.as_ref().map(|(live, _, _)| *live);
         if before != Some(live) {
-            if let Ok(image) = Image::from_bytes(if live { LIVE_ICON } else { IDLE_ICON }) {
-                let _ = self.icon.set_icon(Some(image));
-            }
+            surface.live_icon(live);
         }
         let now = (live, on, line);
         if shown.as_ref() != Some(&now) {
@@ -141,4 +196,76 @@ pub fn status_line(core: &AppCore) -> (String, bool, bool) {
         _ => "Not sharing".into(),
     };
     (format!("{what} · {hub}"), share.state == "live", share.is_on())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::sync::atomic::{AtomicBool, Ordering};
+    use std::sync::{mpsc, Arc, Mutex};
+    use std::time::Duration;
+
+    /// Records what is drawn; the first status line it is given holds the drawing thread a while,
+    /// as a slow menu update on a busy desktop does.
+    #[derive(Default)]
+    struct Recorder {
+        icon: Mutex<Vec<bool>>,
+        statuses: Mutex<Vec<String>>,
+        stall_first: Mutex<Option<mpsc::Sender<()>>>,
+    }
+
+    impl Surface for Recorder {
+        fn status(&self, line: &str) {
+            self.statuses.lock().unwrap().push(line.to_string());
+            let stall = self.stall_first.lock().unwrap().take();
+            if let Some(started) = stall {
+                let _ = started.send(());
+                std::thread::sleep(Duration::from_millis(300));
+            }
+        }
+        fn checked(&self, _: bool) {}
+        fn copy_enabled(&self, _: bool) {}
+        fn live_icon(&self, live: bool) {
+            self.icon.lock().unwrap().push(live);
+        }
+    }
+
+    fn drawing(live: bool) -> Drawing {
+        let line = if live { "Sharing m in Lab" } else { "Not sharing" };
+        Drawing { line: line.into(), live, on: live, copy: live }
+    }
+
+    /// The race seen in the tray: a refresh that read "not sharing" was still drawing when the
+    /// share went live and a second refresh drew the dot; the first then finished and drew the
+    /// icon without it. Every refresh now reads inside the lock, so the newest state is drawn last.
+    #[test]
+    fn a_refresh_that_read_an_older_state_never_draws_over_a_newer_one() {
+        let painter = Arc::new(Painter::default());
+        let surface = Arc::new(Recorder::default());
+        let sharing = Arc::new(AtomicBool::new(false));
+        let (started, first_is_drawing) = mpsc::channel();
+        *surface.stall_first.lock().unwrap() = Some(started);
+
+        let first = {
+            let (painter, surface, sharing) = (painter.clone(), surface.clone(), sharing.clone());
+            std::thread::spawn(move || painter.paint(&*surface, || drawing(sharing.load(Ordering::SeqCst))))
+        };
+        first_is_drawing.recv_timeout(Duration::from_secs(5)).unwrap();
+        // The share goes live while the first refresh is still drawing, and says so.
+        sharing.store(true, Ordering::SeqCst);
+        let second = {
+            let (painter, surface, sharing) = (painter.clone(), surface.clone(), sharing.clone());
+            std::thread::spawn(move || painter.paint(&*surface, || drawing(sharing.load(Ordering::SeqCst))))
+        };
+        first.join().unwrap();
+        second.join().unwrap();
+
+        let icons = surface.icon.lock().unwrap().clone();
+        assert_eq!(icons.last(), Some(&true), "the share is live, so the icon has its dot: drawn {icons:?}");
+        let statuses = surface.statuses.lock().unwrap().clone();
+        assert_eq!(statuses.last().map(String::as_str), Some("Sharing m in Lab"), "{statuses:?}");
+        // Drawn again only when something changed: the same state twice draws the icon once.
+        painter.paint(&*surface, || drawing(true));
+        assert_eq!(surface.icon.lock().unwrap().len(), icons.len(), "an unchanged icon is not rewritten");
+    }
 }
