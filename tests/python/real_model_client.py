@@ -186,7 +186,10 @@ def ollama_calls(room_url, model, embed_model, dimensions):
     loaded = client.ps()
     check("ollama ps", all(m.model in names for m in loaded.models), loaded)
     shown = client.show(model)
-    check("ollama show", shown.details is not None and "completion" in (shown.capabilities or []), shown)
+    check("ollama show", shown.details is not None and shown.capabilities == ["completion"], shown)
+    # What the embeddings server's probe found: it embeds (and chats).
+    shown = client.show(embed_model)
+    check("ollama show embedding", "embedding" in (shown.capabilities or []), shown.capabilities)
 
     asked = [{"role": "user", "content": PROMPT}]
     options = {"num_predict": 12, "temperature": 0}
