@@ -17,8 +17,8 @@
 //! Through the room: chat completions, Responses, embeddings, legacy completions and Anthropic's
 //! Messages, each with its official client, stream and not, passed through to llama-server and,
 //! where the hub translates (Responses, Messages), translated for a participant whose capabilities
-//! say its server lacks the endpoint; and a dropped stream cancelled on the server. A test for
-//! another surface (the Ollama API) takes the same room.
+//! say its server lacks the endpoint; and a dropped stream cancelled on the server. The Ollama
+//! API, with the official Ollama client, takes the same room.
 
 use std::io::{BufRead, BufReader, Read};
 use std::path::PathBuf;
@@ -352,16 +352,18 @@ impl RealRoom {
 /// Runs `tests/python/real_model_client.py BASE MODEL MODE` with the official OpenAI client.
 /// On failure it says what the room's processes logged (`room`), the end of each.
 async fn openai_client(room: &RealRoom, base: &str, model: &str, mode: &str) -> String {
+    real_model_client(room, base, model, mode, &[]).await
+}
+
+/// Runs `tests/python/real_model_client.py BASE MODEL MODE EXTRA...`; see [`openai_client`].
+async fn real_model_client(room: &RealRoom, base: &str, model: &str, mode: &str, extra: &[String]) -> String {
     let script = concat!(env!("CARGO_MANIFEST_DIR"), "/tests/python/real_model_client.py");
-    let args = [script.to_string(), base.to_string(), model.to_string(), mode.to_string()];
+    let mut args = vec![script.to_string(), base.to_string(), model.to_string(), mode.to_string()];
+    args.extend_from_slice(extra);
     let out = tokio::task::spawn_blocking(move || Command::new(python()).args(&args).output().unwrap()).await.unwrap();
     let stdout = String::from_utf8_lossy(&out.stdout).into_owned();
     let stderr = String::from_utf8_lossy(&out.stderr);
-    assert!(
-        out.status.success(),
-        "the OpenAI Python client failed ({mode} on {model}):\n{stdout}\n{stderr}\n{}",
-        room.logs()
-    );
+    assert!(out.status.success(), "the Python client failed ({mode} on {model}):\n{stdout}\n{stderr}\n{}", room.logs());
     assert!(stdout.contains(&format!("real model {mode}: all checks passed")), "{stdout}");
     stdout
 }
@@ -508,6 +510,41 @@ async fn the_anthropic_client_talks_to_a_real_model_through_the_room_native_and_
     let (base, session) = translated_share(room, "llama-no-messages", caps).await;
     openai_client(room, &base, "llama-no-messages", "messages").await;
     session.close().await;
+}
+
+/// Issue 13, acceptance 1: the official Ollama client against a room of real llama-servers: list,
+/// ps (empty: llama-server reports no loaded models), show; chat (stream and not, with load-time
+/// options, a JSON schema as `format`, and tools) and generate (stream and not, and raw) on the
+/// chat server; embed and the legacy embeddings on the embeddings server, whose vectors measure
+/// what the server's own `/v1/embeddings` gives. The hub's events show each ran on its server.
+#[tokio::test(flavor = "multi_thread")]
+async fn the_ollama_client_talks_to_real_models_through_the_room() {
+    let room = RealRoom::shared().await;
+    let (status, _, v) = call(
+        http().post(format!("{}/v1/embeddings", room.embed.url)).json(&json!({"model": EMBED_MODEL, "input": "sea"})),
+    )
+    .await;
+    assert_eq!(status, 200, "{v}");
+    let dimensions = v["data"][0]["embedding"].as_array().map_or(0, Vec::len);
+    assert!(dimensions > 0, "{v}");
+    let mut events = Sse::connect(&room.hub.at(&format!("/v1/rooms/{}/events", room.code)), None).await;
+    let extra = [EMBED_MODEL.to_string(), dimensions.to_string()];
+    let out = real_model_client(room, &room.base(), CHAT_MODEL, "ollama", &extra).await;
+    assert!(out.contains(&format!("dimensions {dimensions}\n")), "{out}");
+    eprintln!("{out}");
+    // Every call but list, ps and show ran on a real server: chat five times and generate three
+    // on the chat server, embed twice and embeddings once on the other (other tests of the module
+    // may add theirs).
+    let (mut chat, mut embed) = (0, 0);
+    while chat < 8 || embed < 3 {
+        let Some(event) = events.next_within(Duration::from_secs(10)).await else { break };
+        if event.event == "llm.complete" {
+            let v = event.json();
+            chat += usize::from(v["data"]["participantId"] == CHAT_ID);
+            embed += usize::from(v["data"]["participantId"] == EMBED_ID);
+        }
+    }
+    assert!(chat >= 8 && embed >= 3, "{chat} chat and {embed} embedding answers completed\n{out}\n{}", room.logs());
 }
 
 /// A client that goes away mid-stream cancels the generation on the real server: llama-server

@@ -211,6 +211,13 @@ impl ParticipantSession {
             .pool_idle_timeout(PROVIDER_IDLE)
             .build()
             .map_err(|e| SessionError::Invalid(e.to_string()))?;
+        // For the one retry of a request the server closed its connection on unanswered (the
+        // close still crossed it now and then): keeps no idle connection, so each is a new one.
+        let fresh = reqwest::Client::builder()
+            .connect_timeout(Duration::from_secs(5))
+            .pool_max_idle_per_host(0)
+            .build()
+            .map_err(|e| SessionError::Invalid(e.to_string()))?;
         let found = probe::probe(&provider, &options.endpoint, &options.model, &auth).await?;
         let client = HubClient::new(&options.hub_url)?;
         let specs = match (&options.specs, options.auto_specs) {
@@ -281,7 +288,7 @@ impl ParticipantSession {
         let close_tx = Arc::new(close_tx);
         let tasks = TaskTracker::new();
         let (outgoing, mut outbox) = mpsc::channel::<String>(256);
-        let executor = Executor::new(provider.clone(), options.endpoint.clone(), auth.clone(), outgoing.clone());
+        let executor = Executor::new(provider.clone(), fresh, options.endpoint.clone(), auth.clone(), outgoing.clone());
         let (mut sink, mut stream) = socket.split();
 
         // Provider watch: the probe just found the provider answering.

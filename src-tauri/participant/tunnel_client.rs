@@ -26,6 +26,9 @@ const RETURNED_HEADERS: &[&str] = &["content-type", "cache-control", "x-request-
 #[derive(Clone)]
 pub struct Executor {
     pub http: reqwest::Client,
+    /// A client that keeps no idle connections: the one retry of a request the model server
+    /// closed its connection on without answering goes out on a new connection.
+    fresh: reqwest::Client,
     pub endpoint: String,
     pub auth: HeaderMap,
     pub outgoing: mpsc::Sender<String>,
@@ -38,9 +41,16 @@ pub struct Executor {
 }
 
 impl Executor {
-    pub fn new(http: reqwest::Client, endpoint: String, auth: HeaderMap, outgoing: mpsc::Sender<String>) -> Self {
+    pub fn new(
+        http: reqwest::Client,
+        fresh: reqwest::Client,
+        endpoint: String,
+        auth: HeaderMap,
+        outgoing: mpsc::Sender<String>,
+    ) -> Self {
         Executor {
             http,
+            fresh,
             endpoint: endpoint.trim_end_matches('/').to_string(),
             auth,
             outgoing,
@@ -141,24 +151,45 @@ impl Executor {
             self.send(error("request", format!("unknown method {method:?}"))).await;
             return;
         };
-        let mut request = self.http.request(method, format!("{}{path}", self.endpoint));
-        for (k, v) in headers {
-            if FORWARDED_HEADERS.contains(&k.to_ascii_lowercase().as_str()) {
-                request = request.header(k.as_str(), v.as_str());
+        // As bytes, so the retry sends the same body without copying it.
+        let body = body.map(bytes::Bytes::from);
+        let request = |client: &reqwest::Client| {
+            let mut request = client.request(method.clone(), format!("{}{path}", self.endpoint));
+            for (k, v) in headers {
+                if FORWARDED_HEADERS.contains(&k.to_ascii_lowercase().as_str()) {
+                    request = request.header(k.as_str(), v.as_str());
+                }
             }
-        }
-        request = request.headers(self.auth.clone());
-        if let Some(body) = body {
-            if !headers.keys().any(|k| k.eq_ignore_ascii_case("content-type")) {
-                request = request.header(reqwest::header::CONTENT_TYPE, "application/json");
+            request = request.headers(self.auth.clone());
+            if let Some(body) = &body {
+                if !headers.keys().any(|k| k.eq_ignore_ascii_case("content-type")) {
+                    request = request.header(reqwest::header::CONTENT_TYPE, "application/json");
+                }
+                request = request.body(body.clone());
             }
-            request = request.body(body);
-        }
-        let response = match request.send().await {
+            request
+        };
+        let response = match request(&self.http).send().await {
+            // The server closed the connection and not one byte of an answer came: it never read
+            // the request, or never answered it (a keep-alive connection it was closing as the
+            // request went out). Sent once more, on a new connection; a second such close is the
+            // answer.
+            Err(e) if closed_unanswered(&e) => {
+                tracing::debug!(%request_id, error = %e, "the model server closed the connection unanswered; sending again");
+                request(&self.fresh).send().await
+            }
+            sent => sent,
+        };
+        let response = match response {
             Ok(r) => r,
             Err(e) => {
-                let reason =
-                    if e.is_connect() { "the model server is not running or unreachable" } else { "request failed" };
+                let reason = if e.is_connect() {
+                    "the model server is not running or unreachable"
+                } else if closed_unanswered(&e) {
+                    "the model server closed the connection without answering, twice"
+                } else {
+                    "request failed"
+                };
                 if e.is_connect() || e.is_timeout() {
                     self.provider_trouble.notify_one();
                 }
@@ -199,4 +230,30 @@ impl Executor {
         }
         self.send(TunnelMessage::ResponseEnd { request_id: request_id.to_string() }).await;
     }
+}
+
+/// Whether `e` is a connection the server closed (or reset) before a byte of its answer came:
+/// hyper's incomplete message ("connection closed before message completed"), a request it
+/// cancelled unsent, or a reset or broken pipe under either. Never a failed connect (no server),
+/// a timeout (the server may be working on it) or anything after the answer's head.
+fn closed_unanswered(e: &reqwest::Error) -> bool {
+    use std::io::ErrorKind;
+    if !e.is_request() || e.is_connect() || e.is_timeout() {
+        return false;
+    }
+    let mut source = std::error::Error::source(e);
+    while let Some(cause) = source {
+        if let Some(h) = cause.downcast_ref::<hyper::Error>() {
+            if h.is_incomplete_message() || h.is_canceled() {
+                return true;
+            }
+        }
+        if let Some(io) = cause.downcast_ref::<std::io::Error>() {
+            if matches!(io.kind(), ErrorKind::ConnectionReset | ErrorKind::ConnectionAborted | ErrorKind::BrokenPipe) {
+                return true;
+            }
+        }
+        source = cause.source();
+    }
+    false
 }

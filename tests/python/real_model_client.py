@@ -2,16 +2,21 @@
 135M model) with the official OpenAI Python client, as a developer would.
 
 Usage: real_model_client.py BASE_URL MODEL chat|responses|responses-kept|embeddings|completions|messages
+       real_model_client.py BASE_URL MODEL ollama EMBED_MODEL DIMENSIONS
 
 BASE_URL is the room's OpenAI base URL (http://HUB/rooms/CODE/v1); for `messages` the official
-Anthropic client is used, with the room itself (http://HUB/rooms/CODE) as its base URL. A real model
+Anthropic client is used, and for `ollama` the official Ollama client, each with the room itself
+(http://HUB/rooms/CODE) as its base URL. `ollama` chats and generates with MODEL and embeds with
+EMBED_MODEL, whose vectors must measure DIMENSIONS (what its server's /v1/embeddings gives). A real model
 says what it likes, so only the shape of each answer is checked, and that it is not empty. Prints
 one line per check and exits non-zero on the first failure, with the reason.
 """
 
+import json
 import sys
 
 import anthropic
+import ollama
 import openai
 
 PROMPT = "Write one short sentence about the sea."
@@ -161,6 +166,89 @@ def messages(room_url, model):
         check("tool_use block", use.name == "get_weather" and isinstance(use.input, dict), use)
 
 
+OLLAMA_WEATHER = {
+    "type": "function",
+    "function": {
+        "name": "get_weather",
+        "description": "Weather in a city",
+        "parameters": {"type": "object", "properties": {"city": {"type": "string"}}, "required": ["city"]},
+    },
+}
+
+
+def ollama_calls(room_url, model, embed_model, dimensions):
+    client = ollama.Client(host=room_url, timeout=120)
+    listed = client.list()
+    names = [m.model for m in listed.models]
+    check("ollama list", f"{model}:latest" in names and f"{embed_model}:latest" in names, names)
+    check("ollama list details", all(m.details is not None and m.digest for m in listed.models), listed)
+    # What the members' servers hold in memory, where they say (llama-server has no /api/ps).
+    loaded = client.ps()
+    check("ollama ps", all(m.model in names for m in loaded.models), loaded)
+    shown = client.show(model)
+    check("ollama show", shown.details is not None and shown.capabilities == ["completion"], shown)
+    # What the embeddings server's probe found: it embeds (and chats).
+    shown = client.show(embed_model)
+    check("ollama show embedding", "embedding" in (shown.capabilities or []), shown.capabilities)
+
+    asked = [{"role": "user", "content": PROMPT}]
+    options = {"num_predict": 12, "temperature": 0}
+    answer = client.chat(model=model, messages=asked, options=options, stream=False)
+    check("ollama chat", answer.message.role == "assistant" and len(answer.message.content or "") > 0, answer)
+    check("ollama chat done", answer.done and answer.done_reason in ("stop", "length"), answer)
+    check("ollama chat counts", 0 < answer.eval_count <= 12 and answer.prompt_eval_count > 0, answer)
+    check("ollama chat durations", answer.total_duration > 0, answer)
+
+    parts = list(client.chat(model=model, messages=asked, options={"num_predict": 16}, stream=True))
+    text = "".join(p.message.content or "" for p in parts)
+    check("ollama chat stream", len(parts) > 2 and len(text) > 0, [p.message.content for p in parts])
+    end = parts[-1]
+    check("ollama chat stream end", end.done and end.done_reason in ("stop", "length") and end.eval_count > 0, end)
+    check("ollama chat stream only ends once", not any(p.done for p in parts[:-1]), parts)
+
+    # Load-time settings an Ollama client sends are the member's own business: not sent on.
+    tuned = client.chat(model=model, messages=asked, options={**options, "num_ctx": 4096}, keep_alive="5m")
+    check("ollama chat load-time options", tuned.done and len(tuned.message.content or "") > 0, tuned)
+    # Structured output: the schema goes to the server, which keeps the answer to it.
+    schema = {"type": "object", "properties": {"city": {"type": "string"}}, "required": ["city"]}
+    shaped = client.chat(
+        model=model,
+        messages=[{"role": "user", "content": "Name a city, as JSON."}],
+        format=schema,
+        options={"num_predict": 48, "temperature": 0},
+    )
+    parsed = json.loads(shaped.message.content or "null") if shaped.done_reason == "stop" else {"city": ""}
+    check("ollama chat format", isinstance(parsed, dict) and isinstance(parsed.get("city"), str), shaped.message)
+    # A 135M model may or may not call the tool: the answer must be well formed either way.
+    weather = [{"role": "user", "content": "What is the weather in Paris?"}]
+    tooled = client.chat(model=model, messages=weather, tools=[OLLAMA_WEATHER], options={"num_predict": 32})
+    calls = tooled.message.tool_calls or []
+    check("ollama chat with tools", tooled.done and (calls or tooled.message.content), tooled.message)
+    for c in calls:
+        check("ollama tool call", c.function.name == "get_weather" and isinstance(c.function.arguments, dict), c)
+
+    generated = client.generate(model=model, prompt=PROMPT, options=options, stream=False)
+    check("ollama generate", len(generated.response) > 0 and generated.done and generated.done_reason, generated)
+    check("ollama generate counts", 0 < generated.eval_count <= 12, generated)
+    pieces = list(client.generate(model=model, prompt=PROMPT, options={"num_predict": 16}, stream=True))
+    check("ollama generate stream", len(pieces) > 2 and len("".join(p.response for p in pieces)) > 0, pieces)
+    check("ollama generate stream end", pieces[-1].done and pieces[-1].eval_count > 0, pieces[-1])
+    # A prompt already templated runs as a legacy completion.
+    raw = client.generate(model=model, prompt="Once upon a time", raw=True, options=options, stream=False)
+    check("ollama generate raw", len(raw.response) > 0 and raw.done and raw.done_reason, raw)
+
+    embedded = client.embed(model=embed_model, input=["the sea", "the sky"])
+    dims = [len(e) for e in embedded.embeddings]
+    check("ollama embed", dims == [dimensions, dimensions], dims)
+    check("ollama embed differ", embedded.embeddings[0] != embedded.embeddings[1], "two texts, one vector")
+    check("ollama embed counts", (embedded.prompt_eval_count or 0) > 0, embedded)
+    one = client.embed(model=embed_model, input="the sea")
+    check("ollama embed one", [len(e) for e in one.embeddings] == [dimensions], one)
+    legacy = client.embeddings(model=embed_model, prompt="the sea")
+    check("ollama embeddings", len(legacy.embedding) == dimensions, legacy)
+    print(f"dimensions {dimensions}", flush=True)
+
+
 def main():
     base_url, model, mode = sys.argv[1], sys.argv[2], sys.argv[3]
     client = openai.OpenAI(base_url=base_url, api_key="no-key-needed", max_retries=0, timeout=120)
@@ -174,6 +262,8 @@ def main():
         completions(client, model)
     elif mode == "messages":
         messages(base_url.removesuffix("/v1"), model)
+    elif mode == "ollama" and len(sys.argv) == 6:
+        ollama_calls(base_url.removesuffix("/v1"), model, sys.argv[4], int(sys.argv[5]))
     else:
         print(__doc__, file=sys.stderr)
         sys.exit(2)

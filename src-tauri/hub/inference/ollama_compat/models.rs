@@ -3,7 +3,7 @@
 
 use serde_json::{json, Value};
 
-use crate::protocol::{Participant, ParticipantStatus};
+use crate::protocol::{Capability, Endpoint, Participant, ParticipantStatus};
 
 use super::{ollama_name, rfc3339_ms};
 
@@ -18,6 +18,10 @@ pub struct RoomModel {
     pub size: Option<u64>,
     /// When the first of its participants joined, ms since the epoch.
     pub since_ms: u64,
+    /// Some participant of it may chat (its probe did not find chat completions missing).
+    pub completion: bool,
+    /// Some participant's probe found it serves embeddings.
+    pub embedding: bool,
 }
 
 /// `llama3` and `llama3:latest` are one model (as the room routes them).
@@ -41,17 +45,23 @@ pub fn room_models(participants: &[Participant]) -> Vec<RoomModel> {
         let key = same_key(&p.model);
         let size =
             p.loaded_models.iter().filter(|l| same_key(&l.name) == key).filter_map(|l| l.size).map(gib_to_bytes).max();
+        let completion = p.capabilities.may_serve(Endpoint::ChatCompletions);
+        let embedding = p.capabilities.of(Endpoint::Embeddings) == Capability::Supported;
         match models.iter_mut().find(|m| same_key(&m.name) == key) {
             Some(m) => {
                 m.participants.push(p.id.clone());
                 m.size = m.size.max(size);
                 m.since_ms = m.since_ms.min(p.joined_at);
+                m.completion |= completion;
+                m.embedding |= embedding;
             }
             None => models.push(RoomModel {
                 name: ollama_name(&p.model),
                 participants: vec![p.id.clone()],
                 size,
                 since_ms: p.joined_at,
+                completion,
+                embedding,
             }),
         }
     }
@@ -153,6 +163,22 @@ pub fn ps(participants: &[Participant]) -> Value {
     json!({ "models": models })
 }
 
+/// What a model can do, as Ollama's `show` names it: `completion` (chat and generate) and
+/// `embedding`, from what its participants' probes found; `completion` when nothing is known.
+fn capabilities(model: &RoomModel) -> Vec<&'static str> {
+    let mut can = Vec::new();
+    if model.completion {
+        can.push("completion");
+    }
+    if model.embedding {
+        can.push("embedding");
+    }
+    if can.is_empty() {
+        can.push("completion");
+    }
+    can
+}
+
 /// `POST /api/show` for a model of the room.
 pub fn show(model: &RoomModel) -> Value {
     json!({
@@ -162,7 +188,7 @@ pub fn show(model: &RoomModel) -> Value {
         "template": "",
         "details": details(),
         "model_info": {},
-        "capabilities": ["completion"],
+        "capabilities": capabilities(model),
         "modified_at": rfc3339_ms(model.since_ms),
         "gambi": {"participants": model.participants},
     })
@@ -171,7 +197,7 @@ pub fn show(model: &RoomModel) -> Value {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::protocol::{Connection, ConnectionKind, LoadedModel};
+    use crate::protocol::{Capabilities, Connection, ConnectionKind, LoadedModel};
 
     fn participant(id: &str, model: &str, joined_at: u64) -> Participant {
         Participant {
@@ -268,5 +294,25 @@ mod tests {
         assert_eq!(shown["model_info"], json!({}), "the official client requires model_info");
         assert_eq!(shown["capabilities"], json!(["completion"]));
         assert_eq!(shown["gambi"]["participants"], json!(["alice", "bob"]));
+    }
+
+    #[test]
+    fn show_names_embedding_where_a_probe_found_embeddings() {
+        let mut room = room();
+        let chat_only = Capabilities::default()
+            .with(Endpoint::ChatCompletions, Capability::Supported)
+            .with(Endpoint::Embeddings, Capability::Unsupported);
+        room[0].capabilities = chat_only;
+        room[1].capabilities = chat_only.with(Endpoint::Embeddings, Capability::Supported);
+        room[2].capabilities = Capabilities::default()
+            .with(Endpoint::ChatCompletions, Capability::Unsupported)
+            .with(Endpoint::Embeddings, Capability::Supported);
+        let models = room_models(&room);
+        assert_eq!(show(&models[0])["capabilities"], json!(["completion", "embedding"]), "one of them embeds");
+        assert_eq!(show(&models[1])["capabilities"], json!(["embedding"]), "an embedding model only");
+        room[1].capabilities = chat_only;
+        assert_eq!(show(&room_models(&room)[0])["capabilities"], json!(["completion"]));
+        room[2].capabilities = Capabilities::default().with(Endpoint::ChatCompletions, Capability::Unsupported);
+        assert_eq!(show(&room_models(&room)[1])["capabilities"], json!(["completion"]), "neither found");
     }
 }
