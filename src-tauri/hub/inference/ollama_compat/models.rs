@@ -190,6 +190,7 @@ mod tests {
             max_concurrency: 1,
             loaded_models: Vec::new(),
             paused_reason: None,
+            model_details: None,
         }
     }
 
