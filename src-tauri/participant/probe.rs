@@ -151,11 +151,10 @@ async fn ollama(
             }
         }
     };
-    let (version, tags) = tokio::join!(get("/api/version"), get("/api/tags"));
-    if !version.as_ref().is_some_and(is_ollama_version) {
+    if !get("/api/version").await.as_ref().is_some_and(is_ollama_version) {
         return (Capability::Unknown, None);
     }
-    (Capability::Supported, tags.as_ref().and_then(|t| details_from_tags(t, model)))
+    (Capability::Supported, get("/api/tags").await.as_ref().and_then(|t| details_from_tags(t, model)))
 }
 
 /// Probes `endpoint` and checks it serves `model`.
