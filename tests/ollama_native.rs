@@ -136,6 +136,19 @@ async fn an_ollama_participant_gets_the_ollama_api_natively_and_others_the_trans
     let sent = &calls_to(&ollama, "/api/generate")[0];
     assert_eq!((&sent["raw"], &sent["keep_alive"]), (&json!(true), &json!(0)));
     assert_eq!(sent["options"], json!({"num_predict": 9}));
+    // What no translation carries (fill-in-the-middle's `suffix`) goes to the Ollama alone...
+    let fim = json!({"model": "llama3", "prompt": "fn main() {", "suffix": "}", "stream": false});
+    let (status, _, v) = call(http().post(api(&hub, &code, "generate")).json(&fim)).await;
+    assert_eq!(status, 200, "{v}");
+    assert_eq!(v["response"], echo("fn main() {"));
+    assert_eq!(calls_to(&ollama, "/api/generate")[1]["suffix"], "}");
+    // ...and is refused, as before, for a model only others serve.
+    let (status, _, v) =
+        call(http().post(api(&hub, &code, "generate")).json(&json!({"model": "qwen2", "prompt": "a", "suffix": "b"})))
+            .await;
+    assert_eq!(status, 400, "{v}");
+    assert!(v["error"].as_str().is_some_and(|e| e.contains("suffix")), "{v}");
+    assert!(openai.requests_to("/api/generate").is_empty() && calls_to(&openai, "/v1/completions").is_empty());
     let embed = json!({"model": "llama3", "input": ["a", "b"], "truncate": false, "keep_alive": "1m",
                        "options": {"num_thread": 2}});
     let (status, _, v) = call(http().post(api(&hub, &code, "embed")).json(&embed)).await;

@@ -4,6 +4,8 @@
 //! room request), translate the answer back — NDJSON lines as the chunks arrive when streamed.
 //! A participant whose provider is Ollama gets the request as the client sent it, on its own
 //! `/api/...` endpoint (`proxy::run_with_native`), and its answer reaches the client untouched.
+//! What no translation carries (a `suffix`, a `template`, a `context`...) is routed to Ollama
+//! participants only, and refused as before where the room has none serving the model.
 //! A protected room takes its password as `Authorization: Bearer`, as the OpenAI plane does.
 //! Every error, the hub's or a provider's, is Ollama's `{"error": "..."}`.
 
@@ -28,7 +30,7 @@ use crate::protocol::Capability;
 
 use super::ollama_compat::{self as compat, Clock, CompatError, Generate, Kind, NdjsonTranslator};
 use super::op::Op;
-use super::proxy::{self, NativeAnswer, OllamaCall};
+use super::proxy::{self, NativeAnswer, NativeForm, OllamaCall};
 use super::sse_parse::{SseFrame, SseParser};
 
 /// Largest whole answer read back for translation (as the OpenAI plane buffers).
@@ -235,7 +237,7 @@ async fn run(hub: Hub, code: String, req: Request, call: Call) -> Result<Respons
         let text = Bytes::from(body.to_string());
         let held = hold.held();
         hold.grow_to(held.saturating_add(text.len()))?;
-        Some((call.native(), text))
+        Some(NativeForm { call: call.native(), text, only: false })
     } else {
         None
     };
@@ -251,15 +253,22 @@ async fn run(hub: Hub, code: String, req: Request, call: Call) -> Result<Respons
         Call::Embeddings => (Op::Embeddings, compat::embeddings_request(&body, &model)),
     };
     drop(body);
-    let Some(openai) = openai.map_err(bad)? else {
-        return nothing_to_run(&hub, &code, call, &model, stream, unloads, started);
+    let (text, native, untranslatable) = match (openai, native) {
+        (Ok(Some(openai)), native) => (Bytes::from(openai.to_string()), native, None),
+        (Ok(None), _) => return nothing_to_run(&hub, &code, call, &model, stream, unloads, started),
+        // Only an Ollama participant can serve it: the OpenAI form stands in, never sent.
+        (Err(e @ CompatError::Unsupported { .. }), Some(native)) => {
+            let stand_in = json!({"model": model, "stream": stream, "messages": [], "prompt": "", "input": ""});
+            (Bytes::from(stand_in.to_string()), Some(NativeForm { only: true, ..native }), Some(e))
+        }
+        (Err(e), _) => return Err(bad(e)),
     };
-    let text = Bytes::from(openai.to_string());
-    drop(openai);
     match proxy::run_with_native(hub, &code, op, text, hold, native).await {
         Ok(response) => Ok(answer(response, call, &model, stream, started).await),
         // No participant in the room serves that model (by any name the room routes by).
         Err(HubError::NoParticipant) => Ok(model_not_found(&model)),
+        // Some serve it, but none is an Ollama: what the translation could not carry.
+        Err(e @ HubError::NotServed { .. }) => Err(untranslatable.map_or(OllamaError(e), bad)),
         Err(e) => Err(OllamaError(e)),
     }
 }

@@ -27,7 +27,7 @@ use crate::hub::body::read_body_held;
 use crate::hub::error::HubError;
 use crate::hub::memory::BodyHold;
 use crate::hub::metrics::waited;
-use crate::hub::registry::{Acquire, ParticipantRecord, Selector};
+use crate::hub::registry::{Acquire, Need, ParticipantRecord, Selector};
 use crate::hub::routes::room_code;
 use crate::hub::Hub;
 use crate::protocol::events::EventKind;
@@ -80,6 +80,17 @@ pub(super) struct Job {
 struct Native {
     call: OllamaCall,
     request: RawObject,
+    /// Only an Ollama participant can serve it (the OpenAI form is a stand-in).
+    only: bool,
+}
+
+/// A request's native Ollama form, for [`run_with_native`].
+pub(crate) struct NativeForm {
+    pub call: OllamaCall,
+    /// The body as the client sent it.
+    pub text: Bytes,
+    /// No translation can carry it: routed only to participants whose provider is Ollama.
+    pub only: bool,
 }
 
 /// Marks an answer that came from an Ollama provider's own endpoint, relayed as it is (for the
@@ -180,19 +191,20 @@ pub(crate) async fn run(hub: Hub, code: &str, op: Op, body: Bytes, hold: BodyHol
 }
 
 /// [`run`], with the request's native Ollama form (`native`: the call and its body as the client
-/// sent it, held in `hold` too) for the participants whose provider is Ollama.
+/// sent it, held in `hold` too) for the participants whose provider is Ollama. With
+/// `native.only`, `body` only stands in (its model and stream flag are read; it is never sent).
 pub(crate) async fn run_with_native(
     hub: Hub,
     code: &str,
     op: Op,
     body: Bytes,
     mut hold: BodyHold,
-    native: Option<(OllamaCall, Bytes)>,
+    native: Option<NativeForm>,
 ) -> Result<Response, HubError> {
     let native = match native {
-        Some((call, text)) => {
+        Some(NativeForm { call, text, only }) => {
             let request = RawObject::parse(text).map_err(|_| bad("The request body must be a JSON object."))?;
-            Some(Native { call, request })
+            Some(Native { call, request, only })
         }
         None => None,
     };
@@ -229,7 +241,10 @@ pub(crate) async fn run_with_native(
         .unwrap_or(false);
     let defaults = hub.registry().room_defaults(&code)?;
     let selector = Selector::parse(&model);
-    let need = spec.need();
+    let need = match &native {
+        Some(Native { only: true, .. }) => Need { endpoint: Some(Endpoint::Ollama), or_chat: false },
+        _ => spec.need(),
+    };
     // Fair turns: the caller's X-Gambi-Caller name, else the request's `user` field, else its address.
     let turn_key = crate::hub::stats::named_caller_key()
         .or_else(|| match request.get::<String>("user") {
@@ -356,6 +371,9 @@ async fn attempt(job: &Job, p: &ParticipantRecord, config: &RuntimeConfig) -> At
             if let Some(attempt) = attempt_native(job, native, p, config).await {
                 return attempt;
             }
+        }
+        if native.only {
+            return Attempt::Missing(Endpoint::Ollama);
         }
     }
     let spec = job.spec;
