@@ -22,21 +22,27 @@ fn served(options: &FakeOptions, model: &str) -> Option<String> {
 }
 
 /// The request, its model as served, and whether it streams; else Ollama's error answer.
-fn read(raw: &Bytes, options: &FakeOptions) -> Result<(Value, String, bool), Response> {
+fn read(raw: &Bytes, options: &FakeOptions) -> Result<(Value, String, bool), Box<Response>> {
     if !options.ollama {
-        return Err(route_not_found(options));
+        return Err(Box::new(route_not_found(options)));
     }
     if options.mode == Mode::Fail500 {
-        return Err(ollama_error(StatusCode::INTERNAL_SERVER_ERROR, "the fake Ollama failed (Mode::Fail500)"));
+        return Err(Box::new(ollama_error(
+            StatusCode::INTERNAL_SERVER_ERROR,
+            "the fake Ollama failed (Mode::Fail500)",
+        )));
     }
-    let body: Value =
-        serde_json::from_slice(raw).map_err(|_| ollama_error(StatusCode::BAD_REQUEST, "invalid JSON body"))?;
+    let body: Value = serde_json::from_slice(raw)
+        .map_err(|_| Box::new(ollama_error(StatusCode::BAD_REQUEST, "invalid JSON body")))?;
     let model = body["model"].as_str().unwrap_or_default();
     if model.is_empty() {
-        return Err(ollama_error(StatusCode::BAD_REQUEST, "model is required"));
+        return Err(Box::new(ollama_error(StatusCode::BAD_REQUEST, "model is required")));
     }
     let Some(model) = served(options, model) else {
-        return Err(ollama_error(StatusCode::NOT_FOUND, &format!("model \"{model}\" not found, try pulling it first")));
+        return Err(Box::new(ollama_error(
+            StatusCode::NOT_FOUND,
+            &format!("model \"{model}\" not found, try pulling it first"),
+        )));
     };
     let stream = body["stream"].as_bool().unwrap_or(true);
     Ok((body, model, stream))
@@ -127,7 +133,7 @@ pub async fn chat(State(state): State<Arc<FakeState>>, raw: Bytes) -> Response {
     let options = state.options();
     let (body, model, stream) = match read(&raw, &options) {
         Ok(read) => read,
-        Err(response) => return response,
+        Err(response) => return *response,
     };
     let Some(messages) = body["messages"].as_array() else {
         return ollama_error(StatusCode::BAD_REQUEST, "messages must be an array");
@@ -148,7 +154,7 @@ pub async fn generate(State(state): State<Arc<FakeState>>, raw: Bytes) -> Respon
     let options = state.options();
     let (body, model, stream) = match read(&raw, &options) {
         Ok(read) => read,
-        Err(response) => return response,
+        Err(response) => return *response,
     };
     let prompt = body["prompt"].as_str().unwrap_or_default().to_owned();
     let reply = reply_to(&options, &prompt);
@@ -160,7 +166,7 @@ pub async fn embed(State(state): State<Arc<FakeState>>, raw: Bytes) -> Response 
     let options = state.options();
     let (body, model, _) = match read(&raw, &options) {
         Ok(read) => read,
-        Err(response) => return response,
+        Err(response) => return *response,
     };
     let texts: Vec<String> = match &body["input"] {
         Value::String(s) => vec![s.clone()],
@@ -184,7 +190,7 @@ pub async fn embeddings(State(state): State<Arc<FakeState>>, raw: Bytes) -> Resp
     let options = state.options();
     let (body, _, _) = match read(&raw, &options) {
         Ok(read) => read,
-        Err(response) => return response,
+        Err(response) => return *response,
     };
     let prompt = body["prompt"].as_str().unwrap_or_default();
     Json(json!({ "embedding": surfaces::embedding_of(prompt, options.embedding_dimensions) })).into_response()
