@@ -145,9 +145,30 @@ pub async fn chat(State(state): State<Arc<FakeState>>, raw: Bytes) -> Response {
         .and_then(|m| m["content"].as_str())
         .unwrap_or_default()
         .to_owned();
+    // A function tool offered, with the user's turn last: the model calls it (Ollama's shape: the
+    // arguments an object, no id), in one line before the done line as Ollama streams it.
+    let last_is_user = messages.last().is_some_and(|m| m["role"] == "user");
+    if let Some(name) = first_tool(&body).filter(|_| last_is_user) {
+        let arguments: Value = serde_json::from_str(TOOL_ARGUMENTS).unwrap();
+        let call = json!({"model": model, "created_at": CREATED_AT, "done": false,
+            "message": {"role": "assistant", "content": "",
+                        "tool_calls": [{"function": {"name": name, "arguments": arguments}}]}});
+        let mut done = done_line(&model, &prompt, "");
+        done["message"] = json!({"role": "assistant", "content": ""});
+        if !stream {
+            let mut whole = done;
+            whole["message"] = call["message"].clone();
+            return whole_answer(&state, &options, whole).await;
+        }
+        return answer(&state, &options, vec![call, done], "message", true).await;
+    }
     let reply = reply_to(&options, &prompt);
     let lines = chat_lines(&model, &prompt, &reply, options.stream_chunks);
     answer(&state, &options, lines, "message", stream).await
+}
+
+async fn whole_answer(state: &Arc<FakeState>, options: &FakeOptions, value: Value) -> Response {
+    whole(value, options, Flight::new(state)).await
 }
 
 pub async fn generate(State(state): State<Arc<FakeState>>, raw: Bytes) -> Response {

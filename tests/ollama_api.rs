@@ -71,7 +71,7 @@ fn python_with_ollama() -> String {
     python
 }
 
-async fn run_ollama_client(args: Vec<String>) -> String {
+pub async fn run_ollama_client(args: Vec<String>) -> String {
     let python = python_with_ollama();
     let script = concat!(env!("CARGO_MANIFEST_DIR"), "/tests/python/ollama_client.py");
     let out = tokio::task::spawn_blocking(move || {

@@ -243,3 +243,28 @@ async fn an_ollama_that_fails_before_its_first_byte_is_failed_over_to_one_that_a
     }
     assert_eq!(calls_to(&good, "/v1/chat/completions").len(), asked, "each came translated from the other");
 }
+
+/// The official `ollama` Python client against a room whose members are Ollamas: every call
+/// (list, ps, show, chat with tools, generate, raw generate, embed, embeddings) goes natively.
+#[tokio::test(flavor = "multi_thread")]
+async fn the_official_ollama_client_works_against_ollama_members() {
+    let hub = TestHub::start().await;
+    let (code, _) = hub.room("Ollamas", None).await;
+    let ollama = ollama_provider(|o| {
+        o.models = vec!["llama3:latest".into(), "nomic-embed-text:latest".into()];
+        o.loaded = vec!["llama3:latest".into()];
+    })
+    .await;
+    let _a = share(&hub, &code, "chat", &ollama, "llama3").await;
+    let _b = share(&hub, &code, "embed", &ollama, "nomic-embed-text").await;
+    let base = hub.at(&format!("/rooms/{code}"));
+    crate::ollama_api::run_ollama_client(vec![base, "llama3".into(), "nomic-embed-text".into()]).await;
+    for path in ["/api/chat", "/api/generate", "/api/embed", "/api/embeddings"] {
+        assert!(!calls_to(&ollama, path).is_empty(), "{path} was called natively");
+    }
+    let translated: Vec<Value> = ["/v1/chat/completions", "/v1/completions", "/v1/embeddings"]
+        .iter()
+        .flat_map(|p| calls_to(&ollama, p))
+        .collect();
+    assert!(translated.is_empty(), "nothing went through the OpenAI endpoints: {translated:?}");
+}
