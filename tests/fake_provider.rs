@@ -3,7 +3,8 @@
 //! `/v1/chat/completions` (stream and not, text and function tools), `/v1/responses` and its
 //! `{id}` routes, `/v1/embeddings` and the legacy `/v1/completions` (each can be turned off),
 //! optionally Anthropic's `/v1/messages` (stream and not, tools; in `fake_surfaces.rs`) and
-//! Ollama's `/api/version`, `/api/tags` and `/api/ps`, in the exact shapes the official OpenAI and
+//! Ollama's `/api/version`, `/api/tags`, `/api/ps` and its native `/api/chat`, `/api/generate`,
+//! `/api/embed` and `/api/embeddings` (in `fake_ollama.rs`), in the exact shapes the official OpenAI and
 //! Anthropic SDKs and Ollama clients parse. It can also answer stream requests with one JSON
 //! document, as some servers do.
 //!
@@ -64,7 +65,8 @@ pub struct FakeOptions {
     pub models: Vec<String>,
     /// Serve `/v1/responses` (else 404, as an old Ollama or LM Studio).
     pub responses_api: bool,
-    /// Serve Ollama's `/api/version`, `/api/tags` and `/api/ps` (else 404).
+    /// Serve Ollama's `/api/version`, `/api/tags`, `/api/ps` and its native inference endpoints
+    /// (else 404).
     pub ollama: bool,
     /// Models `/api/ps` reports as loaded in memory.
     pub loaded: Vec<String>,
@@ -376,6 +378,10 @@ pub fn ollama_size(name: &str) -> u64 {
 #[path = "fake_surfaces.rs"]
 pub mod surfaces;
 
+/// Ollama's native `/api/chat`, `/api/generate`, `/api/embed` and `/api/embeddings`.
+#[path = "fake_ollama.rs"]
+pub mod ollama;
+
 fn router(state: Arc<FakeState>) -> Router {
     Router::new()
         .route("/v1/models", get(models))
@@ -390,6 +396,10 @@ fn router(state: Arc<FakeState>) -> Router {
         .route("/api/version", get(ollama_version))
         .route("/api/tags", get(ollama_tags))
         .route("/api/ps", get(ollama_ps))
+        .route("/api/chat", post(ollama::chat))
+        .route("/api/generate", post(ollama::generate))
+        .route("/api/embed", post(ollama::embed))
+        .route("/api/embeddings", post(ollama::embeddings))
         .fallback(not_found)
         // A local model server takes whole long conversations: no 2 MB cap on what it reads.
         .layer(axum::extract::DefaultBodyLimit::disable())

@@ -401,6 +401,9 @@ async fn the_shared_room_holds_both_real_servers_as_tunnel_participants() {
         }
         let embeddings = if id == EMBED_ID { "supported" } else { "unsupported" };
         assert_eq!(p["capabilities"]["embeddings"], embeddings, "{p}");
+        // llama-server answers Ollama's /api/tags (and /api/chat) in its own shapes, but it is not
+        // Ollama: the room's Ollama API translates for it.
+        assert!(p["capabilities"].get("ollama").is_none(), "{p}");
     }
     let (status, _, models) = call(http().get(format!("{}/models", room.base()))).await;
     assert_eq!(status, 200, "{models}");

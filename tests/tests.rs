@@ -18,6 +18,7 @@ mod inference;
 mod limits;
 mod metrics;
 mod ollama_api;
+mod ollama_native;
 mod participant_cli;
 mod properties;
 mod provider;

@@ -143,6 +143,9 @@ pub struct Registration {
     pub max_concurrency: Option<u32>,
     #[serde(skip_serializing_if = "Option::is_none")]
     pub loaded_models: Option<Vec<LoadedModel>>,
+    /// Additive: what the provider tells of the model (Ollama's `/api/tags` details).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub model_details: Option<crate::protocol::ModelDetails>,
 }
 
 impl std::fmt::Debug for Registration {

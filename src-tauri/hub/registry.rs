@@ -95,6 +95,8 @@ pub struct Registration {
     pub capabilities: Option<Capabilities>,
     pub max_concurrency: Option<u32>,
     pub loaded_models: Option<Vec<LoadedModel>>,
+    /// What the provider tells of the model (additive `modelDetails`).
+    pub model_details: Option<crate::protocol::ModelDetails>,
     /// Where a direct participant's endpoint may point, by where its registration came from.
     pub reach: crate::hub::egress::Reach,
 }
@@ -549,6 +551,8 @@ impl Registry {
                 if let Some(l) = reg.loaded_models {
                     p.loaded_models = l;
                 }
+                // What the provider tells of the model it shares now (the model may have changed).
+                p.model_details = reg.model_details;
                 if p.connection.kind != kind {
                     p.connection = fresh_connection(kind);
                 }
@@ -584,6 +588,7 @@ impl Registry {
                         max_concurrency: reg.max_concurrency.unwrap_or(1),
                         loaded_models: reg.loaded_models.unwrap_or_default(),
                         paused_reason: None,
+                        model_details: reg.model_details,
                     },
                     reg.config,
                 );
@@ -999,6 +1004,7 @@ fn placeholder_participant(id: &str) -> Participant {
         max_concurrency: 1,
         loaded_models: Vec::new(),
         paused_reason: None,
+        model_details: None,
     }
 }
 

@@ -5,7 +5,9 @@
 use serde::de::DeserializeOwned;
 use serde_json::{Map, Value};
 
-use crate::protocol::{Capabilities, HeartbeatNews, LoadedModel, MachineSpecs, PauseReason, RuntimeConfig};
+use crate::protocol::{
+    Capabilities, HeartbeatNews, LoadedModel, MachineSpecs, ModelDetails, PauseReason, RuntimeConfig,
+};
 
 use super::error::HubError;
 use super::registry::Registration;
@@ -247,6 +249,7 @@ pub fn registration(body: &Value, surface: Surface) -> Result<(Registration, Opt
         }
     }
     let loaded_models = loaded_models(obj)?;
+    let model_details = model_details(obj)?;
     let registration = Registration {
         nickname,
         model,
@@ -256,9 +259,37 @@ pub fn registration(body: &Value, surface: Surface) -> Result<(Registration, Opt
         capabilities,
         max_concurrency,
         loaded_models,
+        model_details,
         reach: Default::default(),
     };
     Ok((registration, id))
+}
+
+/// Longest text kept of a model's details (`family`, `quantizationLevel`...).
+pub const MAX_DETAIL_TEXT: usize = 64;
+/// Most `families` kept.
+pub const MAX_FAMILIES: usize = 16;
+
+/// The optional `modelDetails` of a registration: what the provider tells of the model. A field
+/// that is not short plain text is left out rather than refusing the participant (it comes from
+/// the provider, not from the person sharing); nothing left is no details.
+pub fn model_details(obj: &Map<String, Value>) -> Result<Option<ModelDetails>, HubError> {
+    let details: Option<ModelDetails> =
+        typed(obj, "modelDetails", "an object like {\"family\": \"llama\", \"parameterSize\": \"8.0B\"}")?;
+    let keep = |text: Option<String>| text.and_then(|t| clean_text("modelDetails", &t, MAX_DETAIL_TEXT).ok());
+    Ok(details
+        .map(|d| ModelDetails {
+            size: d.size,
+            format: keep(d.format),
+            family: keep(d.family),
+            families: d
+                .families
+                .map(|f| f.into_iter().filter_map(|t| keep(Some(t))).take(MAX_FAMILIES).collect::<Vec<_>>())
+                .filter(|f| !f.is_empty()),
+            parameter_size: keep(d.parameter_size),
+            quantization_level: keep(d.quantization_level),
+        })
+        .filter(|d| !d.is_empty()))
 }
 
 /// The optional `loadedModels` of a registration or heartbeat body.
@@ -318,6 +349,25 @@ fn truncate(s: &str, max: usize) -> String {
 mod tests {
     use super::*;
     use serde_json::json;
+
+    #[test]
+    fn model_details_keep_short_plain_text_and_drop_the_rest() {
+        let body = json!({"modelDetails": {
+            "size": 4_661_224_676u64, "family": "llama", "families": ["llama", "", "x\u{7}"],
+            "parameterSize": "8.0B", "quantizationLevel": "Q".repeat(65), "format": ""
+        }});
+        let details = model_details(body.as_object().unwrap()).unwrap().unwrap();
+        assert_eq!(details.size, Some(4_661_224_676));
+        assert_eq!(details.family.as_deref(), Some("llama"));
+        assert_eq!(details.families, Some(vec!["llama".to_string()]));
+        assert_eq!(details.parameter_size.as_deref(), Some("8.0B"));
+        assert_eq!(details.quantization_level, None, "too long");
+        assert_eq!(details.format, None, "empty");
+        let empty = json!({"modelDetails": {"family": ""}});
+        assert_eq!(model_details(empty.as_object().unwrap()).unwrap(), None);
+        assert_eq!(model_details(json!({}).as_object().unwrap()).unwrap(), None);
+        assert!(model_details(json!({"modelDetails": "llama"}).as_object().unwrap()).is_err());
+    }
 
     #[test]
     fn room_defaults_and_participant_config_are_bounded_as_openai_does() {

@@ -241,6 +241,7 @@ impl ParticipantSession {
             capabilities: Some(options.capabilities.unwrap_or(found.capabilities)),
             max_concurrency: options.max_concurrency,
             loaded_models: loaded_models.clone(),
+            model_details: found.model_details.clone(),
         };
         let (registered, _created) =
             client.upsert_participant_as(&code, &id, &registration, options.participant_token.as_deref()).await?;

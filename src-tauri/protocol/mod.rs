@@ -172,6 +172,11 @@ pub struct Capabilities {
     /// Anthropic's `/v1/messages` (additive).
     #[serde(default, skip_serializing_if = "Capability::is_unknown")]
     pub messages: Capability,
+    /// The provider is Ollama and serves its native API (`/api/chat`, `/api/generate`,
+    /// `/api/embed`, `/api/embeddings`), which a room's Ollama surface forwards as it is (additive;
+    /// the probe finds it on `/api/version`).
+    #[serde(default, skip_serializing_if = "Capability::is_unknown")]
+    pub ollama: Capability,
 }
 
 /// A provider endpoint the hub may call, one per field of [`Capabilities`].
@@ -182,6 +187,8 @@ pub enum Endpoint {
     Embeddings,
     Completions,
     Messages,
+    /// Ollama's native API (`/api/chat` and its siblings).
+    Ollama,
 }
 
 impl Endpoint {
@@ -193,6 +200,7 @@ impl Endpoint {
             Endpoint::Embeddings => "/v1/embeddings",
             Endpoint::Completions => "/v1/completions",
             Endpoint::Messages => "/v1/messages",
+            Endpoint::Ollama => "/api/chat",
         }
     }
 }
@@ -206,6 +214,7 @@ impl Capabilities {
             Endpoint::Embeddings => self.embeddings,
             Endpoint::Completions => self.completions,
             Endpoint::Messages => self.messages,
+            Endpoint::Ollama => self.ollama,
         }
     }
 
@@ -217,6 +226,7 @@ impl Capabilities {
             Endpoint::Embeddings => &mut self.embeddings,
             Endpoint::Completions => &mut self.completions,
             Endpoint::Messages => &mut self.messages,
+            Endpoint::Ollama => &mut self.ollama,
         };
         *field = capability;
         self
@@ -313,6 +323,32 @@ pub struct LoadedModel {
     pub size: Option<f64>,
 }
 
+/// What a provider tells of the model a participant shares (Ollama's `/api/tags` `size` and
+/// `details`), so a room's `/api/tags`, `/api/show` and `/api/ps` can say it. Every field is
+/// optional; `size` is in bytes.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct ModelDetails {
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub size: Option<u64>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub format: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub family: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub families: Option<Vec<String>>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub parameter_size: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub quantization_level: Option<String>,
+}
+
+impl ModelDetails {
+    pub fn is_empty(&self) -> bool {
+        *self == ModelDetails::default()
+    }
+}
+
 /// Public form of a participant, as every listing, response and event carries it.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(rename_all = "camelCase")]
@@ -342,6 +378,9 @@ pub struct Participant {
     /// only while it is.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub paused_reason: Option<String>,
+    /// Additive: what the provider tells of `model` (size, family, quantization), when it does.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub model_details: Option<ModelDetails>,
 }
 
 pub fn default_max_concurrency() -> u32 {
@@ -564,6 +603,7 @@ mod tests {
             max_concurrency: 1,
             loaded_models: vec![],
             paused_reason: None,
+            model_details: None,
         };
         let v = serde_json::to_value(&p).unwrap();
         assert_eq!(v["joinedAt"], 1);
@@ -593,6 +633,32 @@ mod capability_tests {
         assert!(!caps.may_serve(Endpoint::Embeddings));
         let back: Capabilities = serde_json::from_value(serde_json::to_value(caps).unwrap()).unwrap();
         assert_eq!(back, caps);
+        let ollama = Capabilities::default().with(Endpoint::Ollama, Capability::Supported);
+        assert_eq!(serde_json::to_value(ollama).unwrap()["ollama"], "supported");
+        assert_eq!(ollama.of(Endpoint::Ollama), Capability::Supported);
+    }
+
+    #[test]
+    fn model_details_are_additive_and_camel_case() {
+        let details = ModelDetails {
+            size: Some(4_661_224_676),
+            family: Some("llama".into()),
+            parameter_size: Some("8.0B".into()),
+            quantization_level: Some("Q4_0".into()),
+            ..Default::default()
+        };
+        assert_eq!(
+            serde_json::to_value(&details).unwrap(),
+            serde_json::json!({"size": 4_661_224_676u64, "family": "llama", "parameterSize": "8.0B", "quantizationLevel": "Q4_0"})
+        );
+        let old: Participant = serde_json::from_value(serde_json::json!({
+            "id": "w1", "nickname": "A", "model": "m", "endpoint": "http://x",
+            "connection": {"kind": "tunnel", "connected": true}, "status": "online",
+            "joinedAt": 1, "lastSeen": 1, "updatedAt": 1
+        }))
+        .unwrap();
+        assert_eq!(old.model_details, None);
+        assert!(ModelDetails::default().is_empty());
     }
 }
 

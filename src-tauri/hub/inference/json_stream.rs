@@ -22,7 +22,7 @@ pub fn replay(endpoint: Endpoint, answer: &Value) -> Option<Bytes> {
         Endpoint::Completions => with_done(completion_chunks(answer)),
         Endpoint::Responses => response_events(answer),
         Endpoint::Messages => messages_compat::message_events(answer).iter().map(|e| e.to_sse()).collect(),
-        Endpoint::Embeddings => return None,
+        Endpoint::Embeddings | Endpoint::Ollama => return None,
     };
     let mut out = BytesMut::with_capacity(frames.iter().map(Bytes::len).sum());
     for frame in frames {

@@ -160,6 +160,97 @@ pub fn messages_body<F: Fields>(request: &F, model: &str, config: &RuntimeConfig
     body
 }
 
+/// A native Ollama call (`/api/...` on an Ollama provider).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum OllamaCall {
+    Chat,
+    Generate,
+    Embed,
+    Embeddings,
+}
+
+impl OllamaCall {
+    /// The path on the provider.
+    pub fn path(self) -> &'static str {
+        match self {
+            OllamaCall::Chat => "/api/chat",
+            OllamaCall::Generate => "/api/generate",
+            OllamaCall::Embed => "/api/embed",
+            OllamaCall::Embeddings => "/api/embeddings",
+        }
+    }
+
+    /// What the call is for, as the tunnel's `operation` says.
+    pub fn operation(self) -> &'static str {
+        match self {
+            OllamaCall::Chat => "ollama.chat",
+            OllamaCall::Generate => "ollama.generate",
+            OllamaCall::Embed => "ollama.embed",
+            OllamaCall::Embeddings => "ollama.embeddings",
+        }
+    }
+}
+
+/// An Ollama request for an Ollama provider's own endpoint: every field of the client's as it
+/// came (`options`, `keep_alive`, `format`, `images`, `think`, `tools`...), `model` the
+/// participant's, `stream` said when the client left it out (Ollama streams unless told, and the
+/// hub relays what it expects), and for chat and generate the runtime config put in `options`
+/// (`max_tokens` as `num_predict`) where the request is silent, `instructions` as a leading system
+/// message (chat) or `system` (generate) unless the request has one. `options` is written anew
+/// only when something is added to it.
+pub fn ollama_body(
+    request: &RawObject,
+    model: &str,
+    config: &RuntimeConfig,
+    call: OllamaCall,
+    stream: bool,
+) -> RawObject {
+    let mut body = request.clone();
+    body.set("model", &json!(model));
+    if matches!(call, OllamaCall::Embed | OllamaCall::Embeddings) {
+        return body;
+    }
+    if body.absent("stream") {
+        body.set("stream", &Value::Bool(stream));
+    }
+    let settings: [(&str, Option<Value>); 7] = [
+        ("temperature", config.temperature.map(Value::from)),
+        ("top_p", config.top_p.map(Value::from)),
+        ("num_predict", config.max_tokens.map(Value::from)),
+        (
+            "stop",
+            config.stop.as_ref().map(|s| match s {
+                Stop::One(one) => json!([one]),
+                Stop::Many(many) => json!(many),
+            }),
+        ),
+        ("frequency_penalty", config.frequency_penalty.map(Value::from)),
+        ("presence_penalty", config.presence_penalty.map(Value::from)),
+        ("seed", config.seed.map(Value::from)),
+    ];
+    let mut options = body.field_object("options").unwrap_or_default();
+    let mut added = false;
+    for (key, value) in settings {
+        if let Some(value) = value.filter(|_| options.absent(key)) {
+            options.set(key, &value);
+            added = true;
+        }
+    }
+    if added {
+        body.set_object("options", &options);
+    }
+    if let Some(instructions) = config.instructions.as_deref().filter(|s| !s.is_empty()) {
+        match call {
+            OllamaCall::Chat if !Fields::has_system_message(&body) => {
+                body.prepend_message(&json!({"role": "system", "content": instructions}));
+            }
+            OllamaCall::Generate => body.set_default("system", Some(json!(instructions))),
+            _ => {}
+        }
+    }
+    body
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -253,5 +344,48 @@ mod tests {
             let merged: Value = serde_json::from_slice(&responses_body(&raw, "m", &config).encode()).expect("JSON");
             assert_eq!(merged, Value::Object(responses_body(&obj(request.clone()), "m", &config)), "{request}");
         }
+    }
+
+    fn ollama(request: Value, config: &RuntimeConfig, call: OllamaCall) -> Value {
+        let raw = RawObject::parse(bytes::Bytes::from(request.to_string())).expect("object");
+        serde_json::from_slice(&ollama_body(&raw, "llama3:latest", config, call, true).encode()).expect("JSON")
+    }
+
+    #[test]
+    fn an_ollama_body_keeps_the_client_s_fields_and_fills_options_where_silent() {
+        let request = json!({
+            "model": "*", "messages": [{"role": "user", "content": "hi", "images": ["aGk="]}],
+            "keep_alive": "10m", "options": {"num_ctx": 8192, "temperature": 0.1}, "format": "json", "think": true
+        });
+        let same = ollama(request.clone(), &RuntimeConfig::default(), OllamaCall::Chat);
+        let mut expected = request.clone();
+        expected["model"] = json!("llama3:latest");
+        expected["stream"] = json!(true);
+        assert_eq!(same, expected, "nothing but model and stream changes without a config");
+        let config = RuntimeConfig {
+            temperature: Some(0.7),
+            max_tokens: Some(64),
+            stop: Some(Stop::One("END".into())),
+            instructions: Some("Be brief.".into()),
+            ..Default::default()
+        };
+        let merged = ollama(request.clone(), &config, OllamaCall::Chat);
+        assert_eq!(merged["options"], json!({"num_ctx": 8192, "temperature": 0.1, "num_predict": 64, "stop": ["END"]}));
+        assert_eq!(merged["messages"][0], json!({"role": "system", "content": "Be brief."}));
+        assert_eq!(merged["keep_alive"], "10m");
+        assert_eq!(merged["images"], Value::Null);
+        assert_eq!(merged["messages"][1]["images"], json!(["aGk="]));
+        let told = ollama(json!({"model": "x", "prompt": "p", "stream": false}), &config, OllamaCall::Generate);
+        assert_eq!(told["stream"], false, "the client's stream stays");
+        assert_eq!(told["system"], "Be brief.");
+        assert_eq!(told["options"]["temperature"], 0.7);
+        let own = ollama(json!({"prompt": "p", "system": "Mine."}), &config, OllamaCall::Generate);
+        assert_eq!(own["system"], "Mine.");
+        let embed = ollama(
+            json!({"model": "*", "input": ["a"], "keep_alive": 0, "truncate": false}),
+            &config,
+            OllamaCall::Embed,
+        );
+        assert_eq!(embed, json!({"model": "llama3:latest", "input": ["a"], "keep_alive": 0, "truncate": false}));
     }
 }

@@ -138,6 +138,7 @@ mod tests {
             max_concurrency: 1,
             loaded_models: vec![],
             paused_reason: None,
+            model_details: None,
         }
     }
 

@@ -2,6 +2,10 @@
 //! URL is the room. Thin handlers: read the body, translate it (`ollama_compat`), run it on the
 //! inference plane (`proxy::run`: routed, queued, failed over, counted and evented like any
 //! room request), translate the answer back — NDJSON lines as the chunks arrive when streamed.
+//! A participant whose provider is Ollama gets the request as the client sent it, on its own
+//! `/api/...` endpoint (`proxy::run_with_native`), and its answer reaches the client untouched.
+//! What no translation carries (a `suffix`, a `template`, a `context`...) is routed to Ollama
+//! participants only, and refused as before where the room has none serving the model.
 //! A protected room takes its password as `Authorization: Bearer`, as the OpenAI plane does.
 //! Every error, the hub's or a provider's, is Ollama's `{"error": "..."}`.
 
@@ -22,10 +26,11 @@ use crate::hub::body::read_json_held;
 use crate::hub::error::{HubError, OpenAiError};
 use crate::hub::routes::{room_code, Params};
 use crate::hub::Hub;
+use crate::protocol::Capability;
 
 use super::ollama_compat::{self as compat, Clock, CompatError, Generate, Kind, NdjsonTranslator};
 use super::op::Op;
-use super::proxy;
+use super::proxy::{self, NativeAnswer, NativeForm, OllamaCall};
 use super::sse_parse::{SseFrame, SseParser};
 
 /// Largest whole answer read back for translation (as the OpenAI plane buffers).
@@ -173,6 +178,25 @@ enum Call {
     Embeddings,
 }
 
+impl Call {
+    fn native(self) -> OllamaCall {
+        match self {
+            Call::Chat => OllamaCall::Chat,
+            Call::Generate => OllamaCall::Generate,
+            Call::Embed => OllamaCall::Embed,
+            Call::Embeddings => OllamaCall::Embeddings,
+        }
+    }
+}
+
+/// Some participant of the room has Ollama for its provider: the request is kept in its own shape
+/// too, for that participant.
+fn room_has_ollama(hub: &Hub, code: &str) -> bool {
+    hub.registry().participants(code).is_ok_and(|ps| {
+        ps.iter().any(|p| p.capabilities.of(crate::protocol::Endpoint::Ollama) == Capability::Supported)
+    })
+}
+
 async fn chat(State(hub): State<Hub>, P { 0: code, .. }: P<String>, req: Request) -> Response {
     run(hub, code, req, Call::Chat).await.unwrap_or_else(IntoResponse::into_response)
 }
@@ -208,6 +232,15 @@ async fn run(hub: Hub, code: String, req: Request, call: Call) -> Result<Respons
     // the translation: held as twice the body.
     let held = hold.held();
     hold.grow_to(held.saturating_mul(2))?;
+    // For an Ollama participant, the request as it came: its text beside the rest.
+    let native = if room_has_ollama(&hub, &code) {
+        let text = Bytes::from(body.to_string());
+        let held = hold.held();
+        hold.grow_to(held.saturating_add(text.len()))?;
+        Some(NativeForm { call: call.native(), text, only: false })
+    } else {
+        None
+    };
     let (op, openai) = match call {
         Call::Chat => (Op::Chat, compat::chat_request(&body, &model, stream)),
         Call::Generate => {
@@ -220,15 +253,22 @@ async fn run(hub: Hub, code: String, req: Request, call: Call) -> Result<Respons
         Call::Embeddings => (Op::Embeddings, compat::embeddings_request(&body, &model)),
     };
     drop(body);
-    let Some(openai) = openai.map_err(bad)? else {
-        return nothing_to_run(&hub, &code, call, &model, stream, unloads, started);
+    let (text, native, untranslatable) = match (openai, native) {
+        (Ok(Some(openai)), native) => (Bytes::from(openai.to_string()), native, None),
+        (Ok(None), _) => return nothing_to_run(&hub, &code, call, &model, stream, unloads, started),
+        // Only an Ollama participant can serve it: the OpenAI form stands in, never sent.
+        (Err(e @ CompatError::Unsupported { .. }), Some(native)) => {
+            let stand_in = json!({"model": model, "stream": stream, "messages": [], "prompt": "", "input": ""});
+            (Bytes::from(stand_in.to_string()), Some(NativeForm { only: true, ..native }), Some(e))
+        }
+        (Err(e), _) => return Err(bad(e)),
     };
-    let text = Bytes::from(openai.to_string());
-    drop(openai);
-    match proxy::run(hub, &code, op, text, hold).await {
+    match proxy::run_with_native(hub, &code, op, text, hold, native).await {
         Ok(response) => Ok(answer(response, call, &model, stream, started).await),
         // No participant in the room serves that model (by any name the room routes by).
         Err(HubError::NoParticipant) => Ok(model_not_found(&model)),
+        // Some serve it, but none is an Ollama: what the translation could not carry.
+        Err(e @ HubError::NotServed { .. }) => Err(untranslatable.map_or(OllamaError(e), bad)),
         Err(e) => Err(OllamaError(e)),
     }
 }
@@ -286,6 +326,10 @@ fn upstream_error(message: &str) -> Response {
 async fn answer(response: Response, call: Call, asked: &str, stream: bool, started: Instant) -> Response {
     if !response.status().is_success() {
         return reshape(response, Some(asked)).await;
+    }
+    // An Ollama provider's own answer is already in Ollama's shape.
+    if response.extensions().get::<NativeAnswer>().is_some() {
+        return response;
     }
     let kind = if matches!(call, Call::Generate) { Kind::Generate } else { Kind::Chat };
     let is_sse = response

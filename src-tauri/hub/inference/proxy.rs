@@ -12,6 +12,9 @@
 //!
 //! [`run`] is the entry point for other surfaces of a room (the Ollama API): it takes an
 //! OpenAI-shaped (or Anthropic-shaped, for [`Op::Messages`]) body and answers as the route would.
+//! [`run_with_native`] takes the request's native Ollama form beside it: a participant whose
+//! provider is Ollama (`capabilities.ollama`) gets that, as it is, on its own `/api/...` endpoint,
+//! and its answer is relayed untouched (marked [`NativeAnswer`]); any other gets the OpenAI form.
 
 use std::time::Instant;
 
@@ -24,16 +27,18 @@ use crate::hub::body::read_body_held;
 use crate::hub::error::HubError;
 use crate::hub::memory::BodyHold;
 use crate::hub::metrics::waited;
-use crate::hub::registry::{Acquire, ParticipantRecord, Selector};
+use crate::hub::registry::{Acquire, Need, ParticipantRecord, Selector};
 use crate::hub::routes::room_code;
 use crate::hub::Hub;
 use crate::protocol::events::EventKind;
 use crate::protocol::{Capability, ConnectionKind, Endpoint, RuntimeConfig};
 
+pub(crate) use super::merge::OllamaCall;
+
 use super::merge;
 use super::messages_compat;
 use super::op::{self, Op, OpSpec, Translation};
-use super::relay;
+use super::relay::{self, Form};
 use super::request::RawObject;
 use super::responses_compat;
 use super::responses_index::Owner;
@@ -67,7 +72,31 @@ pub(super) struct Job {
     pub request_id: String,
     /// The request body's share of the hub's body memory, given back with the job.
     body: std::sync::Mutex<BodyHold>,
+    /// The request as an Ollama provider takes it natively (the Ollama surface's requests).
+    native: Option<Native>,
 }
+
+/// An Ollama request in its own shape, for a participant whose provider is Ollama.
+struct Native {
+    call: OllamaCall,
+    request: RawObject,
+    /// Only an Ollama participant can serve it (the OpenAI form is a stand-in).
+    only: bool,
+}
+
+/// A request's native Ollama form, for [`run_with_native`].
+pub(crate) struct NativeForm {
+    pub call: OllamaCall,
+    /// The body as the client sent it.
+    pub text: Bytes,
+    /// No translation can carry it: routed only to participants whose provider is Ollama.
+    pub only: bool,
+}
+
+/// Marks an answer that came from an Ollama provider's own endpoint, relayed as it is (for the
+/// Ollama surface not to translate it).
+#[derive(Debug, Clone, Copy)]
+pub(crate) struct NativeAnswer;
 
 /// A translated request's fields parsed: for Responses every field but `input` (the input is
 /// translated from its text, item by item: `responses_compat::request_parts_to_chat_text`); for
@@ -157,7 +186,28 @@ pub(super) async fn infer(hub: Hub, code: String, op: Op, req: Request) -> Respo
 /// relayed. `Ok` is the answer as the route would give it (the provider's own error answers
 /// included: look at the status); `Err` is the hub's refusal before any participant answered,
 /// for the caller to render in its surface's shape.
-pub(crate) async fn run(hub: Hub, code: &str, op: Op, body: Bytes, mut hold: BodyHold) -> Result<Response, HubError> {
+pub(crate) async fn run(hub: Hub, code: &str, op: Op, body: Bytes, hold: BodyHold) -> Result<Response, HubError> {
+    run_with_native(hub, code, op, body, hold, None).await
+}
+
+/// [`run`], with the request's native Ollama form (`native`: the call and its body as the client
+/// sent it, held in `hold` too) for the participants whose provider is Ollama. With
+/// `native.only`, `body` only stands in (its model and stream flag are read; it is never sent).
+pub(crate) async fn run_with_native(
+    hub: Hub,
+    code: &str,
+    op: Op,
+    body: Bytes,
+    mut hold: BodyHold,
+    native: Option<NativeForm>,
+) -> Result<Response, HubError> {
+    let native = match native {
+        Some(NativeForm { call, text, only }) => {
+            let request = RawObject::parse(text).map_err(|_| bad("The request body must be a JSON object."))?;
+            Some(Native { call, request, only })
+        }
+        None => None,
+    };
     let spec = op.spec();
     let code = room_code(code)?;
     // Kept as text, field by field: no tree of the whole body is built (see `request`).
@@ -191,7 +241,10 @@ pub(crate) async fn run(hub: Hub, code: &str, op: Op, body: Bytes, mut hold: Bod
         .unwrap_or(false);
     let defaults = hub.registry().room_defaults(&code)?;
     let selector = Selector::parse(&model);
-    let need = spec.need();
+    let need = match &native {
+        Some(Native { only: true, .. }) => Need { endpoint: Some(Endpoint::Ollama), or_chat: false },
+        _ => spec.need(),
+    };
     // Fair turns: the caller's X-Gambi-Caller name, else the request's `user` field, else its address.
     let turn_key = crate::hub::stats::named_caller_key()
         .or_else(|| match request.get::<String>("user") {
@@ -218,6 +271,7 @@ pub(crate) async fn run(hub: Hub, code: &str, op: Op, body: Bytes, mut hold: Bod
         client_wants_usage,
         request_id: format!("chatreq_{}", uuid::Uuid::new_v4().simple()),
         body: std::sync::Mutex::new(hold),
+        native,
     };
     // Failover only where the client let the hub choose: never away from a participant it named.
     let may_fail_over = !matches!(&selector, Selector::Named(n) if *n == slot.participant().public.id);
@@ -248,10 +302,10 @@ pub(crate) async fn run(hub: Hub, code: &str, op: Op, body: Bytes, mut hold: Bod
                         slot = next;
                         failed_over = true;
                     }
-                    None => return Ok(relay::respond(job, slot, up, started, false).await),
+                    None => return Ok(respond(job, slot, up, started, Form::AsIs).await),
                 }
             }
-            Attempt::Answer(up, translated) => return Ok(relay::respond(job, slot, up, started, translated).await),
+            Attempt::Answer(up, form) => return Ok(respond(job, slot, up, started, form).await),
             Attempt::Missing(endpoint) => {
                 let error =
                     HubError::NotServed { path: endpoint.path().into(), participant: Some(p.public.id.clone()) };
@@ -291,10 +345,19 @@ pub(crate) async fn run(hub: Hub, code: &str, op: Op, body: Bytes, mut hold: Bod
     }
 }
 
+/// Relays the answer; one from an Ollama provider's own endpoint is marked so.
+async fn respond(job: Job, slot: crate::hub::registry::Slot, up: Upstream, started: Instant, form: Form) -> Response {
+    let mut response = relay::respond(job, slot, up, started, form).await;
+    if form == Form::Native {
+        response.extensions_mut().insert(NativeAnswer);
+    }
+    response
+}
+
 /// What trying one participant gave.
 enum Attempt {
-    /// An answer has started (`true`: translated from a chat completion).
-    Answer(Upstream, bool),
+    /// An answer has started, in that form.
+    Answer(Upstream, Form),
     /// The provider has no such endpoint (now marked so).
     Missing(Endpoint),
     Failed(OpenFailure),
@@ -303,6 +366,16 @@ enum Attempt {
 /// Sends the request to `p`: as it is when its provider may have the endpoint, else translated;
 /// and translated after all when the provider answers that it lacks the endpoint.
 async fn attempt(job: &Job, p: &ParticipantRecord, config: &RuntimeConfig) -> Attempt {
+    if let Some(native) = &job.native {
+        if p.public.capabilities.of(Endpoint::Ollama) == Capability::Supported {
+            if let Some(attempt) = attempt_native(job, native, p, config).await {
+                return attempt;
+            }
+        }
+        if native.only {
+            return Attempt::Missing(Endpoint::Ollama);
+        }
+    }
     let spec = job.spec;
     let caps = p.public.capabilities;
     let translatable = spec.translation.is_some() && caps.may_serve(Endpoint::ChatCompletions);
@@ -315,7 +388,7 @@ async fn attempt(job: &Job, p: &ParticipantRecord, config: &RuntimeConfig) -> At
             Err(failure) => return Attempt::Failed(failure),
         };
         match endpoint_missing(&mut up).await {
-            Ok(false) => return Attempt::Answer(up, translated),
+            Ok(false) => return Attempt::Answer(up, if translated { Form::Translated } else { Form::AsIs }),
             Ok(true) => {}
             Err(error) => return Attempt::Failed(OpenFailure { error, retryable: false }),
         }
@@ -325,6 +398,35 @@ async fn attempt(job: &Job, p: &ParticipantRecord, config: &RuntimeConfig) -> At
             return Attempt::Missing(endpoint);
         }
         translated = true;
+    }
+}
+
+/// Sends the native Ollama request to `p`'s own `/api/...` endpoint. `None`: the provider has no
+/// such endpoint after all (now learned), so the request goes through its OpenAI endpoints.
+async fn attempt_native(job: &Job, native: &Native, p: &ParticipantRecord, config: &RuntimeConfig) -> Option<Attempt> {
+    let body = merge::ollama_body(&native.request, &p.public.model, config, native.call, job.stream).encode();
+    let call = Call {
+        operation: native.call.operation(),
+        method: reqwest::Method::POST,
+        path: native.call.path().into(),
+        body: Some(body),
+        stream: job.stream,
+    };
+    let (first_byte, idle) = call_timeouts(&job.hub);
+    let opened = upstream::open_raw(&job.hub, &job.code, p, call, first_byte, idle).await;
+    // Ollama streams NDJSON; anything else is vetted as any answer.
+    let mut up = match opened.and_then(|up| if up.is_ndjson() { Ok(up) } else { upstream::vet(up, p, true) }) {
+        Ok(up) => up,
+        Err(failure) => return Some(Attempt::Failed(failure)),
+    };
+    match endpoint_missing(&mut up).await {
+        Ok(false) => Some(Attempt::Answer(up, Form::Native)),
+        Ok(true) => {
+            drop(up);
+            job.hub.registry().learn_capability(&job.code, &p.public.id, Endpoint::Ollama, Capability::Unsupported);
+            None
+        }
+        Err(error) => Some(Attempt::Failed(OpenFailure { error, retryable: false })),
     }
 }
 

@@ -4,6 +4,9 @@
 //! events). Usage and response ids are read along the way for the room's metrics and the
 //! Responses store; `llm.complete` or `llm.error` is published once per answer.
 //!
+//! An Ollama provider's native answer ([`Form::Native`]) is relayed as it is: JSON, or its NDJSON
+//! stream line by line (usage read from the `done` line's `prompt_eval_count` and `eval_count`).
+//!
 //! A provider that answers a stream request with one JSON document gets its answer replayed as
 //! the stream it stands for ([`super::json_stream`]), never JSON with SSE appended. Errors before
 //! the answer starts are in the endpoint's error shape; once streaming, a failure ends the stream
@@ -40,6 +43,17 @@ use super::upstream::Upstream;
 /// Largest non-streamed answer the hub buffers.
 pub(super) const MAX_ANSWER_BYTES: usize = 64 * 1024 * 1024;
 
+/// What an answer that has started is to the client.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(super) enum Form {
+    /// The provider's answer to the request as it is.
+    AsIs,
+    /// A chat completion, translated into the endpoint's shape.
+    Translated,
+    /// An Ollama provider's answer on its own endpoint: relayed as it is, NDJSON streams too.
+    Native,
+}
+
 /// Token counts from an answer's `usage` (chat and completions, Responses, Messages).
 #[derive(Debug, Default, Clone, Copy)]
 struct Usage {
@@ -55,6 +69,14 @@ impl Usage {
         let input = n("prompt_tokens").or_else(|| n("input_tokens"));
         let output = n("completion_tokens").or_else(|| n("output_tokens"));
         let total = n("total_tokens").or_else(|| Some(input? + output?));
+        (input.is_some() || output.is_some()).then_some(Usage { input, output, total })
+    }
+
+    /// Ollama's counts: `prompt_eval_count` and `eval_count` (a native answer, or its `done` line).
+    fn from_ollama(answer: &Value) -> Option<Usage> {
+        let n = |k: &str| answer.get(k).and_then(Value::as_u64);
+        let (input, output) = (n("prompt_eval_count"), n("eval_count"));
+        let total = input.map(|i| i + output.unwrap_or(0));
         (input.is_some() || output.is_some()).then_some(Usage { input, output, total })
     }
 
@@ -162,11 +184,13 @@ async fn replay_as_stream(
 }
 
 /// Relays an answer that has started.
-pub(super) async fn respond(job: Job, slot: Slot, mut up: Upstream, started: Instant, translated: bool) -> Response {
+pub(super) async fn respond(job: Job, slot: Slot, mut up: Upstream, started: Instant, form: Form) -> Response {
     let status = StatusCode::from_u16(up.status).unwrap_or(StatusCode::BAD_GATEWAY);
     let ok = status.is_success();
     let p = slot.participant().clone();
-    if job.stream && ok && !up.is_event_stream() {
+    let translated = form == Form::Translated;
+    let native = form == Form::Native;
+    if job.stream && ok && !native && !up.is_event_stream() {
         if let Err(answer) = replay_as_stream(&job, &p, &mut up, translated).await {
             return answer;
         }
@@ -174,8 +198,13 @@ pub(super) async fn respond(job: Job, slot: Slot, mut up: Upstream, started: Ins
     if !job.stream || !ok {
         return respond_whole(job, slot, up, started, translated).await;
     }
-    let content_type = if translated { None } else { up.content_type().map(str::to_string) };
+    let content_type = match form {
+        Form::Translated => None,
+        Form::AsIs => up.content_type().map(str::to_string),
+        Form::Native => Some(up.content_type().unwrap_or("application/x-ndjson").to_string()),
+    };
     let mode = match (translated, job.spec.translation) {
+        _ if native => Mode::Ndjson { line: Vec::new(), error: None },
         (true, Some(Translation::ResponsesOverChat)) => {
             let translator =
                 StreamTranslator::new(&job.settings(), responses_compat::new_response_id(), now_ms() / 1000);
@@ -270,7 +299,8 @@ async fn respond_whole(job: Job, slot: Slot, mut up: Upstream, started: Instant,
                 .remember(id, Owner::Participant { code: job.code.clone(), participant_id: p.public.id.clone() });
         }
     }
-    let usage = value.get("usage").and_then(Usage::from_value).unwrap_or_default();
+    let usage =
+        value.get("usage").and_then(Usage::from_value).or_else(|| Usage::from_ollama(&value)).unwrap_or_default();
     complete(&job, &p, metrics(started, Some(first), usage));
     let mut response = (status, body).into_response();
     let ct = if translated { Some("application/json") } else { up.content_type() };
@@ -347,6 +377,9 @@ enum Mode {
     Pass { parser: SseParser, strip_usage: bool },
     /// Chat chunks in, Responses or Messages events out.
     Translate { parser: SseParser, translator: Translator },
+    /// An Ollama NDJSON stream, passed on as it comes; its lines are read along (`line`: the one
+    /// not ended yet) for usage and for an error line (`error`: its words).
+    Ndjson { line: Vec<u8>, error: Option<String> },
 }
 
 /// A streaming answer on its way to the client. Holds the participant's slot until the stream
@@ -449,6 +482,22 @@ impl Relay {
                 let strip = *strip_usage;
                 self.pass(frames, strip, bytes);
             }
+            Mode::Ndjson { line, error } => {
+                let mut lines = Vec::new();
+                for piece in bytes.split_inclusive(|b| *b == b'\n') {
+                    line.extend_from_slice(piece);
+                    if line.ends_with(b"\n") {
+                        lines.push(std::mem::take(line));
+                    }
+                }
+                for text in lines {
+                    self.frames_seen |= !text.trim_ascii().is_empty();
+                    if let Some(usage) = ndjson_line(&text, error) {
+                        self.usage = usage;
+                    }
+                }
+                self.pending.push_back(bytes);
+            }
             Mode::Translate { parser, translator } => {
                 for frame in parser.push(&bytes) {
                     if frame.data.trim() == "[DONE]" {
@@ -525,6 +574,23 @@ impl Relay {
                     }
                 }
             }
+            Mode::Ndjson { line, error } => {
+                let last = std::mem::take(line);
+                self.frames_seen |= !last.trim_ascii().is_empty();
+                if let Some(usage) = ndjson_line(&last, error) {
+                    self.usage = usage;
+                }
+                if !self.frames_seen {
+                    let error = HubError::Upstream { stage: "stream".into(), message: "the answer is empty".into() };
+                    return self.fail(error);
+                }
+                if let Some(message) = error.take() {
+                    // The provider ended its stream with an error line (passed on as it was).
+                    self.reported = true;
+                    let error = HubError::Upstream { stage: "stream".into(), message };
+                    return self.job.error_event(&self.participant, "stream", &error);
+                }
+            }
             Mode::Translate { parser, translator } => {
                 for frame in parser.finish() {
                     if let Ok(chunk) = serde_json::from_str::<Value>(&frame.data) {
@@ -550,6 +616,11 @@ impl Relay {
         };
         match &mut self.mode {
             Mode::Translate { translator, .. } => self.pending.extend(translator.fail(&error.message())),
+            // Ollama ends a stream that failed with an error line.
+            Mode::Ndjson { .. } => {
+                let line = serde_json::json!({ "error": error.message() });
+                self.pending.push_back(Bytes::from(format!("{line}\n")));
+            }
             Mode::Pass { .. } => {
                 let body = self.job.spec.errors.stream_error(&error);
                 self.pending.push_back(sse_parse::encode(Some("error"), &body.to_string()));
@@ -558,6 +629,21 @@ impl Relay {
         self.reported = true;
         self.job.error_event(&self.participant, &stage, &error);
     }
+}
+
+/// Reads one line of an Ollama NDJSON stream: the usage its `done` line carries, and the words of
+/// an error line (kept in `error`). Lines of content are not parsed: relaying stays a byte copy.
+fn ndjson_line(line: &[u8], error: &mut Option<String>) -> Option<Usage> {
+    let text = std::str::from_utf8(line).ok()?;
+    if !text.contains("\"done\":true") && !text.contains("\"done\": true") && !text.contains("\"error\"") {
+        return None;
+    }
+    let value: Value = serde_json::from_str(text.trim()).ok()?;
+    if let Some(message) = value.get("error").and_then(Value::as_str) {
+        *error = Some(message.chars().take(500).collect());
+        return None;
+    }
+    Usage::from_ollama(&value)
 }
 
 /// When the client last took a piece of the answer, and whether it is asking for the next one.
@@ -636,5 +722,18 @@ mod tests {
         let merged = Usage::default().merge(start).merge(delta);
         assert_eq!((merged.input, merged.output, merged.total), (Some(10), Some(6), Some(16)));
         assert!(Usage::from_value(&json!({})).is_none());
+        let ollama = Usage::from_ollama(&json!({"done": true, "prompt_eval_count": 26, "eval_count": 290})).unwrap();
+        assert_eq!((ollama.input, ollama.output, ollama.total), (Some(26), Some(290), Some(316)));
+    }
+
+    #[test]
+    fn ndjson_lines_give_the_done_line_s_usage_and_an_error_line_s_words() {
+        let mut error = None;
+        assert!(ndjson_line(br#"{"message":{"content":"hi"},"done":false}"#, &mut error).is_none());
+        let done = ndjson_line(b"{\"done\":true,\"prompt_eval_count\":3,\"eval_count\":5}\n", &mut error).unwrap();
+        assert_eq!((done.input, done.output), (Some(3), Some(5)));
+        assert!(ndjson_line(br#"{"error":"model 'x' not found"}"#, &mut error).is_none());
+        assert_eq!(error.as_deref(), Some("model 'x' not found"));
+        assert!(ndjson_line(b"not json", &mut error).is_none());
     }
 }

@@ -112,6 +112,11 @@ impl Upstream {
         self.content_type().is_some_and(|ct| essence(ct).eq_ignore_ascii_case("text/event-stream"))
     }
 
+    /// The answer's content type is `application/x-ndjson` (an Ollama stream).
+    pub fn is_ndjson(&self) -> bool {
+        self.content_type().is_some_and(|ct| essence(ct).eq_ignore_ascii_case("application/x-ndjson"))
+    }
+
     /// Makes `body` the rest of the answer, with `content_type` (a body read to look at it, given
     /// back; or the stream written in place of a JSON answer).
     pub fn replay(&mut self, body: Bytes, content_type: &str) {

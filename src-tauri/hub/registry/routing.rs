@@ -53,7 +53,8 @@ impl Selector {
 
 /// Which endpoint a request needs from a participant's provider: routing skips participants known
 /// to lack it. `or_chat`: the hub can translate the request into a chat completion (Responses,
-/// Messages), so a participant that serves chat will do too.
+/// Messages), so a participant that serves chat will do too. Ollama's native API is needed only
+/// by a request no translation can carry, and only a provider known to be Ollama serves it.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct Need {
     pub endpoint: Option<Endpoint>,
@@ -67,6 +68,7 @@ impl Need {
     pub fn met_by(&self, capabilities: &Capabilities) -> bool {
         match self.endpoint {
             None => true,
+            Some(Endpoint::Ollama) => capabilities.of(Endpoint::Ollama) == crate::protocol::Capability::Supported,
             Some(e) => capabilities.may_serve(e) || (self.or_chat && capabilities.may_serve(Endpoint::ChatCompletions)),
         }
     }

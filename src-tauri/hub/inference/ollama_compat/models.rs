@@ -1,9 +1,11 @@
 //! The room's models as Ollama lists them (`/api/tags`, `/api/ps`, `/api/show`), from its
-//! participant records: what they serve, and what they report holding in memory.
+//! participant records: what they serve, what their providers tell of it (`modelDetails`: size,
+//! family, parameter size, quantization; empty placeholders where nobody tells), and what they
+//! report holding in memory.
 
 use serde_json::{json, Value};
 
-use crate::protocol::{Capability, Endpoint, Participant, ParticipantStatus};
+use crate::protocol::{Capability, Endpoint, ModelDetails, Participant, ParticipantStatus};
 
 use super::{ollama_name, rfc3339_ms};
 
@@ -14,8 +16,11 @@ pub struct RoomModel {
     pub name: String,
     /// The participants serving it, by id.
     pub participants: Vec<String>,
-    /// Bytes, where a participant reports it (the `size` of its `loadedModels`).
+    /// Bytes, where a participant reports it (its `modelDetails`, else the `size` of its
+    /// `loadedModels`).
     pub size: Option<u64>,
+    /// What the first participant that tells says of it.
+    pub details: Option<ModelDetails>,
     /// When the first of its participants joined, ms since the epoch.
     pub since_ms: u64,
     /// Some participant of it may chat (its probe did not find chat completions missing).
@@ -43,14 +48,25 @@ pub fn room_models(participants: &[Participant]) -> Vec<RoomModel> {
     let mut models: Vec<RoomModel> = Vec::new();
     for p in participants.iter().filter(|p| routable(p)) {
         let key = same_key(&p.model);
-        let size =
+        let details = p.model_details.clone().filter(|d| !d.is_empty());
+        let loaded =
             p.loaded_models.iter().filter(|l| same_key(&l.name) == key).filter_map(|l| l.size).map(gib_to_bytes).max();
         let completion = p.capabilities.may_serve(Endpoint::ChatCompletions);
         let embedding = p.capabilities.of(Endpoint::Embeddings) == Capability::Supported;
+        // The provider's own count of bytes is exact; a loaded size is GiB, rounded.
+        let size = details.as_ref().and_then(|d| d.size).or(loaded);
         match models.iter_mut().find(|m| same_key(&m.name) == key) {
             Some(m) => {
                 m.participants.push(p.id.clone());
-                m.size = m.size.max(size);
+                // A size a provider told wins over sizes loaded in memory.
+                let told = details.as_ref().and_then(|d| d.size);
+                m.size = match (m.details.as_ref().and_then(|d| d.size), told) {
+                    (Some(first), _) | (None, Some(first)) => Some(first),
+                    (None, None) => m.size.max(size),
+                };
+                if m.details.is_none() {
+                    m.details = details;
+                }
                 m.since_ms = m.since_ms.min(p.joined_at);
                 m.completion |= completion;
                 m.embedding |= embedding;
@@ -59,6 +75,7 @@ pub fn room_models(participants: &[Participant]) -> Vec<RoomModel> {
                 name: ollama_name(&p.model),
                 participants: vec![p.id.clone()],
                 size,
+                details,
                 since_ms: p.joined_at,
                 completion,
                 embedding,
@@ -94,9 +111,17 @@ fn digest(name: &str) -> String {
     hex::encode(sha2::Sha256::digest(name.as_bytes()))
 }
 
-/// `details`, with what the room knows: nothing the participants do not report.
-fn details() -> Value {
-    json!({"parent_model": "", "format": "", "family": "", "families": null, "parameter_size": "", "quantization_level": ""})
+/// `details`, with what the room knows: what a participant's provider told, else empty.
+fn details(told: Option<&ModelDetails>) -> Value {
+    let text = |f: fn(&ModelDetails) -> &Option<String>| told.and_then(|d| f(d).clone()).unwrap_or_default();
+    json!({
+        "parent_model": "",
+        "format": text(|d| &d.format),
+        "family": text(|d| &d.family),
+        "families": told.and_then(|d| d.families.clone()),
+        "parameter_size": text(|d| &d.parameter_size),
+        "quantization_level": text(|d| &d.quantization_level),
+    })
 }
 
 /// `GET /api/tags`: every distinct model in the room.
@@ -110,7 +135,7 @@ pub fn tags(participants: &[Participant]) -> Value {
                 "modified_at": rfc3339_ms(m.since_ms),
                 "size": m.size.unwrap_or(0),
                 "digest": digest(&m.name),
-                "details": details(),
+                "details": details(m.details.as_ref()),
                 "gambi": {"participants": m.participants},
             })
         })
@@ -125,12 +150,15 @@ pub fn ps(participants: &[Participant]) -> Value {
         size: u64,
         vram: u64,
         participants: Vec<String>,
+        details: Option<ModelDetails>,
     }
     let mut loaded: Vec<Loaded> = Vec::new();
     for p in participants.iter().filter(|p| routable(p)) {
         for l in &p.loaded_models {
             let (size, vram) = (l.size.map_or(0, gib_to_bytes), l.vram.map_or(0, gib_to_bytes));
             let key = same_key(&l.name);
+            // What the provider told of the model the participant shares, when this is it.
+            let told = p.model_details.clone().filter(|d| same_key(&p.model) == key && !d.is_empty());
             match loaded.iter_mut().find(|m| same_key(&m.name) == key) {
                 Some(m) => {
                     m.size = m.size.max(size);
@@ -138,10 +166,17 @@ pub fn ps(participants: &[Participant]) -> Value {
                     if !m.participants.contains(&p.id) {
                         m.participants.push(p.id.clone());
                     }
+                    if m.details.is_none() {
+                        m.details = told;
+                    }
                 }
-                None => {
-                    loaded.push(Loaded { name: ollama_name(&l.name), size, vram, participants: vec![p.id.clone()] })
-                }
+                None => loaded.push(Loaded {
+                    name: ollama_name(&l.name),
+                    size,
+                    vram,
+                    participants: vec![p.id.clone()],
+                    details: told,
+                }),
             }
         }
     }
@@ -155,7 +190,7 @@ pub fn ps(participants: &[Participant]) -> Value {
                 "size": m.size,
                 "size_vram": m.vram,
                 "digest": digest(&m.name),
-                "details": details(),
+                "details": details(m.details.as_ref()),
                 "gambi": {"participants": m.participants},
             })
         })
@@ -186,7 +221,7 @@ pub fn show(model: &RoomModel) -> Value {
         "modelfile": "",
         "parameters": "",
         "template": "",
-        "details": details(),
+        "details": details(model.details.as_ref()),
         "model_info": {},
         "capabilities": capabilities(model),
         "modified_at": rfc3339_ms(model.since_ms),
@@ -216,6 +251,7 @@ mod tests {
             max_concurrency: 1,
             loaded_models: Vec::new(),
             paused_reason: None,
+            model_details: None,
         }
     }
 
@@ -273,6 +309,32 @@ mod tests {
         assert_eq!(first["gambi"]["participants"], json!(["alice", "bob"]));
         assert_eq!(tags["models"][1]["size"], 0);
         assert_eq!(super::tags(&[]), json!({"models": []}));
+    }
+
+    #[test]
+    fn what_a_provider_tells_of_its_model_is_listed_and_placeholders_stay_elsewhere() {
+        let mut room = room();
+        room[1].model_details = Some(ModelDetails {
+            size: Some(4_661_224_676),
+            format: Some("gguf".into()),
+            family: Some("llama".into()),
+            families: Some(vec!["llama".into()]),
+            parameter_size: Some("8.0B".into()),
+            quantization_level: Some("Q4_0".into()),
+        });
+        room[1].loaded_models = vec![LoadedModel { name: "llama3:latest".into(), vram: Some(4.0), size: Some(4.5) }];
+        let tags = tags(&room);
+        let llama = &tags["models"][0];
+        assert_eq!(llama["size"], 4_661_224_676u64, "the provider's exact count over a loaded size in GiB");
+        assert_eq!(
+            llama["details"],
+            json!({"parent_model": "", "format": "gguf", "family": "llama", "families": ["llama"],
+                   "parameter_size": "8.0B", "quantization_level": "Q4_0"})
+        );
+        assert_eq!(tags["models"][1]["details"]["family"], "", "nobody told of qwen2");
+        assert_eq!(show(&room_models(&room)[0])["details"]["quantization_level"], "Q4_0");
+        let ps = super::ps(&room);
+        assert_eq!(ps["models"][0]["details"]["parameter_size"], "8.0B");
     }
 
     #[test]
