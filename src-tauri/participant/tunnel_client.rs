@@ -141,10 +141,13 @@ impl Executor {
             stage: stage.to_string(),
             message,
         };
-        // Only a path on the provider: never a scheme, host or `..` that would send the call (and
-        // the participant's credentials) anywhere else.
-        if !path.starts_with('/') || path.starts_with("//") || path.split('/').any(|s| s == "..") {
-            self.send(error("request", format!("refused path {path:?}"))).await;
+        // Only a room's inference calls, on the provider: never its management API, and never a
+        // scheme, host or `..` that would send the call (and the participant's credentials)
+        // anywhere else.
+        if !super::tunnel_calls::allowed(method, path) {
+            tracing::warn!(%request_id, method, path = %path.escape_debug(), "refused a call the hub asked for: not an inference endpoint");
+            self.send(error("request", format!("refused {method} {path:?}: a share serves only inference endpoints")))
+                .await;
             return;
         }
         let Ok(method) = reqwest::Method::from_bytes(method.as_bytes()) else {
@@ -256,4 +259,91 @@ fn closed_unanswered(e: &reqwest::Error) -> bool {
         source = cause.source();
     }
     false
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// A model server that records every call it gets and answers each with a small JSON.
+    async fn recording_server() -> (String, Arc<Mutex<Vec<String>>>) {
+        let seen: Arc<Mutex<Vec<String>>> = Arc::default();
+        let log = seen.clone();
+        let app = axum::Router::new().fallback(move |method: axum::http::Method, uri: axum::http::Uri| {
+            let log = log.clone();
+            async move {
+                log.lock().unwrap().push(format!("{method} {uri}"));
+                axum::Json(serde_json::json!({"ok": true}))
+            }
+        });
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let url = format!("http://{}", listener.local_addr().unwrap());
+        tokio::spawn(async move {
+            let _ = axum::serve(listener, app).await;
+        });
+        (url, seen)
+    }
+
+    fn request(id: &str, method: &str, path: &str) -> String {
+        TunnelMessage::Request {
+            request_id: id.into(),
+            operation: "x".into(),
+            method: method.into(),
+            path: path.into(),
+            headers: BTreeMap::new(),
+            body: Some(serde_json::json!({"name": "llama3"})),
+            stream: false,
+            metadata: None,
+        }
+        .encode()
+    }
+
+    /// The first frame the executor sends back about `id`.
+    async fn answer(rx: &mut mpsc::Receiver<String>, id: &str) -> TunnelMessage {
+        loop {
+            let text = tokio::time::timeout(std::time::Duration::from_secs(5), rx.recv()).await.unwrap().unwrap();
+            if let Decoded::Message(m) = TunnelMessage::decode(&text) {
+                if m.request_id() == Some(id) {
+                    return m;
+                }
+            }
+        }
+    }
+
+    /// A hub (or whoever took it over) asks the share for the model server's management API:
+    /// Ollama's pull, delete and create, LM Studio's model loading. The participant refuses
+    /// before the model server hears of it, and still serves the room's inference calls.
+    #[tokio::test]
+    async fn the_hub_cannot_reach_the_model_server_s_management_api_through_a_share() {
+        let (url, seen) = recording_server().await;
+        let (tx, mut rx) = mpsc::channel(16);
+        let executor = Executor::new(reqwest::Client::new(), reqwest::Client::new(), url, HeaderMap::new(), tx);
+        let stop = CancellationToken::new();
+        let refused = [
+            ("POST", "/api/pull"),
+            ("DELETE", "/api/delete"),
+            ("POST", "/api/create"),
+            ("POST", "/api/v0/models/load"),
+            ("GET", "/v1/models"),
+            ("GET", "/v1/responses/../../api/tags"),
+        ];
+        for (i, (method, path)) in refused.iter().enumerate() {
+            let id = format!("r{i}");
+            executor.handle(&request(&id, method, path), &stop);
+            match answer(&mut rx, &id).await {
+                TunnelMessage::ResponseError { stage, message, .. } => {
+                    assert_eq!(stage, "request", "{method} {path}");
+                    assert!(message.contains("only inference endpoints"), "{message}");
+                }
+                other => panic!("{method} {path} was not refused: {other:?}"),
+            }
+        }
+        executor.handle(&request("ok", "POST", "/v1/chat/completions"), &stop);
+        assert!(matches!(answer(&mut rx, "ok").await, TunnelMessage::ResponseStart { status: 200, .. }));
+        assert_eq!(
+            *seen.lock().unwrap(),
+            vec!["POST /v1/chat/completions".to_string()],
+            "the model server heard only the chat"
+        );
+    }
 }
