@@ -18,6 +18,7 @@ mod inference;
 mod limits;
 mod metrics;
 mod ollama_api;
+mod open_webui;
 mod participant_cli;
 mod properties;
 mod provider;
