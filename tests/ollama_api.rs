@@ -1,7 +1,7 @@
 //! The Ollama API of a room (`/rooms/CODE/api/*`) end to end: a real hub, real participant
 //! sessions dialing real tunnels, the fake provider (which speaks only the OpenAI endpoints, so
-//! every call goes through the translation), the official `ollama` Python client, and Open WebUI's
-//! Ollama-connection requests replayed as its source sends them.
+//! every call goes through the translation) and the official `ollama` Python client. Open WebUI's
+//! Ollama connection is replayed in `open_webui.rs`, on the same [`Room`].
 
 use std::time::{Duration, Instant};
 
@@ -16,16 +16,16 @@ use crate::util::{call, http, Sse, TestHub, PATIENCE};
 
 /// A room with a chat participant (`llama3`, holding it in memory) and an embeddings participant
 /// (`nomic-embed-text`); the sessions end when the room is dropped.
-struct Room {
-    hub: TestHub,
-    code: String,
-    chat: FakeProvider,
-    embed: FakeProvider,
+pub(crate) struct Room {
+    pub(crate) hub: TestHub,
+    pub(crate) code: String,
+    pub(crate) chat: FakeProvider,
+    pub(crate) embed: FakeProvider,
     _sessions: Vec<gambi::participant::ParticipantSession>,
 }
 
 impl Room {
-    async fn start(chat: FakeOptions, password: Option<&str>) -> Room {
+    pub(crate) async fn start(chat: FakeOptions, password: Option<&str>) -> Room {
         let hub = TestHub::start().await;
         let chat = FakeProvider::start(chat).await;
         let embed =
@@ -45,7 +45,7 @@ impl Room {
     }
 
     /// The room, as an Ollama client's base URL.
-    fn base(&self) -> String {
+    pub(crate) fn base(&self) -> String {
         self.hub.at(&format!("/rooms/{}", self.code))
     }
 
@@ -87,7 +87,7 @@ pub async fn run_ollama_client(args: Vec<String>) -> String {
 }
 
 /// NDJSON lines of a streamed answer, each with when it arrived.
-async fn ndjson_lines(res: reqwest::Response) -> Vec<(Instant, Value)> {
+pub(crate) async fn ndjson_lines(res: reqwest::Response) -> Vec<(Instant, Value)> {
     let mut lines = Vec::new();
     let mut pending = String::new();
     let mut body = res.bytes_stream();
@@ -110,7 +110,7 @@ fn calls_to(provider: &FakeProvider, path: &str) -> Vec<crate::fake_provider::Re
 
 /// `got` holds the vectors `want`, number for number (the provider's `f32`s, written as JSON text
 /// and read back as `f64`s, within an `f32`'s precision).
-fn same_vectors(got: &Value, want: &[Vec<f32>]) -> bool {
+pub(crate) fn same_vectors(got: &Value, want: &[Vec<f32>]) -> bool {
     let Some(got) = got.as_array() else { return false };
     got.len() == want.len()
         && got.iter().zip(want).all(|(g, w)| {
@@ -122,7 +122,7 @@ fn same_vectors(got: &Value, want: &[Vec<f32>]) -> bool {
 }
 
 /// The length of the fake provider's vectors unless a request asks for others.
-fn dimensions() -> usize {
+pub(crate) fn dimensions() -> usize {
     FakeOptions::default().embedding_dimensions
 }
 
@@ -529,73 +529,6 @@ async fn a_client_that_drops_an_ndjson_stream_cancels_the_provider() {
     // The participant is free again at once.
     let (status, _, v) = call(http().post(room.api("chat")).json(&chat_body("llama3", "next", false))).await;
     assert_eq!(status, 200, "{v}");
-}
-
-/// Open WebUI's Ollama connection, replayed as `backend/open_webui/routers/ollama.py` and
-/// `retrieval/utils.py` send it: verify (`/api/version`), the model list (`/api/tags`, then
-/// `/api/ps` for expiry), chat (`/api/chat`, `:latest` appended to a bare name, NDJSON relayed),
-/// embeddings (`/api/embed` with an empty bearer key), and its OpenAI-style calls on the same URL.
-#[tokio::test(flavor = "multi_thread")]
-async fn open_webuis_ollama_connection_works_against_a_room() {
-    let room = Room::start(FakeOptions::default(), None).await;
-    let url = room.base();
-    // verify_connection: GET {url}/api/version; a version it can read as numbers.
-    let (status, _, v) = call(http().get(format!("{url}/api/version"))).await;
-    assert_eq!(status, 200, "{v}");
-    let version = v["version"].as_str().unwrap();
-    let numeric = version.trim_start_matches('v').split('-').next().unwrap();
-    assert!(numeric.split('.').all(|n| n.parse::<u32>().is_ok()), "{version}");
-    // get_all_models: GET {url}/api/tags, keyed by `model`; then /api/ps, keyed by `model`.
-    let (status, _, tags) =
-        call(http().get(format!("{url}/api/tags")).header("Content-Type", "application/json")).await;
-    assert_eq!(status, 200, "{tags}");
-    let models: Vec<String> =
-        tags["models"].as_array().unwrap().iter().map(|m| m["model"].as_str().unwrap().to_owned()).collect();
-    assert!(models.iter().all(|m| m.contains(':')), "Open WebUI looks models up with a tag: {models:?}");
-    let (status, _, ps) = call(http().get(format!("{url}/api/ps")).header("Content-Type", "application/json")).await;
-    assert_eq!(status, 200, "{ps}");
-    assert!(ps["models"].as_array().unwrap().iter().all(|m| models.contains(&m["model"].as_str().unwrap().to_owned())));
-    // generate_chat_completion: the model as listed, stream true, its options, an image.
-    let payload = json!({
-        "model": "llama3:latest",
-        "messages": [{"role": "system", "content": "You are helpful."},
-            {"role": "user", "content": "Hello from Open WebUI", "images": ["iVBORw0KGgo="]}],
-        "stream": true,
-        "options": {"temperature": 0.8, "num_ctx": 2048},
-    });
-    let res = http()
-        .post(format!("{url}/api/chat"))
-        .header("Content-Type", "application/json")
-        .body(payload.to_string())
-        .send()
-        .await
-        .unwrap();
-    assert_eq!(res.status(), 200);
-    let lines = ndjson_lines(res).await;
-    let text: String = lines.iter().filter_map(|(_, v)| v["message"]["content"].as_str()).collect();
-    assert_eq!(text, "echo: Hello from Open WebUI");
-    assert_eq!(lines.last().unwrap().1["done"], true);
-    // generate_ollama_batch_embeddings: POST {url}/api/embed, `Authorization: Bearer ` with no key.
-    let res = http()
-        .post(format!("{url}/api/embed"))
-        .header("Content-Type", "application/json")
-        .header("Authorization", "Bearer ")
-        .body(
-            json!({"input": ["doc one", "doc two"], "model": "nomic-embed-text:latest", "truncate": true}).to_string(),
-        )
-        .send()
-        .await
-        .unwrap();
-    assert_eq!(res.status(), 200);
-    let v: Value = res.json().await.unwrap();
-    assert_eq!(v["embeddings"].as_array().map(Vec::len), Some(2), "{v}");
-    // Its OpenAI-style calls go to {url}/v1: the room's OpenAI plane, the same names.
-    let (status, _, v) =
-        call(http().post(format!("{url}/v1/chat/completions")).json(&json!({"model": "llama3:latest",
-            "messages": [{"role": "user", "content": "hi"}]})))
-        .await;
-    assert_eq!(status, 200, "{v}");
-    assert_eq!(v["choices"][0]["message"]["content"], "echo: hi");
 }
 
 #[tokio::test(flavor = "multi_thread")]

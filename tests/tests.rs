@@ -19,6 +19,7 @@ mod limits;
 mod metrics;
 mod ollama_api;
 mod ollama_native;
+mod open_webui;
 mod participant_cli;
 mod properties;
 mod provider;

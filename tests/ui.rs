@@ -840,6 +840,42 @@ async fn the_room_shows_the_hubs_counts_and_its_invite() {
     provider.stop().await;
 }
 
+/// A code as the TypeScript hub makes them (`nanoid(6).toUpperCase()`, so `-` and `_` too) is a
+/// room code wherever the page reads one: the share screen looks the room up and builds its
+/// command, Home's "Open a room by code" opens it, and a code no hub knows gets the hub's answer,
+/// not the format hint; its invite page opens too. The room comes from a state file, as a hub
+/// restarted with `--state` loads it.
+#[tokio::test]
+async fn codes_with_dash_and_underscore_are_room_codes() {
+    let dir = tempfile::tempdir().unwrap();
+    let state = dir.path().join("hub-state.json");
+    let room = json!({"id": "ts-room", "code": "B--JWY", "name": "TypeScript room", "hostId": "ts-host",
+        "createdAt": 1_700_000_000_000u64, "hostTokenSha256": "0".repeat(64)});
+    std::fs::write(&state, json!({"version": 1, "rooms": [room]}).to_string()).unwrap();
+    let hub = TestHub::with_config(HubConfig { state_path: Some(state), ..HubConfig::default() }).await;
+    // Its invite page, as the link the TypeScript hub's users pass around.
+    let (status, _, page) = call(http().get(hub.at("/join/B--JWY"))).await;
+    assert_eq!(status, 200, "{page}");
+    assert!(page.as_str().is_some_and(|p| p.contains("TypeScript room")), "{page}");
+    let browser = Browser::start().await;
+
+    browser.goto(&hub.at("/#/join")).await;
+    browser.element("#join-code").await.send_keys("b--jwy").await;
+    browser.until_text("#join-room-info", "Room \u{201c}TypeScript room\u{201d}.").await;
+    let command = browser.text("pre[aria-label=\"share command\"]").await;
+    assert!(command.contains("--room B--JWY"), "{command}");
+
+    browser.goto(&hub.at("/#/join/MA_TPG")).await;
+    browser.until_text("#join-room-info", "Room MA_TPG isn't on this hub \u{2014} check the code.").await;
+
+    browser.goto(&hub.at("/")).await;
+    browser.element("#open-code").await.send_keys("B--JWY").await;
+    browser.element("form.inline-form button[type=submit]").await.click().await;
+    browser.until_text("h1", "TypeScript room").await;
+    assert_eq!(browser.js("return location.hash", vec![]).await, json!("#/room/B--JWY"));
+    browser.close().await;
+}
+
 #[tokio::test]
 async fn a_hostile_nickname_is_shown_as_text_and_runs_nothing() {
     const HOSTILE: &str = "<img src=x onerror=alert(1)>";

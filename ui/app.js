@@ -12,8 +12,8 @@ import { renderSettings } from "./views/settings.js";
 const ROUTES = [
   { pattern: /^\/?$/, nav: "home", render: renderHome },
   { pattern: /^\/create\/?$/, nav: "create", render: renderCreate },
-  { pattern: /^\/join(?:\/([A-Za-z0-9]{1,16}))?\/?$/, nav: "join", render: renderJoin },
-  { pattern: /^\/room\/([A-Za-z0-9]{1,16})\/?$/, nav: "home", render: renderRoom },
+  { pattern: /^\/join(?:\/([A-Za-z0-9_-]{1,16}))?\/?$/, nav: "join", render: renderJoin },
+  { pattern: /^\/room\/([A-Za-z0-9_-]{1,16})\/?$/, nav: "home", render: renderRoom },
   { pattern: /^\/settings\/?$/, nav: "settings", render: renderSettings },
 ];
 

@@ -196,7 +196,7 @@ function friendly(errorBody, status, code) {
   switch (hubCode) {
     case "ROOM_NOT_FOUND":
       return new BackendError(code ? `Room ${code} isn't on this hub — check the code.` : "That room isn't on this hub — check the code.", {
-        hint: "Room codes are 6 letters and digits, like K7QX2M. The room may also have been deleted.",
+        hint: "Room codes are 6 letters, digits, - or _, like K7QX2M. The room may also have been deleted.",
         code: hubCode,
         status,
       });
@@ -452,9 +452,10 @@ export function normalizeCode(code) {
   return String(code || "").replace(/\s+/g, "").toUpperCase();
 }
 
-/** True for something that can be a room code (6 letters or digits). */
+/** True for something that can be a room code: 6 of letters, digits, `-` and `_` (a TypeScript hub
+ * hands out codes like B--JWY or MA_TPG). */
 export function isRoomCode(code) {
-  return /^[A-Z0-9]{6}$/.test(normalizeCode(code));
+  return /^[A-Z0-9_-]{6}$/.test(normalizeCode(code));
 }
 
 /** Turns anything thrown into a BackendError with a sentence. */

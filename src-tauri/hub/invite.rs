@@ -208,7 +208,7 @@ fn invite_page(room: &RoomSummary, origin: &str) -> String {
 fn not_found(code: Option<&str>) -> Response {
     let what = match code {
         Some(code) => format!("There is no room {} on this Gambi.", escape(code)),
-        None => "That isn't a room code: a code is 6 letters and digits.".to_string(),
+        None => format!("That isn't a room code: a code is {}.", crate::protocol::ROOM_CODE_SHAPE),
     };
     let body = format!(
         r#"<!doctype html>

@@ -67,7 +67,7 @@ function openByCode(ctx) {
         e.preventDefault();
         const code = backend.normalizeCode(input.value);
         if (!backend.isRoomCode(code)) {
-          error.textContent = "A room code is 6 letters and digits, like K7QX2M.";
+          error.textContent = "A room code is 6 letters, digits, - or _, like K7QX2M.";
           error.hidden = false;
           input.setAttribute("aria-invalid", "true");
           input.focus();

@@ -65,7 +65,7 @@ function renderBrowser(root, ctx) {
     const mine = ++lookup;
     protectedRoom = false;
     if (!backend.isRoomCode(c)) {
-      roomInfo.textContent = c ? "A room code is 6 letters and digits." : "";
+      roomInfo.textContent = c ? "A room code is 6 letters, digits, - or _." : "";
       update();
       return;
     }
@@ -312,7 +312,7 @@ function renderApp(root, ctx) {
         replaceChildren(errorSlot);
         const c = backend.normalizeCode(code.value);
         if (!backend.isRoomCode(c)) {
-          errorSlot.appendChild(errorBox({ message: "A room code is 6 letters and digits, like K7QX2M." }));
+          errorSlot.appendChild(errorBox({ message: "A room code is 6 letters, digits, - or _, like K7QX2M." }));
           code.focus();
           return;
         }

@@ -44,7 +44,7 @@ impl AppError {
                     Some(code) => format!("Room {code} isn't on this hub — check the code."),
                     None => "That room isn't on this hub — check the code.".into(),
                 })
-                .hint("Room codes are 6 letters and digits, like K7QX2M. The room may also have been deleted."),
+                .hint("Room codes are 6 letters, digits, - or _, like K7QX2M. The room may also have been deleted."),
                 "INVALID_PASSWORD" => AppError::new("Wrong password.").hint("Ask the room's host for the password."),
                 "INVALID_HOST_TOKEN" | "HOST_TOKEN_REQUIRED" => {
                     AppError::new("Only the room's host can delete it.").hint("This app doesn't hold its host token.")
@@ -53,7 +53,7 @@ impl AppError {
             }
             .with_code(api_code),
             ClientError::InvalidInput { .. } => {
-                AppError::new("That isn't a room code.").hint("Room codes are 6 letters and digits, like K7QX2M.")
+                AppError::new("That isn't a room code.").hint("Room codes are 6 letters, digits, - or _, like K7QX2M.")
             }
             ClientError::InvalidUrl { url, .. } => AppError::new(format!("{url} isn't a hub address."))
                 .hint("Use an address like http://192.168.1.20:3000."),

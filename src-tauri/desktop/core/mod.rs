@@ -551,7 +551,7 @@ fn hub_off() -> AppError {
 fn room_code(code: &str) -> Result<String, AppError> {
     let compact: String = code.chars().filter(|c| !c.is_whitespace()).collect();
     normalize_room_code(&compact).ok_or_else(|| {
-        AppError::new("That isn't a room code.").hint("Room codes are 6 letters and digits, like K7QX2M.")
+        AppError::new("That isn't a room code.").hint("Room codes are 6 letters, digits, - or _, like K7QX2M.")
     })
 }
 
