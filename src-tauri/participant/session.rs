@@ -16,7 +16,7 @@ use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 
 use crate::client::{ClientError, HubClient, Registration};
-use crate::protocol::tunnel::TunnelMessage;
+use crate::protocol::tunnel::{Decoded, TunnelMessage};
 use crate::protocol::{
     is_participant_id, normalize_room_code, now_ms, Capabilities, HeartbeatNews, LoadedModel, MachineSpecs,
     Participant, PauseReason, RuntimeConfig, HEARTBEAT_INTERVAL, ROOM_CODE_SHAPE,
@@ -291,6 +291,10 @@ impl ParticipantSession {
         let (outgoing, mut outbox) = mpsc::channel::<String>(256);
         let executor = Executor::new(provider.clone(), fresh, options.endpoint.clone(), auth.clone(), outgoing.clone());
         let (mut sink, mut stream) = socket.split();
+        // The hub attaches the tunnel once the upgrade is done, a moment after this side sees it;
+        // a request sent in that moment found the participant with no tunnel (503). Its pong to a
+        // first ping means the tunnel is attached: the share is routable when `start` returns.
+        let early = first_pong(&mut sink, &mut stream).await;
 
         // Provider watch: the probe just found the provider answering.
         let (health_tx, health) = watch::channel(ProviderHealth::Answering);
@@ -337,6 +341,9 @@ impl ParticipantSession {
             let close_tx = close_tx.clone();
             let executor = executor.clone();
             async move {
+                for text in early {
+                    executor.handle(&text, &stop);
+                }
                 let (reason, error) = loop {
                     let frame = tokio::select! {
                         _ = stop.cancelled() => return,
@@ -524,5 +531,32 @@ impl ParticipantSession {
 impl Drop for ParticipantSession {
     fn drop(&mut self) {
         self.stop.cancel();
+    }
+}
+
+/// How long `start` waits for the hub's answer to its first ping (an older hub may answer none).
+const FIRST_PONG_WAIT: Duration = Duration::from_secs(5);
+
+/// Sends a first ping and waits for the hub's pong, up to [`FIRST_PONG_WAIT`]; the text frames
+/// that came before it (a request already) are returned, to be handled first.
+async fn first_pong<S, R>(sink: &mut S, stream: &mut R) -> Vec<String>
+where
+    S: futures_util::Sink<Message> + Unpin,
+    R: futures_util::Stream<Item = Result<Message, tokio_tungstenite::tungstenite::Error>> + Unpin,
+{
+    let mut early = Vec::new();
+    if sink.send(Message::Text(TunnelMessage::Ping { timestamp: now_ms() }.encode().into())).await.is_err() {
+        return early;
+    }
+    let deadline = tokio::time::Instant::now() + FIRST_PONG_WAIT;
+    loop {
+        match tokio::time::timeout_at(deadline, stream.next()).await {
+            Ok(Some(Ok(Message::Text(text)))) => match TunnelMessage::decode(text.as_str()) {
+                Decoded::Message(TunnelMessage::Pong { .. }) => return early,
+                _ => early.push(text.as_str().to_string()),
+            },
+            Ok(Some(Ok(Message::Close(_)) | Err(_)) | None) | Err(_) => return early,
+            Ok(Some(Ok(_))) => {}
+        }
     }
 }
