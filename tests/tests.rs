@@ -21,6 +21,7 @@ mod ollama_api;
 mod participant_cli;
 mod properties;
 mod provider;
+mod queueing;
 mod real_model;
 mod room_key;
 mod room_stats;
