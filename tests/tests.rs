@@ -18,6 +18,7 @@ mod inference;
 mod limits;
 mod metrics;
 mod ollama_api;
+mod owner_first;
 mod participant_cli;
 mod properties;
 mod provider;
