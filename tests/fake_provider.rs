@@ -100,6 +100,11 @@ pub struct FakeOptions {
     /// Answer unknown routes and the endpoints turned off with `404 page not found` as text, as
     /// Go's HTTP server (Ollama) does, instead of an OpenAI-shaped JSON error.
     pub plain_404: bool,
+    /// Serve llama-server's `GET /slots` with this many slots (else 404): as many are processing
+    /// as requests in flight plus `foreign_busy`.
+    pub slots: Option<usize>,
+    /// Slots busy with work that did not come through the hub (the machine's owner using it).
+    pub foreign_busy: usize,
 }
 
 impl Default for FakeOptions {
@@ -122,6 +127,8 @@ impl Default for FakeOptions {
             messages: false,
             json_streams: false,
             plain_404: false,
+            slots: None,
+            foreign_busy: 0,
         }
     }
 }
@@ -382,6 +389,15 @@ pub mod surfaces;
 #[path = "fake_ollama.rs"]
 pub mod ollama;
 
+/// llama-server's slot list: `is_processing` for the requests in flight and the foreign work.
+async fn slots(State(state): State<Arc<FakeState>>) -> Response {
+    let options = state.options();
+    let Some(n) = options.slots else { return route_not_found(&options) };
+    let busy = state.in_flight.load(Ordering::SeqCst) + options.foreign_busy;
+    let list: Vec<Value> = (0..n).map(|id| json!({"id": id, "n_ctx": 4096, "is_processing": id < busy})).collect();
+    Json(list).into_response()
+}
+
 fn router(state: Arc<FakeState>) -> Router {
     Router::new()
         .route("/v1/models", get(models))
@@ -400,6 +416,7 @@ fn router(state: Arc<FakeState>) -> Router {
         .route("/api/generate", post(ollama::generate))
         .route("/api/embed", post(ollama::embed))
         .route("/api/embeddings", post(ollama::embeddings))
+        .route("/slots", get(slots))
         .fallback(not_found)
         // A local model server takes whole long conversations: no 2 MB cap on what it reads.
         .layer(axum::extract::DefaultBodyLimit::disable())

@@ -59,7 +59,8 @@
 //                 ownHub: bool (the room is on this app's hub) }
 // Settings    = { nickname, providerEndpoint: string|null, preferredModel: string|null,
 //                 hubExposure: "lan"|"loopback"|"off", hubPort: number, notifications: bool,
-//                 shareOnStart: bool, allowedHosts: string[], corsOrigins: string[] }
+//                 shareOnStart: bool, pauseWhileOwnerBusy: bool, allowedHosts: string[],
+//                 corsOrigins: string[] }
 // RoomSummary and Participant are the hub's public forms (shared/spec/PROTOCOL.md).
 // ---------------------------------------------------------------------------------------------
 

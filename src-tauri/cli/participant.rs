@@ -64,6 +64,11 @@ pub struct ShareOptions {
     /// How many requests this machine serves at once [hub default: 1].
     #[arg(long, value_name = "N", value_parser = clap::value_parser!(u32).range(1..))]
     pub max_concurrency: Option<u32>,
+    /// Pause sharing while I use my model server myself: when it is busy with requests that did not
+    /// come from the room (llama-server's /slots, Ollama's /api/ps), take no new ones until it has
+    /// been quiet for 30 s; those in flight finish. Not detectable on LM Studio.
+    #[arg(long)]
+    pub pause_while_owner_busy: bool,
     /// Stop at the first lost connection (exit 3) instead of reconnecting by itself.
     #[arg(long)]
     pub no_reconnect: bool,
@@ -245,6 +250,7 @@ async fn join_inner(args: JoinArgs) -> Result<(), Failure> {
     options.nickname = nickname.clone();
     options.password = share.password.clone();
     options.max_concurrency = share.max_concurrency;
+    options.pause_while_owner_busy = share.pause_while_owner_busy;
     // Only the heartbeat follows the flag: the tunnel's pings keep their default pace, which the
     // hub's limit on a silent tunnel (30 s) is built around.
     options.heartbeat_interval = share.heartbeat_interval;

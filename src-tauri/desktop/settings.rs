@@ -64,6 +64,9 @@ pub struct Settings {
     pub hub_port: u16,
     pub notifications: bool,
     pub share_on_start: bool,
+    /// "Pause sharing while I use Ollama myself": a share pauses while the model server is busy
+    /// with requests that did not come from the room (`participant::owner_watch`).
+    pub pause_while_owner_busy: bool,
     /// Host names the app's hub answers to beyond its own (as `--allowed-host`).
     pub allowed_hosts: Vec<String>,
     /// Web origins allowed to call the app's hub (as `--cors`).
@@ -85,6 +88,7 @@ impl Default for Settings {
             hub_port: DEFAULT_HUB_PORT,
             notifications: true,
             share_on_start: false,
+            pause_while_owner_busy: false,
             allowed_hosts: Vec::new(),
             cors_origins: Vec::new(),
             rooms: Vec::new(),
@@ -407,6 +411,9 @@ mod tests {
         // A settings file from before these fields reads as none.
         let old: Settings = serde_json::from_str(r#"{"nickname": "bob"}"#).unwrap();
         assert!(old.allowed_hosts.is_empty() && old.cors_origins.is_empty());
+        assert!(!old.pause_while_owner_busy, "owner first is off unless chosen");
+        let chosen: Settings = serde_json::from_str(r#"{"nickname": "bob", "pauseWhileOwnerBusy": true}"#).unwrap();
+        assert!(chosen.pause_while_owner_busy);
     }
 
     #[test]

@@ -256,6 +256,8 @@ struct Waiter {
     /// Who sent it (fair turns); empty when unknown.
     caller: String,
     tx: oneshot::Sender<Slot>,
+    /// Its place in line (1 = next), told to the request while it waits.
+    position: tokio::sync::watch::Sender<u32>,
 }
 
 struct Inner {

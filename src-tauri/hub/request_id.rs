@@ -18,6 +18,12 @@ pub fn current() -> String {
     REQUEST_ID.try_with(Clone::clone).unwrap_or_else(|_| fresh())
 }
 
+/// `work` with this task's request id, wherever it is polled (a response body is polled outside
+/// the handler's task-locals).
+pub fn carry<F: std::future::Future>(work: F) -> impl std::future::Future<Output = F::Output> {
+    REQUEST_ID.scope(current(), work)
+}
+
 fn fresh() -> String {
     format!("req_{}", uuid::Uuid::new_v4().simple())
 }

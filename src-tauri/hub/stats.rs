@@ -59,6 +59,12 @@ pub fn named_caller_key() -> Option<String> {
     TURN_KEY.try_with(Clone::clone).ok().flatten()
 }
 
+/// `work` with this task's caller and caller name, wherever it is polled (a response body is
+/// polled outside the handler's task-locals).
+pub fn carry_caller<F: std::future::Future>(work: F) -> impl std::future::Future<Output = F::Output> {
+    CALLER.scope(caller(), TURN_KEY.scope(named_caller_key(), work))
+}
+
 /// A caller name as sent: short and printable, else ignored.
 fn named_caller(value: &axum::http::HeaderValue) -> Option<String> {
     let s = value.to_str().ok()?.trim();
@@ -348,6 +354,7 @@ impl Stats {
             EventKind::RoomCreated(_)
             | EventKind::ParticipantOffline { .. }
             | EventKind::LlmRejected { .. }
+            | EventKind::LlmQueued { .. }
             | EventKind::RoomClosed => {}
         }
     }
@@ -433,6 +440,11 @@ pub fn rejected(hub: &Hub, code: &str, model: &str, error: HubError) -> HubError
         hub.registry().bus().publish(code, kind);
     }
     error
+}
+
+/// A client's `model` as the room's events repeat it (cut short).
+pub fn clipped_model(model: &str) -> String {
+    clipped(model, MODEL_SHOWN)
 }
 
 /// The most of a refused request's `model` its event repeats (model names are short; a client may

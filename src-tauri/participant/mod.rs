@@ -3,6 +3,7 @@
 //! network blips; [`probe`] checks the provider first and [`provider_watch`] keeps checking it while
 //! sharing; [`tunnel_client`] serves the hub's requests, those [`tunnel_calls`] allows.
 
+pub mod owner_watch;
 pub mod probe;
 pub mod provider_watch;
 pub mod session;

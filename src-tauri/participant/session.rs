@@ -71,6 +71,11 @@ pub struct SessionOptions {
     /// token for it, a supervisor takes a fresh id instead of waiting for the old one to be freed.
     /// The desktop app sets it: its id outlives a crash, the token (never written down) does not.
     pub rename_on_conflict: bool,
+    /// Owner first: pause the share while the provider is busy with work the room did not send
+    /// (someone using the model server on this machine), see [`super::owner_watch`]. Off by default.
+    pub pause_while_owner_busy: bool,
+    /// How long without such work before the share takes requests again (default 30 s).
+    pub owner_quiet: Duration,
 }
 
 impl SessionOptions {
@@ -91,6 +96,8 @@ impl SessionOptions {
             auth_headers: BTreeMap::new(),
             participant_token: None,
             rename_on_conflict: false,
+            pause_while_owner_busy: false,
+            owner_quiet: super::owner_watch::QUIET,
             heartbeat_interval: HEARTBEAT_INTERVAL,
             ping_interval: HEARTBEAT_INTERVAL,
             provider_check_interval: provider_watch::CHECK_INTERVAL,
@@ -299,14 +306,33 @@ impl ParticipantSession {
         // Provider watch: the probe just found the provider answering.
         let (health_tx, health) = watch::channel(ProviderHealth::Answering);
         tasks.spawn(provider_watch::run(
-            provider,
+            provider.clone(),
             options.endpoint.clone(),
-            auth,
+            auth.clone(),
             options.provider_check_interval,
             executor.provider_trouble(),
             health_tx,
             stop.clone(),
         ));
+
+        // Owner watch: off unless asked for; `true` while the owner is using the provider.
+        let (owner_tx, owner) = watch::channel(false);
+        if options.pause_while_owner_busy {
+            let executor = executor.clone();
+            let target = super::owner_watch::Target {
+                http: provider.clone(),
+                endpoint: options.endpoint.clone(),
+                auth: auth.clone(),
+            };
+            tasks.spawn(super::owner_watch::run(
+                target,
+                options.provider_check_interval,
+                options.owner_quiet,
+                move || executor.activity(),
+                owner_tx,
+                stop.clone(),
+            ));
+        }
 
         // Writer: the only task that writes to the socket.
         tasks.spawn({
@@ -397,12 +423,14 @@ impl ParticipantSession {
             // A heartbeat with news (loaded models, a pause) proves the participant with its token.
             let token = participant_token.clone();
             let mut health = health.clone();
+            let mut owner = owner.clone();
             async move {
                 let failures = AtomicU32::new(0);
                 let mut last_loaded = loaded_models;
                 // What the hub was last told: a registration starts unpaused.
-                let mut hub_thinks_paused = false;
+                let mut hub_thinks: Option<PauseReason> = None;
                 let mut watching = true;
+                let mut watching_owner = true;
                 let mut tick = tokio::time::interval_at(tokio::time::Instant::now() + every, every);
                 loop {
                     let periodic = tokio::select! {
@@ -412,8 +440,20 @@ impl ParticipantSession {
                             watching = changed.is_ok();
                             false
                         }
+                        changed = owner.changed(), if watching_owner => {
+                            watching_owner = changed.is_ok();
+                            false
+                        }
                     };
-                    let paused = !health.borrow_and_update().is_answering();
+                    // A stopped provider says more than an owner at work.
+                    let reason = if !health.borrow_and_update().is_answering() {
+                        Some(PauseReason::Provider)
+                    } else if *owner.borrow_and_update() {
+                        Some(PauseReason::Owner)
+                    } else {
+                        None
+                    };
+                    let paused = reason.is_some();
                     // Tell the room what the provider holds in memory now, when that changed (not
                     // while it does not answer, and not on a heartbeat that must go out at once).
                     let loaded = if track_loaded && periodic && !paused {
@@ -423,8 +463,8 @@ impl ParticipantSession {
                     };
                     let news = HeartbeatNews {
                         loaded_models: loaded.clone(),
-                        paused: (paused != hub_thinks_paused).then_some(paused),
-                        pause_reason: (paused && !hub_thinks_paused).then_some(PauseReason::Provider),
+                        paused: (reason != hub_thinks).then_some(paused),
+                        pause_reason: if reason != hub_thinks { reason } else { None },
                     };
                     if !periodic && news.is_empty() {
                         continue;
@@ -435,7 +475,7 @@ impl ParticipantSession {
                             if loaded.is_some() {
                                 last_loaded = loaded;
                             }
-                            hub_thinks_paused = paused;
+                            hub_thinks = reason;
                         }
                         // The hub no longer knows this participant (or room): no point waiting.
                         Err(ClientError::Api { status: 404, message, .. }) => {

@@ -38,6 +38,10 @@ pub struct Executor {
     /// Woken when a call cannot reach the provider, so the session's provider watch looks at once
     /// instead of at its next round.
     provider_trouble: Arc<Notify>,
+    /// Calls started so far, and when the last one ended (ms since the epoch): what the owner
+    /// watch subtracts from what the provider says it is doing.
+    started: Arc<std::sync::atomic::AtomicU64>,
+    last_end_ms: Arc<std::sync::atomic::AtomicU64>,
 }
 
 impl Executor {
@@ -57,6 +61,8 @@ impl Executor {
             calls: Arc::new(Mutex::new(HashMap::new())),
             ignored: Arc::default(),
             provider_trouble: Arc::default(),
+            started: Arc::default(),
+            last_end_ms: Arc::default(),
         }
     }
 
@@ -109,6 +115,7 @@ impl Executor {
     ) {
         let token = stop.child_token();
         self.calls().insert(request_id.clone(), token.clone());
+        self.started.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
         let this = self.clone();
         tokio::spawn(async move {
             tokio::select! {
@@ -116,7 +123,18 @@ impl Executor {
                 _ = this.run(&request_id, &method, &path, &headers, body) => {}
             }
             this.calls().remove(&request_id);
+            this.last_end_ms.store(crate::protocol::now_ms(), std::sync::atomic::Ordering::Relaxed);
         });
+    }
+
+    /// What this participant is asking of its provider now.
+    pub fn activity(&self) -> super::owner_watch::Ours {
+        use std::sync::atomic::Ordering::Relaxed;
+        super::owner_watch::Ours {
+            in_flight: self.in_flight(),
+            started: self.started.load(Relaxed),
+            last_end_ms: self.last_end_ms.load(Relaxed),
+        }
     }
 
     /// Calls in flight now.

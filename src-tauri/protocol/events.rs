@@ -74,6 +74,18 @@ pub enum EventKind {
         message: String,
         caller: Option<String>,
     },
+    /// Additive: a request found every participant it could use busy and waits in the room's
+    /// queue. Its `llm.request` (same `requestId`, `route.queuePosition`) follows when it gets a
+    /// place; `llm.rejected` when its wait runs out.
+    LlmQueued {
+        request_id: String,
+        /// The `model` the request asked for, as it asked.
+        model: String,
+        operation: String,
+        /// Its place in line when it began to wait (1 = next to be served).
+        position: u32,
+        caller: Option<String>,
+    },
     /// The room is gone (deleted by its host or expired): its streams end. Never sent to clients.
     RoomClosed,
 }
@@ -91,6 +103,7 @@ impl EventKind {
             EventKind::LlmComplete { .. } => "llm.complete",
             EventKind::LlmError { .. } => "llm.error",
             EventKind::LlmRejected { .. } => "llm.rejected",
+            EventKind::LlmQueued { .. } => "llm.queued",
             EventKind::RoomClosed => "room.closed",
         }
     }
@@ -107,6 +120,7 @@ impl EventKind {
             EventKind::LlmComplete { .. } => "llm:complete",
             EventKind::LlmError { .. } => "llm:error",
             EventKind::LlmRejected { .. } => "llm:rejected",
+            EventKind::LlmQueued { .. } => "llm:queued",
             EventKind::RoomClosed => "room:closed",
         }
     }
@@ -147,6 +161,15 @@ impl EventKind {
                 }
                 data
             }
+            EventKind::LlmQueued { request_id, model, operation, position, caller } => {
+                let mut data = json!({
+                    "requestId": request_id, "model": model, "operation": operation, "position": position,
+                });
+                if let Some(caller) = caller {
+                    data["caller"] = json!(caller);
+                }
+                data
+            }
             EventKind::RoomClosed => Value::Null,
         }
     }
@@ -174,7 +197,10 @@ impl EventKind {
             | EventKind::LlmRequest { participant_id, .. }
             | EventKind::LlmComplete { participant_id, .. }
             | EventKind::LlmError { participant_id, .. } => Some(participant_id),
-            EventKind::RoomCreated(_) | EventKind::LlmRejected { .. } | EventKind::RoomClosed => None,
+            EventKind::RoomCreated(_)
+            | EventKind::LlmRejected { .. }
+            | EventKind::LlmQueued { .. }
+            | EventKind::RoomClosed => None,
         }
     }
 }

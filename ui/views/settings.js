@@ -59,6 +59,7 @@ function renderApp(root) {
       const origins = el("input", { id: "set-origins", class: "input mono", value: list(s.corsOrigins), placeholder: "http://localhost:5173" });
       const notifications = check("set-notifications", "Notifications", Boolean(s.notifications), "When a participant goes offline or comes back, and when your share drops or recovers.");
       const shareOnStart = check("set-share-on-start", "Share my model when Gambi starts", Boolean(s.shareOnStart));
+      const ownerFirst = check("set-owner-first", "Pause sharing while I use Ollama myself", Boolean(s.pauseWhileOwnerBusy));
       const slot = el("div", { class: "error-slot", role: "status" });
       const field = (id, label, input, help) =>
         el("div", { class: "field" }, el("label", { class: "label", for: id }, label), input, help ? el("p", { class: "help" }, help) : null);
@@ -87,6 +88,7 @@ function renderApp(root) {
                   hubPort: portNumber,
                   notifications: notifications.input.checked,
                   shareOnStart: shareOnStart.input.checked,
+                  pauseWhileOwnerBusy: ownerFirst.input.checked,
                   allowedHosts: split(hosts.value),
                   corsOrigins: split(origins.value),
                 });
@@ -102,6 +104,7 @@ function renderApp(root) {
           field("set-endpoint", "Model server", endpoint, "Leave empty to find Ollama or LM Studio by itself."),
           field("set-model", "Preferred model", model),
           shareOnStart.node,
+          ownerFirst.node,
           el("h2", { class: "panel-title" }, "Rooms on this computer"),
           field("set-exposure", "Who can use them", exposure, "Where this computer's Gambi can be reached: by others on your network, by this computer only, or not at all."),
           field("set-port", "Port", port, "3000, or the next free one."),

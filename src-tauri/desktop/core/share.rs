@@ -195,6 +195,7 @@ impl AppCore {
         // After a crash the hub (ours with its state file, or another) still binds the saved id to
         // a token this app no longer has: share under a fresh id rather than wait for it.
         options.rename_on_conflict = true;
+        options.pause_while_owner_busy = settings.pause_while_owner_busy;
         let target = ShareTarget {
             hub: hub.clone(),
             hub_url: hub_url.clone(),

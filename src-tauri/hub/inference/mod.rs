@@ -13,6 +13,7 @@ pub mod ollama_compat;
 pub mod ollama_routes;
 pub mod op;
 pub mod proxy;
+pub mod queued;
 pub mod relay;
 pub mod request;
 pub mod responses_compat;

@@ -1,6 +1,6 @@
 //! `/rooms/:code/api/*` (and `/rooms/:code/`): the room as an Ollama server, for clients whose base
 //! URL is the room. Thin handlers: read the body, translate it (`ollama_compat`), run it on the
-//! inference plane (`proxy::run`: routed, queued, failed over, counted and evented like any
+//! inference plane (`proxy::run_with_native`: routed, queued, failed over, counted and evented like any
 //! room request), translate the answer back — NDJSON lines as the chunks arrive when streamed.
 //! A participant whose provider is Ollama gets the request as the client sent it, on its own
 //! `/api/...` endpoint (`proxy::run_with_native`), and its answer reaches the client untouched.

@@ -10,7 +10,7 @@
 //! happens once, on a failure to connect or a 5xx, and never away from a participant the client
 //! named.
 //!
-//! [`run`] is the entry point for other surfaces of a room (the Ollama API): it takes an
+//! [`run_with_native`] is the entry point for other surfaces of a room (the Ollama API): it takes an
 //! OpenAI-shaped (or Anthropic-shaped, for [`Op::Messages`]) body and answers as the route would.
 //! [`run_with_native`] takes the request's native Ollama form beside it: a participant whose
 //! provider is Ollama (`capabilities.ollama`) gets that, as it is, on its own `/api/...` endpoint,
@@ -27,7 +27,7 @@ use crate::hub::body::read_body_held;
 use crate::hub::error::HubError;
 use crate::hub::memory::BodyHold;
 use crate::hub::metrics::waited;
-use crate::hub::registry::{Acquire, Need, ParticipantRecord, Selector};
+use crate::hub::registry::{Acquire, Need, ParticipantRecord, Selector, Slot, WaitTicket};
 use crate::hub::routes::room_code;
 use crate::hub::Hub;
 use crate::protocol::events::EventKind;
@@ -38,6 +38,7 @@ pub(crate) use super::merge::OllamaCall;
 use super::merge;
 use super::messages_compat;
 use super::op::{self, Op, OpSpec, Translation};
+use super::queued;
 use super::relay::{self, Form};
 use super::request::RawObject;
 use super::responses_compat;
@@ -176,7 +177,33 @@ pub(super) async fn infer(hub: Hub, code: String, op: Op, req: Request) -> Respo
     let Some(bytes) = bytes else {
         return shape.render(bad("The request body is empty; send a JSON object."));
     };
-    run(hub, &code, op, bytes, hold).await.unwrap_or_else(|e| shape.render(e))
+    run_noting(hub, &code, op, bytes, hold, QueueNotes::Sse).await.unwrap_or_else(|e| shape.render(e))
+}
+
+/// [`run_full`], telling a streaming request that waits its place in line as `notes` says.
+pub(crate) async fn run_noting(
+    hub: Hub,
+    code: &str,
+    op: Op,
+    body: Bytes,
+    hold: BodyHold,
+    notes: QueueNotes,
+) -> Result<Response, HubError> {
+    run_full(hub, code, op, body, hold, None, notes).await
+}
+
+/// [`run_full`], with the request's native Ollama form (`native`: the call and its body as the client
+/// sent it, held in `hold` too) for the participants whose provider is Ollama. With
+/// `native.only`, `body` only stands in (its model and stream flag are read; it is never sent).
+pub(crate) async fn run_with_native(
+    hub: Hub,
+    code: &str,
+    op: Op,
+    body: Bytes,
+    hold: BodyHold,
+    native: Option<NativeForm>,
+) -> Result<Response, HubError> {
+    run_full(hub, code, op, body, hold, native, QueueNotes::None).await
 }
 
 /// Runs one request of endpoint `op` against room `code` (a code as it came, normalized here):
@@ -186,20 +213,14 @@ pub(super) async fn infer(hub: Hub, code: String, op: Op, req: Request) -> Respo
 /// relayed. `Ok` is the answer as the route would give it (the provider's own error answers
 /// included: look at the status); `Err` is the hub's refusal before any participant answered,
 /// for the caller to render in its surface's shape.
-pub(crate) async fn run(hub: Hub, code: &str, op: Op, body: Bytes, hold: BodyHold) -> Result<Response, HubError> {
-    run_with_native(hub, code, op, body, hold, None).await
-}
-
-/// [`run`], with the request's native Ollama form (`native`: the call and its body as the client
-/// sent it, held in `hold` too) for the participants whose provider is Ollama. With
-/// `native.only`, `body` only stands in (its model and stream flag are read; it is never sent).
-pub(crate) async fn run_with_native(
+async fn run_full(
     hub: Hub,
     code: &str,
     op: Op,
     body: Bytes,
     mut hold: BodyHold,
     native: Option<NativeForm>,
+    notes: QueueNotes,
 ) -> Result<Response, HubError> {
     let native = match native {
         Some(NativeForm { call, text, only }) => {
@@ -254,12 +275,7 @@ pub(crate) async fn run_with_native(
             _ => None,
         })
         .or_else(crate::hub::stats::caller);
-    let acquire = |hub: &Hub, code: &str| hub.registry().acquire_as(code, &selector, need, turn_key.as_deref());
-    let reject = |e| crate::hub::stats::rejected(&hub, &code, &model, e);
-    let mut slot = match acquire(&hub, &code).map_err(reject)? {
-        Acquire::Ready(slot) => slot,
-        Acquire::Wait(ticket) => waited(&hub, &code, ticket.wait(hub.config().queue_wait)).await.map_err(reject)?,
-    };
+    let route = Route { selector, need, turn_key, defaults, model };
     let job = Job {
         hub: hub.clone(),
         code,
@@ -273,13 +289,73 @@ pub(crate) async fn run_with_native(
         body: std::sync::Mutex::new(hold),
         native,
     };
+    let ticket = match route.acquire(&job).map_err(|e| route.reject(&job, e))? {
+        Acquire::Ready(slot) => return serve(job, slot, route).await,
+        Acquire::Wait(ticket) => ticket,
+    };
+    job.publish(EventKind::LlmQueued {
+        request_id: job.request_id.clone(),
+        model: crate::hub::stats::clipped_model(&route.model),
+        operation: spec.operation.into(),
+        position: ticket.position(),
+        caller: crate::hub::stats::caller(),
+    });
+    if job.stream && notes == QueueNotes::Sse {
+        // The client hears its place in line while it waits, then the stream.
+        return Ok(queued::respond(job, ticket, route));
+    }
+    let slot = wait_turn(&job, &route, ticket).await?;
+    serve(job, slot, route).await
+}
+
+/// Whether a streaming request that has to wait is told its place in line.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum QueueNotes {
+    /// SSE comment lines (`: queued, position N`) until its stream starts (the OpenAI and
+    /// Anthropic surfaces: every SSE client skips comments).
+    Sse,
+    /// Nothing (the Ollama surface streams NDJSON).
+    None,
+}
+
+/// What a request asks of the room's routing, kept for a second choice (failover, a participant
+/// found to lack the endpoint).
+pub(super) struct Route {
+    selector: Selector,
+    need: crate::hub::registry::Need,
+    turn_key: Option<String>,
+    defaults: Option<RuntimeConfig>,
+    /// The `model` as the client sent it.
+    model: String,
+}
+
+impl Route {
+    fn acquire(&self, job: &Job) -> Result<Acquire, HubError> {
+        job.hub.registry().acquire_as(&job.code, &self.selector, self.need, self.turn_key.as_deref())
+    }
+
+    fn reject(&self, job: &Job, error: HubError) -> HubError {
+        crate::hub::stats::rejected(&job.hub, &job.code, &self.model, error)
+    }
+}
+
+/// Waits in the room's queue for the place `ticket` stands for.
+pub(super) async fn wait_turn(job: &Job, route: &Route, ticket: WaitTicket) -> Result<Slot, HubError> {
+    waited(&job.hub, &job.code, ticket.wait(job.hub.config().queue_wait)).await.map_err(|e| route.reject(job, e))
+}
+
+/// Sends the request to the participant of `slot`, failing over or moving on as the module says,
+/// and relays the answer.
+pub(super) async fn serve(job: Job, mut slot: Slot, route: Route) -> Result<Response, HubError> {
+    let spec = job.spec;
+    let (selector, need) = (&route.selector, route.need);
     // Failover only where the client let the hub choose: never away from a participant it named.
-    let may_fail_over = !matches!(&selector, Selector::Named(n) if *n == slot.participant().public.id);
+    let may_fail_over = !matches!(selector, Selector::Named(n) if *n == slot.participant().public.id);
     let mut failed_over = false;
     let mut learned = 0;
     loop {
         let p = slot.participant().clone();
-        let config = merge::layered(defaults.as_ref(), &p.config);
+        let config = merge::layered(route.defaults.as_ref(), &p.config);
         job.publish(EventKind::LlmRequest {
             request_id: job.request_id.clone(),
             participant_id: p.public.id.clone(),
@@ -292,7 +368,7 @@ pub(crate) async fn run_with_native(
         match attempt(&job, &p, &config).await {
             Attempt::Answer(up, _) if up.status >= 500 && may_fail_over && !failed_over => {
                 let next =
-                    job.hub.registry().try_acquire_for(&job.code, &selector, need, std::slice::from_ref(&p.public.id));
+                    job.hub.registry().try_acquire_for(&job.code, selector, need, std::slice::from_ref(&p.public.id));
                 match next {
                     Some(next) => {
                         let error =
@@ -317,7 +393,7 @@ pub(crate) async fn run_with_native(
                 // It is marked now, so routing passes it by (a participant the client named
                 // answers that it does not serve the endpoint).
                 drop(slot);
-                slot = match acquire(&job.hub, &job.code)? {
+                slot = match route.acquire(&job)? {
                     Acquire::Ready(slot) => slot,
                     Acquire::Wait(ticket) => {
                         waited(&job.hub, &job.code, ticket.wait(job.hub.config().queue_wait)).await?
@@ -329,7 +405,7 @@ pub(crate) async fn run_with_native(
                 if retryable && may_fail_over && !failed_over {
                     let next = job.hub.registry().try_acquire_for(
                         &job.code,
-                        &selector,
+                        selector,
                         need,
                         std::slice::from_ref(&p.public.id),
                     );

@@ -10,7 +10,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use rand::Rng;
-use tokio::sync::oneshot;
+use tokio::sync::{oneshot, watch};
 
 use crate::hub::error::HubError;
 use crate::hub::scheduler::{self, Ask, Candidate, Decision, Loaded, Policy, Rule, Speed};
@@ -132,9 +132,21 @@ pub struct WaitTicket {
     id: u64,
     specific: Option<String>,
     rx: oneshot::Receiver<Slot>,
+    position: watch::Receiver<u32>,
 }
 
 impl WaitTicket {
+    /// Its place in line now (1 = next to be served).
+    pub fn position(&self) -> u32 {
+        *self.position.borrow()
+    }
+
+    /// Its place in line as it changes (callers join ahead by turns, others leave or are served);
+    /// closed once it has left the queue.
+    pub fn positions(&self) -> watch::Receiver<u32> {
+        self.position.clone()
+    }
+
     /// Waits for a slot up to `timeout`. Running out of time is 503 (409 `PARTICIPANT_BUSY` when one
     /// participant was asked for); the participants it could use all leaving is 404.
     pub async fn wait(mut self, timeout: Duration) -> Result<Slot, HubError> {
@@ -335,6 +347,7 @@ impl Registry {
                     });
                 }
                 let (tx, rx) = oneshot::channel();
+                let (position_tx, position) = watch::channel(0);
                 state.next_waiter += 1;
                 let id = state.next_waiter;
                 state.waiters.entry(code.to_string()).or_default().push_back(Waiter {
@@ -343,8 +356,17 @@ impl Registry {
                     need,
                     caller: caller.unwrap_or_default().to_string(),
                     tx,
+                    position: position_tx,
                 });
-                Ok(Acquire::Wait(WaitTicket { registry: self.clone(), code: code.to_string(), id, specific, rx }))
+                tell_positions(&state, code);
+                Ok(Acquire::Wait(WaitTicket {
+                    registry: self.clone(),
+                    code: code.to_string(),
+                    id,
+                    specific,
+                    rx,
+                    position,
+                }))
             }
         }
     }
@@ -409,9 +431,12 @@ impl Registry {
     fn cancel_wait(&self, code: &str, id: u64) {
         let mut state = self.state();
         if let Some(queue) = state.waiters.get_mut(code) {
+            let before = queue.len();
             queue.retain(|w| w.id != id);
             if queue.is_empty() {
                 state.waiters.remove(code);
+            } else if queue.len() != before {
+                tell_positions(&state, code);
             }
         }
     }
@@ -463,6 +488,7 @@ impl Registry {
         }
         if !kept.is_empty() {
             state.waiters.insert(code.to_string(), kept);
+            tell_positions(state, code);
         }
     }
 
@@ -509,6 +535,19 @@ impl Registry {
                 None => r.speed = Some(Speed::first(ttft_ms, tokens_per_second)),
             }
         }
+    }
+}
+
+/// Tells each request waiting in room `code` its place in line, in the order freed places go
+/// out (by turns between callers, see [`scheduler::fair_order`]); only changed places are sent.
+fn tell_positions(state: &State, code: &str) {
+    let Some(queue) = state.waiters.get(code) else { return };
+    let callers: Vec<&str> = queue.iter().map(|w| w.caller.as_str()).collect();
+    let turns = state.turns.get(code);
+    let order = scheduler::fair_order(&callers, |c| turns.and_then(|t| t.get(*c).copied()));
+    for (place, i) in order.into_iter().enumerate() {
+        let place = u32::try_from(place + 1).unwrap_or(u32::MAX);
+        queue[i].position.send_if_modified(|p| std::mem::replace(p, place) != place);
     }
 }
 
