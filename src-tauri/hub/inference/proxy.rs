@@ -12,7 +12,7 @@
 //!
 //! [`run_with_native`] is the entry point for other surfaces of a room (the Ollama API): it takes an
 //! OpenAI-shaped (or Anthropic-shaped, for [`Op::Messages`]) body and answers as the route would.
-//! [`run_with_native`] takes the request's native Ollama form beside it: a participant whose
+//! It takes the request's native Ollama form beside it: a participant whose
 //! provider is Ollama (`capabilities.ollama`) gets that, as it is, on its own `/api/...` endpoint,
 //! and its answer is relayed untouched (marked [`NativeAnswer`]); any other gets the OpenAI form.
 
