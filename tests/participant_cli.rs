@@ -21,7 +21,7 @@ use serde_json::{json, Value};
 use tokio::sync::mpsc;
 
 use crate::fake_provider::{echo, FakeOptions, FakeProvider};
-use crate::util::{self, call, http, Sse, TestHub, BIN};
+use crate::util::{self, call, http, read_http_request, Sse, TestHub, BIN};
 
 /// Generous: a debug build on a slow two-core machine starts a process, probes a provider and
 /// registers in well under this, but not always in one second.
@@ -1143,7 +1143,7 @@ async fn codes_with_dash_and_underscore_from_the_typescript_hub_are_joined_and_w
 /// it dropped that way.
 async fn stale_keepalive_server(stale: Duration) -> (String, Arc<std::sync::atomic::AtomicUsize>) {
     use std::sync::atomic::{AtomicUsize, Ordering};
-    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    use tokio::io::AsyncWriteExt;
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
     let url = format!("http://{}", listener.local_addr().unwrap());
     let dropped = Arc::new(AtomicUsize::new(0));
@@ -1155,34 +1155,7 @@ async fn stale_keepalive_server(stale: Duration) -> (String, Arc<std::sync::atom
                 let mut last_answer: Option<Instant> = None;
                 let mut buf = Vec::new();
                 loop {
-                    // One request: its head, then as much body as Content-Length says.
-                    let head_end = loop {
-                        if let Some(at) = buf.windows(4).position(|w| w == b"\r\n\r\n") {
-                            break at + 4;
-                        }
-                        let mut chunk = [0u8; 4096];
-                        match socket.read(&mut chunk).await {
-                            Ok(0) | Err(_) => return,
-                            Ok(n) => buf.extend_from_slice(&chunk[..n]),
-                        }
-                    };
-                    let head = String::from_utf8_lossy(&buf[..head_end]).to_string();
-                    let length = head
-                        .lines()
-                        .find_map(|l| {
-                            l.to_ascii_lowercase().strip_prefix("content-length:").map(|v| v.trim().to_string())
-                        })
-                        .and_then(|v| v.parse::<usize>().ok())
-                        .unwrap_or(0);
-                    while buf.len() < head_end + length {
-                        let mut chunk = [0u8; 4096];
-                        match socket.read(&mut chunk).await {
-                            Ok(0) | Err(_) => return,
-                            Ok(n) => buf.extend_from_slice(&chunk[..n]),
-                        }
-                    }
-                    let body = String::from_utf8_lossy(&buf[head_end..head_end + length]).to_string();
-                    buf.drain(..head_end + length);
+                    let Some((head, body)) = read_http_request(&mut socket, &mut buf).await else { return };
                     if last_answer.is_some_and(|at| at.elapsed() >= stale) {
                         count.fetch_add(1, Ordering::SeqCst);
                         return;

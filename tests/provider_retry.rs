@@ -12,10 +12,10 @@ use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use serde_json::{json, Value};
-use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::io::AsyncWriteExt;
 
 use crate::participant_cli::{Proc, STARTUP};
-use crate::util::{call, http, TestHub};
+use crate::util::{call, http, read_http_request, TestHub};
 
 /// One chat completion the fake model server read: on which connection (numbered in the order
 /// they were accepted, from 0) and whether it closed that connection instead of answering.
@@ -42,34 +42,7 @@ async fn closing_server(drop: fn(usize) -> bool) -> (String, Arc<Mutex<Vec<Chat>
             tokio::spawn(async move {
                 let mut buf = Vec::new();
                 loop {
-                    // One request: its head, then as much body as Content-Length says.
-                    let head_end = loop {
-                        if let Some(at) = buf.windows(4).position(|w| w == b"\r\n\r\n") {
-                            break at + 4;
-                        }
-                        let mut chunk = [0u8; 4096];
-                        match socket.read(&mut chunk).await {
-                            Ok(0) | Err(_) => return,
-                            Ok(n) => buf.extend_from_slice(&chunk[..n]),
-                        }
-                    };
-                    let head = String::from_utf8_lossy(&buf[..head_end]).to_string();
-                    let length = head
-                        .lines()
-                        .find_map(|l| {
-                            l.to_ascii_lowercase().strip_prefix("content-length:").map(|v| v.trim().to_string())
-                        })
-                        .and_then(|v| v.parse::<usize>().ok())
-                        .unwrap_or(0);
-                    while buf.len() < head_end + length {
-                        let mut chunk = [0u8; 4096];
-                        match socket.read(&mut chunk).await {
-                            Ok(0) | Err(_) => return,
-                            Ok(n) => buf.extend_from_slice(&chunk[..n]),
-                        }
-                    }
-                    let body = String::from_utf8_lossy(&buf[head_end..head_end + length]).to_string();
-                    buf.drain(..head_end + length);
+                    let Some((head, body)) = read_http_request(&mut socket, &mut buf).await else { return };
                     let request_line = head.lines().next().unwrap_or_default().to_string();
                     let (status, answer) = if request_line.starts_with("GET /v1/models ") {
                         (200, json!({"object": "list", "data": [{"id": "llama3", "object": "model"}]}))

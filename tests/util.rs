@@ -472,3 +472,39 @@ pub async fn gambi_async(args: &[&str], env: &[(&str, &str)]) -> (i32, String, S
     .await
     .unwrap()
 }
+
+/// One HTTP/1.1 request read off a raw socket (for model servers that misbehave on purpose): its
+/// head, then as much body as `Content-Length` says, as text; what came after stays in `buf` for
+/// the next request on the connection. `None` when the peer closed first.
+pub async fn read_http_request(
+    socket: &mut (impl tokio::io::AsyncRead + Unpin),
+    buf: &mut Vec<u8>,
+) -> Option<(String, String)> {
+    use tokio::io::AsyncReadExt;
+    let head_end = loop {
+        if let Some(at) = buf.windows(4).position(|w| w == b"\r\n\r\n") {
+            break at + 4;
+        }
+        let mut chunk = [0u8; 4096];
+        match socket.read(&mut chunk).await {
+            Ok(0) | Err(_) => return None,
+            Ok(n) => buf.extend_from_slice(&chunk[..n]),
+        }
+    };
+    let head = String::from_utf8_lossy(&buf[..head_end]).to_string();
+    let length = head
+        .lines()
+        .find_map(|l| l.to_ascii_lowercase().strip_prefix("content-length:").map(|v| v.trim().to_string()))
+        .and_then(|v| v.parse::<usize>().ok())
+        .unwrap_or(0);
+    while buf.len() < head_end + length {
+        let mut chunk = [0u8; 4096];
+        match socket.read(&mut chunk).await {
+            Ok(0) | Err(_) => return None,
+            Ok(n) => buf.extend_from_slice(&chunk[..n]),
+        }
+    }
+    let body = String::from_utf8_lossy(&buf[head_end..head_end + length]).to_string();
+    buf.drain(..head_end + length);
+    Some((head, body))
+}
