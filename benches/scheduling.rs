@@ -2,7 +2,7 @@
 //! room of machines that differ like real ones, under a mixed workload from three callers.
 //!
 //! The room: a fast GPU desktop (30 ms to first token, 80 tokens/s, 4 places), a medium machine
-//! (150 ms, 30 tokens/s, 2 places) and a CPU laptop (600 ms, 8 tokens/s, 1 place). A model that is
+//! (80 ms, 40 tokens/s, 2 places) and a CPU laptop (600 ms, 8 tokens/s, 1 place). A model that is
 //! not loaded on a machine takes 10 s to load there first. The callers: a person chatting (a
 //! request every ~7 s), an app (a request every ~10 s, on a model only two machines have loaded),
 //! and a script that fires a burst of 100 short requests (20-80 tokens, a batch job) at once.

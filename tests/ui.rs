@@ -530,14 +530,16 @@ async fn a_participant_goes_online_then_offline_without_a_reload() {
             vec![],
         )
         .await;
-    assert_eq!(browser.text(&format!("{card} .status")).await, "Online");
+    // Registered and heartbeating, its tunnel not up (this test opens none): the room cannot send
+    // it requests yet, and the card says so rather than "Online".
+    assert_eq!(browser.text(&format!("{card} .status")).await, "Connecting…");
     assert_eq!(browser.text(&format!("{card} .nickname")).await, "Alice");
     let specs_text = browser.text(&format!("{card} .specs")).await;
     for part in ["NVIDIA GeForce RTX 4090", "24 GB", "64 GB", "AMD Ryzen 9 7950X"] {
         assert!(specs_text.contains(part), "{part} missing from {specs_text}");
     }
     let dot = browser.js(&format!("return document.querySelector('{card} .dot').className"), vec![]).await;
-    assert!(dot.as_str().unwrap().contains("dot-online"), "{dot}");
+    assert!(dot.as_str().unwrap().contains("dot-paused"), "not green while it cannot serve: {dot}");
 
     // Stop heartbeating: the sweep marks it offline and the page shows it, live.
     beats.abort();
@@ -598,7 +600,8 @@ async fn a_paused_participant_says_why_and_comes_back_without_a_reload() {
             vec![],
         )
         .await;
-    assert_eq!(browser.text(&format!("{card} .status")).await, "Online");
+    // Back from the pause, its tunnel still not up in this test: on its way, not "Online".
+    assert_eq!(browser.text(&format!("{card} .status")).await, "Connecting…");
     assert!(browser.text("#event-log").await.contains("alice-p is serving again"));
     assert_same_page(&browser).await;
     browser.close().await;
@@ -631,6 +634,9 @@ async fn the_room_shows_activity_after_a_completion() {
     )
     .await;
     browser.element("[data-participant-id=\"w-direct\"][data-status=\"online\"]").await;
+    // Alice registered for a tunnel that has not come up: she is on her way, not "Online".
+    browser.element("[data-participant-id=\"alice-4090\"]").await;
+    assert_eq!(browser.text("[data-participant-id=\"alice-4090\"] .status").await, "Connecting…");
 
     let chat = json!({"model": "model:llama3", "messages": [{"role": "user", "content": "Say hello to the room"}]});
     let (status, _, v) = call(http().post(hub.at(&format!("/rooms/{code}/v1/chat/completions"))).json(&chat)).await;

@@ -431,8 +431,12 @@ export function renderHome(root, ctx) {
     try {
       const [health, list] = await Promise.all([backend.health(), backend.listRooms()]);
       const where = ctx.hub.url ? ctx.hub.url.replace(/^https?:\/\//, "") : "this hub";
+      // A hub on loopback is this computer's alone: saying others reach it would be false.
+      const onlyHere = /^(127\.|localhost[:/]|localhost$|\[::1\])/.test(where);
       status.textContent = ctx.caps.share
-        ? `Others reach it at ${where} · ${plural(list.length, "room", "rooms")}`
+        ? onlyHere
+          ? `Only this computer can reach it (${where}; Settings opens it to your network) · ${plural(list.length, "room", "rooms")}`
+          : `Others reach it at ${where} · ${plural(list.length, "room", "rooms")}`
         : `Hub ${where} is running${health.version ? ` · v${health.version}` : ""} · ${plural(list.length, "room", "rooms")}`;
       status.className = "page-sub";
       const json = JSON.stringify(list.map((r) => [r.code, r.name, r.participantCount, r.passwordProtected, r.createdAt]));

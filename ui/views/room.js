@@ -67,11 +67,16 @@ function specsList(p) {
   );
 }
 
+/** A share whose link to the room is not up yet: it is on its way, not serving. */
+function connecting(p) {
+  const c = p.connection || {};
+  return c.kind !== "direct" && c.connected === false;
+}
+
 function connectionBadge(p) {
   const c = p.connection || {};
   if (c.kind === "direct") return el("span", { class: "badge", title: "Gambi calls its model server at its address" }, "by address");
-  if (c.connected) return null;
-  return el("span", { class: "badge badge-warn", title: "Its link to the room is down: the room can't send it requests until it's back" }, "not connected");
+  return null;
 }
 
 /** "Served 2 requests · last by 192.168.1.7, 2 min ago", from the hub's counters. */
@@ -94,9 +99,15 @@ function participantCard(p) {
     el(
       "div",
       { class: "participant-head" },
-      statusDot(status),
+      statusDot(status === "online" && connecting(p) ? "paused" : status),
       el("span", { class: "nickname", title: `Participant id: ${p.id}` }, p.nickname),
-      el("span", { class: ["status", `text-${status}`] }, statusWords(p, status)),
+      status === "online" && connecting(p)
+        ? el(
+            "span",
+            { class: ["status", "text-paused"], title: "Its link to the room is not up yet: the room sends it requests once it is" },
+            "Connecting…",
+          )
+        : el("span", { class: ["status", `text-${status}`] }, statusWords(p, status)),
       // An offline participant's tunnel says nothing more (and may be stale from before it went).
       status === "offline" ? null : connectionBadge(p),
     ),
