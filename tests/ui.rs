@@ -607,6 +607,59 @@ async fn a_paused_participant_says_why_and_comes_back_without_a_reload() {
     browser.close().await;
 }
 
+#[tokio::test(flavor = "multi_thread")]
+async fn a_request_waiting_for_a_place_shows_its_turn_then_its_answer() {
+    let hub = TestHub::start().await;
+    let (code, _) = hub.room("One place", None).await;
+    let provider = FakeProvider::start(FakeOptions { first_byte_delay: Duration::from_millis(1500), ..FakeOptions::default() }).await;
+    let _share = crate::inference::share_with(&hub, &code, "only", &provider, "llama3", |o| o.max_concurrency = Some(1)).await;
+    let browser = Browser::start().await;
+    browser.set_window_size(1280, 1400).await;
+    browser.goto(&hub.at(&format!("/#/room/{code}"))).await;
+    until_live(&browser).await;
+    // A real share, its tunnel up: this one is "Online".
+    browser.element("[data-participant-id=\"only\"][data-status=\"online\"]").await;
+    assert_eq!(browser.text("[data-participant-id=\"only\"] .status").await, "Online");
+
+    let url = hub.at(&format!("/rooms/{code}/v1/chat/completions"));
+    let ask = |content: &'static str| {
+        let url = url.clone();
+        tokio::spawn(async move {
+            let body = json!({"model": "llama3", "messages": [{"role": "user", "content": content}]});
+            http().post(url).json(&body).send().await.unwrap().status()
+        })
+    };
+    let first = ask("first");
+    assert!(provider.wait_in_flight(1, Duration::from_secs(5)).await);
+    let second = ask("second");
+
+    // The second waits: a row of its own that says so, and a line in the log.
+    let waiting = "#activity-rows tr[data-state=\"queued\"]";
+    browser.element(waiting).await;
+    assert_eq!(browser.text(&format!("{waiting} .who")).await, "Not yet");
+    let badge = browser.text(&format!("{waiting} .badge")).await;
+    assert_eq!(badge, "waiting · 1st in line");
+    let log = browser.text("#event-log").await;
+    assert!(log.contains("A request for llama3 from 127.0.0.1 waits for a free place (next)"), "{log}");
+    assert!(!log.contains("llm."), "{log}");
+    browser.screenshot("room-queued.png").await;
+
+    // Both are answered; the waiting row became the second's answer, not a row more.
+    assert_eq!(first.await.unwrap(), 200);
+    assert_eq!(second.await.unwrap(), 200);
+    browser
+        .until(
+            "both requests done",
+            "return document.querySelectorAll('#activity-rows tr[data-state=\"done\"]').length === 2",
+            vec![],
+        )
+        .await;
+    let rows = browser.js("return document.querySelectorAll('#activity-rows tr[data-request-id]').length", vec![]).await;
+    assert_eq!(rows, json!(2), "one row per request");
+    browser.until_text("#stat-requests", "2").await;
+    browser.close().await;
+}
+
 #[tokio::test]
 async fn the_room_shows_activity_after_a_completion() {
     let hub = TestHub::start().await;

@@ -268,6 +268,7 @@ const V1_EVENT_TYPES = [
   "llm.complete",
   "llm.error",
   "llm.rejected",
+  "llm.queued",
   "stream.lagged",
 ];
 

@@ -6,6 +6,14 @@ import { clockTime, el, millis, perSecond } from "../dom.js";
 
 const MAX_REQUESTS = 50;
 
+/** 1 -> "1st", 2 -> "2nd", 11 -> "11th": a place in line. */
+function ordinal(n) {
+  if (typeof n !== "number") return "?";
+  const tens = n % 100;
+  const suffix = tens >= 11 && tens <= 13 ? "th" : { 1: "st", 2: "nd", 3: "rd" }[n % 10] || "th";
+  return `${n}${suffix}`;
+}
+
 /** The table, and what the Room screen tells it. `nameOf(participantId)` is a nickname. */
 export function liveActivity(nameOf) {
   const requests = new Map(); // request id -> { id, at, participantId, model, caller, state, metrics, error, row, note }
@@ -23,6 +31,8 @@ export function liveActivity(nameOf) {
   const draw = (r) => {
     const m = r.metrics || {};
     const result = {
+      queued: () =>
+        el("span", { class: "badge badge-warn", title: "Every place that serves this model was taken: it waits its turn" }, `waiting · ${ordinal(r.position)} in line`),
       pending: () => el("span", { class: "badge badge-busy" }, "running"),
       done: () => el("span", { class: "badge badge-ok" }, "done"),
       rejected: () => el("span", { class: "badge badge-bad", title: "The room didn't send it to anyone" }, "refused"),
@@ -32,7 +42,9 @@ export function liveActivity(nameOf) {
     const who =
       r.state === "rejected"
         ? el("td", { class: "who muted" }, "No one")
-        : el("td", { class: "who", title: `Participant id: ${r.participantId}` }, nameOf(r.participantId));
+        : r.state === "queued"
+          ? el("td", { class: "who muted" }, "Not yet")
+          : el("td", { class: "who", title: `Participant id: ${r.participantId}` }, nameOf(r.participantId));
     const row = el(
       "tr",
       { class: sentence ? "has-note" : null, dataset: { requestId: r.id, state: r.state } },
@@ -104,18 +116,42 @@ export function liveActivity(nameOf) {
     track(data, at, change) {
       const id = String(data.requestId || `${at}-${data.participantId}`);
       let r = requests.get(id);
-      const fresh = !r;
+      // New to the table, or out of the queue now: a request the room has begun to serve.
+      const fresh = !r || r.state === "queued";
       if (!r) {
         r = { id, at, participantId: data.participantId, model: data.model, caller: null, state: "pending", row: null, note: null };
         keep(r);
+      } else if (r.state === "queued") {
+        r.state = "pending";
+        r.participantId = data.participantId;
+        if (typeof data.model === "string") r.model = data.model;
       }
       if (typeof data.caller === "string") r.caller = data.caller;
       change(r);
       draw(r);
       return fresh;
     },
+    /** An llm.queued: a row that waits, until its llm.request (or llm.rejected) arrives. */
+    queued(data, at) {
+      const id = String(data.requestId || `${at}-queued`);
+      const r = requests.get(id) || { id, at, participantId: null, caller: null, row: null, note: null };
+      r.state = "queued";
+      r.model = typeof data.model === "string" ? data.model : null;
+      r.caller = typeof data.caller === "string" ? data.caller : null;
+      r.position = typeof data.position === "number" ? data.position : null;
+      keep(r);
+      draw(r);
+      return r;
+    },
     /** An llm.rejected: a row of its own, with the hub's sentence. */
     rejected(data, at) {
+      // A wait that ran out: its waiting row gives way to the refusal.
+      const waited = requests.get(String(data.requestId || ""));
+      if (waited) {
+        if (waited.row) waited.row.remove();
+        if (waited.note) waited.note.remove();
+        requests.delete(waited.id);
+      }
       const r = {
         id: String(data.requestId || `${at}-rejected`),
         at,
@@ -131,8 +167,8 @@ export function liveActivity(nameOf) {
       draw(r);
       return r;
     },
-    /** Requests seen since the page opened (refusals aside). */
-    seen: () => [...requests.values()].filter((r) => r.state !== "rejected").length,
+    /** Requests seen since the page opened (refusals and those still waiting aside). */
+    seen: () => [...requests.values()].filter((r) => r.state !== "rejected" && r.state !== "queued").length,
     /** The answered ones, with their metrics. */
     answered: () => [...requests.values()].filter((r) => r.state === "done" && r.metrics),
   };

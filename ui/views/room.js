@@ -40,6 +40,7 @@ const LOG_WORDS = {
   "llm.complete": "Answered",
   "llm.error": "Failed",
   "llm.rejected": "Refused",
+  "llm.queued": "Waiting",
   "stream.lagged": "Missed",
 };
 
@@ -462,6 +463,14 @@ export function renderRoom(root, ctx) {
         addLog(at, event.type, `${nameOf(data.participantId)} couldn't answer: ${data.error}`);
         refreshStats();
         return;
+      case "llm.queued": {
+        // Every place that serves the model is taken: the request waits its turn in the room.
+        const r = activity.queued(data, at);
+        const from = r.caller ? ` from ${r.caller}` : "";
+        const place = typeof data.position === "number" ? ` (${data.position === 1 ? "next" : `${data.position} in line`})` : "";
+        addLog(at, event.type, `A request for ${r.model || "a model"}${from} waits for a free place${place}`);
+        return;
+      }
       case "llm.rejected": {
         // Refused before anyone was asked (no one serves the model, everyone is busy): not served,
         // so not counted, but shown with the hub's sentence.
