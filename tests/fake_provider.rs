@@ -68,7 +68,8 @@ pub struct FakeOptions {
     /// Serve Ollama's `/api/version`, `/api/tags`, `/api/ps` and its native inference endpoints
     /// (else 404).
     pub ollama: bool,
-    /// Models `/api/ps` reports as loaded in memory.
+    /// Models `/api/ps` reports as loaded in memory (their `expires_at` moves with every use, as
+    /// Ollama's does: see `fake_ollama.rs`).
     pub loaded: Vec<String>,
     /// Content deltas in a streamed answer (the reply is split into exactly this many pieces, some
     /// possibly empty when the reply is shorter than this).
