@@ -4,6 +4,13 @@
 //! as Ollama does), `/api/embed` and the older `/api/embeddings`, in Ollama's shapes and with its
 //! `{"error": "..."}` errors. Every line it writes is deterministic ([`chat_lines`],
 //! [`generate_lines`]), so a test can tell its lines from ones a hub translated.
+//!
+//! `/api/ps`'s `expires_at` moves as Ollama's scheduler moves it (server/sched.go): each model's
+//! last use plus its keep-alive (5 minutes unless a request's `keep_alive` set another, which the
+//! model keeps), written when the model's last request in flight ends, whoever sent it and on
+//! whichever surface (native or `/v1`). While a request is in flight it does not move. A model
+//! `loaded` from the start was last used when the fake started. (Ollama would also load a model
+//! on first use and unload it on expiry or `keep_alive: 0`; here `loaded` stays as the test set it.)
 
 use super::*;
 
@@ -12,12 +19,103 @@ pub const CREATED_AT: &str = "2025-03-01T12:00:00.000000000Z";
 /// The fake's `total_duration`, in nanoseconds.
 pub const TOTAL_DURATION: u64 = 123_456_789;
 
+/// Ollama's default keep-alive (`OLLAMA_KEEP_ALIVE` unset).
+pub const KEEP_ALIVE: Duration = Duration::from_secs(5 * 60);
+
+/// One model's use, as Ollama's runner keeps it: requests in flight, keep-alive, expiry.
+#[derive(Debug, Clone)]
+pub struct ModelUse {
+    refs: usize,
+    keep_alive: Duration,
+    expires_at: SystemTime,
+}
+
+/// The name a model is kept under: `llama3` and `llama3:latest` are one model.
+pub fn key(model: &str) -> String {
+    model.strip_suffix(":latest").unwrap_or(model).to_ascii_lowercase()
+}
+
+/// A request's `keep_alive`, read as Ollama reads it (api.Duration): a number of seconds or a Go
+/// duration string; negative means forever. `None` when absent or unreadable.
+pub fn keep_alive(value: &Value) -> Option<Duration> {
+    const FOREVER: Duration = Duration::from_nanos(i64::MAX as u64);
+    match value {
+        Value::Number(n) => {
+            let seconds = n.as_f64()?;
+            Some(if seconds < 0.0 { FOREVER } else { Duration::from_secs_f64(seconds) })
+        }
+        Value::String(s) if s.starts_with('-') => Some(FOREVER),
+        Value::String(s) if s.trim_start_matches('+') == "0" => Some(Duration::ZERO),
+        Value::String(s) => humantime::parse_duration(s.trim_start_matches('+')).ok(),
+        _ => None,
+    }
+}
+
+/// A time as Go's `time.Time` writes it in JSON (RFC 3339 with nanoseconds, trailing zeros cut,
+/// and the zone: `Z` here, the fake's clock being UTC).
+pub fn rfc3339(t: SystemTime) -> String {
+    let full = humantime::format_rfc3339_nanos(t).to_string();
+    let fraction = full.trim_end_matches('Z').trim_end_matches('0').trim_end_matches('.');
+    format!("{fraction}Z")
+}
+
+/// `/api/ps`'s `expires_at` for `model` now.
+pub fn expires_at(state: &FakeState, model: &str) -> String {
+    let expires = lock(&state.ollama_use).get(&key(model)).map(|u| u.expires_at);
+    rfc3339(expires.unwrap_or(state.born + KEEP_ALIVE))
+}
+
+/// The model one inference request uses, from its start to its end (Ollama's runner reference).
+pub struct InUse {
+    state: Arc<FakeState>,
+    model: Option<String>,
+}
+
+impl InUse {
+    /// A request for `body["model"]` starts (nothing is kept unless the fake serves Ollama).
+    pub fn begin(state: &Arc<FakeState>, body: &Value) -> InUse {
+        let model = body["model"].as_str().filter(|_| state.options().ollama).map(key);
+        if let Some(model) = &model {
+            let mut uses = lock(&state.ollama_use);
+            let born = state.born;
+            let model_use = uses.entry(model.clone()).or_insert_with(|| ModelUse {
+                refs: 0,
+                keep_alive: KEEP_ALIVE,
+                expires_at: born + KEEP_ALIVE,
+            });
+            model_use.refs += 1;
+            if let Some(keep) = keep_alive(&body["keep_alive"]) {
+                model_use.keep_alive = keep;
+            }
+        }
+        InUse { state: state.clone(), model }
+    }
+
+    /// The request ended: the model's last one in flight sets its expiry (once; also on drop).
+    pub fn end(&mut self) {
+        let Some(model) = self.model.take() else { return };
+        let mut uses = lock(&self.state.ollama_use);
+        if let Some(model_use) = uses.get_mut(&model) {
+            model_use.refs = model_use.refs.saturating_sub(1);
+            if model_use.refs == 0 {
+                let now = SystemTime::now();
+                model_use.expires_at = now.checked_add(model_use.keep_alive).unwrap_or(now);
+            }
+        }
+    }
+}
+
+impl Drop for InUse {
+    fn drop(&mut self) {
+        self.end();
+    }
+}
+
 fn ollama_error(status: StatusCode, message: &str) -> Response {
     (status, Json(json!({ "error": message }))).into_response()
 }
 
 fn served(options: &FakeOptions, model: &str) -> Option<String> {
-    let key = |m: &str| m.strip_suffix(":latest").unwrap_or(m).to_ascii_lowercase();
     options.models.iter().find(|m| key(m) == key(model)).cloned()
 }
 
@@ -108,9 +206,16 @@ fn folded(lines: &[Value], key: &str) -> Value {
 }
 
 /// Streams `lines` as NDJSON (one write per line, `chunk_delay` between them), or answers them
-/// folded into one JSON object.
-async fn answer(state: &Arc<FakeState>, options: &FakeOptions, lines: Vec<Value>, key: &str, stream: bool) -> Response {
-    let flight = Flight::new(state);
+/// folded into one JSON object. `body` is the request's.
+async fn answer(
+    state: &Arc<FakeState>,
+    options: &FakeOptions,
+    body: &Value,
+    lines: Vec<Value>,
+    key: &str,
+    stream: bool,
+) -> Response {
+    let flight = Flight::new(state, body);
     if !stream {
         return whole(folded(&lines, key), options, flight).await;
     }
@@ -156,19 +261,15 @@ pub async fn chat(State(state): State<Arc<FakeState>>, raw: Bytes) -> Response {
         let mut done = done_line(&model, &prompt, "");
         done["message"] = json!({"role": "assistant", "content": ""});
         if !stream {
-            let mut whole = done;
-            whole["message"] = call["message"].clone();
-            return whole_answer(&state, &options, whole).await;
+            let mut whole_line = done;
+            whole_line["message"] = call["message"].clone();
+            return whole(whole_line, &options, Flight::new(&state, &body)).await;
         }
-        return answer(&state, &options, vec![call, done], "message", true).await;
+        return answer(&state, &options, &body, vec![call, done], "message", true).await;
     }
     let reply = reply_to(&options, &prompt);
     let lines = chat_lines(&model, &prompt, &reply, options.stream_chunks);
-    answer(&state, &options, lines, "message", stream).await
-}
-
-async fn whole_answer(state: &Arc<FakeState>, options: &FakeOptions, value: Value) -> Response {
-    whole(value, options, Flight::new(state)).await
+    answer(&state, &options, &body, lines, "message", stream).await
 }
 
 pub async fn generate(State(state): State<Arc<FakeState>>, raw: Bytes) -> Response {
@@ -180,7 +281,7 @@ pub async fn generate(State(state): State<Arc<FakeState>>, raw: Bytes) -> Respon
     let prompt = body["prompt"].as_str().unwrap_or_default().to_owned();
     let reply = reply_to(&options, &prompt);
     let lines = generate_lines(&model, &prompt, &reply, options.stream_chunks);
-    answer(&state, &options, lines, "response", stream).await
+    answer(&state, &options, &body, lines, "response", stream).await
 }
 
 pub async fn embed(State(state): State<Arc<FakeState>>, raw: Bytes) -> Response {
@@ -194,6 +295,7 @@ pub async fn embed(State(state): State<Arc<FakeState>>, raw: Bytes) -> Response 
         Value::Array(items) => items.iter().filter_map(Value::as_str).map(str::to_owned).collect(),
         _ => return ollama_error(StatusCode::BAD_REQUEST, "invalid input type"),
     };
+    let _in_use = InUse::begin(&state, &body);
     let embeddings: Vec<Vec<f32>> =
         texts.iter().map(|t| surfaces::embedding_of(t, options.embedding_dimensions)).collect();
     let tokens: u64 = texts.iter().map(|t| count_tokens(t)).sum();
@@ -214,5 +316,6 @@ pub async fn embeddings(State(state): State<Arc<FakeState>>, raw: Bytes) -> Resp
         Err(response) => return *response,
     };
     let prompt = body["prompt"].as_str().unwrap_or_default();
+    let _in_use = InUse::begin(&state, &body);
     Json(json!({ "embedding": surfaces::embedding_of(prompt, options.embedding_dimensions) })).into_response()
 }

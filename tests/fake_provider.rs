@@ -68,7 +68,8 @@ pub struct FakeOptions {
     /// Serve Ollama's `/api/version`, `/api/tags`, `/api/ps` and its native inference endpoints
     /// (else 404).
     pub ollama: bool,
-    /// Models `/api/ps` reports as loaded in memory.
+    /// Models `/api/ps` reports as loaded in memory (their `expires_at` moves with every use, as
+    /// Ollama's does: see `fake_ollama.rs`).
     pub loaded: Vec<String>,
     /// Content deltas in a streamed answer (the reply is split into exactly this many pieces, some
     /// possibly empty when the reply is shorter than this).
@@ -176,6 +177,11 @@ pub struct FakeState {
     completed: AtomicUsize,
     cancelled: AtomicUsize,
     aborted: AtomicUsize,
+    /// Ollama's bookkeeping of each model's use, behind `/api/ps`'s `expires_at`
+    /// ([`ollama::InUse`]), by [`ollama::key`].
+    ollama_use: Mutex<HashMap<String, ollama::ModelUse>>,
+    /// When the fake started: the models `loaded` from the start were last used then.
+    born: SystemTime,
     /// Ends the server and wakes every hung request, so stopping never waits on a hang.
     shutdown: CancellationToken,
 }
@@ -190,6 +196,8 @@ impl FakeState {
             completed: AtomicUsize::new(0),
             cancelled: AtomicUsize::new(0),
             aborted: AtomicUsize::new(0),
+            ollama_use: Mutex::new(HashMap::new()),
+            born: SystemTime::now(),
             shutdown: CancellationToken::new(),
         }
     }
@@ -525,12 +533,16 @@ enum Outcome {
 struct Flight {
     state: Arc<FakeState>,
     outcome: Outcome,
+    /// The model this request uses, for Ollama's `/api/ps` expiry.
+    model: ollama::InUse,
 }
 
 impl Flight {
-    fn new(state: &Arc<FakeState>) -> Self {
+    /// An inference request accepted; `body` names its model (and perhaps Ollama's `keep_alive`).
+    fn new(state: &Arc<FakeState>, body: &Value) -> Self {
+        let model = ollama::InUse::begin(state, body);
         state.in_flight.fetch_add(1, Ordering::SeqCst);
-        Flight { state: state.clone(), outcome: Outcome::Cancelled }
+        Flight { state: state.clone(), outcome: Outcome::Cancelled, model }
     }
 
     fn finish(&mut self, outcome: Outcome) {
@@ -540,8 +552,9 @@ impl Flight {
 
 impl Drop for Flight {
     fn drop(&mut self) {
-        // The outcome is counted before in_flight drops, so a test that saw in_flight reach zero
-        // also sees the outcome.
+        // The outcome and the model's expiry are set before in_flight drops, so a test that saw
+        // in_flight reach zero also sees them.
+        self.model.end();
         let counter = match self.outcome {
             Outcome::Cancelled => &self.state.cancelled,
             Outcome::Completed => &self.state.completed,
@@ -833,7 +846,7 @@ async fn chat(State(state): State<Arc<FakeState>>, raw: Bytes) -> Response {
         );
     };
     let stream = body.get("stream").and_then(Value::as_bool).unwrap_or(false) && !options.json_streams;
-    let flight = Flight::new(&state);
+    let flight = Flight::new(&state, &body);
     match options.mode {
         Mode::Hang => return hang(flight).await,
         Mode::Garbage => return garbage(flight, stream),
@@ -1064,7 +1077,7 @@ async fn responses_create(State(state): State<Arc<FakeState>>, raw: Bytes) -> Re
         Err(response) => return *response,
     };
     let stream = body.get("stream").and_then(Value::as_bool).unwrap_or(false) && !options.json_streams;
-    let flight = Flight::new(&state);
+    let flight = Flight::new(&state, &body);
     match options.mode {
         Mode::Hang => return hang(flight).await,
         Mode::Garbage => return garbage(flight, stream),
@@ -1307,7 +1320,7 @@ async fn ollama_ps(State(state): State<Arc<FakeState>>) -> Response {
                 "size": ollama_size(name),
                 "digest": ollama_digest(name),
                 "details": ollama_details(name),
-                "expires_at": "2099-01-01T00:00:00.000000000Z",
+                "expires_at": ollama::expires_at(&state, name),
                 "size_vram": ollama_size(name),
                 "context_length": 4096,
             })
@@ -1675,5 +1688,80 @@ mod tests {
 
         let plain = FakeProvider::start(FakeOptions::default()).await;
         assert_eq!(client().get(plain.at("/api/tags")).send().await.unwrap().status(), 404);
+    }
+
+    /// `/api/ps`'s `expires_at` as Ollama writes it: RFC 3339 with nanoseconds, last use plus
+    /// the keep-alive, moved by every inference request on any surface when it ends.
+    #[tokio::test]
+    async fn ollama_expiry_moves_with_every_use() {
+        let provider = FakeProvider::start(FakeOptions {
+            ollama: true,
+            models: vec!["llama3:latest".into(), "qwen2.5:7b".into()],
+            loaded: vec!["llama3:latest".into(), "qwen2.5:7b".into()],
+            ..Default::default()
+        })
+        .await;
+        let expiry = |model: &'static str| {
+            let url = provider.at("/api/ps");
+            async move {
+                let ps: Value = client().get(url).send().await.unwrap().json().await.unwrap();
+                let entry = ps["models"].as_array().unwrap().iter().find(|m| m["name"] == model).unwrap().clone();
+                let text = entry["expires_at"].as_str().unwrap().to_owned();
+                (text.clone(), humantime::parse_rfc3339(&text).unwrap())
+            }
+        };
+        let (first, at) = expiry("llama3:latest").await;
+        assert!(first.ends_with('Z') && first.contains('.'), "{first}");
+        let left = at.duration_since(SystemTime::now()).unwrap();
+        assert!(left > Duration::from_secs(290) && left <= ollama::KEEP_ALIVE, "{first}");
+        assert_eq!(expiry("llama3:latest").await.0, first, "a look alone moves nothing");
+
+        let chat = json!({"model": "llama3", "stream": false, "messages": [{"role": "user", "content": "hi"}]});
+        let uses = [
+            ("/api/chat", chat.clone()),
+            ("/api/generate", json!({"model": "llama3:latest", "prompt": "hi", "stream": false})),
+            ("/api/embed", json!({"model": "llama3", "input": "hi"})),
+            ("/api/embeddings", json!({"model": "llama3", "prompt": "hi"})),
+            (
+                "/v1/chat/completions",
+                json!({"model": "llama3:latest", "messages": [{"role": "user", "content": "hi"}]}),
+            ),
+            ("/v1/completions", json!({"model": "llama3:latest", "prompt": "hi"})),
+            ("/v1/embeddings", json!({"model": "llama3:latest", "input": "hi"})),
+            ("/v1/responses", json!({"model": "llama3:latest", "input": "hi"})),
+        ];
+        let mut last = first;
+        for (path, body) in uses {
+            let qwen = expiry("qwen2.5:7b").await.0;
+            assert_eq!(post(&provider, path, body).await.status(), 200, "{path}");
+            let (now, _) = expiry("llama3:latest").await;
+            assert!(now > last, "{path} moved the expiry: {last} then {now}");
+            assert_eq!(expiry("qwen2.5:7b").await.0, qwen, "{path} used another model");
+            last = now;
+        }
+
+        // A request in flight does not move it; its end does. Its keep_alive stays with the model.
+        provider.update(|o| o.first_byte_delay = Duration::from_millis(600));
+        let long = json!({"model": "llama3", "stream": false, "keep_alive": "1h", "prompt": "slow"});
+        let pending = tokio::spawn(client().post(provider.at("/api/generate")).json(&long).send());
+        assert!(provider.wait_in_flight(1, Duration::from_secs(3)).await);
+        assert_eq!(expiry("llama3:latest").await.0, last, "moved while in flight");
+        assert_eq!(pending.await.unwrap().unwrap().status(), 200);
+        provider.update(|o| o.first_byte_delay = Duration::ZERO);
+        let (text, at) = expiry("llama3:latest").await;
+        assert!(text > last, "{text}");
+        let left = at.duration_since(SystemTime::now()).unwrap();
+        assert!(left > Duration::from_secs(3590) && left <= Duration::from_secs(3600), "{text}");
+        assert_eq!(post(&provider, "/api/chat", chat).await.status(), 200);
+        let left = expiry("llama3:latest").await.1.duration_since(SystemTime::now()).unwrap();
+        assert!(left > Duration::from_secs(3590), "the model kept its keep_alive: {left:?}");
+
+        assert_eq!(ollama::keep_alive(&json!(-1)), ollama::keep_alive(&json!("-5m")));
+        assert_eq!(ollama::keep_alive(&json!(0)), Some(Duration::ZERO));
+        assert_eq!(ollama::keep_alive(&json!("0")), Some(Duration::ZERO));
+        assert_eq!(ollama::keep_alive(&json!(30)), Some(Duration::from_secs(30)));
+        assert_eq!(ollama::keep_alive(&json!("10m")), Some(Duration::from_secs(600)));
+        assert_eq!(ollama::rfc3339(UNIX_EPOCH + Duration::from_millis(1500)), "1970-01-01T00:00:01.5Z");
+        assert_eq!(ollama::rfc3339(UNIX_EPOCH), "1970-01-01T00:00:00Z");
     }
 }

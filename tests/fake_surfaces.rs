@@ -56,7 +56,7 @@ pub async fn embeddings(State(state): State<Arc<FakeState>>, raw: Bytes) -> Resp
             Some("input"),
         );
     };
-    let flight = Flight::new(&state);
+    let flight = Flight::new(&state, &body);
     match options.mode {
         Mode::Hang => return hang(flight).await,
         Mode::Garbage => return garbage(flight, false),
@@ -121,7 +121,7 @@ pub async fn completions(State(state): State<Arc<FakeState>>, raw: Bytes) -> Res
         );
     };
     let stream = body.get("stream").and_then(Value::as_bool).unwrap_or(false) && !options.json_streams;
-    let flight = Flight::new(&state);
+    let flight = Flight::new(&state, &body);
     match options.mode {
         Mode::Hang => return hang(flight).await,
         Mode::Garbage => return garbage(flight, stream),
@@ -208,7 +208,7 @@ pub async fn messages(State(state): State<Arc<FakeState>>, raw: Bytes) -> Respon
         return anthropic_error(StatusCode::BAD_REQUEST, "invalid_request_error", "messages: Field required");
     };
     let stream = body.get("stream").and_then(Value::as_bool).unwrap_or(false) && !options.json_streams;
-    let flight = Flight::new(&state);
+    let flight = Flight::new(&state, &body);
     match options.mode {
         Mode::Hang => return hang(flight).await,
         Mode::Garbage => return garbage(flight, stream),

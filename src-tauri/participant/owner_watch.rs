@@ -9,8 +9,10 @@
 //!   builds). More processing than the room's calls in flight is someone else's work (seen on two
 //!   looks in a row: a call of ours may end between the two counts).
 //! - Ollama: `GET /api/ps`, each loaded model's `expires_at`, which moves forward every time the
-//!   model is used. It moving while the room sent nothing (none in flight at either look, none
-//!   started or ended since shortly before the previous look) means someone else used it.
+//!   model is used (last use plus keep-alive, written when the model's last request in flight
+//!   ends: someone's long generation shows when it finishes). It moving while the room sent
+//!   nothing (none in flight at either look, none started or ended since shortly before the
+//!   previous look) means someone else used it.
 //! - LM Studio and others: nothing cheap tells their activity, so nothing is detected; the share
 //!   is never paused for its owner there.
 
