@@ -611,8 +611,11 @@ async fn a_paused_participant_says_why_and_comes_back_without_a_reload() {
 async fn a_request_waiting_for_a_place_shows_its_turn_then_its_answer() {
     let hub = TestHub::start().await;
     let (code, _) = hub.room("One place", None).await;
-    let provider = FakeProvider::start(FakeOptions { first_byte_delay: Duration::from_millis(1500), ..FakeOptions::default() }).await;
-    let _share = crate::inference::share_with(&hub, &code, "only", &provider, "llama3", |o| o.max_concurrency = Some(1)).await;
+    let provider =
+        FakeProvider::start(FakeOptions { first_byte_delay: Duration::from_millis(1500), ..FakeOptions::default() })
+            .await;
+    let _share =
+        crate::inference::share_with(&hub, &code, "only", &provider, "llama3", |o| o.max_concurrency = Some(1)).await;
     let browser = Browser::start().await;
     browser.set_window_size(1280, 1400).await;
     browser.goto(&hub.at(&format!("/#/room/{code}"))).await;
@@ -654,7 +657,8 @@ async fn a_request_waiting_for_a_place_shows_its_turn_then_its_answer() {
             vec![],
         )
         .await;
-    let rows = browser.js("return document.querySelectorAll('#activity-rows tr[data-request-id]').length", vec![]).await;
+    let rows =
+        browser.js("return document.querySelectorAll('#activity-rows tr[data-request-id]').length", vec![]).await;
     assert_eq!(rows, json!(2), "one row per request");
     browser.until_text("#stat-requests", "2").await;
     browser.close().await;
