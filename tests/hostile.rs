@@ -1024,8 +1024,8 @@ async fn over_200_hostile_cases_against_the_binary_and_its_memory_stays_put() {
     let mut cases = table(&target);
     cases.extend(wide_table(&open, &locked));
 
-    // The whole suite twice, measuring the hub's memory before and after each pass. (The hub gives
-    // large buffers back to the system: see `cli::serve::return_large_buffers_to_the_system`.)
+    // The whole suite twice, measuring the hub's memory before and after each pass. (The hub's
+    // allocator, mimalloc, gives freed memory back to the system: see the binary's `main.rs`.)
     let mut rss = Vec::new();
     let mut failures = Vec::new();
     let mut total = 0;

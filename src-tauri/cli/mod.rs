@@ -7,6 +7,7 @@
 
 pub mod discover;
 pub mod events;
+mod log_writer;
 pub mod output;
 pub mod participant;
 pub mod room;
@@ -221,11 +222,12 @@ impl Failure {
     }
 }
 
-/// The log goes to stderr. A hub writes it from a thread of its own: a reader that falls behind
-/// (a paused terminal, a slow pipe, a busy journald) must never hold up the requests being logged,
-/// so past a buffer of lines the newest are dropped and counted instead. The app keeps the plain
-/// writer: its event loop ends the process without returning here, which would lose what is
-/// still buffered.
+/// The log goes to stderr. A hub writes it from a thread of its own, a batch of lines at a time
+/// (`log_writer`: a line per request costs no thread wake-up and no `write` of its own): a reader
+/// that falls behind (a paused terminal, a slow pipe, a busy journald) must never hold up the
+/// requests being logged, so past a buffer of lines the newest are dropped and counted instead.
+/// The app keeps the plain writer: its event loop ends the process without returning here, which
+/// would lose what is still buffered.
 fn init_logging(off_thread: bool) -> Option<LogFlush> {
     let filter = tracing_subscriber::EnvFilter::try_from_default_env()
         .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
@@ -235,14 +237,12 @@ fn init_logging(off_thread: bool) -> Option<LogFlush> {
         let _ = builder.with_writer(std::io::stderr).try_init();
         return None;
     }
-    let (writer, guard) = tracing_appender::non_blocking::NonBlockingBuilder::default()
-        .buffered_lines_limit(LOG_BUFFERED_LINES)
-        .lossy(true)
-        .thread_name("gambi-log")
-        .finish(std::io::stderr());
-    let dropped = writer.error_counter();
+    let Ok((writer, flush)) = log_writer::batched(std::io::stderr(), LOG_BUFFERED_LINES, "gambi-log") else {
+        let _ = builder.with_writer(std::io::stderr).try_init();
+        return None;
+    };
     builder.with_writer(writer).try_init().ok()?;
-    Some(LogFlush { guard: Some(guard), dropped })
+    Some(LogFlush(Some(flush)))
 }
 
 /// Log lines held for a stalled stderr before new ones are dropped.
@@ -250,15 +250,12 @@ const LOG_BUFFERED_LINES: usize = 64 * 1024;
 
 /// Writes out what the log thread still holds when the command ends, and says how many lines a
 /// stalled stderr cost, if any.
-struct LogFlush {
-    guard: Option<tracing_appender::non_blocking::WorkerGuard>,
-    dropped: tracing_appender::non_blocking::ErrorCounter,
-}
+struct LogFlush(Option<log_writer::LogFlush>);
 
 impl Drop for LogFlush {
     fn drop(&mut self) {
-        drop(self.guard.take());
-        let dropped = self.dropped.dropped_lines();
+        let Some(flush) = self.0.take() else { return };
+        let dropped = flush.finish();
         if dropped > 0 {
             eprintln!("warning: {dropped} log lines were dropped because stderr was not being read fast enough");
         }
@@ -291,9 +288,6 @@ async fn run(command: Option<Command>) -> Result<(), Failure> {
 /// Entry point of the `gambi` binary. Usage errors exit 2 from clap itself.
 pub fn main() -> ExitCode {
     let cli = Cli::parse();
-    if matches!(cli.command, Some(Command::Hub(HubCommand::Serve(_))) | Some(Command::Serve(_))) {
-        serve::return_large_buffers_to_the_system();
-    }
     #[cfg(feature = "desktop")]
     if cli.command.is_none() {
         // The app owns the main thread (its event loop) and starts its own runtime.

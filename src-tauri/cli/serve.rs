@@ -205,28 +205,6 @@ impl ServeArgs {
     }
 }
 
-/// glibc's malloc raises its mmap threshold to the size of the largest block freed (up to 32 MiB)
-/// and then keeps up to twice that per arena instead of giving it back: after a few 32 MiB bodies
-/// (the inference limit) or 16 MiB tunnel frames a hub would hold a few hundred MiB it no longer
-/// uses. A fixed threshold (8 MiB) keeps large buffers in their own mappings, returned when freed,
-/// while the blocks below it — up to a multi-megabyte participant listing — stay in the heap and
-/// cost no page faults each time. The tunable is read at process start, so the hub re-executes itself once with it set (unless the
-/// person running it chose a value). Elsewhere this does nothing.
-pub fn return_large_buffers_to_the_system() {
-    #[cfg(all(target_os = "linux", target_env = "gnu"))]
-    {
-        use std::os::unix::process::CommandExt as _;
-        const TUNABLE: &str = "MALLOC_MMAP_THRESHOLD_";
-        if std::env::var_os(TUNABLE).is_some() {
-            return;
-        }
-        let Ok(exe) = std::env::current_exe() else { return };
-        let error = std::process::Command::new(exe).args(std::env::args_os().skip(1)).env(TUNABLE, "8388608").exec();
-        // Only reached if exec failed: serve as we are.
-        tracing::debug!(%error, "could not re-execute with a fixed mmap threshold");
-    }
-}
-
 /// Resolves when Ctrl-C or SIGTERM arrives.
 pub async fn shutdown_signal() {
     let ctrl_c = async {

@@ -3,8 +3,10 @@
 //!
 //! Publishing assigns the id, appends to the room's ring and sends on the channel under one lock, and
 //! subscribing snapshots the ring and subscribes under the same lock, so a subscriber never sees a
-//! gap or a duplicate between its replay and the live events. Each event is serialized once, at
-//! publish time, for both surfaces; fan-out only clones an `Arc`.
+//! gap or a duplicate between its replay and the live events. Each event is serialized at most once
+//! per surface, by the first reader that asks for it ([`Rendered`]): an event nobody reads (no
+//! stream open on its room, none replaying it) is never serialized, and the bus's lock is never
+//! held while one is. Fan-out only clones an `Arc`.
 //!
 //! A slow reader cannot hold anything up or grow memory: the channel has a fixed capacity and a
 //! reader that falls behind it is `Lagged`. Such a reader then catches up from the ring, and only if
@@ -13,7 +15,7 @@
 //! Every event is also counted by `hub::stats` as it is published.
 
 use std::collections::{HashMap, VecDeque};
-use std::sync::{Arc, Mutex, MutexGuard};
+use std::sync::{Arc, Mutex, MutexGuard, OnceLock};
 
 use tokio::sync::broadcast;
 
@@ -21,17 +23,77 @@ use super::stats::Stats;
 use crate::protocol::events::EventKind;
 use crate::protocol::now_ms;
 
-/// One published event, with both renderings computed once.
+/// One published event: what happened (its [`EventSource`], read through `Deref`: `event.kind`,
+/// `event.room_code`, `event.timestamp`) and its two renderings, each made once when first read.
 #[derive(Debug)]
 pub struct HubEvent {
     pub id: u64,
+    source: Arc<EventSource>,
+    /// `data:` of the `/v1` stream: the whole envelope.
+    pub v1_json: Rendered,
+    /// `data:` of the classic stream: the bare payload.
+    pub classic_json: Rendered,
+}
+
+/// What an event says, shared by the event and its renderings.
+#[derive(Debug)]
+pub struct EventSource {
     pub timestamp: u64,
     pub room_code: String,
     pub kind: EventKind,
-    /// `data:` of the `/v1` stream: the whole envelope.
-    pub v1_json: String,
-    /// `data:` of the classic stream: the bare payload.
-    pub classic_json: String,
+}
+
+impl std::ops::Deref for HubEvent {
+    type Target = EventSource;
+
+    fn deref(&self) -> &EventSource {
+        &self.source
+    }
+}
+
+/// An event's JSON for one surface, written the first time it is read (as `&str`, through
+/// `Deref`) and kept: every reader after that gets the same text.
+pub struct Rendered {
+    source: Arc<EventSource>,
+    envelope: bool,
+    text: OnceLock<String>,
+}
+
+impl Rendered {
+    fn new(source: &Arc<EventSource>, envelope: bool) -> Self {
+        Rendered { source: source.clone(), envelope, text: OnceLock::new() }
+    }
+
+    pub fn as_str(&self) -> &str {
+        self.text.get_or_init(|| {
+            let EventSource { timestamp, room_code, kind } = &*self.source;
+            if self.envelope {
+                serde_json::json!({
+                    "type": kind.v1_name(),
+                    "timestamp": timestamp,
+                    "roomCode": room_code,
+                    "data": kind.v1_data(),
+                })
+                .to_string()
+            } else {
+                kind.classic_data().to_string()
+            }
+        })
+    }
+}
+
+impl std::ops::Deref for Rendered {
+    type Target = str;
+
+    fn deref(&self) -> &str {
+        self.as_str()
+    }
+}
+
+impl std::fmt::Debug for Rendered {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        std::fmt::Debug::fmt(self.as_str(), f)
+    }
 }
 
 struct Ring {
@@ -104,19 +166,15 @@ impl EventBus {
         let timestamp = now_ms();
         // Counted before it is sent: whoever reads the room after seeing the event finds it counted.
         self.inner.stats.observe(room_code, &kind, timestamp);
+        let closes = matches!(kind, EventKind::RoomClosed);
+        // Built before the lock is taken: nothing is serialized here (see `Rendered`).
+        let source = Arc::new(EventSource { timestamp, room_code: room_code.to_string(), kind });
+        let (v1_json, classic_json) = (Rendered::new(&source, true), Rendered::new(&source, false));
         let mut state = self.state();
         let id = state.next_id;
         state.next_id += 1;
-        let v1_json = serde_json::json!({
-            "type": kind.v1_name(),
-            "timestamp": timestamp,
-            "roomCode": room_code,
-            "data": kind.v1_data(),
-        })
-        .to_string();
-        let classic_json = kind.classic_data().to_string();
-        let event = Arc::new(HubEvent { id, timestamp, room_code: room_code.to_string(), kind, v1_json, classic_json });
-        if matches!(event.kind, EventKind::RoomClosed) {
+        let event = Arc::new(HubEvent { id, source, v1_json, classic_json });
+        if closes {
             state.rings.remove(room_code);
         } else {
             let capacity = self.inner.ring_capacity;
@@ -223,14 +281,19 @@ mod tests {
     }
 
     #[test]
-    fn envelopes_are_serialized_once_per_surface() {
+    fn envelopes_are_serialized_once_per_surface_when_first_read() {
         let bus = EventBus::new(16, 2);
         let e = bus.publish("AAAAAA", left("w1"));
+        assert!(e.v1_json.text.get().is_none() && e.classic_json.text.get().is_none(), "nothing rendered unread");
         let v1: serde_json::Value = serde_json::from_str(&e.v1_json).unwrap();
         assert_eq!(v1["type"], "participant.left");
         assert_eq!(v1["roomCode"], "AAAAAA");
+        assert_eq!(v1["timestamp"], e.timestamp);
         assert_eq!(v1["data"]["participantId"], "w1");
-        assert_eq!(e.classic_json, r#"{"participantId":"w1"}"#);
+        assert_eq!(&*e.classic_json, r#"{"participantId":"w1"}"#);
+        // The same text for every later reader.
+        assert!(std::ptr::eq(e.v1_json.as_str(), e.v1_json.as_str()));
+        assert!(e.classic_json.text.get().is_some());
     }
 
     #[tokio::test]

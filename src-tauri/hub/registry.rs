@@ -124,6 +124,8 @@ pub struct ParticipantRecord {
     token_sha256: String,
     /// Where the hub may connect for it (direct participants), from its latest registration.
     pub reach: crate::hub::egress::Reach,
+    /// `public.endpoint` parsed (direct participants), once per registration rather than per call.
+    pub base_url: Option<reqwest::Url>,
     /// What the room has measured of its answers (first token, speed, load), for routing.
     pub speed: Option<crate::hub::scheduler::Speed>,
 }
@@ -140,8 +142,10 @@ impl ParticipantRecord {
             json: bytes::Bytes::new(),
             token_sha256: String::new(),
             reach: crate::hub::egress::Reach::default(),
+            base_url: None,
             speed: None,
         };
+        record.parse_endpoint();
         record.refresh();
         record
     }
@@ -168,6 +172,12 @@ impl ParticipantRecord {
         } else {
             ParticipantStatus::Online
         }
+    }
+
+    /// Parses `public.endpoint` for the calls to a direct participant; called when it changes.
+    fn parse_endpoint(&mut self) {
+        let endpoint = &self.public.endpoint;
+        self.base_url = (!endpoint.is_empty()).then(|| crate::hub::egress::base_url(endpoint).ok()).flatten();
     }
 
     /// Re-encodes the cached JSON; called after every change of `public`.
@@ -569,6 +579,7 @@ impl Registry {
                 existing.config = reg.config;
                 existing.reach = reg.reach;
                 existing.offline_since = None;
+                existing.parse_endpoint();
                 existing.refresh();
                 existing.clone()
             }

@@ -5,6 +5,7 @@
 //! lack an endpoint (`responses_compat`, `messages_compat`, `json_stream`). The Ollama API
 //! (`/rooms/:code/api/*`) is translated onto it (`ollama_compat`, `ollama_routes`).
 
+pub mod answer_head;
 pub mod json_stream;
 pub mod merge;
 pub mod messages_compat;

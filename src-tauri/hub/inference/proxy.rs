@@ -354,7 +354,7 @@ pub(super) async fn serve(job: Job, mut slot: Slot, route: Route) -> Result<Resp
     let mut failed_over = false;
     let mut learned = 0;
     loop {
-        let p = slot.participant().clone();
+        let p = slot.participant_shared();
         let config = merge::layered(route.defaults.as_ref(), &p.config);
         job.publish(EventKind::LlmRequest {
             request_id: job.request_id.clone(),

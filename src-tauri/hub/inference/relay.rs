@@ -30,6 +30,7 @@ use crate::hub::registry::{ParticipantRecord, Slot};
 use crate::protocol::events::{EventKind, LlmMetrics};
 use crate::protocol::{now_ms, Endpoint};
 
+use super::answer_head;
 use super::json_stream;
 use super::messages_compat::{self, MessagesStream};
 use super::op::{ErrorShape, Op, Translation};
@@ -70,6 +71,22 @@ impl Usage {
         let output = n("completion_tokens").or_else(|| n("output_tokens"));
         let total = n("total_tokens").or_else(|| Some(input? + output?));
         (input.is_some() || output.is_some()).then_some(Usage { input, output, total })
+    }
+
+    /// An answer's counts as [`answer_head`] read them: `usage` as [`Usage::from_value`] reads it,
+    /// else Ollama's as [`Usage::from_ollama`] does.
+    fn from_head(head: &answer_head::Head) -> Option<Usage> {
+        let from_usage = head.usage.and_then(|u| {
+            let input = u.prompt_tokens.or(u.input_tokens);
+            let output = u.completion_tokens.or(u.output_tokens);
+            let total = u.total_tokens.or_else(|| Some(input? + output?));
+            (input.is_some() || output.is_some()).then_some(Usage { input, output, total })
+        });
+        from_usage.or_else(|| {
+            let (input, output) = (head.prompt_eval_count, head.eval_count);
+            let total = input.map(|i| i + output.unwrap_or(0));
+            (input.is_some() || output.is_some()).then_some(Usage { input, output, total })
+        })
     }
 
     /// Ollama's counts: `prompt_eval_count` and `eval_count` (a native answer, or its `done` line).
@@ -187,7 +204,7 @@ async fn replay_as_stream(
 pub(super) async fn respond(job: Job, slot: Slot, mut up: Upstream, started: Instant, form: Form) -> Response {
     let status = StatusCode::from_u16(up.status).unwrap_or(StatusCode::BAD_GATEWAY);
     let ok = status.is_success();
-    let p = slot.participant().clone();
+    let p = slot.participant_shared();
     let translated = form == Form::Translated;
     let native = form == Form::Native;
     if job.stream && ok && !native && !up.is_event_stream() {
@@ -248,7 +265,7 @@ pub(super) async fn respond(job: Job, slot: Slot, mut up: Upstream, started: Ins
 async fn respond_whole(job: Job, slot: Slot, mut up: Upstream, started: Instant, translated: bool) -> Response {
     let status = StatusCode::from_u16(up.status).unwrap_or(StatusCode::BAD_GATEWAY);
     let shape = job.spec.errors;
-    let p = slot.participant().clone();
+    let p = slot.participant_shared();
     let first = Instant::now();
     let body = match up.collect(MAX_ANSWER_BYTES).await {
         Ok(b) => b,
@@ -270,37 +287,51 @@ async fn respond_whole(job: Job, slot: Slot, mut up: Upstream, started: Instant,
         headers_for(&mut response, up.content_type().or(Some("application/json")), false);
         return response;
     }
-    let parsed: Option<Value> = serde_json::from_slice(&body).ok();
-    let Some(value) = parsed else {
+    let not_json = || {
         // A success that is not JSON is never an answer: a clean 502, not garbage.
         let error = HubError::Upstream { stage: "decode".into(), message: "the answer is not JSON".into() };
         job.error_event(&p, "decode", &error);
-        return shape.render(error);
+        shape.render(error)
     };
-    let (body, value) = match (translated, job.spec.translation) {
-        (true, Some(Translation::ResponsesOverChat)) => {
-            let id = responses_compat::new_response_id();
-            let response = responses_compat::chat_to_response(&value, &job.settings(), &id);
-            let body = Bytes::from(response.to_string());
-            job.hub.responses().remember(&id, job.kept(body.clone()));
-            (body, response)
+    let (body, usage) = match (translated, job.spec.translation) {
+        (true, Some(translation)) => {
+            let Some(value) = serde_json::from_slice::<Value>(&body).ok() else { return not_json() };
+            let (body, value) = match translation {
+                Translation::ResponsesOverChat => {
+                    let id = responses_compat::new_response_id();
+                    let response = responses_compat::chat_to_response(&value, &job.settings(), &id);
+                    let body = Bytes::from(response.to_string());
+                    job.hub.responses().remember(&id, job.kept(body.clone()));
+                    (body, response)
+                }
+                Translation::MessagesOverChat => {
+                    let id = messages_compat::new_message_id();
+                    let message = messages_compat::chat_to_message(&value, &p.public.model, &id);
+                    (Bytes::from(message.to_string()), message)
+                }
+            };
+            let usage = value
+                .get("usage")
+                .and_then(Usage::from_value)
+                .or_else(|| Usage::from_ollama(&value))
+                .unwrap_or_default();
+            (body, usage)
         }
-        (true, Some(Translation::MessagesOverChat)) => {
-            let message = messages_compat::chat_to_message(&value, &p.public.model, &messages_compat::new_message_id());
-            (Bytes::from(message.to_string()), message)
+        _ => {
+            // Relayed as it is: only what the hub needs is read of it (no tree of the answer).
+            let Some(head) = answer_head::read(&body) else { return not_json() };
+            if job.op == Op::Responses {
+                // The id comes from the participant and goes into later paths: only a plain one is kept.
+                if let Some(id) = head.id.as_deref().filter(|id| is_plain_id(id)) {
+                    job.hub.responses().remember(
+                        id,
+                        Owner::Participant { code: job.code.clone(), participant_id: p.public.id.clone() },
+                    );
+                }
+            }
+            (body, Usage::from_head(&head).unwrap_or_default())
         }
-        _ => (body, value),
     };
-    if job.op == Op::Responses && !translated {
-        // The id comes from the participant and goes into later paths: only a plain one is kept.
-        if let Some(id) = value.get("id").and_then(Value::as_str).filter(|id| is_plain_id(id)) {
-            job.hub
-                .responses()
-                .remember(id, Owner::Participant { code: job.code.clone(), participant_id: p.public.id.clone() });
-        }
-    }
-    let usage =
-        value.get("usage").and_then(Usage::from_value).or_else(|| Usage::from_ollama(&value)).unwrap_or_default();
     complete(&job, &p, metrics(started, Some(first), usage));
     let mut response = (status, body).into_response();
     let ct = if translated { Some("application/json") } else { up.content_type() };
@@ -386,7 +417,7 @@ enum Mode {
 /// ends or the client goes away (dropping it frees the slot and cancels the provider call).
 struct Relay {
     job: Job,
-    participant: ParticipantRecord,
+    participant: Arc<ParticipantRecord>,
     /// The participant's place, held while the provider is answering and given back the moment
     /// its answer ends (or fails), or when the client stops reading (see
     /// [`spawn_reader_watchdog`]): a client that reads slowly, or never, must not keep the
@@ -724,6 +755,28 @@ mod tests {
         assert!(Usage::from_value(&json!({})).is_none());
         let ollama = Usage::from_ollama(&json!({"done": true, "prompt_eval_count": 26, "eval_count": 290})).unwrap();
         assert_eq!((ollama.input, ollama.output, ollama.total), (Some(26), Some(290), Some(316)));
+    }
+
+    #[test]
+    fn an_answer_s_head_gives_the_usage_its_tree_gave() {
+        let answers = [
+            json!({"usage": {"prompt_tokens": 3, "completion_tokens": 4}}),
+            json!({"usage": {"prompt_tokens": 8, "total_tokens": 8}}),
+            json!({"usage": {"input_tokens": 10, "output_tokens": 1}}),
+            json!({"usage": {"total_tokens": 5}, "prompt_eval_count": 2}),
+            json!({"usage": "x", "prompt_eval_count": 26, "eval_count": 290}),
+            json!({"eval_count": 7}),
+            json!({"usage": {}}),
+            json!({}),
+            json!([1]),
+        ];
+        for answer in answers {
+            let tree = answer.get("usage").and_then(Usage::from_value).or_else(|| Usage::from_ollama(&answer));
+            let head = answer_head::read(answer.to_string().as_bytes()).unwrap();
+            let scanned = Usage::from_head(&head);
+            let fields = |u: Option<Usage>| u.map(|u| (u.input, u.output, u.total));
+            assert_eq!(fields(scanned), fields(tree), "{answer}");
+        }
     }
 
     #[test]

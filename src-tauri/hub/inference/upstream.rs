@@ -307,12 +307,20 @@ async fn open_direct(
         error: HubError::Upstream { stage: "connect".into(), message: egress::NOT_OPENAI.into() },
         retryable,
     };
-    let base = egress::base_url(&p.public.endpoint).map_err(|_| not_openai(true))?;
-    if let Err(why) = egress::check_literal(&base, p.reach) {
+    // Parsed when the participant registered; parsed here only for a record made otherwise.
+    let parsed;
+    let base = match &p.base_url {
+        Some(base) => base,
+        None => {
+            parsed = egress::base_url(&p.public.endpoint).map_err(|_| not_openai(true))?;
+            &parsed
+        }
+    };
+    if let Err(why) = egress::check_literal(base, p.reach) {
         tracing::warn!(participant = %p.public.id, "not calling a direct endpoint: {why}");
         return Err(not_openai(true));
     }
-    let url = egress::join(&base, &call.path);
+    let url = egress::join(base, &call.path);
     let mut request = hub.direct_client(p.reach).request(call.method, url);
     if let Some(body) = call.body {
         request = request.header(reqwest::header::CONTENT_TYPE, "application/json").body(body);

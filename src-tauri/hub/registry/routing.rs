@@ -101,6 +101,11 @@ impl Slot {
         &self.participant
     }
 
+    /// The same record, shared (no copy of it is made).
+    pub fn participant_shared(&self) -> Arc<ParticipantRecord> {
+        self.participant.clone()
+    }
+
     pub fn room_code(&self) -> &str {
         &self.code
     }
