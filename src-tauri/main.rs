@@ -5,10 +5,11 @@
 /// threads, where glibc's malloc spent a tenth of the hub's CPU (and kept what the largest bodies
 /// had needed; mimalloc gives freed memory back by itself).
 ///
-/// The desktop app keeps the system's allocator. GTK and WebKit allocate with it whatever Rust
+/// The desktop build keeps the system's allocator. GTK and WebKit allocate with it whatever Rust
 /// uses, so a second allocator's heaps are memory on top, held all day by an app that sits in the
 /// tray: 5 MiB more in the tray-only app, measured. Its hub serves a few people's requests, where
-/// a tenth of a microsecond-scale cost does not show beside seconds of inference.
+/// a tenth of a microsecond-scale cost does not show beside seconds of inference. It fixes glibc's
+/// mmap threshold instead (`cli::serve::return_large_buffers_to_the_system`).
 #[cfg(not(feature = "desktop"))]
 #[global_allocator]
 static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;

@@ -47,7 +47,7 @@ async fn read_all(res: reqwest::Response) -> (String, String) {
 /// The next event named `name`, skipping others.
 async fn next_of(events: &mut Sse, name: &str) -> Value {
     loop {
-        let e = events.next_within(Duration::from_secs(10)).await.unwrap_or_else(|| panic!("no {name} event"));
+        let e = events.next_within(Duration::from_secs(30)).await.unwrap_or_else(|| panic!("no {name} event"));
         if e.event == name {
             return e.json()["data"].clone();
         }

@@ -288,6 +288,11 @@ async fn run(command: Option<Command>) -> Result<(), Failure> {
 /// Entry point of the `gambi` binary. Usage errors exit 2 from clap itself.
 pub fn main() -> ExitCode {
     let cli = Cli::parse();
+    // The app and the hub (a hub either way) keep memory only while they use it.
+    #[cfg(all(target_os = "linux", target_env = "gnu", feature = "desktop"))]
+    if matches!(cli.command, None | Some(Command::Hub(HubCommand::Serve(_))) | Some(Command::Serve(_))) {
+        serve::return_large_buffers_to_the_system();
+    }
     #[cfg(feature = "desktop")]
     if cli.command.is_none() {
         // The app owns the main thread (its event loop) and starts its own runtime.
